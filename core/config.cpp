@@ -1,0 +1,407 @@
+#include "core/config.h"
+
+#include <xxhash.h>
+#include <yaml-cpp/yaml.h>
+
+#include <cmath>
+#include <map>
+#include <set>
+
+#include "core/config_schema.h"
+#include "core/error.h"
+#include "core/file_util.h"
+
+namespace ptrain {
+namespace {
+
+// Collects every problem in a config so the user fixes them all in one round.
+struct Problems {
+  std::vector<std::string> lines;
+  void add(const std::string& where, const std::string& message) {
+    lines.push_back(where + ": " + message);
+  }
+};
+
+std::string location(const std::string& source, const YAML::Node& node) {
+  const YAML::Mark mark = node.Mark();
+  if (mark.line < 0) return source;
+  return fmt::format("{}:{}:{}", source, mark.line + 1, mark.column + 1);
+}
+
+std::string did_you_mean(const std::string& name, const std::vector<std::string>& candidates) {
+  std::string nearest = nearest_name(name, candidates);
+  return nearest.empty() ? "" : fmt::format("; did you mean '{}'?", nearest);
+}
+
+std::string quoted_choices(const std::vector<std::string>& choices) {
+  std::string out;
+  for (const auto& c : choices) out += (out.empty() ? "" : ", ") + fmt::format("'{}'", c);
+  return out;
+}
+
+std::string scalar_text(const YAML::Node& node) { return node.IsScalar() ? node.Scalar() : ""; }
+
+bool parse_int(const std::string& text, int64_t* out) {
+  if (text.empty()) return false;
+  size_t used = 0;
+  try {
+    *out = std::stoll(text, &used, 10);
+  } catch (const std::exception&) {
+    return false;
+  }
+  return used == text.size();
+}
+
+bool parse_double(const std::string& text, double* out) {
+  if (text.empty()) return false;
+  size_t used = 0;
+  try {
+    *out = std::stod(text, &used);
+  } catch (const std::exception&) {
+    return false;
+  }
+  return used == text.size() && std::isfinite(*out);
+}
+
+template <class Record>
+std::string expectation(const FieldSpec<Record>& spec) {
+  std::string range;
+  bool has_min = spec.min > -std::numeric_limits<double>::infinity();
+  bool has_max = spec.max < std::numeric_limits<double>::infinity();
+  if (has_min && has_max) range = fmt::format(" in [{:g}, {:g}]", spec.min, spec.max);
+  switch (spec.type) {
+    case KeyType::kBool:
+      return "a boolean (true or false)";
+    case KeyType::kInt:
+      return "an integer" + range;
+    case KeyType::kFloat:
+      return "a number" + range;
+    case KeyType::kString:
+      return "a string";
+    case KeyType::kEnum:
+      return "one of " + quoted_choices(spec.choices);
+    case KeyType::kStringList:
+      return "a list of strings";
+    case KeyType::kDatasetList:
+      return "a list of dataset entries ({path, type, ...})";
+  }
+  return "?";
+}
+
+void parse_datasets(const YAML::Node& node, std::vector<DatasetConfig>* out,
+                    const std::string& source, Problems& problems);
+
+// Assigns `node` to the member `spec` binds in `record`; a mismatch is a problem naming `label`.
+template <class Record>
+void assign(const FieldSpec<Record>& spec, Record& record, const YAML::Node& node,
+            const std::string& where, const std::string& label, const std::string& source,
+            Problems& problems) {
+  void* member = spec.member(record);
+  auto bad = [&](const std::string& extra = "") {
+    std::string got = node.IsScalar() ? fmt::format("'{}'", node.Scalar())
+                      : node.IsSequence() ? "a list"
+                      : node.IsMap()      ? "a mapping"
+                                          : "nothing";
+    problems.add(where, fmt::format("key '{}' expects {}, got {}{}", label, expectation(spec), got,
+                                    extra));
+  };
+  const std::string text = scalar_text(node);
+  switch (spec.type) {
+    case KeyType::kBool: {
+      bool value = false;
+      if (!node.IsScalar() || !YAML::convert<bool>::decode(node, value)) return bad();
+      *static_cast<bool*>(member) = value;
+      return;
+    }
+    case KeyType::kInt: {
+      int64_t value = 0;
+      if (!node.IsScalar() || !parse_int(text, &value)) return bad();
+      if (value < spec.min || value > spec.max) return bad(" (out of range)");
+      *static_cast<int64_t*>(member) = value;
+      return;
+    }
+    case KeyType::kFloat: {
+      double value = 0;
+      if (!node.IsScalar() || !parse_double(text, &value)) return bad();
+      if (value < spec.min || value > spec.max) return bad(" (out of range)");
+      *static_cast<double*>(member) = value;
+      return;
+    }
+    case KeyType::kString:
+      if (!node.IsScalar()) return bad();
+      *static_cast<std::string*>(member) = text;
+      return;
+    case KeyType::kEnum:
+      if (!node.IsScalar()) return bad();
+      for (const auto& choice : spec.choices) {
+        if (choice == text) {
+          *static_cast<std::string*>(member) = text;
+          return;
+        }
+      }
+      return bad(did_you_mean(text, spec.choices));
+    case KeyType::kStringList: {
+      std::vector<std::string> values;
+      if (node.IsScalar()) {
+        values.push_back(text);  // `lora_target_modules: q_proj` means a one-element list
+      } else if (node.IsSequence()) {
+        for (const auto& item : node) {
+          if (!item.IsScalar()) return bad(" (an item is not a string)");
+          values.push_back(item.Scalar());
+        }
+      } else {
+        return bad();
+      }
+      *static_cast<std::vector<std::string>*>(member) = std::move(values);
+      return;
+    }
+    case KeyType::kDatasetList:
+      if (!node.IsSequence()) return bad();
+      parse_datasets(node, static_cast<std::vector<DatasetConfig>*>(member), source, problems);
+      return;
+  }
+}
+
+void parse_datasets(const YAML::Node& node, std::vector<DatasetConfig>* out,
+                    const std::string& source, Problems& problems) {
+  const ConfigSchema& schema = ConfigSchema::instance();
+  std::vector<std::string> names;
+  for (const auto& key : schema.dataset_keys()) names.push_back(key.name);
+  out->clear();
+  for (size_t i = 0; i < node.size(); ++i) {
+    const YAML::Node item = node[i];
+    const std::string label = fmt::format("datasets[{}]", i);
+    if (!item.IsMap()) {
+      problems.add(location(source, item), label + " must be a mapping such as {path: data.jsonl, type: alpaca}");
+      continue;
+    }
+    DatasetConfig dataset;
+    std::set<std::string> seen;
+    for (const auto& entry : item) {
+      const std::string name = entry.first.Scalar();
+      const DatasetKey* key = schema.find_dataset_key(name);
+      if (key == nullptr) {
+        problems.add(location(source, entry.first),
+                     fmt::format("unknown key '{}.{}'{}", label, name, did_you_mean(name, names)));
+        continue;
+      }
+      seen.insert(name);
+      if (entry.second.IsNull()) continue;
+      assign(*key, dataset, entry.second, location(source, entry.second), label + "." + name,
+             source, problems);
+    }
+    for (const auto& key : schema.dataset_keys()) {
+      if (key.required && !seen.count(key.name))
+        problems.add(location(source, item), fmt::format("{} is missing the required key '{}'", label, key.name));
+    }
+    out->push_back(dataset);
+  }
+}
+
+// Walks a mapping, resolving each key to its dotted schema name. `prefix` is "" or "comm.".
+void parse_mapping(const YAML::Node& map, const std::string& prefix, const std::string& source,
+                   JobConfig& job, std::map<std::string, std::string>& seen,
+                   std::vector<std::string>& warnings, Problems& problems) {
+  const ConfigSchema& schema = ConfigSchema::instance();
+  std::vector<std::string> candidates = schema.sections();
+  for (const auto& key : schema.keys()) candidates.push_back(key.name);
+
+  for (const auto& entry : map) {
+    const std::string where = location(source, entry.first);
+    if (!entry.first.IsScalar()) {
+      problems.add(where, "a key must be a plain name");
+      continue;
+    }
+    const std::string name = prefix + entry.first.Scalar();
+    if (auto it = seen.find(name); it != seen.end()) {
+      problems.add(where, fmt::format("key '{}' is given twice (first at {})", name, it->second));
+      continue;
+    }
+    seen[name] = where;
+
+    const bool is_section = prefix.empty() &&
+        std::find(schema.sections().begin(), schema.sections().end(), name) != schema.sections().end();
+    if (is_section) {
+      if (entry.second.IsMap()) {
+        parse_mapping(entry.second, name + ".", source, job, seen, warnings, problems);
+      } else if (!entry.second.IsNull()) {
+        problems.add(where, fmt::format("key '{}' is a section: it expects a mapping of keys such "
+                                        "as '{}.<key>: value'", name, name));
+      }
+      continue;
+    }
+    if (const ConfigKey* key = schema.find(name)) {
+      if (!entry.second.IsNull())  // `key:` with no value keeps the default, as in Axolotl
+        assign(*key, job, entry.second, location(source, entry.second), name, source, problems);
+      continue;
+    }
+    if (const IgnoredKey* ignored = prefix.empty() ? schema.find_ignored(name) : nullptr) {
+      warnings.push_back(fmt::format("{}: ignoring Axolotl key '{}': {}", where, name, ignored->reason));
+      continue;
+    }
+    problems.add(where, fmt::format("unknown key '{}'{}", name, did_you_mean(name, candidates)));
+  }
+}
+
+void apply_override(const std::string& flag, JobConfig& job, std::map<std::string, std::string>& seen,
+                    Problems& problems) {
+  const ConfigSchema& schema = ConfigSchema::instance();
+  const std::string where = fmt::format("--set {}", flag);
+  size_t eq = flag.find('=');
+  if (eq == std::string::npos || eq == 0) {
+    problems.add(where, "expected --set key=value");
+    return;
+  }
+  const std::string name = flag.substr(0, eq);
+  const std::string value_text = flag.substr(eq + 1);
+  const ConfigKey* key = schema.find(name);
+  if (key == nullptr) {
+    std::vector<std::string> candidates;
+    for (const auto& k : schema.keys()) candidates.push_back(k.name);
+    problems.add(where, fmt::format("unknown key '{}'{}", name, did_you_mean(name, candidates)));
+    return;
+  }
+  YAML::Node value;
+  try {
+    value = YAML::Load(value_text);
+  } catch (const YAML::Exception& e) {
+    problems.add(where, fmt::format("value of '{}' is not valid YAML: {}", name, e.msg));
+    return;
+  }
+  if (value.IsNull()) value = YAML::Node(value_text);  // "--set output_dir=" is an empty string
+  assign(*key, job, value, where, name, where, problems);
+  seen[name] = where;
+}
+
+void check_relations(const JobConfig& job, const std::map<std::string, std::string>& seen,
+                     const std::string& source, Problems& problems) {
+  auto where = [&](const std::string& key) {
+    auto it = seen.find(key);
+    return it == seen.end() ? source : it->second;
+  };
+  if (job.adapter == "qlora" && !job.load_in_4bit)
+    problems.add(where("adapter"), "'adapter: qlora' needs 'load_in_4bit: true' (NF4 base weights)");
+  if (job.load_in_4bit && job.adapter != "qlora")
+    problems.add(where("load_in_4bit"),
+                 "'load_in_4bit: true' needs 'adapter: qlora' (a 4-bit base cannot be trained fully)");
+  if (job.warmup_steps > 0 && job.warmup_ratio > 0)
+    problems.add(where("warmup_ratio"), "'warmup_steps' and 'warmup_ratio' are exclusive: set one");
+  if (job.save_steps > 0 && job.saves_per_epoch > 0)
+    problems.add(where("saves_per_epoch"), "'save_steps' and 'saves_per_epoch' are exclusive: set one");
+  const bool targets = job.lora_target_linear || !job.lora_target_modules.empty();
+  if (job.adapter.empty() && targets)
+    problems.add(where(job.lora_target_linear ? "lora_target_linear" : "lora_target_modules"),
+                 "LoRA targets are set but 'adapter' is empty: set 'adapter: lora' or 'adapter: qlora'");
+  if (!job.adapter.empty() && !targets)
+    problems.add(where("adapter"), fmt::format("'adapter: {}' needs 'lora_target_linear: true' or "
+                                               "'lora_target_modules'", job.adapter));
+  if (job.val_set_size >= 1 && job.val_set_size != std::floor(job.val_set_size))
+    problems.add(where("val_set_size"),
+                 "'val_set_size' >= 1 is a row count and must be a whole number");
+  if (job.output_dir.empty()) problems.add(where("output_dir"), "'output_dir' must not be empty");
+}
+
+YAML::Node emit_value(KeyType type, void* member);
+
+YAML::Node emit_dataset(const DatasetConfig& dataset) {
+  DatasetConfig copy = dataset;
+  YAML::Node node(YAML::NodeType::Map);
+  for (const auto& key : ConfigSchema::instance().dataset_keys())
+    node[key.name] = emit_value(key.type, key.member(copy));
+  return node;
+}
+
+YAML::Node emit_value(KeyType type, void* member) {
+  switch (type) {
+    case KeyType::kBool:
+      return YAML::Node(*static_cast<bool*>(member));
+    case KeyType::kInt:
+      return YAML::Node(*static_cast<int64_t*>(member));
+    case KeyType::kFloat:
+      // Shortest text that reads back to the same double: stable for hashing, readable for people.
+      return YAML::Node(fmt::format("{}", *static_cast<double*>(member)));
+    case KeyType::kString:
+    case KeyType::kEnum:
+      return YAML::Node(*static_cast<std::string*>(member));
+    case KeyType::kStringList: {
+      YAML::Node list(YAML::NodeType::Sequence);
+      for (const auto& s : *static_cast<std::vector<std::string>*>(member)) list.push_back(s);
+      return list;
+    }
+    case KeyType::kDatasetList: {
+      YAML::Node list(YAML::NodeType::Sequence);
+      for (const auto& d : *static_cast<std::vector<DatasetConfig>*>(member)) list.push_back(emit_dataset(d));
+      return list;
+    }
+  }
+  return {};
+}
+
+std::string emit_resolved(const JobConfig& job) {
+  JobConfig copy = job;
+  YAML::Emitter out;
+  out << YAML::BeginMap;
+  std::string open_section;
+  for (const auto& key : ConfigSchema::instance().keys()) {
+    size_t dot = key.name.find('.');
+    std::string section = dot == std::string::npos ? "" : key.name.substr(0, dot);
+    if (section != open_section) {
+      if (!open_section.empty()) out << YAML::EndMap;
+      if (!section.empty()) out << YAML::Key << section << YAML::Value << YAML::BeginMap;
+      open_section = section;
+    }
+    std::string leaf = dot == std::string::npos ? key.name : key.name.substr(dot + 1);
+    out << YAML::Key << leaf << YAML::Value << emit_value(key.type, key.member(copy));
+  }
+  if (!open_section.empty()) out << YAML::EndMap;
+  out << YAML::EndMap;
+  return std::string(out.c_str()) + "\n";
+}
+
+}  // namespace
+
+ResolvedConfig load_config_text(const std::string& yaml_text, const std::string& source_name,
+                                const std::vector<std::string>& overrides) {
+  ResolvedConfig resolved;
+  resolved.source = source_name;
+  YAML::Node root;
+  try {
+    root = YAML::Load(yaml_text);
+  } catch (const YAML::ParserException& e) {
+    throw UserError(fmt::format("{}:{}:{}: invalid YAML: {}", source_name, e.mark.line + 1,
+                                e.mark.column + 1, e.msg));
+  }
+  Problems problems;
+  std::map<std::string, std::string> seen;
+  if (root.IsMap()) {
+    parse_mapping(root, "", source_name, resolved.job, seen, resolved.warnings, problems);
+  } else if (!root.IsNull()) {
+    problems.add(source_name, "a config file must be a mapping of keys to values");
+  }
+  for (const auto& flag : overrides) apply_override(flag, resolved.job, seen, problems);
+  if (problems.lines.empty()) check_relations(resolved.job, seen, source_name, problems);
+  if (!problems.lines.empty()) {
+    std::string message = fmt::format("invalid config ({} problem{}):", problems.lines.size(),
+                                      problems.lines.size() == 1 ? "" : "s");
+    for (const auto& line : problems.lines) message += "\n  " + line;
+    throw UserError(message);
+  }
+  resolved.resolved_yaml = emit_resolved(resolved.job);
+  resolved.hash = fmt::format("{:016x}", XXH3_64bits(resolved.resolved_yaml.data(),
+                                                     resolved.resolved_yaml.size()));
+  return resolved;
+}
+
+ResolvedConfig load_config(const std::string& path, const std::vector<std::string>& overrides) {
+  if (path.empty()) return load_config_text("{}", "<defaults>", overrides);
+  return load_config_text(read_text_file(path), path, overrides);
+}
+
+std::string write_resolved_config(const ResolvedConfig& config, const std::string& dir) {
+  std::string path = dir + "/config.resolved.yaml";
+  write_file_atomic(path, fmt::format("# ptrain resolved config; hash {}; from {}\n{}", config.hash,
+                                      config.source, config.resolved_yaml));
+  return path;
+}
+
+}  // namespace ptrain

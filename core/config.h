@@ -1,0 +1,106 @@
+// The job configuration: Axolotl-style YAML plus ptrain's own nested sections.
+//
+// JobConfig holds typed values; ConfigSchema (config_schema.h) binds every YAML key to one member
+// with its type, range and documentation, and load_config() is the only way a file becomes a
+// JobConfig: unknown keys, wrong types and out-of-range values are UserErrors naming the file, line
+// and key. The resolved config (every key, defaults included, in schema order) is what gets written
+// next to the outputs and hashed, so two runs with the same hash trained with the same settings.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace ptrain {
+
+struct DatasetConfig {
+  std::string path;
+  std::string type = "alpaca";  // alpaca | chat_template | completion | sharegpt
+  std::string split = "train";
+  std::string field_messages = "messages";  // chat_template rows
+  std::string field = "text";               // completion rows
+};
+
+struct CommConfig {
+  std::string backend = "auto";      // auto | mpi | nccl
+  double collective_timeout = 600.0;  // seconds before the watchdog aborts a stuck collective
+};
+
+struct LoggingConfig {
+  std::string level = "info";     // trace | debug | info | warn | error
+  std::string console = "rank0";  // rank0 | all | none
+};
+
+struct JobConfig {
+  // Model and adapter.
+  std::string base_model;
+  bool load_in_4bit = false;
+  std::string adapter;  // "" (full training) | lora | qlora
+  int64_t lora_r = 8;
+  double lora_alpha = 16.0;
+  double lora_dropout = 0.05;
+  bool lora_target_linear = false;
+  std::vector<std::string> lora_target_modules;
+  std::vector<std::string> lora_modules_to_save;
+  bool peft_use_rslora = false;
+
+  // Data.
+  std::vector<DatasetConfig> datasets;
+  std::string dataset_prepared_path;
+  double val_set_size = 0.0;
+  int64_t sequence_len = 2048;
+  bool sample_packing = false;
+  bool pad_to_sequence_len = false;
+  bool train_on_inputs = false;
+
+  // Optimisation.
+  int64_t micro_batch_size = 1;
+  int64_t gradient_accumulation_steps = 1;
+  int64_t num_epochs = 1;
+  int64_t max_steps = 0;  // 0: run num_epochs
+  std::string optimizer = "adamw_torch";
+  std::string lr_scheduler = "cosine";
+  double learning_rate = 2e-4;
+  int64_t warmup_steps = 0;
+  double warmup_ratio = 0.0;
+  double weight_decay = 0.0;
+  double max_grad_norm = 1.0;
+  bool bf16 = true;
+  bool gradient_checkpointing = false;
+
+  // Bookkeeping.
+  std::string output_dir = "./outputs";
+  int64_t logging_steps = 1;
+  int64_t eval_steps = 0;
+  int64_t save_steps = 0;
+  int64_t saves_per_epoch = 0;
+  std::string resume_from_checkpoint;
+  int64_t seed = 42;
+  int64_t threads = 0;  // intra-op threads per rank; 0: cores on this host / ranks on this host
+
+  CommConfig comm;
+  LoggingConfig logging;
+};
+
+// A loaded, validated configuration and what identifies it.
+struct ResolvedConfig {
+  JobConfig job;
+  std::string source;                 // the file it came from, or "<defaults>"
+  std::string resolved_yaml;          // every key, defaults included, in schema order
+  std::string hash;                   // 16 hex digits of XXH3-64 over resolved_yaml
+  std::vector<std::string> warnings;  // e.g. Axolotl keys that ptrain ignores
+};
+
+// Loads `path` (empty: the embedded defaults), applies `overrides` ("dotted.key=yaml-value", as
+// given to --set) in order, validates every key and the relations between keys. Throws UserError
+// listing every problem found, each naming the file:line (or the --set flag) and the key.
+ResolvedConfig load_config(const std::string& path, const std::vector<std::string>& overrides = {});
+
+// Parses YAML text as if it were the file `source_name` (tests, embedded configs).
+ResolvedConfig load_config_text(const std::string& yaml_text, const std::string& source_name,
+                                const std::vector<std::string>& overrides = {});
+
+// Writes `<dir>/config.resolved.yaml` (with the hash in a comment header) atomically.
+std::string write_resolved_config(const ResolvedConfig& config, const std::string& dir);
+
+}  // namespace ptrain

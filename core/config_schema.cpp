@@ -1,0 +1,340 @@
+#include "core/config_schema.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <sstream>
+
+namespace ptrain {
+namespace {
+
+template <class R, class T>
+std::function<void*(R&)> member_of(T R::*m) {
+  return [m](R& r) -> void* { return &(r.*m); };
+}
+
+template <class S, class T>
+std::function<void*(JobConfig&)> member_of(S JobConfig::*section, T S::*m) {
+  return [section, m](JobConfig& r) -> void* { return &((r.*section).*m); };
+}
+
+constexpr double kMaxCount = 1e12;
+
+template <class Record>
+FieldSpec<Record> field(std::string name, KeyType type, std::function<void*(Record&)> member,
+                        std::string doc) {
+  FieldSpec<Record> key;
+  key.name = std::move(name);
+  key.type = type;
+  key.member = std::move(member);
+  key.doc = std::move(doc);
+  return key;
+}
+
+ConfigKey boolean(std::string name, std::function<void*(JobConfig&)> member, std::string doc) {
+  return field<JobConfig>(std::move(name), KeyType::kBool, std::move(member), std::move(doc));
+}
+ConfigKey integer(std::string name, std::function<void*(JobConfig&)> member, double min, double max,
+                  std::string doc) {
+  ConfigKey key = field<JobConfig>(std::move(name), KeyType::kInt, std::move(member), std::move(doc));
+  key.min = min;
+  key.max = max;
+  return key;
+}
+ConfigKey number(std::string name, std::function<void*(JobConfig&)> member, double min, double max,
+                 std::string doc) {
+  ConfigKey key = field<JobConfig>(std::move(name), KeyType::kFloat, std::move(member), std::move(doc));
+  key.min = min;
+  key.max = max;
+  return key;
+}
+ConfigKey text(std::string name, std::function<void*(JobConfig&)> member, std::string doc) {
+  return field<JobConfig>(std::move(name), KeyType::kString, std::move(member), std::move(doc));
+}
+ConfigKey one_of(std::string name, std::function<void*(JobConfig&)> member,
+                 std::vector<std::string> choices, std::string doc) {
+  ConfigKey key = field<JobConfig>(std::move(name), KeyType::kEnum, std::move(member), std::move(doc));
+  key.choices = std::move(choices);
+  return key;
+}
+ConfigKey strings(std::string name, std::function<void*(JobConfig&)> member, std::string doc) {
+  return field<JobConfig>(std::move(name), KeyType::kStringList, std::move(member), std::move(doc));
+}
+
+size_t edit_distance(const std::string& a, const std::string& b) {
+  std::vector<size_t> row(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    size_t diagonal = row[0];
+    row[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j) {
+      size_t above = row[j];
+      size_t substitution = diagonal + (a[i - 1] == b[j - 1] ? 0 : 1);
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, substitution});
+      diagonal = above;
+    }
+  }
+  return row[b.size()];
+}
+
+std::string type_name(KeyType type) {
+  switch (type) {
+    case KeyType::kBool:
+      return "bool";
+    case KeyType::kInt:
+      return "integer";
+    case KeyType::kFloat:
+      return "number";
+    case KeyType::kString:
+      return "string";
+    case KeyType::kEnum:
+      return "string";
+    case KeyType::kStringList:
+      return "list of strings";
+    case KeyType::kDatasetList:
+      return "list of datasets";
+  }
+  return "?";
+}
+
+std::string range_text(double min, double max, std::vector<std::string> const& choices) {
+  if (!choices.empty()) {
+    std::string out;
+    for (const auto& c : choices) out += (out.empty() ? "" : ", ") + ("`" + (c.empty() ? "\"\"" : c) + "`");
+    return out;
+  }
+  auto fmt_bound = [](double v) { return fmt::format("{:g}", v); };
+  bool has_min = min > -std::numeric_limits<double>::infinity();
+  bool has_max = max < std::numeric_limits<double>::infinity() && max < kMaxCount;
+  if (has_min && has_max) return fmt::format("[{}, {}]", fmt_bound(min), fmt_bound(max));
+  if (has_min) return fmt::format(">= {}", fmt_bound(min));
+  if (has_max) return fmt::format("<= {}", fmt_bound(max));
+  return "";
+}
+
+}  // namespace
+
+ConfigSchema::ConfigSchema() {
+  using J = JobConfig;
+  sections_ = {"comm", "logging"};
+  keys_ = {
+      // ---------------------------------------------------------------- model and adapter
+      text("base_model", member_of(&J::base_model),
+           "Hugging Face model directory (config.json + safetensors) to start from."),
+      boolean("load_in_4bit", member_of(&J::load_in_4bit),
+              "Quantize the frozen base weights to NF4 on load (QLoRA)."),
+      one_of("adapter", member_of(&J::adapter), {"", "lora", "qlora"},
+             "Adapter type; empty for full training."),
+      integer("lora_r", member_of(&J::lora_r), 1, 65536, "LoRA rank r."),
+      number("lora_alpha", member_of(&J::lora_alpha), 0, 1e9,
+             "LoRA alpha; the update is scaled by alpha / r (alpha / sqrt(r) with rsLoRA)."),
+      number("lora_dropout", member_of(&J::lora_dropout), 0, 0.999,
+             "Dropout on the LoRA input during training."),
+      boolean("lora_target_linear", member_of(&J::lora_target_linear),
+              "Put LoRA on every linear layer except lm_head."),
+      strings("lora_target_modules", member_of(&J::lora_target_modules),
+              "Module names or regexes to put LoRA on (e.g. q_proj, v_proj)."),
+      strings("lora_modules_to_save", member_of(&J::lora_modules_to_save),
+              "Modules trained fully next to the adapter (e.g. embed_tokens, lm_head)."),
+      boolean("peft_use_rslora", member_of(&J::peft_use_rslora),
+              "Rank-stabilised LoRA scaling alpha / sqrt(r)."),
+      // ---------------------------------------------------------------- data
+      field<J>("datasets", KeyType::kDatasetList, member_of(&J::datasets),
+               "Training datasets, each `{path, type, ...}` (see the dataset keys below)."),
+      text("dataset_prepared_path", member_of(&J::dataset_prepared_path),
+           "Directory of the prepared-data cache (tokenized and packed)."),
+      number("val_set_size", member_of(&J::val_set_size), 0, kMaxCount,
+             "Held-out evaluation share: a fraction in [0, 1), or a row count when >= 1."),
+      integer("sequence_len", member_of(&J::sequence_len), 8, 1048576, "Tokens per packed row."),
+      boolean("sample_packing", member_of(&J::sample_packing),
+              "Pack several samples into each row (attention never crosses samples)."),
+      boolean("pad_to_sequence_len", member_of(&J::pad_to_sequence_len),
+              "Pad every row to sequence_len tokens."),
+      boolean("train_on_inputs", member_of(&J::train_on_inputs),
+              "Also compute the loss on prompt tokens."),
+      // ---------------------------------------------------------------- optimisation
+      integer("micro_batch_size", member_of(&J::micro_batch_size), 1, 65536,
+              "Rows per rank per forward/backward pass."),
+      integer("gradient_accumulation_steps", member_of(&J::gradient_accumulation_steps), 1, 65536,
+              "Micro-batches per optimizer step."),
+      integer("num_epochs", member_of(&J::num_epochs), 1, 100000, "Passes over the training data."),
+      integer("max_steps", member_of(&J::max_steps), 0, kMaxCount,
+              "Stop after this many optimizer steps; 0 runs num_epochs."),
+      one_of("optimizer", member_of(&J::optimizer), {"adamw_torch", "adamw_torch_fused", "adamw"},
+             "Optimizer (sharded AdamW)."),
+      one_of("lr_scheduler", member_of(&J::lr_scheduler), {"cosine", "linear", "constant"},
+             "Learning-rate schedule after warmup."),
+      number("learning_rate", member_of(&J::learning_rate), 0, 10, "Peak learning rate."),
+      integer("warmup_steps", member_of(&J::warmup_steps), 0, kMaxCount,
+              "Linear warmup steps (exclusive with warmup_ratio)."),
+      number("warmup_ratio", member_of(&J::warmup_ratio), 0, 1,
+             "Warmup as a fraction of the total steps (exclusive with warmup_steps)."),
+      number("weight_decay", member_of(&J::weight_decay), 0, 10, "AdamW decoupled weight decay."),
+      number("max_grad_norm", member_of(&J::max_grad_norm), 0, 1e9,
+             "Clip the global gradient norm to this; 0 disables clipping."),
+      boolean("bf16", member_of(&J::bf16), "Compute in bf16 (fp32 master weights); false computes in fp32."),
+      boolean("gradient_checkpointing", member_of(&J::gradient_checkpointing),
+              "Recompute each decoder layer's activations in backward."),
+      // ---------------------------------------------------------------- bookkeeping
+      text("output_dir", member_of(&J::output_dir),
+           "Where logs, the resolved config, checkpoints and exports go."),
+      integer("logging_steps", member_of(&J::logging_steps), 1, kMaxCount, "Log metrics every N steps."),
+      integer("eval_steps", member_of(&J::eval_steps), 0, kMaxCount, "Evaluate every N steps; 0: never."),
+      integer("save_steps", member_of(&J::save_steps), 0, kMaxCount,
+              "Checkpoint every N steps; 0: only at the end (and on stop requests)."),
+      integer("saves_per_epoch", member_of(&J::saves_per_epoch), 0, 100000,
+              "Checkpoints per epoch (exclusive with save_steps)."),
+      text("resume_from_checkpoint", member_of(&J::resume_from_checkpoint),
+           "Committed checkpoint directory to resume from."),
+      integer("seed", member_of(&J::seed), 0, 9.2e18, "Seed for data order, dropout and initialisation."),
+      integer("threads", member_of(&J::threads), 0, 4096,
+              "Compute threads per rank; 0: the host's cores divided by the ranks on the host."),
+      // ---------------------------------------------------------------- ptrain sections
+      one_of("comm.backend", member_of(&J::comm, &CommConfig::backend), {"auto", "mpi", "nccl"},
+             "Collective backend; auto picks NCCL when built with CUDA and a GPU is visible."),
+      number("comm.collective_timeout", member_of(&J::comm, &CommConfig::collective_timeout), 0.01,
+             604800,
+             "Seconds a collective may take before the watchdog aborts the job, naming it."),
+      one_of("logging.level", member_of(&J::logging, &LoggingConfig::level),
+             {"trace", "debug", "info", "warn", "error"}, "Log level on every rank."),
+      one_of("logging.console", member_of(&J::logging, &LoggingConfig::console),
+             {"rank0", "all", "none"},
+             "Which ranks log to the console; every rank always logs to output_dir/logs/rank-N.log."),
+  };
+
+  using D = DatasetConfig;
+  DatasetKey path = field<D>("path", KeyType::kString, member_of(&D::path),
+                             "JSONL file (or directory of them) with one row per line.");
+  path.required = true;
+  DatasetKey type = field<D>("type", KeyType::kEnum, member_of(&D::type),
+                             "Row format and prompt template.");
+  type.choices = {"alpaca", "chat_template", "completion", "sharegpt"};
+  dataset_keys_ = {
+      path,
+      type,
+      field<D>("split", KeyType::kString, member_of(&D::split),
+               "Split name (kept for Axolotl compatibility)."),
+      field<D>("field_messages", KeyType::kString, member_of(&D::field_messages),
+               "chat_template: the field holding the message list."),
+      field<D>("field", KeyType::kString, member_of(&D::field),
+               "completion: the field holding the text."),
+  };
+
+  ignored_ = {
+      {"model_type", "the architecture is read from the model's config.json"},
+      {"tokenizer_type", "the tokenizer is read from the model directory"},
+      {"is_llama_derived_model", "the architecture is read from the model's config.json"},
+      {"strict", "ptrain always validates strictly"},
+      {"flash_attention", "ptrain chooses its attention kernel itself"},
+      {"sdp_attention", "ptrain chooses its attention kernel itself"},
+      {"xformers_attention", "ptrain chooses its attention kernel itself"},
+      {"tf32", "ptrain computes in bf16 (bf16: true) or fp32"},
+      {"fp16", "ptrain computes in bf16 (bf16: true) or fp32"},
+      {"wandb_project", "experiment trackers are not supported; metrics go to the logs"},
+      {"wandb_entity", "experiment trackers are not supported; metrics go to the logs"},
+      {"wandb_watch", "experiment trackers are not supported; metrics go to the logs"},
+      {"wandb_name", "experiment trackers are not supported; metrics go to the logs"},
+      {"wandb_log_model", "experiment trackers are not supported; metrics go to the logs"},
+      {"local_rank", "ranks come from MPI"},
+      {"early_stopping_patience", "not supported"},
+      {"special_tokens", "special tokens come from the model's tokenizer files"},
+  };
+}
+
+const ConfigSchema& ConfigSchema::instance() {
+  static const ConfigSchema schema;
+  return schema;
+}
+
+const ConfigKey* ConfigSchema::find(const std::string& dotted_name) const {
+  for (const auto& key : keys_)
+    if (key.name == dotted_name) return &key;
+  return nullptr;
+}
+
+const DatasetKey* ConfigSchema::find_dataset_key(const std::string& name) const {
+  for (const auto& key : dataset_keys_)
+    if (key.name == name) return &key;
+  return nullptr;
+}
+
+const IgnoredKey* ConfigSchema::find_ignored(const std::string& name) const {
+  for (const auto& key : ignored_)
+    if (key.name == name) return &key;
+  return nullptr;
+}
+
+std::string nearest_name(const std::string& name, const std::vector<std::string>& candidates) {
+  std::string best;
+  size_t best_distance = std::string::npos;
+  for (const auto& candidate : candidates) {
+    size_t distance = edit_distance(name, candidate);
+    size_t dot = candidate.rfind('.');
+    if (dot != std::string::npos)
+      distance = std::min(distance, edit_distance(name, candidate.substr(dot + 1)));
+    if (distance < best_distance) {
+      best_distance = distance;
+      best = candidate;
+    }
+  }
+  size_t limit = std::max<size_t>(2, name.size() / 3);
+  return best_distance <= limit ? best : "";
+}
+
+std::string ConfigSchema::markdown() const {
+  // Defaults are whatever a default-constructed JobConfig holds: render them through the members.
+  JobConfig defaults;
+  DatasetConfig dataset_defaults;
+  auto render = [](KeyType type, void* value) -> std::string {
+    switch (type) {
+      case KeyType::kBool:
+        return *static_cast<bool*>(value) ? "true" : "false";
+      case KeyType::kInt:
+        return std::to_string(*static_cast<int64_t*>(value));
+      case KeyType::kFloat:
+        return fmt::format("{:g}", *static_cast<double*>(value));
+      case KeyType::kString:
+      case KeyType::kEnum: {
+        const auto& s = *static_cast<std::string*>(value);
+        return s.empty() ? "\"\"" : s;
+      }
+      case KeyType::kStringList:
+      case KeyType::kDatasetList:
+        return "[]";
+    }
+    return "";
+  };
+  std::ostringstream out;
+  out << "# Configuration reference\n\n"
+      << "<!-- Generated from core/config_schema.cpp by `ptrain config-docs`; do not edit. -->\n\n"
+      << "A job is one YAML file. Keys use Axolotl's names where Axolotl has one; ptrain's own\n"
+      << "settings live in nested sections (`comm:`, `logging:`). Any key can be overridden on the\n"
+      << "command line with `--set key=value` (dotted for sections: `--set comm.backend=mpi`;\n"
+      << "lists in YAML flow form: `--set lora_target_modules=[q_proj,v_proj]`).\n\n"
+      << "An unknown key, a wrong type or an out-of-range value is an error naming the file, line\n"
+      << "and key (exit code 2). `ptrain validate-config job.yaml` checks a file without running.\n\n"
+      << "| key | type | default | allowed | description |\n|---|---|---|---|---|\n";
+  for (const auto& key : keys_) {
+    out << "| `" << key.name << "` | " << type_name(key.type) << " | `"
+        << render(key.type, key.member(defaults)) << "` | "
+        << range_text(key.min, key.max, key.choices) << " | " << key.doc << " |\n";
+  }
+  out << "\n## Dataset entries (`datasets: [{...}]`)\n\n"
+      << "| key | type | default | allowed | description |\n|---|---|---|---|---|\n";
+  for (const auto& key : dataset_keys_) {
+    out << "| `" << key.name << "` | " << type_name(key.type) << " | "
+        << (key.required ? "required" : "`" + render(key.type, key.member(dataset_defaults)) + "`")
+        << " | " << range_text(key.min, key.max, key.choices) << " | " << key.doc << " |\n";
+  }
+  out << "\n## Relations checked between keys\n\n"
+      << "- `adapter: qlora` requires `load_in_4bit: true`, and `load_in_4bit: true` requires "
+         "`adapter: qlora`.\n"
+      << "- `warmup_steps` and `warmup_ratio` are exclusive; so are `save_steps` and "
+         "`saves_per_epoch`.\n"
+      << "- `lora_target_linear` and `lora_target_modules` need an adapter.\n"
+      << "\n## Axolotl keys accepted and ignored (with a warning)\n\n";
+  for (const auto& key : ignored_) out << "- `" << key.name << "`: " << key.reason << "\n";
+  return out.str();
+}
+
+}  // namespace ptrain

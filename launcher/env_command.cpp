@@ -1,0 +1,35 @@
+#include "launcher/env_command.h"
+
+#include <fmt/format.h>
+
+#include <cstdio>
+#include <cstring>
+#include <vector>
+
+#include "parallel/communicator.h"
+
+namespace ptrain {
+
+int run_env_command(RankSession& session) {
+  RankContext& ctx = session.context();
+  const RankInfo& info = session.info();
+  constexpr int64_t kLine = 512;
+  std::string line = fmt::format(
+      "rank={} local_rank={} world={} local_world={} host={} launcher={} backend={} threads={}",
+      info.rank, info.local_rank, info.world, info.local_world, info.host, info.launcher,
+      ctx.comm->backend_name(), session.threads());
+  std::vector<uint8_t> mine(kLine, 0);
+  std::memcpy(mine.data(), line.data(), std::min<size_t>(line.size(), kLine - 1));
+  std::vector<uint8_t> all(kLine * ctx.world, 0);
+  ctx.comm->all_gather(comm_buffer(all.data(), static_cast<int64_t>(all.size())),
+                       comm_buffer(mine.data(), kLine));
+  if (ctx.rank == 0) {
+    for (int r = 0; r < ctx.world; ++r)
+      std::printf("%s\n", reinterpret_cast<const char*>(all.data() + r * kLine));
+    std::fflush(stdout);
+  }
+  ctx.log->debug("env: {}", line);
+  return 0;
+}
+
+}  // namespace ptrain

@@ -1,0 +1,79 @@
+// ptrain: the per-rank entry point. Subcommands exist only once they are real (ARCHITECTURE.md).
+#include <CLI/CLI.hpp>
+
+#include <fstream>
+#include <iostream>
+
+#include "core/config.h"
+#include "core/config_schema.h"
+#include "core/error.h"
+#include "launcher/env_command.h"
+#include "launcher/rank_session.h"
+
+namespace {
+
+using namespace ptrain;
+
+int validate_config(const std::string& path, const std::vector<std::string>& overrides, bool print) {
+  ResolvedConfig config = load_config(path, overrides);
+  for (const auto& warning : config.warnings) std::cerr << "warning: " << warning << "\n";
+  if (print) std::cout << config.resolved_yaml;
+  std::cout << path << ": OK (config hash " << config.hash << ")\n";
+  return 0;
+}
+
+int config_docs(const std::string& out) {
+  std::string text = ConfigSchema::instance().markdown();
+  if (out.empty() || out == "-") {
+    std::cout << text;
+  } else {
+    std::ofstream file(out, std::ios::binary);
+    PTRAIN_CHECK(file.good(), "cannot write '{}'", out);
+    file << text;
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"ptrain: distributed fine-tuning and training of Llama-family models"};
+  app.require_subcommand(1);
+
+  std::string config_path;
+  std::vector<std::string> overrides;
+  std::string log_level;
+
+  auto* env = app.add_subcommand(
+      "env", "Print rank, local rank, world, host, backend and threads as each rank sees them");
+  env->add_option("--config,-c", config_path, "Job config (YAML); embedded defaults if omitted");
+  env->add_option("--set", overrides, "Override a config key: --set key=value (repeatable)");
+  env->add_option("--log-level", log_level, "Same as --set logging.level=LEVEL");
+
+  bool print_resolved = false;
+  auto* validate = app.add_subcommand("validate-config", "Check a config file without running");
+  validate->add_option("config", config_path, "Job config (YAML)")->required();
+  validate->add_option("--set", overrides, "Override a config key: --set key=value (repeatable)");
+  validate->add_flag("--print", print_resolved, "Print the resolved config (every key)");
+
+  std::string docs_out;
+  auto* docs = app.add_subcommand("config-docs", "Write the config reference (docs/config.md)");
+  docs->add_option("--out,-o", docs_out, "Output file; stdout if omitted");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    int code = app.exit(e);
+    return code == 0 ? 0 : static_cast<int>(ExitCode::kBadInput);
+  }
+  if (!log_level.empty()) overrides.push_back("logging.level=" + log_level);
+
+  return run_guarded([&]() -> int {
+    if (*validate) return validate_config(config_path, overrides, print_resolved);
+    if (*docs) return config_docs(docs_out);
+    ResolvedConfig config = load_config(config_path, overrides);
+    RankSession session(&argc, &argv, config);
+    if (*env) return run_env_command(session);
+    return 0;
+  });
+}

@@ -1,0 +1,80 @@
+// CollectiveWatchdog: one per process, shared by every communicator. Each collective registers
+// when it starts running and deregisters when it completes; a thread waits for the earliest
+// deadline and, if a collective is still registered past `timeout`, reports it (which collective,
+// its sequence number on its communicator, the training step, this rank and host) on stderr and
+// in the log, runs the abort hooks (e.g. ncclCommAbort) and then the abort action, which ends the
+// whole job (MPI_Abort) with ExitCode::kRuntimeFailure. It fires at most once.
+#pragma once
+
+#include <spdlog/logger.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace ptrain {
+
+class CollectiveWatchdog {
+ public:
+  using Clock = std::chrono::steady_clock;
+  // Called once with the report; must not return normally in production (it ends the job).
+  using AbortAction = std::function<void(const std::string& report)>;
+
+  struct Collective {
+    std::string communicator;  // "world"
+    std::string backend;       // "mpi"
+    std::string op;            // "all_reduce"
+    uint64_t seq = 0;          // 1-based, per communicator, in issue order
+    int64_t step = -1;         // -1: no training step yet
+    std::string detail;        // "sum, BFloat16, 4096 elements"
+  };
+
+  CollectiveWatchdog(std::chrono::duration<double> timeout, int rank, int world, std::string host,
+                     std::shared_ptr<spdlog::logger> log, AbortAction abort);
+  ~CollectiveWatchdog();
+  CollectiveWatchdog(const CollectiveWatchdog&) = delete;
+  CollectiveWatchdog& operator=(const CollectiveWatchdog&) = delete;
+
+  // Registers a collective that starts running now; returns the token for finish().
+  uint64_t start(Collective collective);
+  void finish(uint64_t token);
+
+  // Runs before the abort action (in registration order), e.g. to abort NCCL communicators.
+  void add_abort_hook(std::function<void()> hook);
+
+  double timeout_seconds() const { return timeout_.count(); }
+  // The report text for `c` (exposed for tests and for errors raised without aborting).
+  std::string report(const Collective& c) const;
+
+ private:
+  struct Running {
+    Collective collective;
+    Clock::time_point deadline;
+  };
+  void loop();
+
+  const std::chrono::duration<double> timeout_;
+  const int rank_;
+  const int world_;
+  const std::string host_;
+  std::shared_ptr<spdlog::logger> log_;
+  AbortAction abort_;
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::map<uint64_t, Running> running_;
+  std::vector<std::function<void()>> hooks_;
+  uint64_t next_token_ = 1;
+  bool stopping_ = false;
+  bool fired_ = false;
+  std::thread thread_;
+};
+
+}  // namespace ptrain

@@ -1,0 +1,317 @@
+#include "parallel/mpi_communicator.h"
+
+#include <fmt/format.h>
+
+#include <climits>
+
+#include "parallel/half_reduce.h"
+#include "parallel/mpi_runtime.h"
+
+namespace ptrain {
+
+// ---------------------------------------------------------------- work handle
+
+class MpiCommunicator::MpiWork final : public Work {
+ public:
+  CollectiveWatchdog::Collective collective;
+  std::function<void()> body;
+
+  void wait() override {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait(lock, [&] { return done_; });
+    if (error_) std::rethrow_exception(error_);
+  }
+
+  bool wait_for(std::chrono::milliseconds timeout) override {
+    std::unique_lock<std::mutex> lock(mu_);
+    if (!cv_.wait_for(lock, timeout, [&] { return done_; })) return false;
+    if (error_) std::rethrow_exception(error_);
+    return true;
+  }
+
+  bool is_completed() override {
+    std::lock_guard<std::mutex> lock(mu_);
+    return done_;
+  }
+
+  void complete(std::exception_ptr error) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      done_ = true;
+      error_ = std::move(error);
+    }
+    cv_.notify_all();
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool done_ = false;
+  std::exception_ptr error_;
+};
+
+// ---------------------------------------------------------------- helpers
+
+namespace {
+
+MPI_Datatype mpi_type(c10::ScalarType dtype) {
+  switch (dtype) {
+    case c10::ScalarType::Float:
+      return MPI_FLOAT;
+    case c10::ScalarType::Double:
+      return MPI_DOUBLE;
+    case c10::ScalarType::Int:
+      return MPI_INT32_T;
+    case c10::ScalarType::Long:
+      return MPI_INT64_T;
+    case c10::ScalarType::Byte:
+      return MPI_UINT8_T;
+    case c10::ScalarType::BFloat16:
+    case c10::ScalarType::Half:
+      return MPI_UINT16_T;  // moved as raw words; arithmetic happens in half_reduce
+    default:
+      throw UserError(fmt::format("MpiCommunicator does not support dtype {} (supported: Float, "
+                                  "Double, BFloat16, Half, Int, Long, Byte)",
+                                  c10::toString(dtype)));
+  }
+}
+
+MPI_Op mpi_op(ReduceOp op) { return op == ReduceOp::kMax ? MPI_MAX : MPI_SUM; }
+
+int mpi_count(int64_t n, const char* collective) {
+  PTRAIN_CHECK(n <= INT_MAX, "{}: {} elements exceed MPI's count limit of {}; split the buffer",
+               collective, n, INT_MAX);
+  return static_cast<int>(n);
+}
+
+void check_cpu(const char* collective, const CommBuffer& buffer) {
+  PTRAIN_CHECK(buffer.device == DeviceType::kCpu,
+               "{}: MpiCommunicator works on CPU buffers; use the nccl backend for CUDA buffers",
+               collective);
+  PTRAIN_CHECK(buffer.data != nullptr || buffer.numel == 0, "{}: null buffer with {} elements",
+               collective, buffer.numel);
+  mpi_type(buffer.dtype);
+}
+
+std::string describe(const CommBuffer& buffer, const char* op = nullptr) {
+  return op ? fmt::format("{}, {}, {} elements", op, c10::toString(buffer.dtype), buffer.numel)
+            : fmt::format("{}, {} elements", c10::toString(buffer.dtype), buffer.numel);
+}
+
+uint16_t* words(const CommBuffer& buffer) { return static_cast<uint16_t*>(buffer.data); }
+
+}  // namespace
+
+// ---------------------------------------------------------------- lifetime
+
+MpiCommunicator::MpiCommunicator(MPI_Comm comm, std::string name,
+                                 std::shared_ptr<CollectiveWatchdog> watchdog)
+    : comm_(comm),
+      owns_comm_(comm != MPI_COMM_WORLD),
+      name_(std::move(name)),
+      watchdog_(std::move(watchdog)) {
+  PTRAIN_MPI_CHECK(MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN));
+  PTRAIN_MPI_CHECK(MPI_Comm_rank(comm_, &rank_));
+  PTRAIN_MPI_CHECK(MPI_Comm_size(comm_, &size_));
+  worker_ = std::thread([this] { worker_loop(); });
+}
+
+MpiCommunicator::~MpiCommunicator() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  worker_.join();
+  if (owns_comm_) MPI_Comm_free(&comm_);
+}
+
+WorkHandle MpiCommunicator::enqueue(const char* op, std::string detail, std::function<void()> body) {
+  auto work = std::make_shared<MpiWork>();
+  work->collective = {name_, "mpi", op, ++issued_, step_.load(), std::move(detail)};
+  work->body = std::move(body);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    queue_.push_back(work);
+  }
+  cv_.notify_one();
+  return work;
+}
+
+void MpiCommunicator::worker_loop() {
+  for (;;) {
+    std::shared_ptr<MpiWork> work;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
+      if (queue_.empty()) return;  // stopping, and everything issued has run
+      work = std::move(queue_.front());
+      queue_.pop_front();
+    }
+    const auto& c = work->collective;
+    std::exception_ptr error;
+    if (!broken_by_.empty()) {
+      error = std::make_exception_ptr(RuntimeFailure(fmt::format(
+          "{} #{} on communicator '{}' was not run: {} failed before it", c.op, c.seq, name_,
+          broken_by_)));
+    } else {
+      uint64_t token = watchdog_ ? watchdog_->start(c) : 0;
+      try {
+        work->body();
+      } catch (...) {
+        error = std::current_exception();
+        broken_by_ = fmt::format("{} #{}", c.op, c.seq);
+      }
+      if (watchdog_) watchdog_->finish(token);
+    }
+    work->body = nullptr;
+    work->complete(error);
+  }
+}
+
+// ---------------------------------------------------------------- issuing side
+
+WorkHandle MpiCommunicator::all_gather_async(CommBuffer out, CommBuffer in) {
+  check_cpu("all_gather", out);
+  check_cpu("all_gather", in);
+  check_all_gather_shapes(*this, out, in);
+  mpi_count(out.numel, "all_gather");
+  return enqueue("all_gather", describe(in), [this, out, in] { run_all_gather(out, in); });
+}
+
+WorkHandle MpiCommunicator::reduce_scatter_async(CommBuffer out, CommBuffer in, ReduceOp op) {
+  check_cpu("reduce_scatter", out);
+  check_cpu("reduce_scatter", in);
+  check_reduce_scatter_shapes(*this, out, in, op);
+  mpi_count(in.numel, "reduce_scatter");
+  return enqueue("reduce_scatter", describe(in, reduce_op_name(op)),
+                 [this, out, in, op] { run_reduce_scatter(out, in, op); });
+}
+
+WorkHandle MpiCommunicator::all_reduce_async(CommBuffer inout, ReduceOp op) {
+  check_cpu("all_reduce", inout);
+  check_reduction("all_reduce", inout, op);
+  mpi_count(inout.numel, "all_reduce");
+  return enqueue("all_reduce", describe(inout, reduce_op_name(op)),
+                 [this, inout, op] { run_all_reduce(inout, op); });
+}
+
+WorkHandle MpiCommunicator::broadcast_async(CommBuffer inout, int root) {
+  check_cpu("broadcast", inout);
+  PTRAIN_CHECK(root >= 0 && root < size_, "broadcast: root {} is not a rank of '{}' (size {})",
+               root, name_, size_);
+  int count = mpi_count(inout.numel, "broadcast");
+  return enqueue("broadcast", fmt::format("root {}, {}", root, describe(inout)),
+                 [this, inout, root, count] {
+                   PTRAIN_MPI_CHECK(
+                       MPI_Bcast(inout.data, count, mpi_type(inout.dtype), root, comm_));
+                 });
+}
+
+WorkHandle MpiCommunicator::barrier_async() {
+  return enqueue("barrier", "no data", [this] { PTRAIN_MPI_CHECK(MPI_Barrier(comm_)); });
+}
+
+std::shared_ptr<Communicator> MpiCommunicator::split(int color, int key) {
+  PTRAIN_CHECK(color >= 0, "split: color must be >= 0, got {}", color);
+  MPI_Comm child = MPI_COMM_NULL;
+  enqueue("split", fmt::format("color {}, key {}", color, key), [this, color, key, &child] {
+    PTRAIN_MPI_CHECK(MPI_Comm_split(comm_, color, key, &child));
+  })->wait();
+  return std::make_shared<MpiCommunicator>(child, fmt::format("{}/split(color={})", name_, color),
+                                           watchdog_);
+}
+
+// ---------------------------------------------------------------- communication thread
+
+void MpiCommunicator::run_all_gather(const CommBuffer& out, const CommBuffer& in) {
+  const MPI_Datatype type = mpi_type(in.dtype);
+  const int count = static_cast<int>(in.numel);
+  const void* send = in.data == out.slice(rank_ * in.numel, in.numel).data ? MPI_IN_PLACE : in.data;
+  PTRAIN_MPI_CHECK(MPI_Allgather(send, count, type, out.data, count, type, comm_));
+}
+
+void MpiCommunicator::run_reduce_scatter(const CommBuffer& out, const CommBuffer& in, ReduceOp op) {
+  if (is_16bit_float(in.dtype)) return run_16bit_reduce_scatter(out, in, op);
+  PTRAIN_MPI_CHECK(MPI_Reduce_scatter_block(in.data, out.data, static_cast<int>(out.numel),
+                                            mpi_type(in.dtype), mpi_op(op), comm_));
+  if (op == ReduceOp::kAvg) divide_by_size(out);
+}
+
+void MpiCommunicator::run_all_reduce(const CommBuffer& inout, ReduceOp op) {
+  if (is_16bit_float(inout.dtype)) {
+    if (inout.nbytes() < kSmall16BitBytes || inout.numel < size_)
+      return run_widened_all_reduce(inout, op);
+    return run_16bit_all_reduce(inout, op);
+  }
+  PTRAIN_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, inout.data, static_cast<int>(inout.numel),
+                                 mpi_type(inout.dtype), mpi_op(op), comm_));
+  if (op == ReduceOp::kAvg) divide_by_size(inout);
+}
+
+void MpiCommunicator::run_16bit_reduce_scatter(const CommBuffer& out, const CommBuffer& in,
+                                               ReduceOp op) {
+  const int count = static_cast<int>(out.numel);
+  if (in.nbytes() < kSmall16BitBytes) {
+    scratch32_.resize(static_cast<size_t>(in.numel + out.numel));
+    float* send = scratch32_.data();
+    float* recv = send + in.numel;
+    widen_16bit(words(in), in.numel, in.dtype, send);
+    PTRAIN_MPI_CHECK(MPI_Reduce_scatter_block(send, recv, count, MPI_FLOAT, mpi_op(op), comm_));
+    float scale = op == ReduceOp::kAvg ? 1.0f / static_cast<float>(size_) : 1.0f;
+    narrow_to_16bit(recv, out.numel, out.dtype, scale, words(out));
+    return;
+  }
+  // Row r of scratch is rank r's copy of our chunk.
+  scratch16_.resize(static_cast<size_t>(in.numel));
+  PTRAIN_MPI_CHECK(MPI_Alltoall(in.data, count, MPI_UINT16_T, scratch16_.data(), count,
+                                MPI_UINT16_T, comm_));
+  reduce_16bit_rows(scratch16_.data(), size_, out.numel, out.numel, in.dtype, op, size_, words(out));
+}
+
+void MpiCommunicator::run_16bit_all_reduce(const CommBuffer& inout, ReduceOp op) {
+  // Chunk j (balanced split of the buffer) is reduced by rank j, then gathered back in place.
+  std::vector<int> counts(size_), displs(size_), recv_counts(size_), recv_displs(size_);
+  const int64_t base = inout.numel / size_, extra = inout.numel % size_;
+  for (int j = 0, offset = 0; j < size_; ++j) {
+    counts[j] = static_cast<int>(base + (j < extra ? 1 : 0));
+    displs[j] = offset;
+    offset += counts[j];
+  }
+  const int mine = counts[rank_];
+  for (int j = 0; j < size_; ++j) {
+    recv_counts[j] = mine;
+    recv_displs[j] = j * mine;
+  }
+  scratch16_.resize(static_cast<size_t>(mine) * size_);
+  PTRAIN_MPI_CHECK(MPI_Alltoallv(inout.data, counts.data(), displs.data(), MPI_UINT16_T,
+                                 scratch16_.data(), recv_counts.data(), recv_displs.data(),
+                                 MPI_UINT16_T, comm_));
+  reduce_16bit_rows(scratch16_.data(), size_, mine, mine, inout.dtype, op, size_,
+                    words(inout) + displs[rank_]);
+  PTRAIN_MPI_CHECK(MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, inout.data, counts.data(),
+                                  displs.data(), MPI_UINT16_T, comm_));
+}
+
+void MpiCommunicator::run_widened_all_reduce(const CommBuffer& inout, ReduceOp op) {
+  scratch32_.resize(static_cast<size_t>(inout.numel));
+  widen_16bit(words(inout), inout.numel, inout.dtype, scratch32_.data());
+  PTRAIN_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, scratch32_.data(), static_cast<int>(inout.numel),
+                                 MPI_FLOAT, mpi_op(op), comm_));
+  float scale = op == ReduceOp::kAvg ? 1.0f / static_cast<float>(size_) : 1.0f;
+  narrow_to_16bit(scratch32_.data(), inout.numel, inout.dtype, scale, words(inout));
+}
+
+void MpiCommunicator::divide_by_size(const CommBuffer& buffer) {
+  if (buffer.dtype == c10::ScalarType::Float) {
+    auto* p = static_cast<float*>(buffer.data);
+    const float d = static_cast<float>(size_);
+    for (int64_t i = 0; i < buffer.numel; ++i) p[i] /= d;
+  } else {
+    PTRAIN_ASSERT(buffer.dtype == c10::ScalarType::Double, "avg on {}", c10::toString(buffer.dtype));
+    auto* p = static_cast<double*>(buffer.data);
+    for (int64_t i = 0; i < buffer.numel; ++i) p[i] /= size_;
+  }
+}
+
+}  // namespace ptrain

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs every Debian package that ptrain's build, tests and benchmarks need.
+# Idempotent: packages already present are skipped; run as root (or with sudo available).
+set -euo pipefail
+
+packages=(
+  build-essential cmake ninja-build ccache pkg-config clang-format clang
+  libtorch-dev libopenblas0-pthread libopenblas-dev
+  openmpi-bin libopenmpi-dev
+  protobuf-compiler libprotobuf-dev libgrpc++-dev protobuf-compiler-grpc
+  libspdlog-dev libfmt-dev libgtest-dev libgmock-dev
+  libyaml-cpp-dev nlohmann-json3-dev libcli11-dev
+  libsqlite3-dev libxxhash-dev
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "install-deps: all ${#packages[@]} packages present"
+  exit 0
+fi
+
+sudo_cmd=()
+[ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
+echo "install-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+"${sudo_cmd[@]}" apt-get update -q
+"${sudo_cmd[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
