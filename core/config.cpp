@@ -176,7 +176,7 @@ void parse_datasets(const YAML::Node& node, std::vector<DatasetConfig>* out,
       continue;
     }
     DatasetConfig dataset;
-    std::set<std::string> seen;
+    std::set<std::string> seen, given;  // keys present; keys present with a value
     for (const auto& entry : item) {
       const std::string name = entry.first.Scalar();
       const DatasetKey* key = schema.find_dataset_key(name);
@@ -185,13 +185,18 @@ void parse_datasets(const YAML::Node& node, std::vector<DatasetConfig>* out,
                      fmt::format("unknown key '{}.{}'{}", label, name, did_you_mean(name, names)));
         continue;
       }
-      seen.insert(name);
+      if (!seen.insert(name).second) {
+        problems.add(location(source, entry.first),
+                     fmt::format("key '{}.{}' is given twice", label, name));
+        continue;
+      }
       if (entry.second.IsNull()) continue;
+      given.insert(name);
       assign(*key, dataset, entry.second, location(source, entry.second), label + "." + name,
              source, problems);
     }
     for (const auto& key : schema.dataset_keys()) {
-      if (key.required && !seen.count(key.name))
+      if (key.required && !given.count(key.name))
         problems.add(location(source, item), fmt::format("{} is missing the required key '{}'", label, key.name));
     }
     out->push_back(dataset);

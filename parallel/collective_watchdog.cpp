@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cstdio>
 
 namespace ptrain {
@@ -10,6 +11,7 @@ CollectiveWatchdog::CollectiveWatchdog(std::chrono::duration<double> timeout, in
                                        std::string host, std::shared_ptr<spdlog::logger> log,
                                        AbortAction abort)
     : timeout_(timeout),
+      tick_(std::min(timeout / 8, std::chrono::duration<double>(1.0))),
       rank_(rank),
       world_(world),
       host_(std::move(host)),
@@ -32,9 +34,8 @@ uint64_t CollectiveWatchdog::start(Collective collective) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     token = next_token_++;
-    running_.emplace(token, Running{std::move(collective), deadline});
+    running_.emplace(token, Running{collective, deadline});
   }
-  cv_.notify_all();
   return token;
 }
 
@@ -48,27 +49,30 @@ void CollectiveWatchdog::add_abort_hook(std::function<void()> hook) {
   hooks_.push_back(std::move(hook));
 }
 
+std::string CollectiveWatchdog::describe(const Collective& c) {
+  std::string text;
+  if (c.root >= 0) text += fmt::format("root {}, ", c.root);
+  if (c.reduce) text += fmt::format("{}, ", c.reduce);
+  if (c.dtype) return text + fmt::format("{}, {} elements", c.dtype, c.numel);
+  return text + "no data";
+}
+
 std::string CollectiveWatchdog::report(const Collective& c) const {
   std::string step = c.step >= 0 ? fmt::format("step {}", c.step) : "no training step yet";
   return fmt::format(
       "collective watchdog: {} #{} ({}) on communicator '{}' ({}) did not complete within {:g} s "
       "({}); rank {} of {} on host {}; aborting the job",
-      c.op, c.seq, c.detail, c.communicator, c.backend, timeout_.count(), step, rank_, world_,
-      host_);
+      c.op, c.seq, describe(c), c.communicator ? *c.communicator : "?", c.backend,
+      timeout_.count(), step, rank_, world_, host_);
 }
 
 void CollectiveWatchdog::loop() {
   std::unique_lock<std::mutex> lock(mu_);
   while (!stopping_) {
-    if (running_.empty()) {
-      cv_.wait(lock);
-      continue;
-    }
+    cv_.wait_for(lock, tick_);  // woken early only to stop
+    if (stopping_ || running_.empty()) continue;
     auto oldest = running_.begin();  // tokens grow with start time, and all share one timeout
-    if (Clock::now() < oldest->second.deadline) {
-      cv_.wait_until(lock, oldest->second.deadline);
-      continue;
-    }
+    if (Clock::now() < oldest->second.deadline) continue;
     if (fired_) return;
     fired_ = true;
     std::string text = report(oldest->second.collective);

@@ -92,13 +92,15 @@ class Communicator {
   // The training step that collectives issued from now on belong to (for watchdog messages).
   virtual void set_step(int64_t step) = 0;
 
-  void all_gather(CommBuffer out, CommBuffer in) { all_gather_async(out, in)->wait(); }
-  void reduce_scatter(CommBuffer out, CommBuffer in, ReduceOp op) {
+  // Blocking forms: the same as *_async(...)->wait(); a backend may run them more cheaply (the MPI
+  // backend runs them on the calling thread when nothing is queued).
+  virtual void all_gather(CommBuffer out, CommBuffer in) { all_gather_async(out, in)->wait(); }
+  virtual void reduce_scatter(CommBuffer out, CommBuffer in, ReduceOp op) {
     reduce_scatter_async(out, in, op)->wait();
   }
-  void all_reduce(CommBuffer inout, ReduceOp op) { all_reduce_async(inout, op)->wait(); }
-  void broadcast(CommBuffer inout, int root) { broadcast_async(inout, root)->wait(); }
-  void barrier() { barrier_async()->wait(); }
+  virtual void all_reduce(CommBuffer inout, ReduceOp op) { all_reduce_async(inout, op)->wait(); }
+  virtual void broadcast(CommBuffer inout, int root) { broadcast_async(inout, root)->wait(); }
+  virtual void barrier() { barrier_async()->wait(); }
 };
 
 // Checks the shape rules of the contract for one call; UserError naming the collective otherwise.

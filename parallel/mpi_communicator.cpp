@@ -4,7 +4,7 @@
 
 #include <climits>
 
-#include "parallel/half_reduce.h"
+#include "parallel/local_reduce.h"
 #include "parallel/mpi_runtime.h"
 
 namespace ptrain {
@@ -93,11 +93,6 @@ void check_cpu(const char* collective, const CommBuffer& buffer) {
   mpi_type(buffer.dtype);
 }
 
-std::string describe(const CommBuffer& buffer, const char* op = nullptr) {
-  return op ? fmt::format("{}, {}, {} elements", op, c10::toString(buffer.dtype), buffer.numel)
-            : fmt::format("{}, {} elements", c10::toString(buffer.dtype), buffer.numel);
-}
-
 uint16_t* words(const CommBuffer& buffer) { return static_cast<uint16_t*>(buffer.data); }
 
 }  // namespace
@@ -126,10 +121,27 @@ MpiCommunicator::~MpiCommunicator() {
   if (owns_comm_) MPI_Comm_free(&comm_);
 }
 
-WorkHandle MpiCommunicator::enqueue(const char* op, std::string detail, std::function<void()> body) {
+std::shared_ptr<MpiCommunicator::MpiWork> MpiCommunicator::make_work(
+    const char* op, const CommBuffer* data, const char* reduce, int root,
+    std::function<void()> body) {
   auto work = std::make_shared<MpiWork>();
-  work->collective = {name_, "mpi", op, ++issued_, step_.load(), std::move(detail)};
+  CollectiveWatchdog::Collective& c = work->collective;
+  c.communicator = &name_;
+  c.backend = "mpi";
+  c.op = op;
+  c.seq = ++issued_;
+  c.step = step_.load();
+  c.reduce = reduce;
+  c.root = root;
+  if (data) {
+    c.dtype = c10::toString(data->dtype);
+    c.numel = data->numel;
+  }
   work->body = std::move(body);
+  return work;
+}
+
+WorkHandle MpiCommunicator::enqueue(std::shared_ptr<MpiWork> work) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     queue_.push_back(work);
@@ -138,86 +150,141 @@ WorkHandle MpiCommunicator::enqueue(const char* op, std::string detail, std::fun
   return work;
 }
 
+void MpiCommunicator::run_blocking(std::shared_ptr<MpiWork> work) {
+  bool idle;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    idle = queue_.empty() && !worker_busy_;
+  }
+  // Only the issuing thread enqueues, and it is here: the worker stays idle while this runs.
+  if (idle) {
+    execute(*work);
+    work->wait();
+  } else {
+    enqueue(work)->wait();
+  }
+}
+
+void MpiCommunicator::execute(MpiWork& work) {
+  const auto& c = work.collective;
+  std::exception_ptr error;
+  if (!broken_by_.empty()) {
+    error = std::make_exception_ptr(RuntimeFailure(fmt::format(
+        "{} #{} on communicator '{}' was not run: {} failed before it", c.op, c.seq, name_,
+        broken_by_)));
+  } else {
+    uint64_t token = watchdog_ ? watchdog_->start(c) : 0;
+    try {
+      work.body();
+    } catch (...) {
+      error = std::current_exception();
+      broken_by_ = fmt::format("{} #{}", c.op, c.seq);
+    }
+    if (watchdog_) watchdog_->finish(token);
+  }
+  work.body = nullptr;
+  work.complete(error);
+}
+
 void MpiCommunicator::worker_loop() {
   for (;;) {
     std::shared_ptr<MpiWork> work;
     {
       std::unique_lock<std::mutex> lock(mu_);
+      worker_busy_ = false;
       cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
       if (queue_.empty()) return;  // stopping, and everything issued has run
       work = std::move(queue_.front());
       queue_.pop_front();
+      worker_busy_ = true;
     }
-    const auto& c = work->collective;
-    std::exception_ptr error;
-    if (!broken_by_.empty()) {
-      error = std::make_exception_ptr(RuntimeFailure(fmt::format(
-          "{} #{} on communicator '{}' was not run: {} failed before it", c.op, c.seq, name_,
-          broken_by_)));
-    } else {
-      uint64_t token = watchdog_ ? watchdog_->start(c) : 0;
-      try {
-        work->body();
-      } catch (...) {
-        error = std::current_exception();
-        broken_by_ = fmt::format("{} #{}", c.op, c.seq);
-      }
-      if (watchdog_) watchdog_->finish(token);
-    }
-    work->body = nullptr;
-    work->complete(error);
+    execute(*work);
   }
 }
 
 // ---------------------------------------------------------------- issuing side
 
-WorkHandle MpiCommunicator::all_gather_async(CommBuffer out, CommBuffer in) {
+std::shared_ptr<MpiCommunicator::MpiWork> MpiCommunicator::all_gather_work(CommBuffer out,
+                                                                           CommBuffer in) {
   check_cpu("all_gather", out);
   check_cpu("all_gather", in);
   check_all_gather_shapes(*this, out, in);
   mpi_count(out.numel, "all_gather");
-  return enqueue("all_gather", describe(in), [this, out, in] { run_all_gather(out, in); });
+  return make_work("all_gather", &in, nullptr, -1, [this, out, in] { run_all_gather(out, in); });
 }
 
-WorkHandle MpiCommunicator::reduce_scatter_async(CommBuffer out, CommBuffer in, ReduceOp op) {
+std::shared_ptr<MpiCommunicator::MpiWork> MpiCommunicator::reduce_scatter_work(CommBuffer out,
+                                                                               CommBuffer in,
+                                                                               ReduceOp op) {
   check_cpu("reduce_scatter", out);
   check_cpu("reduce_scatter", in);
   check_reduce_scatter_shapes(*this, out, in, op);
   mpi_count(in.numel, "reduce_scatter");
-  return enqueue("reduce_scatter", describe(in, reduce_op_name(op)),
-                 [this, out, in, op] { run_reduce_scatter(out, in, op); });
+  return make_work("reduce_scatter", &in, reduce_op_name(op), -1,
+                   [this, out, in, op] { run_reduce_scatter(out, in, op); });
 }
 
-WorkHandle MpiCommunicator::all_reduce_async(CommBuffer inout, ReduceOp op) {
+std::shared_ptr<MpiCommunicator::MpiWork> MpiCommunicator::all_reduce_work(CommBuffer inout,
+                                                                           ReduceOp op) {
   check_cpu("all_reduce", inout);
   check_reduction("all_reduce", inout, op);
   mpi_count(inout.numel, "all_reduce");
-  return enqueue("all_reduce", describe(inout, reduce_op_name(op)),
-                 [this, inout, op] { run_all_reduce(inout, op); });
+  return make_work("all_reduce", &inout, reduce_op_name(op), -1,
+                   [this, inout, op] { run_all_reduce(inout, op); });
 }
 
-WorkHandle MpiCommunicator::broadcast_async(CommBuffer inout, int root) {
+std::shared_ptr<MpiCommunicator::MpiWork> MpiCommunicator::broadcast_work(CommBuffer inout,
+                                                                          int root) {
   check_cpu("broadcast", inout);
   PTRAIN_CHECK(root >= 0 && root < size_, "broadcast: root {} is not a rank of '{}' (size {})",
                root, name_, size_);
   int count = mpi_count(inout.numel, "broadcast");
-  return enqueue("broadcast", fmt::format("root {}, {}", root, describe(inout)),
-                 [this, inout, root, count] {
-                   PTRAIN_MPI_CHECK(
-                       MPI_Bcast(inout.data, count, mpi_type(inout.dtype), root, comm_));
-                 });
+  return make_work("broadcast", &inout, nullptr, root,
+                   [this, inout, root, count] {
+                     PTRAIN_MPI_CHECK(
+                         MPI_Bcast(inout.data, count, mpi_type(inout.dtype), root, comm_));
+                   });
 }
 
-WorkHandle MpiCommunicator::barrier_async() {
-  return enqueue("barrier", "no data", [this] { PTRAIN_MPI_CHECK(MPI_Barrier(comm_)); });
+std::shared_ptr<MpiCommunicator::MpiWork> MpiCommunicator::barrier_work() {
+  return make_work("barrier", nullptr, nullptr, -1,
+                   [this] { PTRAIN_MPI_CHECK(MPI_Barrier(comm_)); });
 }
+
+WorkHandle MpiCommunicator::all_gather_async(CommBuffer out, CommBuffer in) {
+  return enqueue(all_gather_work(out, in));
+}
+WorkHandle MpiCommunicator::reduce_scatter_async(CommBuffer out, CommBuffer in, ReduceOp op) {
+  return enqueue(reduce_scatter_work(out, in, op));
+}
+WorkHandle MpiCommunicator::all_reduce_async(CommBuffer inout, ReduceOp op) {
+  return enqueue(all_reduce_work(inout, op));
+}
+WorkHandle MpiCommunicator::broadcast_async(CommBuffer inout, int root) {
+  return enqueue(broadcast_work(inout, root));
+}
+WorkHandle MpiCommunicator::barrier_async() { return enqueue(barrier_work()); }
+
+void MpiCommunicator::all_gather(CommBuffer out, CommBuffer in) {
+  run_blocking(all_gather_work(out, in));
+}
+void MpiCommunicator::reduce_scatter(CommBuffer out, CommBuffer in, ReduceOp op) {
+  run_blocking(reduce_scatter_work(out, in, op));
+}
+void MpiCommunicator::all_reduce(CommBuffer inout, ReduceOp op) {
+  run_blocking(all_reduce_work(inout, op));
+}
+void MpiCommunicator::broadcast(CommBuffer inout, int root) {
+  run_blocking(broadcast_work(inout, root));
+}
+void MpiCommunicator::barrier() { run_blocking(barrier_work()); }
 
 std::shared_ptr<Communicator> MpiCommunicator::split(int color, int key) {
   PTRAIN_CHECK(color >= 0, "split: color must be >= 0, got {}", color);
   MPI_Comm child = MPI_COMM_NULL;
-  enqueue("split", fmt::format("color {}, key {}", color, key), [this, color, key, &child] {
-    PTRAIN_MPI_CHECK(MPI_Comm_split(comm_, color, key, &child));
-  })->wait();
+  run_blocking(make_work("split", nullptr, nullptr, -1, [this, color, key, &child] {
+                           PTRAIN_MPI_CHECK(MPI_Comm_split(comm_, color, key, &child));
+                         }));
   return std::make_shared<MpiCommunicator>(child, fmt::format("{}/split(color={})", name_, color),
                                            watchdog_);
 }
@@ -232,65 +299,71 @@ void MpiCommunicator::run_all_gather(const CommBuffer& out, const CommBuffer& in
 }
 
 void MpiCommunicator::run_reduce_scatter(const CommBuffer& out, const CommBuffer& in, ReduceOp op) {
-  if (is_16bit_float(in.dtype)) return run_16bit_reduce_scatter(out, in, op);
+  if (has_local_reduce(in.dtype) && in.nbytes() >= kSmallBytes) return run_chunked_reduce_scatter(out, in, op);
+  if (is_16bit_float(in.dtype)) return run_widened_reduce_scatter(out, in, op);
   PTRAIN_MPI_CHECK(MPI_Reduce_scatter_block(in.data, out.data, static_cast<int>(out.numel),
                                             mpi_type(in.dtype), mpi_op(op), comm_));
   if (op == ReduceOp::kAvg) divide_by_size(out);
 }
 
 void MpiCommunicator::run_all_reduce(const CommBuffer& inout, ReduceOp op) {
-  if (is_16bit_float(inout.dtype)) {
-    if (inout.nbytes() < kSmall16BitBytes || inout.numel < size_)
-      return run_widened_all_reduce(inout, op);
-    return run_16bit_all_reduce(inout, op);
-  }
+  const bool chunked = is_16bit_float(inout.dtype) ? inout.nbytes() >= kSmallBytes
+                       : has_local_reduce(inout.dtype) && inout.nbytes() >= kLargeAllReduceBytes;
+  if (chunked && inout.numel >= size_) return run_chunked_all_reduce(inout, op);
+  if (is_16bit_float(inout.dtype)) return run_widened_all_reduce(inout, op);
   PTRAIN_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, inout.data, static_cast<int>(inout.numel),
                                  mpi_type(inout.dtype), mpi_op(op), comm_));
   if (op == ReduceOp::kAvg) divide_by_size(inout);
 }
 
-void MpiCommunicator::run_16bit_reduce_scatter(const CommBuffer& out, const CommBuffer& in,
-                                               ReduceOp op) {
-  const int count = static_cast<int>(out.numel);
-  if (in.nbytes() < kSmall16BitBytes) {
-    scratch32_.resize(static_cast<size_t>(in.numel + out.numel));
-    float* send = scratch32_.data();
-    float* recv = send + in.numel;
-    widen_16bit(words(in), in.numel, in.dtype, send);
-    PTRAIN_MPI_CHECK(MPI_Reduce_scatter_block(send, recv, count, MPI_FLOAT, mpi_op(op), comm_));
-    float scale = op == ReduceOp::kAvg ? 1.0f / static_cast<float>(size_) : 1.0f;
-    narrow_to_16bit(recv, out.numel, out.dtype, scale, words(out));
-    return;
-  }
+void MpiCommunicator::run_chunked_reduce_scatter(const CommBuffer& out, const CommBuffer& in,
+                                                 ReduceOp op) {
   // Row r of scratch is rank r's copy of our chunk.
-  scratch16_.resize(static_cast<size_t>(in.numel));
-  PTRAIN_MPI_CHECK(MPI_Alltoall(in.data, count, MPI_UINT16_T, scratch16_.data(), count,
-                                MPI_UINT16_T, comm_));
-  reduce_16bit_rows(scratch16_.data(), size_, out.numel, out.numel, in.dtype, op, size_, words(out));
+  const int count = static_cast<int>(out.numel);
+  const MPI_Datatype type = mpi_type(in.dtype);
+  scratch_.resize(static_cast<size_t>(in.nbytes()));
+  PTRAIN_MPI_CHECK(MPI_Alltoall(in.data, count, type, scratch_.data(), count, type, comm_));
+  reduce_rows(scratch_.data(), size_, out.numel, out.numel, in.dtype, op, size_, out.data);
 }
 
-void MpiCommunicator::run_16bit_all_reduce(const CommBuffer& inout, ReduceOp op) {
+void MpiCommunicator::run_chunked_all_reduce(const CommBuffer& inout, ReduceOp op) {
   // Chunk j (balanced split of the buffer) is reduced by rank j, then gathered back in place.
-  std::vector<int> counts(size_), displs(size_), recv_counts(size_), recv_displs(size_);
+  const MPI_Datatype type = mpi_type(inout.dtype);
   const int64_t base = inout.numel / size_, extra = inout.numel % size_;
+  const int mine = static_cast<int>(base + (rank_ < extra ? 1 : 0));
+  const int64_t my_offset = rank_ * base + std::min<int64_t>(rank_, extra);
+  scratch_.resize(static_cast<size_t>(mine) * size_ * inout.element_size());
+  if (extra == 0) {
+    PTRAIN_MPI_CHECK(MPI_Alltoall(inout.data, mine, type, scratch_.data(), mine, type, comm_));
+    reduce_rows(scratch_.data(), size_, mine, mine, inout.dtype, op, size_,
+                inout.slice(my_offset, mine).data);
+    PTRAIN_MPI_CHECK(MPI_Allgather(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, inout.data, mine, type, comm_));
+    return;
+  }
+  std::vector<int> counts(size_), displs(size_), recv_counts(size_, mine), recv_displs(size_);
   for (int j = 0, offset = 0; j < size_; ++j) {
     counts[j] = static_cast<int>(base + (j < extra ? 1 : 0));
     displs[j] = offset;
     offset += counts[j];
-  }
-  const int mine = counts[rank_];
-  for (int j = 0; j < size_; ++j) {
-    recv_counts[j] = mine;
     recv_displs[j] = j * mine;
   }
-  scratch16_.resize(static_cast<size_t>(mine) * size_);
-  PTRAIN_MPI_CHECK(MPI_Alltoallv(inout.data, counts.data(), displs.data(), MPI_UINT16_T,
-                                 scratch16_.data(), recv_counts.data(), recv_displs.data(),
-                                 MPI_UINT16_T, comm_));
-  reduce_16bit_rows(scratch16_.data(), size_, mine, mine, inout.dtype, op, size_,
-                    words(inout) + displs[rank_]);
+  PTRAIN_MPI_CHECK(MPI_Alltoallv(inout.data, counts.data(), displs.data(), type, scratch_.data(),
+                                 recv_counts.data(), recv_displs.data(), type, comm_));
+  reduce_rows(scratch_.data(), size_, mine, mine, inout.dtype, op, size_,
+              inout.slice(my_offset, mine).data);
   PTRAIN_MPI_CHECK(MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, inout.data, counts.data(),
-                                  displs.data(), MPI_UINT16_T, comm_));
+                                  displs.data(), type, comm_));
+}
+
+void MpiCommunicator::run_widened_reduce_scatter(const CommBuffer& out, const CommBuffer& in,
+                                                 ReduceOp op) {
+  scratch32_.resize(static_cast<size_t>(in.numel + out.numel));
+  float* send = scratch32_.data();
+  float* recv = send + in.numel;
+  widen_16bit(words(in), in.numel, in.dtype, send);
+  PTRAIN_MPI_CHECK(MPI_Reduce_scatter_block(send, recv, static_cast<int>(out.numel), MPI_FLOAT,
+                                            mpi_op(op), comm_));
+  narrow_to_16bit(recv, out.numel, out.dtype, op == ReduceOp::kAvg ? size_ : 1, words(out));
 }
 
 void MpiCommunicator::run_widened_all_reduce(const CommBuffer& inout, ReduceOp op) {
@@ -298,8 +371,8 @@ void MpiCommunicator::run_widened_all_reduce(const CommBuffer& inout, ReduceOp o
   widen_16bit(words(inout), inout.numel, inout.dtype, scratch32_.data());
   PTRAIN_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, scratch32_.data(), static_cast<int>(inout.numel),
                                  MPI_FLOAT, mpi_op(op), comm_));
-  float scale = op == ReduceOp::kAvg ? 1.0f / static_cast<float>(size_) : 1.0f;
-  narrow_to_16bit(scratch32_.data(), inout.numel, inout.dtype, scale, words(inout));
+  narrow_to_16bit(scratch32_.data(), inout.numel, inout.dtype, op == ReduceOp::kAvg ? size_ : 1,
+                  words(inout));
 }
 
 void MpiCommunicator::divide_by_size(const CommBuffer& buffer) {

@@ -1,15 +1,19 @@
 // MpiCommunicator: the Communicator contract (communicator.h) over an MPI communicator, for CPU
 // buffers of fp32, fp64, bf16, fp16, int32, int64 and uint8.
 //
-// Threading: the issuing thread only enqueues; one communication thread per communicator runs the
+// Threading: `*_async` enqueues; one communication thread per communicator runs the queued
 // collectives in issue order with blocking MPI calls, so a collective progresses while the issuing
-// thread computes. MPI must be initialised with MPI_THREAD_MULTIPLE (MpiRuntime does).
+// thread computes. A blocking call made while nothing is queued or running runs on the calling
+// thread instead (same order, no thread hand-off latency). MPI must be initialised with
+// MPI_THREAD_MULTIPLE (MpiRuntime does).
 //
-// 16-bit floats: MPI has no bf16/fp16 arithmetic, so reduce_scatter moves the raw 16-bit chunks with
-// MPI_Alltoall and each rank reduces its own chunk in fp32 (one rounding); all_reduce is that
-// reduce-scatter followed by MPI_Allgatherv. Each rank sends (n-1)/n of the buffer per phase, the
-// same traffic as a ring. Buffers under kSmall16BitBytes are widened to fp32 and reduced with
-// MPI_Allreduce instead (fewer latency-bound steps; same single rounding).
+// Reductions: MPI has no bf16/fp16 arithmetic, and Open MPI's own large reduce-scatters are slow
+// (docs/benchmarks.md), so for floating-point data reduce_scatter moves each rank's chunks with
+// MPI_Alltoall and every rank reduces its own chunk locally (local_reduce.h: fp32 accumulation,
+// one rounding); all_reduce is that reduce-scatter followed by an in-place all-gather. Each rank
+// sends (n-1)/n of the buffer per phase, the traffic of a ring. Small 16-bit buffers are widened
+// to fp32 and reduced by MPI instead (fewer latency-bound steps, the same single rounding); small
+// fp32/fp64 buffers and integers use MPI's own reductions.
 //
 // Errors: an MPI error fails the Work (RuntimeFailure naming the call, rank and host) and every
 // collective queued after it on this communicator, since the ranks no longer agree on the order.
@@ -34,7 +38,10 @@ namespace ptrain {
 
 class MpiCommunicator final : public Communicator {
  public:
-  static constexpr int64_t kSmall16BitBytes = 64 * 1024;
+  // Below this size reductions go straight to MPI (latency-bound, one step is cheaper).
+  static constexpr int64_t kSmallBytes = 64 * 1024;
+  // fp32/fp64 all_reduce switches to the chunked path from this size (docs/benchmarks.md).
+  static constexpr int64_t kLargeAllReduceBytes = 32 << 20;
 
   // Uses `comm` (MPI_COMM_WORLD, or a communicator this object then owns and frees).
   MpiCommunicator(MPI_Comm comm, std::string name, std::shared_ptr<CollectiveWatchdog> watchdog);
@@ -53,18 +60,41 @@ class MpiCommunicator final : public Communicator {
   std::shared_ptr<Communicator> split(int color, int key) override;
   void set_step(int64_t step) override { step_.store(step); }
 
+  void all_gather(CommBuffer out, CommBuffer in) override;
+  void reduce_scatter(CommBuffer out, CommBuffer in, ReduceOp op) override;
+  void all_reduce(CommBuffer inout, ReduceOp op) override;
+  void broadcast(CommBuffer inout, int root) override;
+  void barrier() override;
+
  private:
   class MpiWork;
 
-  WorkHandle enqueue(const char* op, std::string detail, std::function<void()> body);
+  // A work item for watchdog reports: `data` (may be null) is the buffer whose dtype and size
+  // describe the call, `reduce` the reduction's name or null, `root` a broadcast root or -1.
+  std::shared_ptr<MpiWork> make_work(const char* op, const CommBuffer* data, const char* reduce,
+                                     int root, std::function<void()> body);
+  WorkHandle enqueue(std::shared_ptr<MpiWork> work);
+  // Runs `work` on the calling thread when the communication thread is idle, else queues it;
+  // returns when it is complete (rethrowing its error).
+  void run_blocking(std::shared_ptr<MpiWork> work);
+  // Runs one collective (watchdog, poisoning) and completes its handle.
+  void execute(MpiWork& work);
   void worker_loop();
+
+  // Validated work items, shared by the blocking and async forms.
+  std::shared_ptr<MpiWork> all_gather_work(CommBuffer out, CommBuffer in);
+  std::shared_ptr<MpiWork> reduce_scatter_work(CommBuffer out, CommBuffer in, ReduceOp op);
+  std::shared_ptr<MpiWork> all_reduce_work(CommBuffer inout, ReduceOp op);
+  std::shared_ptr<MpiWork> broadcast_work(CommBuffer inout, int root);
+  std::shared_ptr<MpiWork> barrier_work();
 
   // Bodies: run on the communication thread only.
   void run_all_gather(const CommBuffer& out, const CommBuffer& in);
   void run_reduce_scatter(const CommBuffer& out, const CommBuffer& in, ReduceOp op);
   void run_all_reduce(const CommBuffer& inout, ReduceOp op);
-  void run_16bit_reduce_scatter(const CommBuffer& out, const CommBuffer& in, ReduceOp op);
-  void run_16bit_all_reduce(const CommBuffer& inout, ReduceOp op);
+  void run_chunked_reduce_scatter(const CommBuffer& out, const CommBuffer& in, ReduceOp op);
+  void run_chunked_all_reduce(const CommBuffer& inout, ReduceOp op);
+  void run_widened_reduce_scatter(const CommBuffer& out, const CommBuffer& in, ReduceOp op);
   void run_widened_all_reduce(const CommBuffer& inout, ReduceOp op);
   void divide_by_size(const CommBuffer& buffer);
 
@@ -80,11 +110,13 @@ class MpiCommunicator final : public Communicator {
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<std::shared_ptr<MpiWork>> queue_;
+  bool worker_busy_ = false;  // the communication thread is running a collective
   bool stopping_ = false;
-  std::string broken_by_;  // communication thread only: first failure, poisons later work
 
-  std::vector<uint16_t> scratch16_;  // communication thread only
-  std::vector<float> scratch32_;     // communication thread only
+  // Touched only by whichever thread runs collectives at the time (handed over under mu_).
+  std::string broken_by_;  // first failure; poisons later work
+  std::vector<uint8_t> scratch_;
+  std::vector<float> scratch32_;
   std::thread worker_;
 };
 

@@ -215,7 +215,8 @@ void NcclCommunicator::watcher_loop() {
 // ---------------------------------------------------------------- collectives
 
 template <class Launch>
-WorkHandle NcclCommunicator::launch(const char* op, std::string detail, Launch&& enqueue_on_stream) {
+WorkHandle NcclCommunicator::launch(const char* op, const CommBuffer* data, const char* reduce,
+                                    int root, Launch&& enqueue_on_stream) {
   PTRAIN_CUDA_CHECK(cudaSetDevice(device_));
   auto work = std::make_shared<NcclWork>();
   work->compute_stream = compute_stream_;
@@ -224,7 +225,18 @@ WorkHandle NcclCommunicator::launch(const char* op, std::string detail, Launch&&
   PTRAIN_CUDA_CHECK(cudaEventRecord(ready, compute_stream_));
   PTRAIN_CUDA_CHECK(cudaStreamWaitEvent(stream_, ready, 0));
   PTRAIN_CUDA_CHECK(cudaEventDestroy(ready));
-  CollectiveWatchdog::Collective c{name_, "nccl", op, ++issued_, step_, std::move(detail)};
+  CollectiveWatchdog::Collective c;
+  c.communicator = &name_;
+  c.backend = "nccl";
+  c.op = op;
+  c.seq = ++issued_;
+  c.step = step_;
+  c.reduce = reduce;
+  c.root = root;
+  if (data) {
+    c.dtype = c10::toString(data->dtype);
+    c.numel = data->numel;
+  }
   if (watchdog_) work->watchdog_token = watchdog_->start(c);
   enqueue_on_stream();
   PTRAIN_CUDA_CHECK(cudaEventCreateWithFlags(&work->done, cudaEventDisableTiming));
@@ -241,7 +253,7 @@ WorkHandle NcclCommunicator::all_gather_async(CommBuffer out, CommBuffer in) {
   check_cuda_buffer("all_gather", out);
   check_cuda_buffer("all_gather", in);
   check_all_gather_shapes(*this, out, in);
-  return launch("all_gather", fmt::format("{}, {} elements", c10::toString(in.dtype), in.numel), [&] {
+  return launch("all_gather", &in, nullptr, -1, [&] {
     PTRAIN_NCCL_CHECK(ncclAllGather(in.data, out.data, static_cast<size_t>(in.numel),
                                     nccl_type(in.dtype), comm_, stream_));
   });
@@ -251,9 +263,7 @@ WorkHandle NcclCommunicator::reduce_scatter_async(CommBuffer out, CommBuffer in,
   check_cuda_buffer("reduce_scatter", out);
   check_cuda_buffer("reduce_scatter", in);
   check_reduce_scatter_shapes(*this, out, in, op);
-  return launch("reduce_scatter",
-                fmt::format("{}, {}, {} elements", reduce_op_name(op), c10::toString(in.dtype), in.numel),
-                [&] {
+  return launch("reduce_scatter", &in, reduce_op_name(op), -1, [&] {
                   PTRAIN_NCCL_CHECK(ncclReduceScatter(in.data, out.data,
                                                       static_cast<size_t>(out.numel),
                                                       nccl_type(in.dtype), nccl_op(op), comm_, stream_));
@@ -263,10 +273,7 @@ WorkHandle NcclCommunicator::reduce_scatter_async(CommBuffer out, CommBuffer in,
 WorkHandle NcclCommunicator::all_reduce_async(CommBuffer inout, ReduceOp op) {
   check_cuda_buffer("all_reduce", inout);
   check_reduction("all_reduce", inout, op);
-  return launch("all_reduce",
-                fmt::format("{}, {}, {} elements", reduce_op_name(op), c10::toString(inout.dtype),
-                            inout.numel),
-                [&] {
+  return launch("all_reduce", &inout, reduce_op_name(op), -1, [&] {
                   PTRAIN_NCCL_CHECK(ncclAllReduce(inout.data, inout.data,
                                                   static_cast<size_t>(inout.numel),
                                                   nccl_type(inout.dtype), nccl_op(op), comm_, stream_));
@@ -277,14 +284,14 @@ WorkHandle NcclCommunicator::broadcast_async(CommBuffer inout, int root) {
   check_cuda_buffer("broadcast", inout);
   PTRAIN_CHECK(root >= 0 && root < size_, "broadcast: root {} is not a rank of '{}' (size {})",
                root, name_, size_);
-  return launch("broadcast", fmt::format("root {}, {} elements", root, inout.numel), [&] {
+  return launch("broadcast", &inout, nullptr, root, [&] {
     PTRAIN_NCCL_CHECK(ncclBroadcast(inout.data, inout.data, static_cast<size_t>(inout.numel),
                                     nccl_type(inout.dtype), root, comm_, stream_));
   });
 }
 
 WorkHandle NcclCommunicator::barrier_async() {
-  return launch("barrier", "one int", [&] {
+  return launch("barrier", nullptr, nullptr, -1, [&] {
     PTRAIN_NCCL_CHECK(ncclAllReduce(barrier_word_, barrier_word_, 1, ncclInt32, ncclSum, comm_, stream_));
   });
 }

@@ -53,7 +53,8 @@ class NcclCommunicator final : public Communicator {
   struct AbortState;  // shared with the watchdog's abort hook, outlives this object if needed
 
   template <class Launch>
-  WorkHandle launch(const char* op, std::string detail, Launch&& enqueue_on_stream);
+  WorkHandle launch(const char* op, const CommBuffer* data, const char* reduce, int root,
+                    Launch&& enqueue_on_stream);
   void watcher_loop();
 
   ncclComm_t comm_;
