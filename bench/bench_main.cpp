@@ -17,8 +17,7 @@ int main(int argc, char** argv) {
   auto* comm = app.add_subcommand("comm", "all_gather / reduce_scatter / all_reduce vs raw MPI");
   comm->add_option("--min-bytes", comm_options.min_bytes, "Smallest size (bytes)");
   comm->add_option("--max-bytes", comm_options.max_bytes, "Largest size (bytes)");
-  comm->add_option("--seconds", comm_options.seconds_per_point,
-                   "Timed work per measurement round");
+  comm->add_option("--seconds", comm_options.seconds_per_point, "Timed work per measurement round");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -39,7 +39,9 @@ std::string quoted_choices(const std::vector<std::string>& choices) {
   return out;
 }
 
-std::string scalar_text(const YAML::Node& node) { return node.IsScalar() ? node.Scalar() : ""; }
+std::string scalar_text(const YAML::Node& node) {
+  return node.IsScalar() ? node.Scalar() : "";
+}
 
 bool parse_int(const std::string& text, int64_t* out) {
   if (text.empty()) return false;
@@ -68,7 +70,8 @@ std::string expectation(const FieldSpec<Record>& spec) {
   std::string range;
   bool has_min = spec.min > -std::numeric_limits<double>::infinity();
   bool has_max = spec.max < std::numeric_limits<double>::infinity();
-  if (has_min && has_max) range = fmt::format(" in [{:g}, {:g}]", spec.min, spec.max);
+  if (has_min && has_max)
+    range = fmt::format(" in [{}, {}]", format_bound(spec.min), format_bound(spec.max));
   switch (spec.type) {
     case KeyType::kBool:
       return "a boolean (true or false)";
@@ -98,12 +101,12 @@ void assign(const FieldSpec<Record>& spec, Record& record, const YAML::Node& nod
             Problems& problems) {
   void* member = spec.member(record);
   auto bad = [&](const std::string& extra = "") {
-    std::string got = node.IsScalar() ? fmt::format("'{}'", node.Scalar())
+    std::string got = node.IsScalar()     ? fmt::format("'{}'", node.Scalar())
                       : node.IsSequence() ? "a list"
                       : node.IsMap()      ? "a mapping"
                                           : "nothing";
-    problems.add(where, fmt::format("key '{}' expects {}, got {}{}", label, expectation(spec), got,
-                                    extra));
+    problems.add(
+        where, fmt::format("key '{}' expects {}, got {}{}", label, expectation(spec), got, extra));
   };
   const std::string text = scalar_text(node);
   switch (spec.type) {
@@ -172,7 +175,8 @@ void parse_datasets(const YAML::Node& node, std::vector<DatasetConfig>* out,
     const YAML::Node item = node[i];
     const std::string label = fmt::format("datasets[{}]", i);
     if (!item.IsMap()) {
-      problems.add(location(source, item), label + " must be a mapping such as {path: data.jsonl, type: alpaca}");
+      problems.add(location(source, item),
+                   label + " must be a mapping such as {path: data.jsonl, type: alpaca}");
       continue;
     }
     DatasetConfig dataset;
@@ -197,7 +201,8 @@ void parse_datasets(const YAML::Node& node, std::vector<DatasetConfig>* out,
     }
     for (const auto& key : schema.dataset_keys()) {
       if (key.required && !given.count(key.name))
-        problems.add(location(source, item), fmt::format("{} is missing the required key '{}'", label, key.name));
+        problems.add(location(source, item),
+                     fmt::format("{} is missing the required key '{}'", label, key.name));
     }
     out->push_back(dataset);
   }
@@ -224,14 +229,16 @@ void parse_mapping(const YAML::Node& map, const std::string& prefix, const std::
     }
     seen[name] = where;
 
-    const bool is_section = prefix.empty() &&
-        std::find(schema.sections().begin(), schema.sections().end(), name) != schema.sections().end();
+    const bool is_section =
+        prefix.empty() && std::find(schema.sections().begin(), schema.sections().end(), name) !=
+                              schema.sections().end();
     if (is_section) {
       if (entry.second.IsMap()) {
         parse_mapping(entry.second, name + ".", source, job, seen, warnings, problems);
       } else if (!entry.second.IsNull()) {
         problems.add(where, fmt::format("key '{}' is a section: it expects a mapping of keys such "
-                                        "as '{}.<key>: value'", name, name));
+                                        "as '{}.<key>: value'",
+                                        name, name));
       }
       continue;
     }
@@ -241,15 +248,16 @@ void parse_mapping(const YAML::Node& map, const std::string& prefix, const std::
       continue;
     }
     if (const IgnoredKey* ignored = prefix.empty() ? schema.find_ignored(name) : nullptr) {
-      warnings.push_back(fmt::format("{}: ignoring Axolotl key '{}': {}", where, name, ignored->reason));
+      warnings.push_back(
+          fmt::format("{}: ignoring Axolotl key '{}': {}", where, name, ignored->reason));
       continue;
     }
     problems.add(where, fmt::format("unknown key '{}'{}", name, did_you_mean(name, candidates)));
   }
 }
 
-void apply_override(const std::string& flag, JobConfig& job, std::map<std::string, std::string>& seen,
-                    Problems& problems) {
+void apply_override(const std::string& flag, JobConfig& job,
+                    std::map<std::string, std::string>& seen, Problems& problems) {
   const ConfigSchema& schema = ConfigSchema::instance();
   const std::string where = fmt::format("--set {}", flag);
   size_t eq = flag.find('=');
@@ -285,21 +293,26 @@ void check_relations(const JobConfig& job, const std::map<std::string, std::stri
     return it == seen.end() ? source : it->second;
   };
   if (job.adapter == "qlora" && !job.load_in_4bit)
-    problems.add(where("adapter"), "'adapter: qlora' needs 'load_in_4bit: true' (NF4 base weights)");
+    problems.add(where("adapter"),
+                 "'adapter: qlora' needs 'load_in_4bit: true' (NF4 base weights)");
   if (job.load_in_4bit && job.adapter != "qlora")
-    problems.add(where("load_in_4bit"),
-                 "'load_in_4bit: true' needs 'adapter: qlora' (a 4-bit base cannot be trained fully)");
+    problems.add(
+        where("load_in_4bit"),
+        "'load_in_4bit: true' needs 'adapter: qlora' (a 4-bit base cannot be trained fully)");
   if (job.warmup_steps > 0 && job.warmup_ratio > 0)
     problems.add(where("warmup_ratio"), "'warmup_steps' and 'warmup_ratio' are exclusive: set one");
   if (job.save_steps > 0 && job.saves_per_epoch > 0)
-    problems.add(where("saves_per_epoch"), "'save_steps' and 'saves_per_epoch' are exclusive: set one");
+    problems.add(where("saves_per_epoch"),
+                 "'save_steps' and 'saves_per_epoch' are exclusive: set one");
   const bool targets = job.lora_target_linear || !job.lora_target_modules.empty();
   if (job.adapter.empty() && targets)
-    problems.add(where(job.lora_target_linear ? "lora_target_linear" : "lora_target_modules"),
-                 "LoRA targets are set but 'adapter' is empty: set 'adapter: lora' or 'adapter: qlora'");
+    problems.add(
+        where(job.lora_target_linear ? "lora_target_linear" : "lora_target_modules"),
+        "LoRA targets are set but 'adapter' is empty: set 'adapter: lora' or 'adapter: qlora'");
   if (!job.adapter.empty() && !targets)
     problems.add(where("adapter"), fmt::format("'adapter: {}' needs 'lora_target_linear: true' or "
-                                               "'lora_target_modules'", job.adapter));
+                                               "'lora_target_modules'",
+                                               job.adapter));
   if (job.val_set_size >= 1 && job.val_set_size != std::floor(job.val_set_size))
     problems.add(where("val_set_size"),
                  "'val_set_size' >= 1 is a row count and must be a whole number");
@@ -335,7 +348,8 @@ YAML::Node emit_value(KeyType type, void* member) {
     }
     case KeyType::kDatasetList: {
       YAML::Node list(YAML::NodeType::Sequence);
-      for (const auto& d : *static_cast<std::vector<DatasetConfig>*>(member)) list.push_back(emit_dataset(d));
+      for (const auto& d : *static_cast<std::vector<DatasetConfig>*>(member))
+        list.push_back(emit_dataset(d));
       return list;
     }
   }
@@ -392,8 +406,8 @@ ResolvedConfig load_config_text(const std::string& yaml_text, const std::string&
     throw UserError(message);
   }
   resolved.resolved_yaml = emit_resolved(resolved.job);
-  resolved.hash = fmt::format("{:016x}", XXH3_64bits(resolved.resolved_yaml.data(),
-                                                     resolved.resolved_yaml.size()));
+  resolved.hash = fmt::format(
+      "{:016x}", XXH3_64bits(resolved.resolved_yaml.data(), resolved.resolved_yaml.size()));
   return resolved;
 }
 

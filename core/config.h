@@ -22,7 +22,7 @@ struct DatasetConfig {
 };
 
 struct CommConfig {
-  std::string backend = "auto";      // auto | mpi | nccl
+  std::string backend = "auto";       // auto | mpi | nccl
   double collective_timeout = 600.0;  // seconds before the watchdog aborts a stuck collective
 };
 

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cmath>
 #include <sstream>
 
 namespace ptrain {
@@ -36,14 +37,16 @@ ConfigKey boolean(std::string name, std::function<void*(JobConfig&)> member, std
 }
 ConfigKey integer(std::string name, std::function<void*(JobConfig&)> member, double min, double max,
                   std::string doc) {
-  ConfigKey key = field<JobConfig>(std::move(name), KeyType::kInt, std::move(member), std::move(doc));
+  ConfigKey key =
+      field<JobConfig>(std::move(name), KeyType::kInt, std::move(member), std::move(doc));
   key.min = min;
   key.max = max;
   return key;
 }
 ConfigKey number(std::string name, std::function<void*(JobConfig&)> member, double min, double max,
                  std::string doc) {
-  ConfigKey key = field<JobConfig>(std::move(name), KeyType::kFloat, std::move(member), std::move(doc));
+  ConfigKey key =
+      field<JobConfig>(std::move(name), KeyType::kFloat, std::move(member), std::move(doc));
   key.min = min;
   key.max = max;
   return key;
@@ -53,7 +56,8 @@ ConfigKey text(std::string name, std::function<void*(JobConfig&)> member, std::s
 }
 ConfigKey one_of(std::string name, std::function<void*(JobConfig&)> member,
                  std::vector<std::string> choices, std::string doc) {
-  ConfigKey key = field<JobConfig>(std::move(name), KeyType::kEnum, std::move(member), std::move(doc));
+  ConfigKey key =
+      field<JobConfig>(std::move(name), KeyType::kEnum, std::move(member), std::move(doc));
   key.choices = std::move(choices);
   return key;
 }
@@ -100,15 +104,15 @@ std::string type_name(KeyType type) {
 std::string range_text(double min, double max, std::vector<std::string> const& choices) {
   if (!choices.empty()) {
     std::string out;
-    for (const auto& c : choices) out += (out.empty() ? "" : ", ") + ("`" + (c.empty() ? "\"\"" : c) + "`");
+    for (const auto& c : choices)
+      out += (out.empty() ? "" : ", ") + ("`" + (c.empty() ? "\"\"" : c) + "`");
     return out;
   }
-  auto fmt_bound = [](double v) { return fmt::format("{:g}", v); };
   bool has_min = min > -std::numeric_limits<double>::infinity();
   bool has_max = max < std::numeric_limits<double>::infinity() && max < kMaxCount;
-  if (has_min && has_max) return fmt::format("[{}, {}]", fmt_bound(min), fmt_bound(max));
-  if (has_min) return fmt::format(">= {}", fmt_bound(min));
-  if (has_max) return fmt::format("<= {}", fmt_bound(max));
+  if (has_min && has_max) return fmt::format("[{}, {}]", format_bound(min), format_bound(max));
+  if (has_min) return fmt::format(">= {}", format_bound(min));
+  if (has_max) return fmt::format("<= {}", format_bound(max));
   return "";
 }
 
@@ -172,21 +176,25 @@ ConfigSchema::ConfigSchema() {
       number("weight_decay", member_of(&J::weight_decay), 0, 10, "AdamW decoupled weight decay."),
       number("max_grad_norm", member_of(&J::max_grad_norm), 0, 1e9,
              "Clip the global gradient norm to this; 0 disables clipping."),
-      boolean("bf16", member_of(&J::bf16), "Compute in bf16 (fp32 master weights); false computes in fp32."),
+      boolean("bf16", member_of(&J::bf16),
+              "Compute in bf16 (fp32 master weights); false computes in fp32."),
       boolean("gradient_checkpointing", member_of(&J::gradient_checkpointing),
               "Recompute each decoder layer's activations in backward."),
       // ---------------------------------------------------------------- bookkeeping
       text("output_dir", member_of(&J::output_dir),
            "Where logs, the resolved config, checkpoints and exports go."),
-      integer("logging_steps", member_of(&J::logging_steps), 1, kMaxCount, "Log metrics every N steps."),
-      integer("eval_steps", member_of(&J::eval_steps), 0, kMaxCount, "Evaluate every N steps; 0: never."),
+      integer("logging_steps", member_of(&J::logging_steps), 1, kMaxCount,
+              "Log metrics every N steps."),
+      integer("eval_steps", member_of(&J::eval_steps), 0, kMaxCount,
+              "Evaluate every N steps; 0: never."),
       integer("save_steps", member_of(&J::save_steps), 0, kMaxCount,
               "Checkpoint every N steps; 0: only at the end (and on stop requests)."),
       integer("saves_per_epoch", member_of(&J::saves_per_epoch), 0, 100000,
               "Checkpoints per epoch (exclusive with save_steps)."),
       text("resume_from_checkpoint", member_of(&J::resume_from_checkpoint),
            "Committed checkpoint directory to resume from."),
-      integer("seed", member_of(&J::seed), 0, 9.2e18, "Seed for data order, dropout and initialisation."),
+      integer("seed", member_of(&J::seed), 0, 9.2e18,
+              "Seed for data order, dropout and initialisation."),
       integer("threads", member_of(&J::threads), 0, 4096,
               "Compute threads per rank; 0: the host's cores divided by the ranks on the host."),
       // ---------------------------------------------------------------- ptrain sections
@@ -197,17 +205,18 @@ ConfigSchema::ConfigSchema() {
              "Seconds a collective may take before the watchdog aborts the job, naming it."),
       one_of("logging.level", member_of(&J::logging, &LoggingConfig::level),
              {"trace", "debug", "info", "warn", "error"}, "Log level on every rank."),
-      one_of("logging.console", member_of(&J::logging, &LoggingConfig::console),
-             {"rank0", "all", "none"},
-             "Which ranks log to the console; every rank always logs to output_dir/logs/rank-N.log."),
+      one_of(
+          "logging.console", member_of(&J::logging, &LoggingConfig::console),
+          {"rank0", "all", "none"},
+          "Which ranks log to the console; every rank always logs to output_dir/logs/rank-N.log."),
   };
 
   using D = DatasetConfig;
   DatasetKey path = field<D>("path", KeyType::kString, member_of(&D::path),
                              "JSONL file (or directory of them) with one row per line.");
   path.required = true;
-  DatasetKey type = field<D>("type", KeyType::kEnum, member_of(&D::type),
-                             "Row format and prompt template.");
+  DatasetKey type =
+      field<D>("type", KeyType::kEnum, member_of(&D::type), "Row format and prompt template.");
   type.choices = {"alpaca", "chat_template", "completion", "sharegpt"};
   dataset_keys_ = {
       path,
@@ -264,6 +273,12 @@ const IgnoredKey* ConfigSchema::find_ignored(const std::string& name) const {
   return nullptr;
 }
 
+std::string format_bound(double value) {
+  if (value == std::floor(value) && std::fabs(value) < 1e15)
+    return fmt::format("{}", static_cast<int64_t>(value));
+  return fmt::format("{}", value);
+}
+
 std::string nearest_name(const std::string& name, const std::vector<std::string>& candidates) {
   std::string best;
   size_t best_distance = std::string::npos;
@@ -308,11 +323,13 @@ std::string ConfigSchema::markdown() const {
   out << "# Configuration reference\n\n"
       << "<!-- Generated from core/config_schema.cpp by `ptrain config-docs`; do not edit. -->\n\n"
       << "A job is one YAML file. Keys use Axolotl's names where Axolotl has one; ptrain's own\n"
-      << "settings live in nested sections (`comm:`, `logging:`). Any key can be overridden on the\n"
+      << "settings live in nested sections (`comm:`, `logging:`). Any key can be overridden on "
+         "the\n"
       << "command line with `--set key=value` (dotted for sections: `--set comm.backend=mpi`;\n"
       << "lists in YAML flow form: `--set lora_target_modules=[q_proj,v_proj]`).\n\n"
       << "An unknown key, a wrong type or an out-of-range value is an error naming the file, line\n"
-      << "and key (exit code 2). `ptrain validate-config job.yaml` checks a file without running.\n\n"
+      << "and key (exit code 2). `ptrain validate-config job.yaml` checks a file without "
+         "running.\n\n"
       << "| key | type | default | allowed | description |\n|---|---|---|---|---|\n";
   for (const auto& key : keys_) {
     out << "| `" << key.name << "` | " << type_name(key.type) << " | `"

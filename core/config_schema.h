@@ -63,6 +63,9 @@ class ConfigSchema {
   std::vector<std::string> sections_;
 };
 
+// A range bound as people write it: integers in full ("1048576"), other values shortest ("0.999").
+std::string format_bound(double value);
+
 // The candidate closest to `name` by edit distance (comparing with both the whole dotted name and
 // its last component), or "" when nothing is close enough to be a plausible typo.
 std::string nearest_name(const std::string& name, const std::vector<std::string>& candidates);

@@ -3,7 +3,8 @@
 // Inside the code errors are exceptions; at process and RPC boundaries they become exit codes or
 // statuses. Two kinds matter to a user:
 //   UserError       bad input (config, data, files): the message says what to change. Exit code 2.
-//   RuntimeFailure  something failed while running (a collective, an MPI/NCCL/CUDA call, a timeout),
+//   RuntimeFailure  something failed while running (a collective, an MPI/NCCL/CUDA call, a
+//   timeout),
 //                   or an internal invariant broke. Exit code 3.
 // PTRAIN_CHECK throws UserError; PTRAIN_ASSERT throws RuntimeFailure and marks a bug in ptrain.
 #pragma once
@@ -57,10 +58,10 @@ std::string with_location(const std::string& message, const char* file, int line
     }                                                                                       \
   } while (false)
 
-#define PTRAIN_ASSERT(cond, ...)                                                               \
-  do {                                                                                         \
-    if (!(cond)) {                                                                             \
-      throw ::ptrain::RuntimeFailure(::ptrain::detail::with_location(                          \
+#define PTRAIN_ASSERT(cond, ...)                                                                   \
+  do {                                                                                             \
+    if (!(cond)) {                                                                                 \
+      throw ::ptrain::RuntimeFailure(::ptrain::detail::with_location(                              \
           "internal error: " #cond " failed: " + ::fmt::format(__VA_ARGS__), __FILE__, __LINE__)); \
-    }                                                                                          \
+    }                                                                                              \
   } while (false)

@@ -44,7 +44,9 @@ void write_file_atomic(const std::string& path, const std::string& bytes) {
   fs::path dir = target.has_parent_path() ? target.parent_path() : fs::path(".");
   std::error_code ec;
   fs::create_directories(dir, ec);
-  if (ec) throw RuntimeFailure(fmt::format("cannot create directory '{}': {}", dir.string(), ec.message()));
+  if (ec)
+    throw RuntimeFailure(
+        fmt::format("cannot create directory '{}': {}", dir.string(), ec.message()));
 
   std::string tmp = fmt::format("{}.tmp.{}", path, ::getpid());
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);

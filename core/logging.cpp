@@ -18,15 +18,18 @@ std::shared_ptr<spdlog::logger> make_rank_logger(const LogSettings& settings, in
     std::error_code ec;
     std::filesystem::create_directories(settings.log_dir, ec);
     if (ec)
-      throw UserError(fmt::format("cannot create log directory '{}': {}", settings.log_dir, ec.message()));
+      throw UserError(
+          fmt::format("cannot create log directory '{}': {}", settings.log_dir, ec.message()));
     sinks.push_back(std::make_shared<spdlog::sinks::basic_file_sink_mt>(
         fmt::format("{}/rank-{}.log", settings.log_dir, rank), /*truncate=*/false));
   }
-  auto logger = std::make_shared<spdlog::logger>(fmt::format("rank{}", rank), sinks.begin(), sinks.end());
+  auto logger =
+      std::make_shared<spdlog::logger>(fmt::format("rank{}", rank), sinks.begin(), sinks.end());
   logger->set_pattern(fmt::format("[%Y-%m-%d %H:%M:%S.%e] [rank {} {}] [%^%l%$] %v", rank, host));
   auto level = spdlog::level::from_str(settings.level);
   PTRAIN_CHECK(level != spdlog::level::off || settings.level == "off",
-               "unknown log level '{}': expected trace, debug, info, warn or error", settings.level);
+               "unknown log level '{}': expected trace, debug, info, warn or error",
+               settings.level);
   logger->set_level(level);
   // Lines must reach the file even when the job is aborted a moment later.
   logger->flush_on(spdlog::level::trace);

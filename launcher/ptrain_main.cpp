@@ -14,7 +14,8 @@ namespace {
 
 using namespace ptrain;
 
-int validate_config(const std::string& path, const std::vector<std::string>& overrides, bool print) {
+int validate_config(const std::string& path, const std::vector<std::string>& overrides,
+                    bool print) {
   ResolvedConfig config = load_config(path, overrides);
   for (const auto& warning : config.warnings) std::cerr << "warning: " << warning << "\n";
   if (print) std::cout << config.resolved_yaml;

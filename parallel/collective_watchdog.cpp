@@ -62,8 +62,8 @@ std::string CollectiveWatchdog::report(const Collective& c) const {
   return fmt::format(
       "collective watchdog: {} #{} ({}) on communicator '{}' ({}) did not complete within {:g} s "
       "({}); rank {} of {} on host {}; aborting the job",
-      c.op, c.seq, describe(c), c.communicator ? *c.communicator : "?", c.backend,
-      timeout_.count(), step, rank_, world_, host_);
+      c.op, c.seq, describe(c), c.communicator ? *c.communicator : "?", c.backend, timeout_.count(),
+      step, rank_, world_, host_);
 }
 
 void CollectiveWatchdog::loop() {

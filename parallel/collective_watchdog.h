@@ -39,7 +39,7 @@ class CollectiveWatchdog {
     const char* reduce = nullptr;               // "sum", or null when not a reduction
     const char* dtype = nullptr;                // "BFloat16", or null when no data
     int64_t numel = 0;
-    int root = -1;                              // broadcast root, else -1
+    int root = -1;  // broadcast root, else -1
   };
 
   CollectiveWatchdog(std::chrono::duration<double> timeout, int rank, int world, std::string host,

@@ -31,12 +31,14 @@ void check_reduction(const char* collective, const CommBuffer& buffer, ReduceOp 
                c10::toString(buffer.dtype));
 }
 
-void check_all_gather_shapes(const Communicator& comm, const CommBuffer& out, const CommBuffer& in) {
+void check_all_gather_shapes(const Communicator& comm, const CommBuffer& out,
+                             const CommBuffer& in) {
   PTRAIN_CHECK(out.dtype == in.dtype, "all_gather: output is {} but input is {}",
                c10::toString(out.dtype), c10::toString(in.dtype));
-  PTRAIN_CHECK(out.numel == in.numel * comm.size(),
-               "all_gather on '{}': output has {} elements, expected {} = {} ranks x {} input elements",
-               comm.name(), out.numel, in.numel * comm.size(), comm.size(), in.numel);
+  PTRAIN_CHECK(
+      out.numel == in.numel * comm.size(),
+      "all_gather on '{}': output has {} elements, expected {} = {} ranks x {} input elements",
+      comm.name(), out.numel, in.numel * comm.size(), comm.size(), in.numel);
 }
 
 void check_reduce_scatter_shapes(const Communicator& comm, const CommBuffer& out,
@@ -45,7 +47,8 @@ void check_reduce_scatter_shapes(const Communicator& comm, const CommBuffer& out
                c10::toString(out.dtype), c10::toString(in.dtype));
   PTRAIN_CHECK(in.numel == out.numel * comm.size(),
                "reduce_scatter on '{}': input has {} elements, expected {} = {} ranks x {} output "
-               "elements", comm.name(), in.numel, out.numel * comm.size(), comm.size(), out.numel);
+               "elements",
+               comm.name(), in.numel, out.numel * comm.size(), comm.size(), out.numel);
   check_reduction("reduce_scatter", in, op);
 }
 

@@ -13,8 +13,8 @@
 // - Buffers are borrowed, never owned: the caller keeps every buffer alive and untouched (inputs
 //   unmodified, outputs unread) until the Work completes. Blocking forms return when it has.
 // - Work::wait() blocks the calling thread until the collective is complete on this rank and
-//   rethrows its error (RuntimeFailure naming the call, rank and host). wait_for(t) returns false if
-//   it is not complete after t.
+//   rethrows its error (RuntimeFailure naming the call, rank and host). wait_for(t) returns false
+//   if it is not complete after t.
 // - Shapes: all_gather(out, in) needs out.numel == size() * in.numel, rank r's input landing at
 //   out[r * in.numel, (r+1) * in.numel). reduce_scatter(out, in) needs in.numel == size() *
 //   out.numel; rank r receives the reduction of chunk r. all_reduce and broadcast work in place on

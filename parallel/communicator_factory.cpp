@@ -22,8 +22,8 @@ std::shared_ptr<CollectiveWatchdog> make_job_watchdog(double timeout_s, int rank
       [](const std::string&) { MpiRuntime::abort_job(ExitCode::kRuntimeFailure); });
 }
 
-std::shared_ptr<Communicator> make_world_communicator(const std::string& backend, int local_rank,
-                                                      std::shared_ptr<CollectiveWatchdog> watchdog) {
+std::shared_ptr<Communicator> make_world_communicator(
+    const std::string& backend, int local_rank, std::shared_ptr<CollectiveWatchdog> watchdog) {
   if (backend == "nccl") {
     int devices = cuda_device_count();
     return make_nccl_communicator(MPI_COMM_WORLD, devices > 0 ? local_rank % devices : 0, "world",

@@ -81,8 +81,8 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) void reduce_block_r
 }
 
 template <class S>
-void reduce_typed(const void* in, int rows, int64_t row_stride, int64_t n, ReduceOp op,
-                  int divisor, void* out) {
+void reduce_typed(const void* in, int rows, int64_t row_stride, int64_t n, ReduceOp op, int divisor,
+                  void* out) {
   static_assert(sizeof(S) == sizeof(S::store(0)), "storage type must be a plain wrapper");
   reduce_block_rows(static_cast<const S*>(in), rows, row_stride, n, op, divisor,
                     static_cast<S*>(out));
@@ -123,7 +123,8 @@ void widen_16bit(const uint16_t* in, int64_t n, c10::ScalarType dtype, float* ou
   }
 }
 
-void narrow_to_16bit(const float* in, int64_t n, c10::ScalarType dtype, int divisor, uint16_t* out) {
+void narrow_to_16bit(const float* in, int64_t n, c10::ScalarType dtype, int divisor,
+                     uint16_t* out) {
   const float d = static_cast<float>(divisor);
   if (dtype == c10::ScalarType::BFloat16) {
     for (int64_t k = 0; k < n; ++k) out[k] = Bf16::store(in[k] / d).bits;

@@ -70,13 +70,16 @@ MPI_Datatype mpi_type(c10::ScalarType dtype) {
     case c10::ScalarType::Half:
       return MPI_UINT16_T;  // moved as raw words; arithmetic happens in half_reduce
     default:
-      throw UserError(fmt::format("MpiCommunicator does not support dtype {} (supported: Float, "
-                                  "Double, BFloat16, Half, Int, Long, Byte)",
-                                  c10::toString(dtype)));
+      throw UserError(
+          fmt::format("MpiCommunicator does not support dtype {} (supported: Float, "
+                      "Double, BFloat16, Half, Int, Long, Byte)",
+                      c10::toString(dtype)));
   }
 }
 
-MPI_Op mpi_op(ReduceOp op) { return op == ReduceOp::kMax ? MPI_MAX : MPI_SUM; }
+MPI_Op mpi_op(ReduceOp op) {
+  return op == ReduceOp::kMax ? MPI_MAX : MPI_SUM;
+}
 
 int mpi_count(int64_t n, const char* collective) {
   PTRAIN_CHECK(n <= INT_MAX, "{}: {} elements exceed MPI's count limit of {}; split the buffer",
@@ -93,7 +96,9 @@ void check_cpu(const char* collective, const CommBuffer& buffer) {
   mpi_type(buffer.dtype);
 }
 
-uint16_t* words(const CommBuffer& buffer) { return static_cast<uint16_t*>(buffer.data); }
+uint16_t* words(const CommBuffer& buffer) {
+  return static_cast<uint16_t*>(buffer.data);
+}
 
 }  // namespace
 
@@ -121,9 +126,10 @@ MpiCommunicator::~MpiCommunicator() {
   if (owns_comm_) MPI_Comm_free(&comm_);
 }
 
-std::shared_ptr<MpiCommunicator::MpiWork> MpiCommunicator::make_work(
-    const char* op, const CommBuffer* data, const char* reduce, int root,
-    std::function<void()> body) {
+std::shared_ptr<MpiCommunicator::MpiWork> MpiCommunicator::make_work(const char* op,
+                                                                     const CommBuffer* data,
+                                                                     const char* reduce, int root,
+                                                                     std::function<void()> body) {
   auto work = std::make_shared<MpiWork>();
   CollectiveWatchdog::Collective& c = work->collective;
   c.communicator = &name_;
@@ -169,9 +175,9 @@ void MpiCommunicator::execute(MpiWork& work) {
   const auto& c = work.collective;
   std::exception_ptr error;
   if (!broken_by_.empty()) {
-    error = std::make_exception_ptr(RuntimeFailure(fmt::format(
-        "{} #{} on communicator '{}' was not run: {} failed before it", c.op, c.seq, name_,
-        broken_by_)));
+    error = std::make_exception_ptr(
+        RuntimeFailure(fmt::format("{} #{} on communicator '{}' was not run: {} failed before it",
+                                   c.op, c.seq, name_, broken_by_)));
   } else {
     uint64_t token = watchdog_ ? watchdog_->start(c) : 0;
     try {
@@ -239,11 +245,9 @@ std::shared_ptr<MpiCommunicator::MpiWork> MpiCommunicator::broadcast_work(CommBu
   PTRAIN_CHECK(root >= 0 && root < size_, "broadcast: root {} is not a rank of '{}' (size {})",
                root, name_, size_);
   int count = mpi_count(inout.numel, "broadcast");
-  return make_work("broadcast", &inout, nullptr, root,
-                   [this, inout, root, count] {
-                     PTRAIN_MPI_CHECK(
-                         MPI_Bcast(inout.data, count, mpi_type(inout.dtype), root, comm_));
-                   });
+  return make_work("broadcast", &inout, nullptr, root, [this, inout, root, count] {
+    PTRAIN_MPI_CHECK(MPI_Bcast(inout.data, count, mpi_type(inout.dtype), root, comm_));
+  });
 }
 
 std::shared_ptr<MpiCommunicator::MpiWork> MpiCommunicator::barrier_work() {
@@ -263,7 +267,9 @@ WorkHandle MpiCommunicator::all_reduce_async(CommBuffer inout, ReduceOp op) {
 WorkHandle MpiCommunicator::broadcast_async(CommBuffer inout, int root) {
   return enqueue(broadcast_work(inout, root));
 }
-WorkHandle MpiCommunicator::barrier_async() { return enqueue(barrier_work()); }
+WorkHandle MpiCommunicator::barrier_async() {
+  return enqueue(barrier_work());
+}
 
 void MpiCommunicator::all_gather(CommBuffer out, CommBuffer in) {
   run_blocking(all_gather_work(out, in));
@@ -277,14 +283,16 @@ void MpiCommunicator::all_reduce(CommBuffer inout, ReduceOp op) {
 void MpiCommunicator::broadcast(CommBuffer inout, int root) {
   run_blocking(broadcast_work(inout, root));
 }
-void MpiCommunicator::barrier() { run_blocking(barrier_work()); }
+void MpiCommunicator::barrier() {
+  run_blocking(barrier_work());
+}
 
 std::shared_ptr<Communicator> MpiCommunicator::split(int color, int key) {
   PTRAIN_CHECK(color >= 0, "split: color must be >= 0, got {}", color);
   MPI_Comm child = MPI_COMM_NULL;
   run_blocking(make_work("split", nullptr, nullptr, -1, [this, color, key, &child] {
-                           PTRAIN_MPI_CHECK(MPI_Comm_split(comm_, color, key, &child));
-                         }));
+    PTRAIN_MPI_CHECK(MPI_Comm_split(comm_, color, key, &child));
+  }));
   return std::make_shared<MpiCommunicator>(child, fmt::format("{}/split(color={})", name_, color),
                                            watchdog_);
 }
@@ -299,7 +307,8 @@ void MpiCommunicator::run_all_gather(const CommBuffer& out, const CommBuffer& in
 }
 
 void MpiCommunicator::run_reduce_scatter(const CommBuffer& out, const CommBuffer& in, ReduceOp op) {
-  if (has_local_reduce(in.dtype) && in.nbytes() >= kSmallBytes) return run_chunked_reduce_scatter(out, in, op);
+  if (has_local_reduce(in.dtype) && in.nbytes() >= kSmallBytes)
+    return run_chunked_reduce_scatter(out, in, op);
   if (is_16bit_float(in.dtype)) return run_widened_reduce_scatter(out, in, op);
   PTRAIN_MPI_CHECK(MPI_Reduce_scatter_block(in.data, out.data, static_cast<int>(out.numel),
                                             mpi_type(in.dtype), mpi_op(op), comm_));
@@ -308,7 +317,8 @@ void MpiCommunicator::run_reduce_scatter(const CommBuffer& out, const CommBuffer
 
 void MpiCommunicator::run_all_reduce(const CommBuffer& inout, ReduceOp op) {
   const bool chunked = is_16bit_float(inout.dtype) ? inout.nbytes() >= kSmallBytes
-                       : has_local_reduce(inout.dtype) && inout.nbytes() >= kLargeAllReduceBytes;
+                                                   : has_local_reduce(inout.dtype) &&
+                                                         inout.nbytes() >= kLargeAllReduceBytes;
   if (chunked && inout.numel >= size_) return run_chunked_all_reduce(inout, op);
   if (is_16bit_float(inout.dtype)) return run_widened_all_reduce(inout, op);
   PTRAIN_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, inout.data, static_cast<int>(inout.numel),
@@ -337,7 +347,8 @@ void MpiCommunicator::run_chunked_all_reduce(const CommBuffer& inout, ReduceOp o
     PTRAIN_MPI_CHECK(MPI_Alltoall(inout.data, mine, type, scratch_.data(), mine, type, comm_));
     reduce_rows(scratch_.data(), size_, mine, mine, inout.dtype, op, size_,
                 inout.slice(my_offset, mine).data);
-    PTRAIN_MPI_CHECK(MPI_Allgather(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, inout.data, mine, type, comm_));
+    PTRAIN_MPI_CHECK(
+        MPI_Allgather(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, inout.data, mine, type, comm_));
     return;
   }
   std::vector<int> counts(size_), displs(size_), recv_counts(size_, mine), recv_displs(size_);
@@ -381,7 +392,8 @@ void MpiCommunicator::divide_by_size(const CommBuffer& buffer) {
     const float d = static_cast<float>(size_);
     for (int64_t i = 0; i < buffer.numel; ++i) p[i] /= d;
   } else {
-    PTRAIN_ASSERT(buffer.dtype == c10::ScalarType::Double, "avg on {}", c10::toString(buffer.dtype));
+    PTRAIN_ASSERT(buffer.dtype == c10::ScalarType::Double, "avg on {}",
+                  c10::toString(buffer.dtype));
     auto* p = static_cast<double*>(buffer.data);
     for (int64_t i = 0; i < buffer.numel; ++i) p[i] /= size_;
   }

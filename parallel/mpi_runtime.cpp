@@ -14,7 +14,8 @@ MpiRuntime::MpiRuntime(int* argc, char*** argv) {
     MPI_Finalize();
     throw RuntimeFailure(
         "this MPI library does not provide MPI_THREAD_MULTIPLE, which ptrain's communication "
-        "threads need; use an MPI built with thread support (Open MPI: --enable-mpi-thread-multiple)");
+        "threads need; use an MPI built with thread support (Open MPI: "
+        "--enable-mpi-thread-multiple)");
   }
   // Errors come back as codes so PTRAIN_MPI_CHECK can name the call, instead of MPI aborting.
   MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);

@@ -4,9 +4,13 @@
 
 namespace ptrain {
 
-bool nccl_backend_built() { return false; }
+bool nccl_backend_built() {
+  return false;
+}
 
-int cuda_device_count() { return 0; }
+int cuda_device_count() {
+  return 0;
+}
 
 std::shared_ptr<Communicator> make_nccl_communicator(MPI_Comm, int, std::string,
                                                      std::shared_ptr<CollectiveWatchdog>) {

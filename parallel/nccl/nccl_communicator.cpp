@@ -57,7 +57,8 @@ ncclDataType_t nccl_type(c10::ScalarType dtype) {
     case c10::ScalarType::Byte:
       return ncclUint8;
     default:
-      throw UserError(fmt::format("NcclCommunicator does not support dtype {}", c10::toString(dtype)));
+      throw UserError(
+          fmt::format("NcclCommunicator does not support dtype {}", c10::toString(dtype)));
   }
 }
 
@@ -125,7 +126,9 @@ class NcclCommunicator::NcclWork final : public Work {
 
 // ---------------------------------------------------------------- registration point
 
-bool nccl_backend_built() { return true; }
+bool nccl_backend_built() {
+  return true;
+}
 
 int cuda_device_count() {
   int count = 0;
@@ -264,20 +267,18 @@ WorkHandle NcclCommunicator::reduce_scatter_async(CommBuffer out, CommBuffer in,
   check_cuda_buffer("reduce_scatter", in);
   check_reduce_scatter_shapes(*this, out, in, op);
   return launch("reduce_scatter", &in, reduce_op_name(op), -1, [&] {
-                  PTRAIN_NCCL_CHECK(ncclReduceScatter(in.data, out.data,
-                                                      static_cast<size_t>(out.numel),
-                                                      nccl_type(in.dtype), nccl_op(op), comm_, stream_));
-                });
+    PTRAIN_NCCL_CHECK(ncclReduceScatter(in.data, out.data, static_cast<size_t>(out.numel),
+                                        nccl_type(in.dtype), nccl_op(op), comm_, stream_));
+  });
 }
 
 WorkHandle NcclCommunicator::all_reduce_async(CommBuffer inout, ReduceOp op) {
   check_cuda_buffer("all_reduce", inout);
   check_reduction("all_reduce", inout, op);
   return launch("all_reduce", &inout, reduce_op_name(op), -1, [&] {
-                  PTRAIN_NCCL_CHECK(ncclAllReduce(inout.data, inout.data,
-                                                  static_cast<size_t>(inout.numel),
-                                                  nccl_type(inout.dtype), nccl_op(op), comm_, stream_));
-                });
+    PTRAIN_NCCL_CHECK(ncclAllReduce(inout.data, inout.data, static_cast<size_t>(inout.numel),
+                                    nccl_type(inout.dtype), nccl_op(op), comm_, stream_));
+  });
 }
 
 WorkHandle NcclCommunicator::broadcast_async(CommBuffer inout, int root) {
@@ -292,7 +293,8 @@ WorkHandle NcclCommunicator::broadcast_async(CommBuffer inout, int root) {
 
 WorkHandle NcclCommunicator::barrier_async() {
   return launch("barrier", nullptr, nullptr, -1, [&] {
-    PTRAIN_NCCL_CHECK(ncclAllReduce(barrier_word_, barrier_word_, 1, ncclInt32, ncclSum, comm_, stream_));
+    PTRAIN_NCCL_CHECK(
+        ncclAllReduce(barrier_word_, barrier_word_, 1, ncclInt32, ncclSum, comm_, stream_));
   });
 }
 
@@ -302,8 +304,8 @@ std::shared_ptr<Communicator> NcclCommunicator::split(int color, int key) {
   PTRAIN_CUDA_CHECK(cudaStreamSynchronize(stream_));
   ncclComm_t child = nullptr;
   PTRAIN_NCCL_CHECK(ncclCommSplit(comm_, color, key, &child, nullptr));
-  return std::make_shared<NcclCommunicator>(child, device_,
-                                            fmt::format("{}/split(color={})", name_, color), watchdog_);
+  return std::make_shared<NcclCommunicator>(
+      child, device_, fmt::format("{}/split(color={})", name_, color), watchdog_);
 }
 
 }  // namespace ptrain

@@ -43,8 +43,8 @@ std::shared_ptr<Communicator> nccl_world() {
   return make_nccl_communicator(MPI_COMM_WORLD, rank % cuda_device_count(), "world", nullptr);
 }
 
-#define SKIP_WITHOUT_GPU()                                                                    \
-  if (cuda_device_count() == 0)                                                               \
+#define SKIP_WITHOUT_GPU()                                                                      \
+  if (cuda_device_count() == 0)                                                                 \
   GTEST_SKIP() << "no CUDA device visible to this process: the NCCL communicator is built and " \
                   "linked, but cannot run here"
 

@@ -30,7 +30,9 @@ class RankFailurePrinter : public ::testing::EmptyTestEventListener {
 
 }  // namespace
 
-Communicator& world() { return *g_world; }
+Communicator& world() {
+  return *g_world;
+}
 
 }  // namespace ptrain::test
 

@@ -33,28 +33,52 @@ class TypedBuffer {
   void set(int64_t i, double v) {
     void* p = bytes_.data() + i * c10::elementSize(dtype_);
     switch (dtype_) {
-      case ScalarType::Float: *static_cast<float*>(p) = static_cast<float>(v); break;
-      case ScalarType::Double: *static_cast<double*>(p) = v; break;
-      case ScalarType::BFloat16: *static_cast<c10::BFloat16*>(p) = c10::BFloat16(static_cast<float>(v)); break;
-      case ScalarType::Half: *static_cast<c10::Half*>(p) = c10::Half(static_cast<float>(v)); break;
-      case ScalarType::Int: *static_cast<int32_t*>(p) = static_cast<int32_t>(v); break;
-      case ScalarType::Long: *static_cast<int64_t*>(p) = static_cast<int64_t>(v); break;
-      case ScalarType::Byte: *static_cast<uint8_t*>(p) = static_cast<uint8_t>(v); break;
-      default: ADD_FAILURE() << "unexpected dtype";
+      case ScalarType::Float:
+        *static_cast<float*>(p) = static_cast<float>(v);
+        break;
+      case ScalarType::Double:
+        *static_cast<double*>(p) = v;
+        break;
+      case ScalarType::BFloat16:
+        *static_cast<c10::BFloat16*>(p) = c10::BFloat16(static_cast<float>(v));
+        break;
+      case ScalarType::Half:
+        *static_cast<c10::Half*>(p) = c10::Half(static_cast<float>(v));
+        break;
+      case ScalarType::Int:
+        *static_cast<int32_t*>(p) = static_cast<int32_t>(v);
+        break;
+      case ScalarType::Long:
+        *static_cast<int64_t*>(p) = static_cast<int64_t>(v);
+        break;
+      case ScalarType::Byte:
+        *static_cast<uint8_t*>(p) = static_cast<uint8_t>(v);
+        break;
+      default:
+        ADD_FAILURE() << "unexpected dtype";
     }
   }
 
   double get(int64_t i) const {
     const void* p = bytes_.data() + i * c10::elementSize(dtype_);
     switch (dtype_) {
-      case ScalarType::Float: return *static_cast<const float*>(p);
-      case ScalarType::Double: return *static_cast<const double*>(p);
-      case ScalarType::BFloat16: return static_cast<float>(*static_cast<const c10::BFloat16*>(p));
-      case ScalarType::Half: return static_cast<float>(*static_cast<const c10::Half*>(p));
-      case ScalarType::Int: return *static_cast<const int32_t*>(p);
-      case ScalarType::Long: return static_cast<double>(*static_cast<const int64_t*>(p));
-      case ScalarType::Byte: return *static_cast<const uint8_t*>(p);
-      default: ADD_FAILURE() << "unexpected dtype"; return 0;
+      case ScalarType::Float:
+        return *static_cast<const float*>(p);
+      case ScalarType::Double:
+        return *static_cast<const double*>(p);
+      case ScalarType::BFloat16:
+        return static_cast<float>(*static_cast<const c10::BFloat16*>(p));
+      case ScalarType::Half:
+        return static_cast<float>(*static_cast<const c10::Half*>(p));
+      case ScalarType::Int:
+        return *static_cast<const int32_t*>(p);
+      case ScalarType::Long:
+        return static_cast<double>(*static_cast<const int64_t*>(p));
+      case ScalarType::Byte:
+        return *static_cast<const uint8_t*>(p);
+      default:
+        ADD_FAILURE() << "unexpected dtype";
+        return 0;
     }
   }
 
@@ -72,8 +96,10 @@ double round_to(ScalarType dtype, double v) {
 
 // Distance of one unit in the last place of `dtype` at magnitude |x|.
 double ulp(ScalarType dtype, double x) {
-  int mantissa = dtype == ScalarType::BFloat16 ? 7 : dtype == ScalarType::Half ? 10
-               : dtype == ScalarType::Float    ? 23 : 52;
+  int mantissa = dtype == ScalarType::BFloat16 ? 7
+                 : dtype == ScalarType::Half   ? 10
+                 : dtype == ScalarType::Float  ? 23
+                                               : 52;
   x = std::max(std::fabs(x), 1e-30);
   double unit = std::ldexp(1.0, static_cast<int>(std::floor(std::log2(x))) - mantissa);
   return dtype == ScalarType::Half ? std::max(unit, std::ldexp(1.0, -24)) : unit;  // subnormals
@@ -83,11 +109,14 @@ double ulp(ScalarType dtype, double x) {
 // (and in range for uint8), so sum and max have one right answer.
 double value(ScalarType dtype, int rank, int64_t i) {
   switch (dtype) {
-    case ScalarType::Byte: return static_cast<double>((rank * 37 + i * 11) % 61);
-    case ScalarType::Int: return static_cast<double>((rank * 1000003 + i * 7919) % 100003 - 50000);
+    case ScalarType::Byte:
+      return static_cast<double>((rank * 37 + i * 11) % 61);
+    case ScalarType::Int:
+      return static_cast<double>((rank * 1000003 + i * 7919) % 100003 - 50000);
     case ScalarType::Long:
       return static_cast<double>((rank * 1000003 + i * 7919) % 100003 - 50000) * 1099511627776.0;
-    default: return static_cast<double>((rank * 31 + i * 17) % 23 - 11) * 0.25;
+    default:
+      return static_cast<double>((rank * 31 + i * 17) % 23 - 11) * 0.25;
   }
 }
 
@@ -106,17 +135,20 @@ double reduce_expected(ScalarType dtype, ReduceOp op, int world_size, int64_t i)
 void expect_close(ScalarType dtype, ReduceOp op, double expected, double got, const char* what,
                   int64_t i) {
   // Sums and maxes are exact; an average may be off by the one rounding of sum * (1/n).
-  double tolerance = op == ReduceOp::kAvg && (dtype == ScalarType::BFloat16 || dtype == ScalarType::Half)
-                         ? ulp(dtype, expected) : 0.0;
+  double tolerance =
+      op == ReduceOp::kAvg && (dtype == ScalarType::BFloat16 || dtype == ScalarType::Half)
+          ? ulp(dtype, expected)
+          : 0.0;
   ASSERT_LE(std::fabs(expected - got), tolerance)
       << what << " element " << i << " dtype " << c10::toString(dtype) << " op "
       << reduce_op_name(op) << " on rank " << world().rank();
 }
 
-const std::vector<ScalarType> kAllTypes = {ScalarType::Float, ScalarType::Double,
-                                           ScalarType::BFloat16, ScalarType::Half,
-                                           ScalarType::Int, ScalarType::Long, ScalarType::Byte};
-// Odd sizes; 40001 x 2-byte elements per rank pushes the 16-bit paths past their small-buffer cutoff.
+const std::vector<ScalarType> kAllTypes = {
+    ScalarType::Float, ScalarType::Double, ScalarType::BFloat16, ScalarType::Half,
+    ScalarType::Int,   ScalarType::Long,   ScalarType::Byte};
+// Odd sizes; 40001 x 2-byte elements per rank pushes the 16-bit paths past their small-buffer
+// cutoff.
 const std::vector<int64_t> kSizes = {1, 3, 17, 1000, 40001};
 
 class CollectiveTest : public ::testing::TestWithParam<ScalarType> {};
@@ -168,8 +200,8 @@ TEST_P(CollectiveTest, AllReduceEveryOpAndOddSizes) {
   std::vector<ReduceOp> ops = {ReduceOp::kSum, ReduceOp::kMax};
   if (c10::isFloatingType(dtype)) ops.push_back(ReduceOp::kAvg);
   for (ReduceOp op : ops) {
-    for (int64_t count : {int64_t{1}, int64_t{2}, int64_t{3}, int64_t{1000}, int64_t{65537},
-                          int64_t{100003}}) {
+    for (int64_t count :
+         {int64_t{1}, int64_t{2}, int64_t{3}, int64_t{1000}, int64_t{65537}, int64_t{100003}}) {
       TypedBuffer buf(dtype, count);
       for (int64_t i = 0; i < count; ++i) buf.set(i, value(dtype, me, i));
       world().all_reduce(buf.buffer(), op);
@@ -306,9 +338,9 @@ TEST(AsyncCollectives, ComputeWhileInFlightAndCompleteInIssueOrder) {
   double local = 0;
   for (int64_t i = 0; i < count; ++i) local += std::sqrt(static_cast<double>(i));
   for (size_t i = 0; i < c.size(); ++i) c[i] = me * 1000.0 + static_cast<double>(i);
-  WorkHandle third = world().all_gather_async(
-      comm_buffer(gathered.data(), static_cast<int64_t>(gathered.size())),
-      comm_buffer(c.data(), static_cast<int64_t>(c.size())));
+  WorkHandle third =
+      world().all_gather_async(comm_buffer(gathered.data(), static_cast<int64_t>(gathered.size())),
+                               comm_buffer(c.data(), static_cast<int64_t>(c.size())));
   third->wait();  // waiting out of order is allowed; completion is in issue order
   EXPECT_TRUE(first->is_completed());
   EXPECT_TRUE(second->is_completed());
@@ -317,7 +349,7 @@ TEST(AsyncCollectives, ComputeWhileInFlightAndCompleteInIssueOrder) {
   EXPECT_GT(local, 0.0);
   for (int64_t i = 0; i < count; i += 4099) {
     ASSERT_EQ(a[i], reduce_expected(ScalarType::Float, ReduceOp::kSum, n, i));
-    ASSERT_EQ(b[i], reduce_expected(ScalarType::Float, ReduceOp::kMax, n, i + 5) ) << i;
+    ASSERT_EQ(b[i], reduce_expected(ScalarType::Float, ReduceOp::kMax, n, i + 5)) << i;
   }
   for (int r = 0; r < n; ++r) ASSERT_EQ(gathered[r * c.size() + 7], r * 1000.0 + 7);
 }
@@ -348,16 +380,21 @@ TEST(Split, SubCommunicatorsReduceOnlyTheirMembers) {
 TEST(Contract, BadCallsAreUserErrorsNamingTheCollective) {
   const int n = world().size();
   std::vector<float> small(3), big(3 * n + 1);
-  EXPECT_THAT([&] { world().all_gather(comm_buffer(big.data(), 3 * n + 1), comm_buffer(small.data(), 3)); },
-              ::testing::ThrowsMessage<UserError>(::testing::HasSubstr("all_gather")));
-  EXPECT_THAT([&] {
-    world().reduce_scatter(comm_buffer(small.data(), 3), comm_buffer(big.data(), 3 * n + 1), ReduceOp::kSum);
-  }, ::testing::ThrowsMessage<UserError>(::testing::HasSubstr("reduce_scatter")));
+  EXPECT_THAT(
+      [&] { world().all_gather(comm_buffer(big.data(), 3 * n + 1), comm_buffer(small.data(), 3)); },
+      ::testing::ThrowsMessage<UserError>(::testing::HasSubstr("all_gather")));
+  EXPECT_THAT(
+      [&] {
+        world().reduce_scatter(comm_buffer(small.data(), 3), comm_buffer(big.data(), 3 * n + 1),
+                               ReduceOp::kSum);
+      },
+      ::testing::ThrowsMessage<UserError>(::testing::HasSubstr("reduce_scatter")));
   std::vector<int32_t> ints(4);
   EXPECT_THAT([&] { world().all_reduce(comm_buffer(ints.data(), 4), ReduceOp::kAvg); },
               ::testing::ThrowsMessage<UserError>(::testing::HasSubstr("avg")));
-  EXPECT_THAT([&] { world().all_reduce(comm_buffer(small.data(), 3, DeviceType::kCuda), ReduceOp::kSum); },
-              ::testing::ThrowsMessage<UserError>(::testing::HasSubstr("CPU buffers")));
+  EXPECT_THAT(
+      [&] { world().all_reduce(comm_buffer(small.data(), 3, DeviceType::kCuda), ReduceOp::kSum); },
+      ::testing::ThrowsMessage<UserError>(::testing::HasSubstr("CPU buffers")));
   EXPECT_THAT([&] { world().broadcast(comm_buffer(small.data(), 3), n); },
               ::testing::ThrowsMessage<UserError>(::testing::HasSubstr("root")));
   // None of these reached MPI: the communicator still works.
