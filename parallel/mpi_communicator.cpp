@@ -328,27 +328,45 @@ void MpiCommunicator::run_all_reduce(const CommBuffer& inout, ReduceOp op) {
 
 void MpiCommunicator::run_chunked_reduce_scatter(const CommBuffer& out, const CommBuffer& in,
                                                  ReduceOp op) {
-  // Row r of scratch is rank r's copy of our chunk.
-  const int count = static_cast<int>(out.numel);
+  // Segment by segment of our chunk: row r of scratch is rank r's copy of the segment.
   const MPI_Datatype type = mpi_type(in.dtype);
-  scratch_.resize(static_cast<size_t>(in.nbytes()));
-  PTRAIN_MPI_CHECK(MPI_Alltoall(in.data, count, type, scratch_.data(), count, type, comm_));
-  reduce_rows(scratch_.data(), size_, out.numel, out.numel, in.dtype, op, size_, out.data);
+  const int64_t segment = std::max<int64_t>(1, kSegmentBytes / in.element_size() / size_);
+  std::vector<int> counts(size_), displs(size_), recv_displs(size_);
+  for (int64_t begin = 0; begin < out.numel; begin += segment) {
+    const int len = static_cast<int>(std::min(segment, out.numel - begin));
+    for (int r = 0; r < size_; ++r) {
+      counts[r] = len;
+      displs[r] = static_cast<int>(r * out.numel + begin);
+      recv_displs[r] = r * len;
+    }
+    scratch_.resize(static_cast<size_t>(len) * size_ * in.element_size());
+    PTRAIN_MPI_CHECK(MPI_Alltoallv(in.data, counts.data(), displs.data(), type, scratch_.data(),
+                                   counts.data(), recv_displs.data(), type, comm_));
+    reduce_rows(scratch_.data(), size_, len, len, in.dtype, op, size_, out.slice(begin, len).data);
+  }
 }
 
 void MpiCommunicator::run_chunked_all_reduce(const CommBuffer& inout, ReduceOp op) {
-  // Chunk j (balanced split of the buffer) is reduced by rank j, then gathered back in place.
+  // Independent segments bound the scratch memory and keep each step's working set cache-sized.
+  const int64_t segment =
+      std::max<int64_t>(size_, kSegmentBytes / inout.element_size() / size_ * size_);
+  for (int64_t begin = 0; begin < inout.numel; begin += segment)
+    run_chunked_all_reduce_segment(inout.slice(begin, std::min(segment, inout.numel - begin)), op);
+}
+
+void MpiCommunicator::run_chunked_all_reduce_segment(const CommBuffer& inout, ReduceOp op) {
+  // Chunk j (balanced split) is reduced by rank j, then gathered back into place.
   const MPI_Datatype type = mpi_type(inout.dtype);
   const int64_t base = inout.numel / size_, extra = inout.numel % size_;
   const int mine = static_cast<int>(base + (rank_ < extra ? 1 : 0));
   const int64_t my_offset = rank_ * base + std::min<int64_t>(rank_, extra);
   scratch_.resize(static_cast<size_t>(mine) * size_ * inout.element_size());
   if (extra == 0) {
+    // The reduced chunk lands in scratch's first row and is gathered from there: Open MPI's
+    // in-place all-gather is markedly slower than the out-of-place one (docs/benchmarks.md).
     PTRAIN_MPI_CHECK(MPI_Alltoall(inout.data, mine, type, scratch_.data(), mine, type, comm_));
-    reduce_rows(scratch_.data(), size_, mine, mine, inout.dtype, op, size_,
-                inout.slice(my_offset, mine).data);
-    PTRAIN_MPI_CHECK(
-        MPI_Allgather(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, inout.data, mine, type, comm_));
+    reduce_rows(scratch_.data(), size_, mine, mine, inout.dtype, op, size_, scratch_.data());
+    PTRAIN_MPI_CHECK(MPI_Allgather(scratch_.data(), mine, type, inout.data, mine, type, comm_));
     return;
   }
   std::vector<int> counts(size_), displs(size_), recv_counts(size_, mine), recv_displs(size_);

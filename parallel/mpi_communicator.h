@@ -11,7 +11,8 @@
 // (docs/benchmarks.md), so for floating-point data reduce_scatter moves each rank's chunks with
 // MPI_Alltoall and every rank reduces its own chunk locally (local_reduce.h: fp32 accumulation,
 // one rounding); all_reduce is that reduce-scatter followed by an in-place all-gather. Each rank
-// sends (n-1)/n of the buffer per phase, the traffic of a ring. Small 16-bit buffers are widened
+// sends (n-1)/n of the buffer per phase, the traffic of a ring; large buffers go through in
+// segments of kSegmentBytes, so scratch memory stays bounded. Small 16-bit buffers are widened
 // to fp32 and reduced by MPI instead (fewer latency-bound steps, the same single rounding); small
 // fp32/fp64 buffers and integers use MPI's own reductions.
 //
@@ -42,6 +43,8 @@ class MpiCommunicator final : public Communicator {
   static constexpr int64_t kSmallBytes = 64 * 1024;
   // fp32/fp64 all_reduce switches to the chunked path from this size (docs/benchmarks.md).
   static constexpr int64_t kLargeAllReduceBytes = 32 << 20;
+  // The chunked paths work through buffers this many bytes at a time (bounded scratch memory).
+  static constexpr int64_t kSegmentBytes = 4 << 20;
 
   // Uses `comm` (MPI_COMM_WORLD, or a communicator this object then owns and frees).
   MpiCommunicator(MPI_Comm comm, std::string name, std::shared_ptr<CollectiveWatchdog> watchdog);
@@ -94,6 +97,7 @@ class MpiCommunicator final : public Communicator {
   void run_all_reduce(const CommBuffer& inout, ReduceOp op);
   void run_chunked_reduce_scatter(const CommBuffer& out, const CommBuffer& in, ReduceOp op);
   void run_chunked_all_reduce(const CommBuffer& inout, ReduceOp op);
+  void run_chunked_all_reduce_segment(const CommBuffer& inout, ReduceOp op);
   void run_widened_reduce_scatter(const CommBuffer& out, const CommBuffer& in, ReduceOp op);
   void run_widened_all_reduce(const CommBuffer& inout, ReduceOp op);
   void divide_by_size(const CommBuffer& buffer);

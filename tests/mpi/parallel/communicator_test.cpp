@@ -241,6 +241,20 @@ TEST(LargeAllReduce, FpBuffersPastTheChunkedCutoffWithUnevenChunks) {
   }
 }
 
+TEST(LargeReduceScatter, ChunksSpanningSeveralSegments) {
+  const int n = world().size(), me = world().rank();
+  for (ScalarType dtype : {ScalarType::Float, ScalarType::BFloat16}) {
+    // Two and a bit 4 MiB segments per chunk.
+    const int64_t count = (int64_t{4} << 20) / c10::elementSize(dtype) / n * 2 + 3;
+    TypedBuffer in(dtype, count * n), out(dtype, count);
+    for (int64_t i = 0; i < count * n; ++i) in.set(i, value(dtype, me, i));
+    world().reduce_scatter(out.buffer(), in.buffer(), ReduceOp::kSum);
+    for (int64_t k = 0; k < count; ++k)
+      expect_close(dtype, ReduceOp::kSum, reduce_expected(dtype, ReduceOp::kSum, n, me * count + k),
+                   out.get(k), "reduce_scatter", k);
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(AllDtypes, CollectiveTest, ::testing::ValuesIn(kAllTypes),
                          [](const auto& info) { return std::string(c10::toString(info.param)); });
 
