@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "parallel/communicator.h"
+#include "parallel/mpi_runtime.h"
 
 namespace ptrain {
 
@@ -20,9 +21,10 @@ int run_env_command(RankSession& session) {
       ctx.comm->backend_name(), session.threads());
   std::vector<uint8_t> mine(kLine, 0);
   std::memcpy(mine.data(), line.data(), std::min<size_t>(line.size(), kLine - 1));
+  // Host strings travel over MPI whatever the compute backend is (NCCL moves device buffers only).
   std::vector<uint8_t> all(kLine * ctx.world, 0);
-  ctx.comm->all_gather(comm_buffer(all.data(), static_cast<int64_t>(all.size())),
-                       comm_buffer(mine.data(), kLine));
+  PTRAIN_MPI_CHECK(
+      MPI_Gather(mine.data(), kLine, MPI_BYTE, all.data(), kLine, MPI_BYTE, 0, MPI_COMM_WORLD));
   if (ctx.rank == 0) {
     for (int r = 0; r < ctx.world; ++r)
       std::printf("%s\n", reinterpret_cast<const char*>(all.data() + r * kLine));

@@ -5,7 +5,7 @@
 namespace ptrain {
 
 // `ptrain env`: every rank reports what it sees; rank 0 prints one line per rank, in rank order,
-// to stdout. Collective (an all_gather over the world communicator).
+// to stdout. Collective over MPI_COMM_WORLD.
 int run_env_command(RankSession& session);
 
 }  // namespace ptrain

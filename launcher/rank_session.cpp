@@ -1,6 +1,7 @@
 #include "launcher/rank_session.h"
 
 #include <ATen/Parallel.h>
+#include <sched.h>
 
 #include <algorithm>
 #include <cstdio>
@@ -19,8 +20,10 @@ RankSession::RankSession(int* argc, char*** argv, const ResolvedConfig& config)
   try {
     set_up(config);
   } catch (...) {
-    // As in the destructor: a peer may already wait in a collective; leave MPI to run_guarded().
-    context_.comm.reset();
+    // As in the destructor: a peer may already wait in a collective, so neither the communicator
+    // nor MPI is torn down (deliberately leaked); run_guarded() ends the job.
+    new std::shared_ptr<Communicator>(std::move(context_.comm));
+    new std::shared_ptr<CollectiveWatchdog>(std::move(watchdog_));
     mpi_.release();
     throw;
   }
@@ -39,7 +42,12 @@ void RankSession::set_up(const ResolvedConfig& config) {
   if (info_.rank == 0)
     for (const auto& warning : config.warnings) context_.log->warn("{}", warning);
 
-  unsigned cores = std::max(1u, std::thread::hardware_concurrency());
+  // Cores this process may run on (srun --cpus-per-task and taskset restrict it), not the host's.
+  cpu_set_t allowed;
+  CPU_ZERO(&allowed);
+  unsigned cores = sched_getaffinity(0, sizeof(allowed), &allowed) == 0
+                       ? static_cast<unsigned>(CPU_COUNT(&allowed))
+                       : std::max(1u, std::thread::hardware_concurrency());
   threads_ = job.threads > 0 ? static_cast<int>(job.threads)
                              : std::max(1, static_cast<int>(cores) / info_.local_world);
   at::set_num_threads(threads_);
@@ -85,6 +93,8 @@ int run_guarded(const std::function<int()>& body) {
     message = e.what();
   } catch (const std::exception& e) {
     message = e.what();
+  } catch (...) {
+    message = "unknown exception";
   }
   int initialized = 0, finalized = 0, rank = 0, world = 1;
   MPI_Initialized(&initialized);
@@ -104,7 +114,10 @@ int run_guarded(const std::function<int()>& body) {
   std::fflush(stderr);
   if (mpi_live && world > 1) MpiRuntime::abort_job(code);
   // One rank: nothing to take down, but MPI (left initialised on this path) must not be finalised.
-  if (mpi_live) std::_Exit(static_cast<int>(code));
+  if (mpi_live) {
+    std::fflush(stdout);
+    std::_Exit(static_cast<int>(code));
+  }
   return static_cast<int>(code);
 }
 

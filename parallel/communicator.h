@@ -19,9 +19,10 @@
 //   out[r * in.numel, (r+1) * in.numel). reduce_scatter(out, in) needs in.numel == size() *
 //   out.numel; rank r receives the reduction of chunk r. all_reduce and broadcast work in place on
 //   any element count. All buffers of one call share a dtype.
-// - Reductions of bf16 and fp16 accumulate in fp32 and round once, so the result is the correctly
-//   rounded sum of the fp32-exact inputs (not n-1 successive 16-bit roundings). kAvg divides the
-//   sum by size(); it is defined for floating-point dtypes only.
+// - kAvg divides the sum by size(); it is defined for floating-point dtypes only.
+// - 16-bit precision: the MPI backend accumulates bf16/fp16 in fp32 and rounds once (the correctly
+//   rounded sum, the same bits on every rank). The NCCL backend uses NCCL's own bf16/fp16
+//   reductions, which round at each step of its ring/tree.
 // - A collective that does not complete within the watchdog timeout aborts the whole job with a
 //   message naming the collective, its sequence number, the training step and the rank.
 #pragma once

@@ -66,7 +66,10 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) void reduce_block_r
     for (int r = 1; r < rows; ++r) {
       const S* row = in + r * row_stride + begin;
       if (op == ReduceOp::kMax) {
-        for (int64_t k = 0; k < len; ++k) acc[k] = std::max(acc[k], S::load(row[k]));
+        for (int64_t k = 0; k < len; ++k) {  // a NaN wins whichever rank it came from
+          const Acc x = S::load(row[k]);
+          acc[k] = (x != x || x > acc[k]) ? x : acc[k];
+        }
       } else {
         for (int64_t k = 0; k < len; ++k) acc[k] += S::load(row[k]);
       }

@@ -182,6 +182,9 @@ void MpiCommunicator::execute(MpiWork& work) {
     uint64_t token = watchdog_ ? watchdog_->start(c) : 0;
     try {
       work.body();
+    } catch (const std::exception& e) {
+      error = std::current_exception();
+      broken_by_ = fmt::format("{} #{} ({})", c.op, c.seq, e.what());
     } catch (...) {
       error = std::current_exception();
       broken_by_ = fmt::format("{} #{}", c.op, c.seq);

@@ -78,6 +78,8 @@ void check_cuda_buffer(const char* collective, const CommBuffer& buffer) {
   PTRAIN_CHECK(buffer.device == DeviceType::kCuda,
                "{}: NcclCommunicator works on CUDA buffers; use the mpi backend for CPU buffers",
                collective);
+  PTRAIN_CHECK(buffer.data != nullptr || buffer.numel == 0, "{}: null buffer with {} elements",
+               collective, buffer.numel);
   nccl_type(buffer.dtype);
 }
 
@@ -197,7 +199,9 @@ NcclCommunicator::~NcclCommunicator() {
 }
 
 void NcclCommunicator::watcher_loop() {
-  // Reports completions to the watchdog, oldest first (the stream completes in order).
+  // Reports completions to the watchdog, oldest first (the stream completes in order). The device
+  // is set first: CUDA calls on a thread otherwise create a context on device 0.
+  cudaSetDevice(device_);
   std::unique_lock<std::mutex> lock(mu_);
   for (;;) {
     if (in_flight_.empty()) {
@@ -225,9 +229,14 @@ WorkHandle NcclCommunicator::launch(const char* op, const CommBuffer* data, cons
   work->compute_stream = compute_stream_;
   cudaEvent_t ready;
   PTRAIN_CUDA_CHECK(cudaEventCreateWithFlags(&ready, cudaEventDisableTiming));
-  PTRAIN_CUDA_CHECK(cudaEventRecord(ready, compute_stream_));
-  PTRAIN_CUDA_CHECK(cudaStreamWaitEvent(stream_, ready, 0));
-  PTRAIN_CUDA_CHECK(cudaEventDestroy(ready));
+  cudaError_t recorded = cudaEventRecord(ready, compute_stream_);
+  if (recorded == cudaSuccess) recorded = cudaStreamWaitEvent(stream_, ready, 0);
+  cudaEventDestroy(ready);
+  PTRAIN_CUDA_CHECK(recorded);
+  enqueue_on_stream();
+  PTRAIN_CUDA_CHECK(cudaEventCreateWithFlags(&work->done, cudaEventDisableTiming));
+  PTRAIN_CUDA_CHECK(cudaEventRecord(work->done, stream_));
+  // Registered only once enqueued: a call that failed to launch must not trip the watchdog later.
   CollectiveWatchdog::Collective c;
   c.communicator = &name_;
   c.backend = "nccl";
@@ -241,9 +250,6 @@ WorkHandle NcclCommunicator::launch(const char* op, const CommBuffer* data, cons
     c.numel = data->numel;
   }
   if (watchdog_) work->watchdog_token = watchdog_->start(c);
-  enqueue_on_stream();
-  PTRAIN_CUDA_CHECK(cudaEventCreateWithFlags(&work->done, cudaEventDisableTiming));
-  PTRAIN_CUDA_CHECK(cudaEventRecord(work->done, stream_));
   {
     std::lock_guard<std::mutex> lock(mu_);
     in_flight_.push_back(work);

@@ -255,6 +255,20 @@ TEST(LargeReduceScatter, ChunksSpanningSeveralSegments) {
   }
 }
 
+TEST(MaxReduction, NanFromTheLastRankWins) {
+  const int n = world().size(), me = world().rank();
+  for (ScalarType dtype : {ScalarType::Float, ScalarType::BFloat16}) {
+    const int64_t count = 40001;  // past the small-buffer cutoff: the local reduction kernel
+    TypedBuffer in(dtype, count * n), out(dtype, count);
+    for (int64_t i = 0; i < count * n; ++i) in.set(i, value(dtype, me, i));
+    if (me == n - 1)
+      for (int r = 0; r < n; ++r) in.set(r * count + 5, std::nan(""));
+    world().reduce_scatter(out.buffer(), in.buffer(), ReduceOp::kMax);
+    EXPECT_TRUE(std::isnan(out.get(5))) << c10::toString(dtype);
+    EXPECT_EQ(out.get(6), reduce_expected(dtype, ReduceOp::kMax, n, me * count + 6));
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(AllDtypes, CollectiveTest, ::testing::ValuesIn(kAllTypes),
                          [](const auto& info) { return std::string(c10::toString(info.param)); });
 
