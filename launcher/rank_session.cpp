@@ -22,6 +22,7 @@ RankSession::RankSession(int* argc, char*** argv, const ResolvedConfig& config)
   } catch (...) {
     // As in the destructor: a peer may already wait in a collective, so neither the communicator
     // nor MPI is torn down (deliberately leaked); run_guarded() ends the job.
+    if (context_.comm) context_.comm->abandon();
     new std::shared_ptr<Communicator>(std::move(context_.comm));
     new std::shared_ptr<CollectiveWatchdog>(std::move(watchdog_));
     mpi_.release();
@@ -72,6 +73,7 @@ RankSession::~RankSession() {
   if (context_.log) context_.log->flush();
   if (std::uncaught_exceptions() > uncaught_at_start_) {
     // Deliberately leaked: run_guarded() ends the process right after the unwinding.
+    if (context_.comm) context_.comm->abandon();
     new std::shared_ptr<Communicator>(std::move(context_.comm));
     new std::shared_ptr<CollectiveWatchdog>(std::move(watchdog_));
     mpi_.release();

@@ -93,6 +93,11 @@ class Communicator {
   // The training step that collectives issued from now on belong to (for watchdog messages).
   virtual void set_step(int64_t step) = 0;
 
+  // For error paths that are about to end the process: collectives not yet started are never
+  // started (their Work fails with RuntimeFailure), so no rank writes into buffers its unwinding
+  // owner has freed. A collective already running is left to finish or to the watchdog.
+  virtual void abandon() = 0;
+
   // Blocking forms: the same as *_async(...)->wait(); a backend may run them more cheaply (the MPI
   // backend runs them on the calling thread when nothing is queued).
   virtual void all_gather(CommBuffer out, CommBuffer in) { all_gather_async(out, in)->wait(); }

@@ -150,10 +150,30 @@ std::shared_ptr<MpiCommunicator::MpiWork> MpiCommunicator::make_work(const char*
 WorkHandle MpiCommunicator::enqueue(std::shared_ptr<MpiWork> work) {
   {
     std::lock_guard<std::mutex> lock(mu_);
+    if (abandoned_) {
+      work->complete(std::make_exception_ptr(RuntimeFailure(
+          fmt::format("{} on communicator '{}' was issued after the communicator was abandoned",
+                      work->collective.op, name_))));
+      return work;
+    }
     queue_.push_back(work);
   }
   cv_.notify_one();
   return work;
+}
+
+void MpiCommunicator::abandon() {
+  std::deque<std::shared_ptr<MpiWork>> dropped;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    abandoned_ = true;
+    dropped.swap(queue_);
+  }
+  for (auto& work : dropped) {
+    work->complete(std::make_exception_ptr(RuntimeFailure(fmt::format(
+        "{} #{} on communicator '{}' was abandoned before it started (the job is ending)",
+        work->collective.op, work->collective.seq, name_))));
+  }
 }
 
 void MpiCommunicator::run_blocking(std::shared_ptr<MpiWork> work) {
@@ -174,7 +194,16 @@ void MpiCommunicator::run_blocking(std::shared_ptr<MpiWork> work) {
 void MpiCommunicator::execute(MpiWork& work) {
   const auto& c = work.collective;
   std::exception_ptr error;
-  if (!broken_by_.empty()) {
+  bool abandoned;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    abandoned = abandoned_;
+  }
+  if (abandoned) {
+    error = std::make_exception_ptr(RuntimeFailure(
+        fmt::format("{} #{} on communicator '{}' was not run: the communicator was abandoned", c.op,
+                    c.seq, name_)));
+  } else if (!broken_by_.empty()) {
     error = std::make_exception_ptr(
         RuntimeFailure(fmt::format("{} #{} on communicator '{}' was not run: {} failed before it",
                                    c.op, c.seq, name_, broken_by_)));

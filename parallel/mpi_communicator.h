@@ -62,6 +62,7 @@ class MpiCommunicator final : public Communicator {
   WorkHandle barrier_async() override;
   std::shared_ptr<Communicator> split(int color, int key) override;
   void set_step(int64_t step) override { step_.store(step); }
+  void abandon() override;
 
   void all_gather(CommBuffer out, CommBuffer in) override;
   void reduce_scatter(CommBuffer out, CommBuffer in, ReduceOp op) override;
@@ -116,6 +117,7 @@ class MpiCommunicator final : public Communicator {
   std::deque<std::shared_ptr<MpiWork>> queue_;
   bool worker_busy_ = false;  // the communication thread is running a collective
   bool stopping_ = false;
+  bool abandoned_ = false;
 
   // Touched only by whichever thread runs collectives at the time (handed over under mu_).
   std::string broken_by_;  // first failure; poisons later work

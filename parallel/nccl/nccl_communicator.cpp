@@ -198,6 +198,12 @@ NcclCommunicator::~NcclCommunicator() {
   cudaStreamDestroy(stream_);
 }
 
+void NcclCommunicator::abandon() {
+  std::lock_guard<std::mutex> lock(abort_state_->mu);
+  if (abort_state_->comm) ncclCommAbort(abort_state_->comm);
+  abort_state_->comm = nullptr;
+}
+
 void NcclCommunicator::watcher_loop() {
   // Reports completions to the watchdog, oldest first (the stream completes in order). The device
   // is set first: CUDA calls on a thread otherwise create a context on device 0.

@@ -45,6 +45,8 @@ class NcclCommunicator final : public Communicator {
   WorkHandle barrier_async() override;
   std::shared_ptr<Communicator> split(int color, int key) override;
   void set_step(int64_t step) override { step_ = step; }
+  // NCCL has no queue of unstarted work on the host: abandoning aborts the NCCL communicator.
+  void abandon() override;
 
   void set_compute_stream(cudaStream_t stream) { compute_stream_ = stream; }
 

@@ -405,6 +405,20 @@ TEST(Split, SubCommunicatorsReduceOnlyTheirMembers) {
   EXPECT_THAT(sub->name(), ::testing::HasSubstr("split(color="));
 }
 
+TEST(Abandon, LaterCollectivesFailWithoutTouchingMpi) {
+  auto child = world().split(0, world().rank());
+  float value = 1;
+  child->all_reduce(comm_buffer(&value, 1), ReduceOp::kSum);  // works before
+  EXPECT_EQ(value, static_cast<float>(world().size()));
+  child->abandon();
+  WorkHandle work = child->all_reduce_async(comm_buffer(&value, 1), ReduceOp::kSum);
+  EXPECT_THAT([&] { work->wait(); },
+              ::testing::ThrowsMessage<RuntimeFailure>(::testing::HasSubstr("abandoned")));
+  EXPECT_THAT([&] { child->barrier(); },
+              ::testing::ThrowsMessage<RuntimeFailure>(::testing::HasSubstr("abandoned")));
+  EXPECT_EQ(value, static_cast<float>(world().size()));  // untouched
+}
+
 TEST(Contract, BadCallsAreUserErrorsNamingTheCollective) {
   const int n = world().size();
   std::vector<float> small(3), big(3 * n + 1);
