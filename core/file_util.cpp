@@ -38,41 +38,63 @@ std::string read_text_file(const std::string& path) {
   return buffer.str();
 }
 
-void write_file_atomic(const std::string& path, const std::string& bytes) {
+AtomicFileWriter::AtomicFileWriter(std::string path) : path_(std::move(path)) {
   namespace fs = std::filesystem;
-  fs::path target(path);
-  fs::path dir = target.has_parent_path() ? target.parent_path() : fs::path(".");
-  std::error_code ec;
-  fs::create_directories(dir, ec);
-  if (ec)
-    throw RuntimeFailure(
-        fmt::format("cannot create directory '{}': {}", dir.string(), ec.message()));
+  fs::path target(path_);
+  if (target.has_parent_path()) {
+    std::error_code ec;
+    fs::create_directories(target.parent_path(), ec);
+    if (ec)
+      throw RuntimeFailure(fmt::format("cannot create directory '{}': {}",
+                                       target.parent_path().string(), ec.message()));
+  }
+  tmp_ = fmt::format("{}.tmp.{}", path_, ::getpid());
+  fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd_ < 0) fail("open", tmp_);
+}
 
-  std::string tmp = fmt::format("{}.tmp.{}", path, ::getpid());
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) fail("open", tmp);
-  const char* data = bytes.data();
-  size_t left = bytes.size();
-  while (left > 0) {
-    ssize_t n = ::write(fd, data, left);
+AtomicFileWriter::~AtomicFileWriter() {
+  if (fd_ >= 0) {
+    ::close(fd_);
+    ::unlink(tmp_.c_str());
+  }
+}
+
+void AtomicFileWriter::write(const void* data, size_t size) {
+  PTRAIN_ASSERT(fd_ >= 0, "write to '{}' after commit", path_);
+  const char* p = static_cast<const char*>(data);
+  while (size > 0) {
+    ssize_t n = ::write(fd_, p, size);
     if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      ::close(fd);
-      ::unlink(tmp.c_str());
-      fail("write", tmp);
-    }
-    data += n;
-    left -= static_cast<size_t>(n);
+    if (n < 0) fail("write", tmp_);
+    p += n;
+    size -= static_cast<size_t>(n);
+    written_ += static_cast<uint64_t>(n);
   }
-  if (::fsync(fd) != 0 || ::close(fd) != 0) {
-    ::unlink(tmp.c_str());
-    fail("fsync/close", tmp);
+}
+
+void AtomicFileWriter::commit() {
+  PTRAIN_ASSERT(fd_ >= 0, "commit of '{}' twice", path_);
+  if (::fsync(fd_) != 0) fail("fsync", tmp_);
+  int fd = fd_;
+  fd_ = -1;
+  if (::close(fd) != 0) {
+    ::unlink(tmp_.c_str());
+    fail("close", tmp_);
   }
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    ::unlink(tmp.c_str());
-    fail("rename to " + path + " from", tmp);
+  if (::rename(tmp_.c_str(), path_.c_str()) != 0) {
+    ::unlink(tmp_.c_str());
+    fail("rename to " + path_ + " from", tmp_);
   }
-  fsync_path(dir.string(), O_RDONLY | O_DIRECTORY);
+  std::filesystem::path target(path_);
+  fsync_path(target.has_parent_path() ? target.parent_path().string() : ".",
+             O_RDONLY | O_DIRECTORY);
+}
+
+void write_file_atomic(const std::string& path, const std::string& bytes) {
+  AtomicFileWriter writer(path);
+  writer.write(bytes.data(), bytes.size());
+  writer.commit();
 }
 
 }  // namespace ptrain

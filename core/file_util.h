@@ -1,6 +1,8 @@
 // Small filesystem helpers whose failure modes matter (partial files, lost writes).
 #pragma once
 
+#include <cstddef>
+#include <cstdint>
 #include <string>
 
 namespace ptrain {
@@ -8,9 +10,30 @@ namespace ptrain {
 // Reads a whole file; UserError naming the path and the OS reason when it cannot.
 std::string read_text_file(const std::string& path);
 
-// Writes `bytes` to `path` so that a reader sees either the old file or the complete new one:
-// write to "<path>.tmp.<pid>", fsync it, rename over `path`, fsync the directory. Creates missing
-// parent directories. RuntimeFailure naming the path and the failing call otherwise.
+// Streams a file into place so that a reader sees either the old file or the complete new one:
+// writes go to "<path>.tmp.<pid>"; commit() fsyncs it, renames it over `path` and fsyncs the
+// directory. Destroyed without commit() (an error), it removes the temporary file and leaves
+// `path` untouched. Creates missing parent directories. RuntimeFailure naming the path and the
+// failing call otherwise.
+class AtomicFileWriter {
+ public:
+  explicit AtomicFileWriter(std::string path);
+  ~AtomicFileWriter();
+  AtomicFileWriter(const AtomicFileWriter&) = delete;
+  AtomicFileWriter& operator=(const AtomicFileWriter&) = delete;
+
+  void write(const void* data, size_t size);
+  void commit();
+  uint64_t bytes_written() const { return written_; }
+
+ private:
+  std::string path_;
+  std::string tmp_;
+  int fd_ = -1;
+  uint64_t written_ = 0;
+};
+
+// write_file_atomic(path, bytes): AtomicFileWriter for a small file held in memory.
 void write_file_atomic(const std::string& path, const std::string& bytes);
 
 }  // namespace ptrain

@@ -1,0 +1,280 @@
+#include "checkpoint/safetensors.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <limits>
+#include <set>
+
+#include "core/error.h"
+#include "core/file_util.h"
+
+namespace ptrain {
+namespace {
+
+constexpr uint64_t kMaxHeaderBytes = 100000000;
+
+struct DtypeEntry {
+  StDtype dtype;
+  const char* name;
+  size_t size;
+};
+
+constexpr DtypeEntry kDtypes[] = {
+    {StDtype::kBool, "BOOL", 1}, {StDtype::kU8, "U8", 1},       {StDtype::kI8, "I8", 1},
+    {StDtype::kF8_E5M2, "F8_E5M2", 1}, {StDtype::kF8_E4M3, "F8_E4M3", 1},
+    {StDtype::kI16, "I16", 2},   {StDtype::kU16, "U16", 2},     {StDtype::kF16, "F16", 2},
+    {StDtype::kBF16, "BF16", 2}, {StDtype::kI32, "I32", 4},     {StDtype::kU32, "U32", 4},
+    {StDtype::kF32, "F32", 4},   {StDtype::kF64, "F64", 8},     {StDtype::kI64, "I64", 8},
+    {StDtype::kU64, "U64", 8},
+};
+
+const DtypeEntry& entry(StDtype dtype) {
+  for (const auto& e : kDtypes)
+    if (e.dtype == dtype) return e;
+  PTRAIN_ASSERT(false, "unknown StDtype {}", static_cast<int>(dtype));
+  return kDtypes[0];
+}
+
+// a * b, or false on uint64 overflow.
+bool checked_mul(uint64_t a, uint64_t b, uint64_t* out) {
+  if (a != 0 && b > std::numeric_limits<uint64_t>::max() / a) return false;
+  *out = a * b;
+  return true;
+}
+
+[[noreturn]] void reject(const std::string& label, const std::string& what) {
+  throw UserError(fmt::format("invalid safetensors file '{}': {}", label, what));
+}
+
+[[noreturn]] void reject_tensor(const std::string& label, const std::string& tensor,
+                                const std::string& what) {
+  throw UserError(fmt::format("invalid safetensors file '{}': tensor '{}': {}", label, tensor, what));
+}
+
+TensorInfo parse_tensor_entry(const std::string& label, const std::string& name,
+                              const nlohmann::json& value) {
+  if (!value.is_object())
+    reject_tensor(label, name, "entry must be an object {dtype, shape, data_offsets}");
+  for (const char* field : {"dtype", "shape", "data_offsets"})
+    if (!value.contains(field)) reject_tensor(label, name, fmt::format("missing '{}'", field));
+  TensorInfo info;
+  info.name = name;
+  const auto& dtype = value["dtype"];
+  if (!dtype.is_string() || !parse_dtype(dtype.get<std::string>(), &info.dtype))
+    reject_tensor(label, name, fmt::format("unknown dtype {}", dtype.dump()));
+  const auto& shape = value["shape"];
+  if (!shape.is_array()) reject_tensor(label, name, "shape must be an array of integers");
+  uint64_t numel = 1;
+  for (const auto& dim : shape) {
+    if (!dim.is_number_unsigned())
+      reject_tensor(label, name, fmt::format("shape entry {} is not a non-negative integer", dim.dump()));
+    uint64_t d = dim.get<uint64_t>();
+    if (d > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()) || !checked_mul(numel, d, &numel))
+      reject_tensor(label, name, "shape overflows 64-bit element count");
+    info.shape.push_back(static_cast<int64_t>(d));
+  }
+  const auto& offsets = value["data_offsets"];
+  if (!offsets.is_array() || offsets.size() != 2 || !offsets[0].is_number_unsigned() ||
+      !offsets[1].is_number_unsigned())
+    reject_tensor(label, name, "data_offsets must be [begin, end] of non-negative integers");
+  info.begin = offsets[0].get<uint64_t>();
+  info.end = offsets[1].get<uint64_t>();
+  if (info.end < info.begin)
+    reject_tensor(label, name, fmt::format("data_offsets [{}, {}] end before begin", info.begin, info.end));
+  uint64_t nbytes = 0;
+  if (!checked_mul(numel, dtype_size(info.dtype), &nbytes))
+    reject_tensor(label, name, "byte size overflows 64 bits");
+  if (nbytes != info.end - info.begin)
+    reject_tensor(label, name,
+                  fmt::format("data_offsets [{}, {}] hold {} bytes but shape x {} needs {}", info.begin,
+                              info.end, info.end - info.begin, dtype_name(info.dtype), nbytes));
+  return info;
+}
+
+}  // namespace
+
+const char* dtype_name(StDtype dtype) { return entry(dtype).name; }
+size_t dtype_size(StDtype dtype) { return entry(dtype).size; }
+
+bool parse_dtype(const std::string& name, StDtype* out) {
+  for (const auto& e : kDtypes) {
+    if (name == e.name) {
+      *out = e.dtype;
+      return true;
+    }
+  }
+  return false;
+}
+
+int64_t TensorInfo::numel() const {
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  return n;
+}
+
+// ---------------------------------------------------------------- header
+
+SafetensorsHeader parse_safetensors_header(const uint8_t* bytes, size_t available,
+                                           uint64_t file_size, const std::string& label) {
+  if (file_size < 8)
+    reject(label, fmt::format("file is {} bytes, shorter than the 8-byte header length", file_size));
+  uint64_t n = 0;
+  for (int i = 7; i >= 0; --i) n = (n << 8) | bytes[i];  // little-endian
+  if (n > kMaxHeaderBytes)
+    reject(label, fmt::format("header length {} exceeds the limit of {} bytes", n, kMaxHeaderBytes));
+  if (8 + n > file_size)
+    reject(label, fmt::format("header of {} bytes runs past the end of the file ({} bytes)", n, file_size));
+  PTRAIN_ASSERT(available >= 8 + n, "caller passed {} bytes of a {}-byte header", available, 8 + n);
+
+  // Duplicate top-level keys: the JSON library would silently keep the last one.
+  std::set<std::string> names;
+  std::string duplicate;
+  nlohmann::json::parser_callback_t on_event = [&](int depth, nlohmann::json::parse_event_t event,
+                                                   nlohmann::json& parsed) {
+    if (event == nlohmann::json::parse_event_t::key && depth == 1 && duplicate.empty()) {
+      std::string key = parsed.get<std::string>();
+      if (!names.insert(key).second) duplicate = key;
+    }
+    return true;
+  };
+  nlohmann::json root;
+  try {
+    root = nlohmann::json::parse(bytes + 8, bytes + 8 + n, on_event);
+  } catch (const nlohmann::json::exception& e) {
+    reject(label, fmt::format("header is not valid UTF-8 JSON: {}", e.what()));
+  }
+  if (!duplicate.empty()) reject(label, fmt::format("tensor name '{}' appears twice", duplicate));
+  if (!root.is_object()) reject(label, "header must be a JSON object");
+
+  SafetensorsHeader header;
+  header.data_start = 8 + n;
+  for (auto it = root.begin(); it != root.end(); ++it) {
+    if (it.key() == "__metadata__") {
+      if (!it.value().is_object()) reject(label, "__metadata__ must be an object of strings");
+      for (auto m = it.value().begin(); m != it.value().end(); ++m) {
+        if (!m.value().is_string())
+          reject(label, fmt::format("__metadata__ value of '{}' is not a string", m.key()));
+        header.metadata[m.key()] = m.value().get<std::string>();
+      }
+      continue;
+    }
+    header.tensors.push_back(parse_tensor_entry(label, it.key(), it.value()));
+  }
+
+  // The tensors must tile the data buffer exactly: from 0, no holes, no overlaps, to the end.
+  std::stable_sort(header.tensors.begin(), header.tensors.end(),
+                   [](const TensorInfo& a, const TensorInfo& b) {
+                     return a.begin != b.begin ? a.begin < b.begin : a.end < b.end;
+                   });
+  const uint64_t buffer = file_size - header.data_start;
+  uint64_t expected = 0;
+  for (const auto& t : header.tensors) {
+    if (t.begin != expected)
+      reject_tensor(label, t.name,
+                    fmt::format("data_offsets begin at {} but the previous tensor ends at {} ({})",
+                                t.begin, expected, t.begin > expected ? "a hole" : "an overlap"));
+    expected = t.end;
+  }
+  if (expected != buffer)
+    reject(label, fmt::format("tensors cover {} bytes of data but the file holds {} after the "
+                              "header", expected, buffer));
+  return header;
+}
+
+// ---------------------------------------------------------------- reading
+
+MappedFile::MappedFile(const std::string& path) : path_(path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) throw UserError(fmt::format("cannot open '{}': {}", path, std::strerror(errno)));
+  struct stat st;
+  if (::fstat(fd, &st) != 0) {
+    ::close(fd);
+    throw UserError(fmt::format("cannot stat '{}': {}", path, std::strerror(errno)));
+  }
+  size_ = static_cast<uint64_t>(st.st_size);
+  if (size_ > 0) {
+    void* p = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
+    if (p == MAP_FAILED) {
+      ::close(fd);
+      throw RuntimeFailure(fmt::format("mmap of '{}' failed: {}", path, std::strerror(errno)));
+    }
+    data_ = static_cast<const uint8_t*>(p);
+  }
+  ::close(fd);
+}
+
+MappedFile::~MappedFile() {
+  if (data_) ::munmap(const_cast<uint8_t*>(data_), size_);
+}
+
+SafetensorsFile::SafetensorsFile(const std::string& path)
+    : mapping_(std::make_shared<const MappedFile>(path)) {
+  static const uint8_t kEmpty[8] = {0};
+  const uint8_t* bytes = mapping_->data() ? mapping_->data() : kEmpty;
+  header_ = parse_safetensors_header(bytes, mapping_->size(), mapping_->size(), path);
+  for (size_t i = 0; i < header_.tensors.size(); ++i) index_[header_.tensors[i].name] = i;
+}
+
+const TensorInfo* SafetensorsFile::find(const std::string& name) const {
+  auto it = index_.find(name);
+  return it == index_.end() ? nullptr : &header_.tensors[it->second];
+}
+
+const TensorInfo& SafetensorsFile::at(const std::string& name) const {
+  const TensorInfo* t = find(name);
+  PTRAIN_CHECK(t != nullptr, "'{}' has no tensor named '{}'", path(), name);
+  return *t;
+}
+
+// ---------------------------------------------------------------- writing
+
+std::string encode_safetensors_header(const std::vector<TensorBytes>& tensors,
+                                      std::map<std::string, std::string> metadata) {
+  if (!metadata.count("format")) metadata["format"] = "pt";
+  // ordered_json keeps tensors in the order given (their data order), metadata first.
+  nlohmann::ordered_json root = nlohmann::ordered_json::object();
+  root["__metadata__"] = metadata;
+  std::set<std::string> seen;
+  uint64_t offset = 0;
+  for (const auto& t : tensors) {
+    PTRAIN_CHECK(t.name != "__metadata__", "a tensor cannot be named '__metadata__'");
+    PTRAIN_CHECK(seen.insert(t.name).second, "tensor '{}' is written twice", t.name);
+    uint64_t numel = 1;
+    for (int64_t d : t.shape) {
+      PTRAIN_CHECK(d >= 0, "tensor '{}' has a negative dimension", t.name);
+      numel *= static_cast<uint64_t>(d);
+    }
+    PTRAIN_CHECK(numel * dtype_size(t.dtype) == t.nbytes,
+                 "tensor '{}': {} bytes given, shape x {} needs {}", t.name, t.nbytes,
+                 dtype_name(t.dtype), numel * dtype_size(t.dtype));
+    root[t.name] = {{"dtype", dtype_name(t.dtype)},
+                    {"shape", t.shape},
+                    {"data_offsets", {offset, offset + t.nbytes}}};
+    offset += t.nbytes;
+  }
+  std::string json = root.dump();
+  json.append((8 - json.size() % 8) % 8, ' ');  // data starts 8-byte aligned
+  std::string out(8, '\0');
+  uint64_t n = json.size();
+  for (int i = 0; i < 8; ++i) out[i] = static_cast<char>((n >> (8 * i)) & 0xFF);
+  return out + json;
+}
+
+void write_safetensors(const std::string& path, const std::vector<TensorBytes>& tensors,
+                       std::map<std::string, std::string> metadata) {
+  const std::string header = encode_safetensors_header(tensors, std::move(metadata));
+  AtomicFileWriter writer(path);
+  writer.write(header.data(), header.size());
+  for (const auto& t : tensors) writer.write(t.data, t.nbytes);
+  writer.commit();
+}
+
+}  // namespace ptrain

@@ -1,0 +1,122 @@
+#include "checkpoint/safetensors_model.h"
+
+#include <nlohmann/json.hpp>
+
+#include <filesystem>
+
+#include "core/error.h"
+#include "core/file_util.h"
+
+namespace ptrain {
+
+SafetensorsModel::SafetensorsModel(const std::string& dir, const std::string& prefix) : dir_(dir) {
+  namespace fs = std::filesystem;
+  const fs::path index_path = fs::path(dir) / (prefix + ".safetensors.index.json");
+  const fs::path single_path = fs::path(dir) / (prefix + ".safetensors");
+  if (!fs::exists(index_path)) {
+    PTRAIN_CHECK(fs::exists(single_path), "'{}' has neither {} nor {}", dir,
+                 single_path.filename().string(), index_path.filename().string());
+    files_.push_back(std::make_unique<SafetensorsFile>(single_path.string()));
+    for (const auto& t : files_.back()->tensors()) tensors_[t.name] = Located{files_.back().get(), &t};
+    return;
+  }
+
+  nlohmann::json index;
+  try {
+    index = nlohmann::json::parse(read_text_file(index_path.string()));
+  } catch (const nlohmann::json::exception& e) {
+    throw UserError(fmt::format("'{}' is not valid JSON: {}", index_path.string(), e.what()));
+  }
+  PTRAIN_CHECK(index.is_object() && index.contains("weight_map") && index["weight_map"].is_object(),
+               "'{}' has no \"weight_map\" object", index_path.string());
+  std::map<std::string, SafetensorsFile*> by_file;
+  for (auto it = index["weight_map"].begin(); it != index["weight_map"].end(); ++it) {
+    PTRAIN_CHECK(it.value().is_string(), "'{}': weight_map entry '{}' is not a file name",
+                 index_path.string(), it.key());
+    const std::string file = it.value().get<std::string>();
+    PTRAIN_CHECK(fs::path(file).filename().string() == file,
+                 "'{}': weight_map entry '{}' names '{}', which is not a file in the directory",
+                 index_path.string(), it.key(), file);
+    if (!by_file.count(file)) {
+      const fs::path shard = fs::path(dir) / file;
+      PTRAIN_CHECK(fs::exists(shard), "'{}' lists shard '{}' (for '{}'), which does not exist",
+                   index_path.string(), file, it.key());
+      files_.push_back(std::make_unique<SafetensorsFile>(shard.string()));
+      by_file[file] = files_.back().get();
+    }
+    const SafetensorsFile* shard = by_file[file];
+    const TensorInfo* info = shard->find(it.key());
+    PTRAIN_CHECK(info != nullptr, "'{}' maps tensor '{}' to '{}', which does not contain it",
+                 index_path.string(), it.key(), file);
+    tensors_[it.key()] = Located{shard, info};
+  }
+  // A tensor stored in two shards is ambiguous whatever the index says.
+  std::map<std::string, const SafetensorsFile*> owner;
+  for (const auto& file : files_) {
+    for (const auto& t : file->tensors()) {
+      auto [it, inserted] = owner.emplace(t.name, file.get());
+      PTRAIN_CHECK(inserted, "tensor '{}' is stored in both '{}' and '{}'", t.name,
+                   it->second->path(), file->path());
+    }
+  }
+}
+
+std::vector<std::string> SafetensorsModel::names() const {
+  std::vector<std::string> out;
+  for (const auto& [name, located] : tensors_) out.push_back(name);
+  return out;
+}
+
+const SafetensorsModel::Located* SafetensorsModel::find(const std::string& name) const {
+  auto it = tensors_.find(name);
+  return it == tensors_.end() ? nullptr : &it->second;
+}
+
+const SafetensorsModel::Located& SafetensorsModel::at(const std::string& name) const {
+  const Located* located = find(name);
+  PTRAIN_CHECK(located != nullptr, "model '{}' has no tensor named '{}'", dir_, name);
+  return *located;
+}
+
+std::vector<std::string> write_safetensors_model(const std::string& dir,
+                                                 const std::vector<TensorBytes>& tensors,
+                                                 uint64_t max_shard_bytes,
+                                                 const std::map<std::string, std::string>& metadata,
+                                                 const std::string& prefix) {
+  namespace fs = std::filesystem;
+  std::vector<std::vector<TensorBytes>> shards(1);
+  uint64_t shard_bytes = 0, total = 0;
+  for (const auto& t : tensors) {
+    if (!shards.back().empty() && shard_bytes + t.nbytes > max_shard_bytes) {
+      shards.emplace_back();
+      shard_bytes = 0;
+    }
+    shards.back().push_back(t);
+    shard_bytes += t.nbytes;
+    total += t.nbytes;
+  }
+  const fs::path index_path = fs::path(dir) / (prefix + ".safetensors.index.json");
+  std::vector<std::string> written;
+  if (shards.size() == 1) {
+    std::error_code ec;
+    fs::remove(index_path, ec);  // a stale index would shadow the new single file
+    written.push_back((fs::path(dir) / (prefix + ".safetensors")).string());
+    write_safetensors(written.back(), shards[0], metadata);
+    return written;
+  }
+  nlohmann::ordered_json weight_map = nlohmann::ordered_json::object();
+  for (size_t k = 0; k < shards.size(); ++k) {
+    const std::string file =
+        fmt::format("{}-{:05d}-of-{:05d}.safetensors", prefix, k + 1, shards.size());
+    written.push_back((fs::path(dir) / file).string());
+    write_safetensors(written.back(), shards[k], metadata);
+    for (const auto& t : shards[k]) weight_map[t.name] = file;
+  }
+  nlohmann::ordered_json index = {{"metadata", {{"total_size", total}}},
+                                  {"weight_map", weight_map}};
+  write_file_atomic(index_path.string(), index.dump(2) + "\n");
+  written.push_back(index_path.string());
+  return written;
+}
+
+}  // namespace ptrain
