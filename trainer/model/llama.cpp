@@ -1,0 +1,191 @@
+#include "trainer/model/llama.h"
+
+#include "core/error.h"
+#include "trainer/model/llama_ops.h"
+
+namespace ptrain {
+namespace {
+
+torch::nn::Linear linear(int64_t in, int64_t out, bool bias, at::ScalarType dtype) {
+  torch::nn::Linear layer(torch::nn::LinearOptions(in, out).bias(bias));
+  layer->to(dtype);
+  return layer;
+}
+
+// ---------------------------------------------------------------- activation checkpointing
+
+using torch::autograd::AutogradContext;
+using torch::autograd::tensor_list;
+
+// Runs a decoder layer without keeping its activations; backward recomputes the layer with
+// gradients on and backpropagates through it, which accumulates parameter gradients directly.
+class CheckpointedLayer : public torch::autograd::Function<CheckpointedLayer> {
+ public:
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& hidden,
+                            LlamaDecoderLayerImpl* layer, const at::Tensor& cos,
+                            const at::Tensor& sin, const at::Tensor& mask) {
+    ctx->save_for_backward({hidden, cos, sin, mask});
+    ctx->saved_data["layer"] = reinterpret_cast<int64_t>(layer);
+    torch::NoGradGuard no_grad;
+    return layer->forward(hidden, cos, sin, mask);
+  }
+
+  static tensor_list backward(AutogradContext* ctx, tensor_list grad_outputs) {
+    auto saved = ctx->get_saved_variables();
+    auto* layer = reinterpret_cast<LlamaDecoderLayerImpl*>(ctx->saved_data["layer"].toInt());
+    at::Tensor input = saved[0].detach().requires_grad_(true);
+    at::Tensor output;
+    {
+      torch::AutoGradMode grad_on(true);
+      output = layer->forward(input, saved[1], saved[2], saved[3]);
+    }
+    torch::autograd::backward({output}, {grad_outputs[0]});
+    return {input.grad(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+  }
+};
+
+}  // namespace
+
+// ---------------------------------------------------------------- decoder layer
+
+LlamaDecoderLayerImpl::LlamaDecoderLayerImpl(const LlamaConfig& config, at::ScalarType dtype)
+    : config_(config) {
+  const int64_t h = config.hidden_size, q = config.num_attention_heads * config.head_dim,
+                kv = config.num_key_value_heads * config.head_dim, i = config.intermediate_size;
+  // Registered under the Hugging Face names: self_attn.*, mlp.*, *_layernorm.
+  auto attn = register_module("self_attn", std::make_shared<torch::nn::Module>());
+  q_proj_ = attn->register_module("q_proj", linear(h, q, config.qkv_bias, dtype));
+  k_proj_ = attn->register_module("k_proj", linear(h, kv, config.qkv_bias, dtype));
+  v_proj_ = attn->register_module("v_proj", linear(h, kv, config.qkv_bias, dtype));
+  o_proj_ = attn->register_module("o_proj", linear(q, h, config.o_bias, dtype));
+  auto mlp = register_module("mlp", std::make_shared<torch::nn::Module>());
+  gate_proj_ = mlp->register_module("gate_proj", linear(h, i, config.mlp_bias, dtype));
+  up_proj_ = mlp->register_module("up_proj", linear(h, i, config.mlp_bias, dtype));
+  down_proj_ = mlp->register_module("down_proj", linear(i, h, config.mlp_bias, dtype));
+  auto input_norm = register_module("input_layernorm", std::make_shared<torch::nn::Module>());
+  input_layernorm_ = input_norm->register_parameter("weight", torch::ones({h}, torch::dtype(dtype)));
+  auto post_norm = register_module("post_attention_layernorm", std::make_shared<torch::nn::Module>());
+  post_attention_layernorm_ =
+      post_norm->register_parameter("weight", torch::ones({h}, torch::dtype(dtype)));
+}
+
+at::Tensor LlamaDecoderLayerImpl::forward(const at::Tensor& hidden, const at::Tensor& cos,
+                                          const at::Tensor& sin, const at::Tensor& mask) {
+  const int64_t b = hidden.size(0), t = hidden.size(1), d = config_.head_dim;
+  at::Tensor x = rms_norm(hidden, input_layernorm_, config_.rms_norm_eps);
+  at::Tensor q = q_proj_(x).view({b, t, config_.num_attention_heads, d}).transpose(1, 2);
+  at::Tensor k = k_proj_(x).view({b, t, config_.num_key_value_heads, d}).transpose(1, 2);
+  at::Tensor v = v_proj_(x).view({b, t, config_.num_key_value_heads, d}).transpose(1, 2);
+  q = apply_rope(q, cos, sin);
+  k = apply_rope(k, cos, sin);
+  at::Tensor attn = grouped_attention(q, k, v.contiguous(), mask);
+  attn = attn.transpose(1, 2).reshape({b, t, config_.num_attention_heads * d});
+  at::Tensor h = hidden + o_proj_(attn);
+  at::Tensor y = rms_norm(h, post_attention_layernorm_, config_.rms_norm_eps);
+  return h + down_proj_(at::silu(gate_proj_(y)) * up_proj_(y));
+}
+
+// ---------------------------------------------------------------- causal LM
+
+LlamaForCausalLMImpl::LlamaForCausalLMImpl(const LlamaConfig& config, const ModelOptions& options)
+    : config_(config), options_(options) {
+  auto model = register_module("model", std::make_shared<torch::nn::Module>());
+  model_ = model.get();
+  embed_tokens_ = model->register_module(
+      "embed_tokens", torch::nn::Embedding(config.vocab_size, config.hidden_size));
+  embed_tokens_->to(options.dtype);
+  layers_ = model->register_module("layers", torch::nn::ModuleList());
+  for (int64_t i = 0; i < config.num_hidden_layers; ++i)
+    layers_->push_back(LlamaDecoderLayer(config, options.dtype));
+  auto norm = model->register_module("norm", std::make_shared<torch::nn::Module>());
+  norm_ = norm->register_parameter("weight", torch::ones({config.hidden_size}, torch::dtype(options.dtype)));
+  if (!config.tie_word_embeddings)
+    lm_head_ = register_module("lm_head", linear(config.hidden_size, config.vocab_size, false, options.dtype));
+  inv_freq_ = rope_inv_freq(config);
+}
+
+at::Tensor LlamaForCausalLMImpl::output_weight() const {
+  return config_.tie_word_embeddings ? embed_tokens_->weight : lm_head_->weight;
+}
+
+at::Tensor LlamaForCausalLMImpl::hidden_states(const PackedBatch& batch) {
+  PTRAIN_CHECK(batch.input_ids.dim() == 2 && batch.position_ids.sizes() == batch.input_ids.sizes() &&
+                   batch.sequence_ids.sizes() == batch.input_ids.sizes(),
+               "packed batch: input_ids {}, position_ids {} and sequence_ids {} must all be [B, T]",
+               shape_string(batch.input_ids.sizes()), shape_string(batch.position_ids.sizes()),
+               shape_string(batch.sequence_ids.sizes()));
+  auto [cos, sin] = rope_tables(inv_freq_, batch.position_ids);
+  at::Tensor mask = packed_causal_mask(batch.sequence_ids, config_.sliding_window);
+  at::Tensor h = embed_tokens_(batch.input_ids);
+  const bool checkpoint = options_.activation_checkpointing && torch::GradMode::is_enabled();
+  for (const auto& module : *layers_) {
+    auto* layer = module->as<LlamaDecoderLayerImpl>();
+    h = checkpoint ? CheckpointedLayer::apply(h, layer, cos, sin, mask)
+                   : layer->forward(h, cos, sin, mask);
+  }
+  return rms_norm(h, norm_, config_.rms_norm_eps);
+}
+
+at::Tensor LlamaForCausalLMImpl::loss_sum(const PackedBatch& batch) {
+  at::Tensor h = hidden_states(batch);
+  int64_t chunk = options_.loss_chunk_tokens;
+  if (chunk <= 0) chunk = std::max<int64_t>(1, (int64_t{64} << 20) / (4 * config_.vocab_size));
+  return chunked_cross_entropy_sum(h.reshape({-1, config_.hidden_size}), output_weight(),
+                                   batch.labels.reshape({-1}), chunk);
+}
+
+at::Tensor LlamaForCausalLMImpl::logits(const PackedBatch& batch) {
+  at::Tensor h = hidden_states(batch);
+  const at::ScalarType acc = options_.dtype == at::kDouble ? at::kDouble : at::kFloat;
+  return at::matmul(h, output_weight().t()).to(acc);
+}
+
+void LlamaForCausalLMImpl::initialize(uint64_t seed) {
+  torch::NoGradGuard no_grad;
+  auto generator = at::make_generator<at::CPUGeneratorImpl>(seed);
+  for (auto& p : named_parameters()) {
+    const std::string& name = p.key();
+    at::Tensor& w = p.value();
+    if (name.size() >= 4 && name.compare(name.size() - 4, 4, "bias") == 0) {
+      w.zero_();
+    } else if (name.find("norm") != std::string::npos) {
+      w.fill_(1.0);
+    } else {
+      at::Tensor values = at::normal(0.0, 0.02, w.sizes(), generator, torch::dtype(at::kFloat));
+      w.copy_(values);
+    }
+  }
+}
+
+// ---------------------------------------------------------------- batches
+
+PackedBatch make_packed_batch(const std::vector<std::vector<std::vector<int64_t>>>& rows,
+                              int64_t seq_len) {
+  const int64_t b = static_cast<int64_t>(rows.size());
+  PackedBatch batch;
+  batch.input_ids = torch::zeros({b, seq_len}, torch::kLong);
+  batch.position_ids = torch::zeros({b, seq_len}, torch::kLong);
+  batch.sequence_ids = torch::full({b, seq_len}, -1, torch::kLong);
+  batch.labels = torch::full({b, seq_len}, -100, torch::kLong);
+  auto ids = batch.input_ids.accessor<int64_t, 2>();
+  auto pos = batch.position_ids.accessor<int64_t, 2>();
+  auto seq = batch.sequence_ids.accessor<int64_t, 2>();
+  auto lab = batch.labels.accessor<int64_t, 2>();
+  for (int64_t r = 0; r < b; ++r) {
+    int64_t t = 0;
+    for (size_t s = 0; s < rows[r].size(); ++s) {
+      const auto& sample = rows[r][s];
+      PTRAIN_CHECK(t + static_cast<int64_t>(sample.size()) <= seq_len,
+                   "row {} holds more than sequence_len {} tokens", r, seq_len);
+      for (size_t i = 0; i < sample.size(); ++i, ++t) {
+        ids[r][t] = sample[i];
+        pos[r][t] = static_cast<int64_t>(i);
+        seq[r][t] = static_cast<int64_t>(s);
+        if (i + 1 < sample.size()) lab[r][t] = sample[i + 1];
+      }
+    }
+  }
+  return batch;
+}
+
+}  // namespace ptrain

@@ -1,0 +1,172 @@
+#include "trainer/model/llama_ops.h"
+
+#include <cmath>
+#include <limits>
+
+#include "core/error.h"
+
+namespace ptrain {
+
+std::string shape_string(at::IntArrayRef sizes) {
+  std::string out = "[";
+  for (size_t i = 0; i < sizes.size(); ++i) out += (i ? ", " : "") + std::to_string(sizes[i]);
+  return out + "]";
+}
+
+// ---------------------------------------------------------------- norms and rotary embeddings
+
+at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
+  at::Tensor x32 = x.to(at::kFloat);
+  if (x.scalar_type() == at::kDouble) x32 = x;  // the fp64 test path keeps fp64
+  at::Tensor normed = x32 * at::rsqrt(x32.pow(2).mean(-1, /*keepdim=*/true) + eps);
+  return weight * normed.to(x.scalar_type());
+}
+
+at::Tensor rope_inv_freq(const LlamaConfig& config) {
+  const int64_t d = config.head_dim;
+  std::vector<double> inv(d / 2);
+  for (int64_t i = 0; i < d / 2; ++i)
+    inv[i] = 1.0 / std::pow(config.rope_theta, static_cast<double>(2 * i) / static_cast<double>(d));
+  const RopeScaling& s = config.rope_scaling;
+  if (s.type == "linear") {
+    for (double& f : inv) f /= s.factor;
+  } else if (s.type == "llama3") {
+    const double old_len = static_cast<double>(s.original_max_position_embeddings);
+    const double low_wavelen = old_len / s.low_freq_factor;
+    const double high_wavelen = old_len / s.high_freq_factor;
+    for (double& f : inv) {
+      const double wavelen = 2.0 * M_PI / f;
+      if (wavelen > low_wavelen) {
+        f = f / s.factor;
+      } else if (wavelen >= high_wavelen) {
+        const double smooth =
+            (old_len / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor);
+        f = (1.0 - smooth) * f / s.factor + smooth * f;
+      }
+    }
+  } else {
+    PTRAIN_ASSERT(s.type == "default", "rope type {}", s.type);
+  }
+  return torch::tensor(inv, torch::kDouble).to(at::kFloat);
+}
+
+std::pair<at::Tensor, at::Tensor> rope_tables(const at::Tensor& inv_freq,
+                                              const at::Tensor& position_ids) {
+  at::Tensor freqs = position_ids.to(at::kFloat).unsqueeze(-1) * inv_freq;  // [B, T, d/2]
+  at::Tensor emb = at::cat({freqs, freqs}, -1);
+  return {emb.cos(), emb.sin()};
+}
+
+at::Tensor apply_rope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) {
+  const bool fp64 = x.scalar_type() == at::kDouble;
+  at::Tensor x32 = fp64 ? x : x.to(at::kFloat);
+  at::Tensor c = cos.unsqueeze(1).to(x32.scalar_type());  // [B, 1, T, d]
+  at::Tensor s = sin.unsqueeze(1).to(x32.scalar_type());
+  const int64_t half = x.size(-1) / 2;
+  at::Tensor rotated = at::cat({-x32.narrow(-1, half, half), x32.narrow(-1, 0, half)}, -1);
+  return (x32 * c + rotated * s).to(x.scalar_type());
+}
+
+// ---------------------------------------------------------------- attention
+
+at::Tensor sequence_ids_from_positions(const at::Tensor& position_ids) {
+  at::Tensor starts = position_ids.eq(0).to(at::kLong);
+  starts.select(1, 0).fill_(1);
+  return starts.cumsum(1) - 1;
+}
+
+at::Tensor packed_causal_mask(const at::Tensor& sequence_ids, int64_t window) {
+  const int64_t t = sequence_ids.size(1);
+  at::Tensor idx = torch::arange(t, torch::kLong);
+  at::Tensor causal = idx.unsqueeze(1) >= idx.unsqueeze(0);  // [T, T], query i, key j <= i
+  if (window > 0) causal = causal & ((idx.unsqueeze(1) - idx.unsqueeze(0)) < window);
+  at::Tensor same = sequence_ids.unsqueeze(2) == sequence_ids.unsqueeze(1);  // [B, T, T]
+  at::Tensor real = (sequence_ids >= 0).unsqueeze(2);
+  at::Tensor self = torch::eye(t, torch::kBool);
+  return ((same & real & causal) | self).unsqueeze(1);
+}
+
+at::Tensor grouped_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                             const at::Tensor& mask) {
+  const int64_t b = q.size(0), heads = q.size(1), t = q.size(2), d = q.size(3);
+  const int64_t kv_heads = k.size(1), group = heads / kv_heads;
+  PTRAIN_ASSERT(heads % kv_heads == 0, "{} query heads over {} kv heads", heads, kv_heads);
+  // Query heads h = g * group + j share kv head g: fold the group into the row dimension, so one
+  // matmul per kv head serves all its query heads without repeating K or V.
+  at::Tensor qg = q.reshape({b, kv_heads, group * t, d});
+  const double scale = 1.0 / std::sqrt(static_cast<double>(d));
+  at::Tensor scores = at::matmul(qg, k.transpose(-1, -2));  // [B, KV, group*T, T]
+  const at::ScalarType acc = q.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  scores = scores.to(acc).mul_(scale).view({b, kv_heads, group, t, t});
+  scores.masked_fill_(mask.logical_not().unsqueeze(1), -std::numeric_limits<double>::infinity());
+  at::Tensor probs = at::softmax(scores, -1).to(q.scalar_type()).view({b, kv_heads, group * t, t});
+  return at::matmul(probs, v).view({b, heads, t, d});
+}
+
+// ---------------------------------------------------------------- loss
+
+namespace {
+
+using torch::autograd::AutogradContext;
+using torch::autograd::tensor_list;
+
+class ChunkedCrossEntropy : public torch::autograd::Function<ChunkedCrossEntropy> {
+ public:
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& hidden,
+                            const at::Tensor& weight, const at::Tensor& labels, int64_t chunk) {
+    const int64_t n = hidden.size(0);
+    const at::ScalarType acc = hidden.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+    at::Tensor lse = torch::empty({n}, hidden.options().dtype(acc));
+    at::Tensor total = torch::zeros({}, hidden.options().dtype(acc));
+    for (int64_t begin = 0; begin < n; begin += chunk) {
+      const int64_t len = std::min(chunk, n - begin);
+      at::Tensor logits = at::matmul(hidden.narrow(0, begin, len), weight.t()).to(acc);
+      at::Tensor chunk_lse = at::logsumexp(logits, -1);
+      lse.narrow(0, begin, len).copy_(chunk_lse);
+      at::Tensor lab = labels.narrow(0, begin, len);
+      at::Tensor valid = lab.ne(-100);
+      at::Tensor picked = logits.gather(1, lab.clamp_min(0).unsqueeze(1)).squeeze(1);
+      total += ((chunk_lse - picked) * valid.to(acc)).sum();
+    }
+    ctx->save_for_backward({hidden, weight, labels, lse});
+    ctx->saved_data["chunk"] = chunk;
+    return total;
+  }
+
+  static tensor_list backward(AutogradContext* ctx, tensor_list grad_outputs) {
+    auto saved = ctx->get_saved_variables();
+    const at::Tensor &hidden = saved[0], &weight = saved[1], &labels = saved[2], &lse = saved[3];
+    const int64_t chunk = ctx->saved_data["chunk"].toInt();
+    const at::ScalarType acc = lse.scalar_type();
+    at::Tensor g = grad_outputs[0].to(acc);
+    at::Tensor grad_hidden = torch::empty_like(hidden);
+    at::Tensor grad_weight = torch::zeros(weight.sizes(), weight.options().dtype(acc));
+    const int64_t n = hidden.size(0);
+    for (int64_t begin = 0; begin < n; begin += chunk) {
+      const int64_t len = std::min(chunk, n - begin);
+      at::Tensor h = hidden.narrow(0, begin, len);
+      at::Tensor lab = labels.narrow(0, begin, len);
+      at::Tensor valid = lab.ne(-100).to(acc).unsqueeze(1);
+      // d loss / d logits = softmax - onehot(label), zero on ignored rows, times the upstream grad.
+      at::Tensor d = at::matmul(h, weight.t()).to(acc).sub_(lse.narrow(0, begin, len).unsqueeze(1)).exp_();
+      d.scatter_add_(1, lab.clamp_min(0).unsqueeze(1), -torch::ones({len, 1}, d.options()));
+      d.mul_(valid * g);
+      at::Tensor dc = d.to(hidden.scalar_type());
+      grad_hidden.narrow(0, begin, len).copy_(at::matmul(dc, weight));
+      grad_weight.add_(at::matmul(dc.t(), h).to(acc));
+    }
+    return {grad_hidden, grad_weight.to(weight.scalar_type()), at::Tensor(), at::Tensor()};
+  }
+};
+
+}  // namespace
+
+at::Tensor chunked_cross_entropy_sum(const at::Tensor& hidden, const at::Tensor& weight,
+                                     const at::Tensor& labels, int64_t chunk_tokens) {
+  PTRAIN_ASSERT(hidden.dim() == 2 && labels.dim() == 1 && hidden.size(0) == labels.size(0),
+                "hidden {} labels {}", shape_string(hidden.sizes()),
+                shape_string(labels.sizes()));
+  return ChunkedCrossEntropy::apply(hidden, weight, labels, std::max<int64_t>(1, chunk_tokens));
+}
+
+}  // namespace ptrain

@@ -1,0 +1,126 @@
+#include "trainer/model/llama_weights.h"
+
+#include <nlohmann/json.hpp>
+
+#include <set>
+
+#include "core/error.h"
+#include "core/file_util.h"
+#include "trainer/model/llama_ops.h"
+
+namespace ptrain {
+namespace {
+
+bool to_scalar_type(StDtype dtype, at::ScalarType* out) {
+  switch (dtype) {
+    case StDtype::kBool: *out = at::kBool; return true;
+    case StDtype::kU8: *out = at::kByte; return true;
+    case StDtype::kI8: *out = at::kChar; return true;
+    case StDtype::kI16: *out = at::kShort; return true;
+    case StDtype::kF16: *out = at::kHalf; return true;
+    case StDtype::kBF16: *out = at::kBFloat16; return true;
+    case StDtype::kI32: *out = at::kInt; return true;
+    case StDtype::kF32: *out = at::kFloat; return true;
+    case StDtype::kF64: *out = at::kDouble; return true;
+    case StDtype::kI64: *out = at::kLong; return true;
+    default: return false;
+  }
+}
+
+bool ignored_extra(const std::string& name, bool tied) {
+  const std::string suffix = ".rotary_emb.inv_freq";
+  if (name.size() > suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0)
+    return true;
+  return tied && name == "lm_head.weight";
+}
+
+}  // namespace
+
+StDtype safetensors_dtype(at::ScalarType dtype) {
+  switch (dtype) {
+    case at::kBool: return StDtype::kBool;
+    case at::kByte: return StDtype::kU8;
+    case at::kChar: return StDtype::kI8;
+    case at::kShort: return StDtype::kI16;
+    case at::kHalf: return StDtype::kF16;
+    case at::kBFloat16: return StDtype::kBF16;
+    case at::kInt: return StDtype::kI32;
+    case at::kFloat: return StDtype::kF32;
+    case at::kDouble: return StDtype::kF64;
+    case at::kLong: return StDtype::kI64;
+    default:
+      throw UserError(fmt::format("dtype {} has no safetensors equivalent", c10::toString(dtype)));
+  }
+}
+
+at::Tensor tensor_from_safetensors(const SafetensorsFile& file, const TensorInfo& info) {
+  at::ScalarType dtype;
+  PTRAIN_CHECK(to_scalar_type(info.dtype, &dtype),
+               "'{}': tensor '{}' has dtype {}, which libtorch cannot hold", file.path(), info.name,
+               dtype_name(info.dtype));
+  const uint8_t* bytes = file.bytes(info);
+  const auto element = dtype_size(info.dtype);
+  if (reinterpret_cast<uintptr_t>(bytes) % element == 0) {
+    auto mapping = file.mapping();  // the tensor keeps the file mapped
+    return torch::from_blob(const_cast<uint8_t*>(bytes), info.shape,
+                            [mapping](void*) mutable { mapping.reset(); },
+                            torch::dtype(dtype));
+  }
+  at::Tensor copy = torch::empty(info.shape, torch::dtype(dtype));
+  std::memcpy(copy.data_ptr(), bytes, info.nbytes());
+  return copy;
+}
+
+void load_llama_weights(LlamaForCausalLM& model, const SafetensorsModel& weights) {
+  torch::NoGradGuard no_grad;
+  std::set<std::string> used;
+  for (auto& p : model->named_parameters()) {
+    const std::string& name = p.key();
+    const SafetensorsModel::Located* located = weights.find(name);
+    PTRAIN_CHECK(located != nullptr, "model '{}' is missing tensor '{}'", weights.dir(), name);
+    at::Tensor source = tensor_from_safetensors(*located->file, *located->info);
+    PTRAIN_CHECK(source.sizes() == p.value().sizes(),
+                 "'{}': tensor '{}' has shape {}, the config needs {}", located->file->path(), name,
+                 shape_string(source.sizes()), shape_string(p.value().sizes()));
+    PTRAIN_CHECK(at::isFloatingType(source.scalar_type()),
+                 "'{}': tensor '{}' is {}, expected a floating-point weight", located->file->path(),
+                 name, c10::toString(source.scalar_type()));
+    p.value().copy_(source);
+    used.insert(name);
+  }
+  for (const auto& name : weights.names()) {
+    if (used.count(name) || ignored_extra(name, model->config().tie_word_embeddings)) continue;
+    throw UserError(fmt::format("model '{}' has tensor '{}', which a {} with this config.json does "
+                                "not use",
+                                weights.dir(), name, model->config().model_type));
+  }
+}
+
+void save_llama_model(LlamaForCausalLM& model, const std::string& dir, at::ScalarType dtype,
+                      uint64_t max_shard_bytes) {
+  std::vector<at::Tensor> keep;  // converted copies live until written
+  std::vector<TensorBytes> tensors;
+  for (auto& p : model->named_parameters()) {
+    at::Tensor t = p.value().detach().to(dtype).contiguous();
+    keep.push_back(t);
+    TensorBytes bytes;
+    bytes.name = p.key();
+    bytes.dtype = safetensors_dtype(dtype);
+    bytes.shape = t.sizes().vec();
+    bytes.data = t.data_ptr();
+    bytes.nbytes = t.nbytes();
+    tensors.push_back(bytes);
+  }
+  LlamaConfig config = model->config();
+  config.torch_dtype = dtype == at::kBFloat16 ? "bfloat16" : dtype == at::kHalf ? "float16" : "float32";
+  write_safetensors_model(dir, tensors, max_shard_bytes, {{"format", "pt"}});
+  write_file_atomic(dir + "/config.json", llama_config_json(config));
+  nlohmann::ordered_json generation = {{"_from_model_config", true}};
+  if (config.bos_token_id) generation["bos_token_id"] = *config.bos_token_id;
+  if (config.eos_token_ids.size() == 1) generation["eos_token_id"] = config.eos_token_ids[0];
+  if (config.eos_token_ids.size() > 1) generation["eos_token_id"] = config.eos_token_ids;
+  generation["transformers_version"] = "4.44.0";
+  write_file_atomic(dir + "/generation_config.json", generation.dump(2) + "\n");
+}
+
+}  // namespace ptrain
