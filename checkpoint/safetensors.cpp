@@ -28,11 +28,13 @@ struct DtypeEntry {
 };
 
 constexpr DtypeEntry kDtypes[] = {
-    {StDtype::kBool, "BOOL", 1}, {StDtype::kU8, "U8", 1},       {StDtype::kI8, "I8", 1},
-    {StDtype::kF8_E5M2, "F8_E5M2", 1}, {StDtype::kF8_E4M3, "F8_E4M3", 1},
-    {StDtype::kI16, "I16", 2},   {StDtype::kU16, "U16", 2},     {StDtype::kF16, "F16", 2},
-    {StDtype::kBF16, "BF16", 2}, {StDtype::kI32, "I32", 4},     {StDtype::kU32, "U32", 4},
-    {StDtype::kF32, "F32", 4},   {StDtype::kF64, "F64", 8},     {StDtype::kI64, "I64", 8},
+    {StDtype::kBool, "BOOL", 1},       {StDtype::kU8, "U8", 1},
+    {StDtype::kI8, "I8", 1},           {StDtype::kF8_E5M2, "F8_E5M2", 1},
+    {StDtype::kF8_E4M3, "F8_E4M3", 1}, {StDtype::kI16, "I16", 2},
+    {StDtype::kU16, "U16", 2},         {StDtype::kF16, "F16", 2},
+    {StDtype::kBF16, "BF16", 2},       {StDtype::kI32, "I32", 4},
+    {StDtype::kU32, "U32", 4},         {StDtype::kF32, "F32", 4},
+    {StDtype::kF64, "F64", 8},         {StDtype::kI64, "I64", 8},
     {StDtype::kU64, "U64", 8},
 };
 
@@ -56,7 +58,8 @@ bool checked_mul(uint64_t a, uint64_t b, uint64_t* out) {
 
 [[noreturn]] void reject_tensor(const std::string& label, const std::string& tensor,
                                 const std::string& what) {
-  throw UserError(fmt::format("invalid safetensors file '{}': tensor '{}': {}", label, tensor, what));
+  throw UserError(
+      fmt::format("invalid safetensors file '{}': tensor '{}': {}", label, tensor, what));
 }
 
 TensorInfo parse_tensor_entry(const std::string& label, const std::string& name,
@@ -75,9 +78,11 @@ TensorInfo parse_tensor_entry(const std::string& label, const std::string& name,
   uint64_t numel = 1;
   for (const auto& dim : shape) {
     if (!dim.is_number_unsigned())
-      reject_tensor(label, name, fmt::format("shape entry {} is not a non-negative integer", dim.dump()));
+      reject_tensor(label, name,
+                    fmt::format("shape entry {} is not a non-negative integer", dim.dump()));
     uint64_t d = dim.get<uint64_t>();
-    if (d > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()) || !checked_mul(numel, d, &numel))
+    if (d > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()) ||
+        !checked_mul(numel, d, &numel))
       reject_tensor(label, name, "shape overflows 64-bit element count");
     info.shape.push_back(static_cast<int64_t>(d));
   }
@@ -88,21 +93,27 @@ TensorInfo parse_tensor_entry(const std::string& label, const std::string& name,
   info.begin = offsets[0].get<uint64_t>();
   info.end = offsets[1].get<uint64_t>();
   if (info.end < info.begin)
-    reject_tensor(label, name, fmt::format("data_offsets [{}, {}] end before begin", info.begin, info.end));
+    reject_tensor(label, name,
+                  fmt::format("data_offsets [{}, {}] end before begin", info.begin, info.end));
   uint64_t nbytes = 0;
   if (!checked_mul(numel, dtype_size(info.dtype), &nbytes))
     reject_tensor(label, name, "byte size overflows 64 bits");
   if (nbytes != info.end - info.begin)
-    reject_tensor(label, name,
-                  fmt::format("data_offsets [{}, {}] hold {} bytes but shape x {} needs {}", info.begin,
-                              info.end, info.end - info.begin, dtype_name(info.dtype), nbytes));
+    reject_tensor(
+        label, name,
+        fmt::format("data_offsets [{}, {}] hold {} bytes but shape x {} needs {}", info.begin,
+                    info.end, info.end - info.begin, dtype_name(info.dtype), nbytes));
   return info;
 }
 
 }  // namespace
 
-const char* dtype_name(StDtype dtype) { return entry(dtype).name; }
-size_t dtype_size(StDtype dtype) { return entry(dtype).size; }
+const char* dtype_name(StDtype dtype) {
+  return entry(dtype).name;
+}
+size_t dtype_size(StDtype dtype) {
+  return entry(dtype).size;
+}
 
 bool parse_dtype(const std::string& name, StDtype* out) {
   for (const auto& e : kDtypes) {
@@ -125,13 +136,16 @@ int64_t TensorInfo::numel() const {
 SafetensorsHeader parse_safetensors_header(const uint8_t* bytes, size_t available,
                                            uint64_t file_size, const std::string& label) {
   if (file_size < 8)
-    reject(label, fmt::format("file is {} bytes, shorter than the 8-byte header length", file_size));
+    reject(label,
+           fmt::format("file is {} bytes, shorter than the 8-byte header length", file_size));
   uint64_t n = 0;
   for (int i = 7; i >= 0; --i) n = (n << 8) | bytes[i];  // little-endian
   if (n > kMaxHeaderBytes)
-    reject(label, fmt::format("header length {} exceeds the limit of {} bytes", n, kMaxHeaderBytes));
+    reject(label,
+           fmt::format("header length {} exceeds the limit of {} bytes", n, kMaxHeaderBytes));
   if (8 + n > file_size)
-    reject(label, fmt::format("header of {} bytes runs past the end of the file ({} bytes)", n, file_size));
+    reject(label, fmt::format("header of {} bytes runs past the end of the file ({} bytes)", n,
+                              file_size));
   PTRAIN_ASSERT(available >= 8 + n, "caller passed {} bytes of a {}-byte header", available, 8 + n);
 
   // Duplicate top-level keys: the JSON library would silently keep the last one.
@@ -185,7 +199,8 @@ SafetensorsHeader parse_safetensors_header(const uint8_t* bytes, size_t availabl
   }
   if (expected != buffer)
     reject(label, fmt::format("tensors cover {} bytes of data but the file holds {} after the "
-                              "header", expected, buffer));
+                              "header",
+                              expected, buffer));
   return header;
 }
 
@@ -198,6 +213,10 @@ MappedFile::MappedFile(const std::string& path) : path_(path) {
   if (::fstat(fd, &st) != 0) {
     ::close(fd);
     throw UserError(fmt::format("cannot stat '{}': {}", path, std::strerror(errno)));
+  }
+  if (!S_ISREG(st.st_mode)) {
+    ::close(fd);
+    throw UserError(fmt::format("'{}' is not a regular file", path));
   }
   size_ = static_cast<uint64_t>(st.st_size);
   if (size_ > 0) {
@@ -247,14 +266,16 @@ std::string encode_safetensors_header(const std::vector<TensorBytes>& tensors,
   for (const auto& t : tensors) {
     PTRAIN_CHECK(t.name != "__metadata__", "a tensor cannot be named '__metadata__'");
     PTRAIN_CHECK(seen.insert(t.name).second, "tensor '{}' is written twice", t.name);
-    uint64_t numel = 1;
+    uint64_t numel = 1, nbytes = 0;
     for (int64_t d : t.shape) {
       PTRAIN_CHECK(d >= 0, "tensor '{}' has a negative dimension", t.name);
-      numel *= static_cast<uint64_t>(d);
+      PTRAIN_CHECK(checked_mul(numel, static_cast<uint64_t>(d), &numel),
+                   "tensor '{}': shape overflows a 64-bit element count", t.name);
     }
-    PTRAIN_CHECK(numel * dtype_size(t.dtype) == t.nbytes,
-                 "tensor '{}': {} bytes given, shape x {} needs {}", t.name, t.nbytes,
-                 dtype_name(t.dtype), numel * dtype_size(t.dtype));
+    PTRAIN_CHECK(checked_mul(numel, dtype_size(t.dtype), &nbytes),
+                 "tensor '{}': byte size overflows 64 bits", t.name);
+    PTRAIN_CHECK(nbytes == t.nbytes, "tensor '{}': {} bytes given, shape x {} needs {}", t.name,
+                 t.nbytes, dtype_name(t.dtype), nbytes);
     root[t.name] = {{"dtype", dtype_name(t.dtype)},
                     {"shape", t.shape},
                     {"data_offsets", {offset, offset + t.nbytes}}};

@@ -22,11 +22,25 @@ namespace ptrain {
 
 // Every dtype of the safetensors spec.
 enum class StDtype {
-  kBool, kU8, kI8, kF8_E5M2, kF8_E4M3, kI16, kU16, kF16, kBF16, kI32, kU32, kF32, kF64, kI64, kU64,
+  kBool,
+  kU8,
+  kI8,
+  kF8_E5M2,
+  kF8_E4M3,
+  kI16,
+  kU16,
+  kF16,
+  kBF16,
+  kI32,
+  kU32,
+  kF32,
+  kF64,
+  kI64,
+  kU64,
 };
 
-const char* dtype_name(StDtype dtype);   // "BF16"
-size_t dtype_size(StDtype dtype);        // bytes per element
+const char* dtype_name(StDtype dtype);  // "BF16"
+size_t dtype_size(StDtype dtype);       // bytes per element
 bool parse_dtype(const std::string& name, StDtype* out);
 
 struct TensorInfo {

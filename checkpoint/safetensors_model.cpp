@@ -17,7 +17,8 @@ SafetensorsModel::SafetensorsModel(const std::string& dir, const std::string& pr
     PTRAIN_CHECK(fs::exists(single_path), "'{}' has neither {} nor {}", dir,
                  single_path.filename().string(), index_path.filename().string());
     files_.push_back(std::make_unique<SafetensorsFile>(single_path.string()));
-    for (const auto& t : files_.back()->tensors()) tensors_[t.name] = Located{files_.back().get(), &t};
+    for (const auto& t : files_.back()->tensors())
+      tensors_[t.name] = Located{files_.back().get(), &t};
     return;
   }
 
@@ -39,7 +40,8 @@ SafetensorsModel::SafetensorsModel(const std::string& dir, const std::string& pr
                  index_path.string(), it.key(), file);
     if (!by_file.count(file)) {
       const fs::path shard = fs::path(dir) / file;
-      PTRAIN_CHECK(fs::exists(shard), "'{}' lists shard '{}' (for '{}'), which does not exist",
+      PTRAIN_CHECK(fs::is_regular_file(shard),
+                   "'{}' lists shard '{}' (for '{}'), which does not exist or is not a file",
                    index_path.string(), file, it.key());
       files_.push_back(std::make_unique<SafetensorsFile>(shard.string()));
       by_file[file] = files_.back().get();

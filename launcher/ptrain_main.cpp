@@ -9,6 +9,7 @@
 #include "core/error.h"
 #include "launcher/env_command.h"
 #include "launcher/rank_session.h"
+#include "trainer/model/model_tools.h"
 
 namespace {
 
@@ -57,6 +58,21 @@ int main(int argc, char** argv) {
   validate->add_option("--set", overrides, "Override a config key: --set key=value (repeatable)");
   validate->add_flag("--print", print_resolved, "Print the resolved config (every key)");
 
+  InitModelOptions init;
+  auto* init_model =
+      app.add_subcommand("init-model", "Write a randomly initialised Hugging Face Llama directory");
+  init_model->add_option("--preset", init.preset, "tiny, 160m or 1b (TinyLlama-1.1B shapes)")
+      ->required();
+  init_model->add_option("--out", init.out_dir, "Output directory")->required();
+  init_model->add_option("--seed", init.seed, "Initialisation seed");
+  init_model->add_option("--dtype", init.dtype, "Weight dtype: bf16 or fp32");
+  init_model->add_option("--max-shard-bytes", init.max_shard_bytes,
+                         "Shard the weights past this many bytes per file");
+
+  std::string inspect_dir;
+  auto* inspect = app.add_subcommand("inspect", "Describe and validate a model directory");
+  inspect->add_option("dir", inspect_dir, "Model directory")->required();
+
   std::string docs_out;
   auto* docs = app.add_subcommand("config-docs", "Write the config reference (docs/config.md)");
   docs->add_option("--out,-o", docs_out, "Output file; stdout if omitted");
@@ -72,6 +88,16 @@ int main(int argc, char** argv) {
   return run_guarded([&]() -> int {
     if (*validate) return validate_config(config_path, overrides, print_resolved);
     if (*docs) return config_docs(docs_out);
+    if (*init_model) {
+      int64_t params = write_random_llama_model(init);
+      std::cout << "wrote " << init.out_dir << ": preset " << init.preset << ", " << params
+                << " parameters, " << init.dtype << "\n";
+      return 0;
+    }
+    if (*inspect) {
+      std::cout << inspect_llama_model(inspect_dir);
+      return 0;
+    }
     ResolvedConfig config = load_config(config_path, overrides);
     RankSession session(&argc, &argv, config);
     if (*env) return run_env_command(session);

@@ -18,7 +18,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     std::abort();  // a file shorter than 8 bytes must be rejected
   }
   try {
-    ptrain::SafetensorsHeader header = ptrain::parse_safetensors_header(data, size, size, "fuzz-input");
+    ptrain::SafetensorsHeader header =
+        ptrain::parse_safetensors_header(data, size, size, "fuzz-input");
     uint64_t covered = 0;
     for (const auto& t : header.tensors) {
       if (t.begin != covered || t.end < t.begin) std::abort();

@@ -63,8 +63,10 @@ LlamaDecoderLayerImpl::LlamaDecoderLayerImpl(const LlamaConfig& config, at::Scal
   up_proj_ = mlp->register_module("up_proj", linear(h, i, config.mlp_bias, dtype));
   down_proj_ = mlp->register_module("down_proj", linear(i, h, config.mlp_bias, dtype));
   auto input_norm = register_module("input_layernorm", std::make_shared<torch::nn::Module>());
-  input_layernorm_ = input_norm->register_parameter("weight", torch::ones({h}, torch::dtype(dtype)));
-  auto post_norm = register_module("post_attention_layernorm", std::make_shared<torch::nn::Module>());
+  input_layernorm_ =
+      input_norm->register_parameter("weight", torch::ones({h}, torch::dtype(dtype)));
+  auto post_norm =
+      register_module("post_attention_layernorm", std::make_shared<torch::nn::Module>());
   post_attention_layernorm_ =
       post_norm->register_parameter("weight", torch::ones({h}, torch::dtype(dtype)));
 }
@@ -98,9 +100,11 @@ LlamaForCausalLMImpl::LlamaForCausalLMImpl(const LlamaConfig& config, const Mode
   for (int64_t i = 0; i < config.num_hidden_layers; ++i)
     layers_->push_back(LlamaDecoderLayer(config, options.dtype));
   auto norm = model->register_module("norm", std::make_shared<torch::nn::Module>());
-  norm_ = norm->register_parameter("weight", torch::ones({config.hidden_size}, torch::dtype(options.dtype)));
+  norm_ = norm->register_parameter("weight",
+                                   torch::ones({config.hidden_size}, torch::dtype(options.dtype)));
   if (!config.tie_word_embeddings)
-    lm_head_ = register_module("lm_head", linear(config.hidden_size, config.vocab_size, false, options.dtype));
+    lm_head_ = register_module("lm_head",
+                               linear(config.hidden_size, config.vocab_size, false, options.dtype));
   inv_freq_ = rope_inv_freq(config);
 }
 
@@ -109,7 +113,8 @@ at::Tensor LlamaForCausalLMImpl::output_weight() const {
 }
 
 at::Tensor LlamaForCausalLMImpl::hidden_states(const PackedBatch& batch) {
-  PTRAIN_CHECK(batch.input_ids.dim() == 2 && batch.position_ids.sizes() == batch.input_ids.sizes() &&
+  PTRAIN_CHECK(batch.input_ids.dim() == 2 &&
+                   batch.position_ids.sizes() == batch.input_ids.sizes() &&
                    batch.sequence_ids.sizes() == batch.input_ids.sizes(),
                "packed batch: input_ids {}, position_ids {} and sequence_ids {} must all be [B, T]",
                shape_string(batch.input_ids.sizes()), shape_string(batch.position_ids.sizes()),

@@ -23,7 +23,7 @@ struct PackedBatch {
 };
 
 struct ModelOptions {
-  at::ScalarType dtype = at::kBFloat16;  // parameters and matmuls; kFloat/kDouble for tests
+  at::ScalarType dtype = at::kBFloat16;   // parameters and matmuls; kFloat/kDouble for tests
   bool activation_checkpointing = false;  // recompute each decoder layer in backward
   int64_t loss_chunk_tokens = 0;          // 0: as many rows as keep the chunk's logits at 64 MiB
 };
@@ -75,9 +75,9 @@ class LlamaForCausalLMImpl : public torch::nn::Module {
 };
 TORCH_MODULE(LlamaForCausalLM);
 
-// Packs `rows` (each a list of samples, each a list of token ids) left-aligned into [rows, seq_len]:
-// position ids restart per sample, labels are each sample's next tokens (-100 at its last token),
-// the rest is padding (id 0, sequence id -1, label -100).
+// Packs `rows` (each a list of samples, each a list of token ids) left-aligned into [rows,
+// seq_len]: position ids restart per sample, labels are each sample's next tokens (-100 at its last
+// token), the rest is padding (id 0, sequence id -1, label -100).
 PackedBatch make_packed_batch(const std::vector<std::vector<std::vector<int64_t>>>& rows,
                               int64_t seq_len);
 

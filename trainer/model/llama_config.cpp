@@ -19,7 +19,8 @@ using nlohmann::json;
 int64_t get_int(const json& j, const std::string& source, const char* key, int64_t fallback,
                 int64_t min = 1) {
   if (!j.contains(key) || j[key].is_null()) return fallback;
-  if (!j[key].is_number_integer()) bad(source, key, fmt::format("expected an integer, got {}", j[key].dump()));
+  if (!j[key].is_number_integer())
+    bad(source, key, fmt::format("expected an integer, got {}", j[key].dump()));
   int64_t value = j[key].get<int64_t>();
   if (value < min) bad(source, key, fmt::format("expected >= {}, got {}", min, value));
   return value;
@@ -32,15 +33,18 @@ int64_t require_int(const json& j, const std::string& source, const char* key) {
 
 double get_number(const json& j, const std::string& source, const char* key, double fallback) {
   if (!j.contains(key) || j[key].is_null()) return fallback;
-  if (!j[key].is_number()) bad(source, key, fmt::format("expected a number, got {}", j[key].dump()));
+  if (!j[key].is_number())
+    bad(source, key, fmt::format("expected a number, got {}", j[key].dump()));
   double value = j[key].get<double>();
-  if (!std::isfinite(value) || value <= 0) bad(source, key, fmt::format("expected > 0, got {}", value));
+  if (!std::isfinite(value) || value <= 0)
+    bad(source, key, fmt::format("expected > 0, got {}", value));
   return value;
 }
 
 bool get_bool(const json& j, const std::string& source, const char* key, bool fallback) {
   if (!j.contains(key) || j[key].is_null()) return fallback;
-  if (!j[key].is_boolean()) bad(source, key, fmt::format("expected true or false, got {}", j[key].dump()));
+  if (!j[key].is_boolean())
+    bad(source, key, fmt::format("expected true or false, got {}", j[key].dump()));
   return j[key].get<bool>();
 }
 
@@ -86,7 +90,8 @@ LlamaConfig parse_llama_config(const std::string& json_text, const std::string& 
         fmt::format("'{}' is not a supported architecture (supported: llama, mistral, qwen2)",
                     c.model_type));
   const std::string act = j.value("hidden_act", std::string("silu"));
-  if (act != "silu") bad(source, "hidden_act", fmt::format("'{}' is not supported (only silu)", act));
+  if (act != "silu")
+    bad(source, "hidden_act", fmt::format("'{}' is not supported (only silu)", act));
   if (j.contains("partial_rotary_factor") && j["partial_rotary_factor"] != 1.0)
     bad(source, "partial_rotary_factor", "partial rotary embeddings are not supported");
   if (j.contains("quantization_config") && !j["quantization_config"].is_null())
@@ -103,7 +108,8 @@ LlamaConfig parse_llama_config(const std::string& json_text, const std::string& 
         fmt::format("{} does not divide num_attention_heads {}", c.num_key_value_heads,
                     c.num_attention_heads));
   if (!j.contains("head_dim") && c.hidden_size % c.num_attention_heads != 0)
-    bad(source, "hidden_size", "is not a multiple of num_attention_heads and head_dim is not given");
+    bad(source, "hidden_size",
+        "is not a multiple of num_attention_heads and head_dim is not given");
   c.head_dim = get_int(j, source, "head_dim", c.hidden_size / c.num_attention_heads);
   if (c.head_dim % 2 != 0) bad(source, "head_dim", "must be even for rotary embeddings");
   c.max_position_embeddings = get_int(j, source, "max_position_embeddings", 4096);
@@ -145,7 +151,9 @@ LlamaConfig load_llama_config(const std::string& model_dir) {
 
 std::string llama_config_json(const LlamaConfig& c) {
   static const std::map<std::string, std::string> kArchitecture = {
-      {"llama", "LlamaForCausalLM"}, {"mistral", "MistralForCausalLM"}, {"qwen2", "Qwen2ForCausalLM"}};
+      {"llama", "LlamaForCausalLM"},
+      {"mistral", "MistralForCausalLM"},
+      {"qwen2", "Qwen2ForCausalLM"}};
   nlohmann::ordered_json j;
   j["architectures"] = {kArchitecture.at(c.model_type)};
   j["model_type"] = c.model_type;
@@ -163,7 +171,8 @@ std::string llama_config_json(const LlamaConfig& c) {
   if (c.rope_scaling.type == "default") {
     j["rope_scaling"] = nullptr;
   } else {
-    nlohmann::ordered_json r = {{"rope_type", c.rope_scaling.type}, {"factor", c.rope_scaling.factor}};
+    nlohmann::ordered_json r = {{"rope_type", c.rope_scaling.type},
+                                {"factor", c.rope_scaling.factor}};
     if (c.rope_scaling.type == "llama3") {
       r["low_freq_factor"] = c.rope_scaling.low_freq_factor;
       r["high_freq_factor"] = c.rope_scaling.high_freq_factor;
@@ -174,7 +183,9 @@ std::string llama_config_json(const LlamaConfig& c) {
   j["tie_word_embeddings"] = c.tie_word_embeddings;
   if (c.model_type == "llama") j["attention_bias"] = c.qkv_bias;
   j["mlp_bias"] = c.mlp_bias;
-  if (c.model_type == "mistral") j["sliding_window"] = c.sliding_window > 0 ? nlohmann::ordered_json(c.sliding_window) : nlohmann::ordered_json(nullptr);
+  if (c.model_type == "mistral")
+    j["sliding_window"] = c.sliding_window > 0 ? nlohmann::ordered_json(c.sliding_window)
+                                               : nlohmann::ordered_json(nullptr);
   if (c.bos_token_id) j["bos_token_id"] = *c.bos_token_id;
   if (c.eos_token_ids.size() == 1) j["eos_token_id"] = c.eos_token_ids[0];
   if (c.eos_token_ids.size() > 1) j["eos_token_id"] = c.eos_token_ids;
@@ -202,6 +213,33 @@ double LlamaConfig::forward_flops_per_token(int64_t seq) const {
   const double projections = h * q + 2 * h * kv + q * h + 3 * h * intermediate_size;
   const double attention = 2.0 * q * (static_cast<double>(seq) / 2.0);  // QK^T and PV, causal
   return 2.0 * (num_hidden_layers * (projections + attention) + h * vocab_size);
+}
+
+std::vector<std::pair<std::string, std::vector<int64_t>>> llama_tensor_shapes(
+    const LlamaConfig& c) {
+  const int64_t h = c.hidden_size, q = c.num_attention_heads * c.head_dim,
+                kv = c.num_key_value_heads * c.head_dim, i = c.intermediate_size;
+  std::vector<std::pair<std::string, std::vector<int64_t>>> out;
+  out.push_back({"model.embed_tokens.weight", {c.vocab_size, h}});
+  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
+    const std::string p = fmt::format("model.layers.{}.", l);
+    auto linear = [&](const std::string& name, int64_t in, int64_t outf, bool bias) {
+      out.push_back({p + name + ".weight", {outf, in}});
+      if (bias) out.push_back({p + name + ".bias", {outf}});
+    };
+    linear("self_attn.q_proj", h, q, c.qkv_bias);
+    linear("self_attn.k_proj", h, kv, c.qkv_bias);
+    linear("self_attn.v_proj", h, kv, c.qkv_bias);
+    linear("self_attn.o_proj", q, h, c.o_bias);
+    linear("mlp.gate_proj", h, i, c.mlp_bias);
+    linear("mlp.up_proj", h, i, c.mlp_bias);
+    linear("mlp.down_proj", i, h, c.mlp_bias);
+    out.push_back({p + "input_layernorm.weight", {h}});
+    out.push_back({p + "post_attention_layernorm.weight", {h}});
+  }
+  out.push_back({"model.norm.weight", {h}});
+  if (!c.tie_word_embeddings) out.push_back({"lm_head.weight", {c.vocab_size, h}});
+  return out;
 }
 
 LlamaConfig llama_preset(const std::string& name) {
@@ -243,6 +281,8 @@ LlamaConfig llama_preset(const std::string& name) {
   return c;
 }
 
-std::vector<std::string> llama_preset_names() { return {"tiny", "160m", "1b"}; }
+std::vector<std::string> llama_preset_names() {
+  return {"tiny", "160m", "1b"};
+}
 
 }  // namespace ptrain

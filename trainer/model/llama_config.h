@@ -18,8 +18,8 @@ namespace ptrain {
 struct RopeScaling {
   std::string type = "default";  // default | linear | llama3
   double factor = 1.0;
-  double low_freq_factor = 1.0;   // llama3
-  double high_freq_factor = 4.0;  // llama3
+  double low_freq_factor = 1.0;                     // llama3
+  double high_freq_factor = 4.0;                    // llama3
   int64_t original_max_position_embeddings = 8192;  // llama3
 };
 
@@ -50,6 +50,10 @@ struct LlamaConfig {
   // attention scores and values at the causal average seq/2).
   double forward_flops_per_token(int64_t seq) const;
 };
+
+// The tensors a Hugging Face checkpoint of this architecture holds, by name, with their shapes
+// (what LlamaForCausalLM registers), in module order.
+std::vector<std::pair<std::string, std::vector<int64_t>>> llama_tensor_shapes(const LlamaConfig& c);
 
 // Parses config.json text; `source` names the file in errors.
 LlamaConfig parse_llama_config(const std::string& json_text, const std::string& source);

@@ -148,7 +148,8 @@ class ChunkedCrossEntropy : public torch::autograd::Function<ChunkedCrossEntropy
       at::Tensor lab = labels.narrow(0, begin, len);
       at::Tensor valid = lab.ne(-100).to(acc).unsqueeze(1);
       // d loss / d logits = softmax - onehot(label), zero on ignored rows, times the upstream grad.
-      at::Tensor d = at::matmul(h, weight.t()).to(acc).sub_(lse.narrow(0, begin, len).unsqueeze(1)).exp_();
+      at::Tensor d =
+          at::matmul(h, weight.t()).to(acc).sub_(lse.narrow(0, begin, len).unsqueeze(1)).exp_();
       d.scatter_add_(1, lab.clamp_min(0).unsqueeze(1), -torch::ones({len, 1}, d.options()));
       d.mul_(valid * g);
       at::Tensor dc = d.to(hidden.scalar_type());
@@ -164,8 +165,7 @@ class ChunkedCrossEntropy : public torch::autograd::Function<ChunkedCrossEntropy
 at::Tensor chunked_cross_entropy_sum(const at::Tensor& hidden, const at::Tensor& weight,
                                      const at::Tensor& labels, int64_t chunk_tokens) {
   PTRAIN_ASSERT(hidden.dim() == 2 && labels.dim() == 1 && hidden.size(0) == labels.size(0),
-                "hidden {} labels {}", shape_string(hidden.sizes()),
-                shape_string(labels.sizes()));
+                "hidden {} labels {}", shape_string(hidden.sizes()), shape_string(labels.sizes()));
   return ChunkedCrossEntropy::apply(hidden, weight, labels, std::max<int64_t>(1, chunk_tokens));
 }
 

@@ -19,7 +19,8 @@ at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps);
 at::Tensor rope_inv_freq(const LlamaConfig& config);
 
 // cos and sin tables for `position_ids` [B, T]: [B, T, head_dim] each, fp32 (emb = cat(f, f)).
-std::pair<at::Tensor, at::Tensor> rope_tables(const at::Tensor& inv_freq, const at::Tensor& position_ids);
+std::pair<at::Tensor, at::Tensor> rope_tables(const at::Tensor& inv_freq,
+                                              const at::Tensor& position_ids);
 
 // q' = q * cos + rotate_half(q) * sin for x [B, heads, T, d], in fp32, cast back to x's dtype.
 at::Tensor apply_rope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin);

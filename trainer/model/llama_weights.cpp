@@ -13,23 +13,45 @@ namespace {
 
 bool to_scalar_type(StDtype dtype, at::ScalarType* out) {
   switch (dtype) {
-    case StDtype::kBool: *out = at::kBool; return true;
-    case StDtype::kU8: *out = at::kByte; return true;
-    case StDtype::kI8: *out = at::kChar; return true;
-    case StDtype::kI16: *out = at::kShort; return true;
-    case StDtype::kF16: *out = at::kHalf; return true;
-    case StDtype::kBF16: *out = at::kBFloat16; return true;
-    case StDtype::kI32: *out = at::kInt; return true;
-    case StDtype::kF32: *out = at::kFloat; return true;
-    case StDtype::kF64: *out = at::kDouble; return true;
-    case StDtype::kI64: *out = at::kLong; return true;
-    default: return false;
+    case StDtype::kBool:
+      *out = at::kBool;
+      return true;
+    case StDtype::kU8:
+      *out = at::kByte;
+      return true;
+    case StDtype::kI8:
+      *out = at::kChar;
+      return true;
+    case StDtype::kI16:
+      *out = at::kShort;
+      return true;
+    case StDtype::kF16:
+      *out = at::kHalf;
+      return true;
+    case StDtype::kBF16:
+      *out = at::kBFloat16;
+      return true;
+    case StDtype::kI32:
+      *out = at::kInt;
+      return true;
+    case StDtype::kF32:
+      *out = at::kFloat;
+      return true;
+    case StDtype::kF64:
+      *out = at::kDouble;
+      return true;
+    case StDtype::kI64:
+      *out = at::kLong;
+      return true;
+    default:
+      return false;
   }
 }
 
 bool ignored_extra(const std::string& name, bool tied) {
   const std::string suffix = ".rotary_emb.inv_freq";
-  if (name.size() > suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0)
+  if (name.size() > suffix.size() &&
+      name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0)
     return true;
   return tied && name == "lm_head.weight";
 }
@@ -38,16 +60,26 @@ bool ignored_extra(const std::string& name, bool tied) {
 
 StDtype safetensors_dtype(at::ScalarType dtype) {
   switch (dtype) {
-    case at::kBool: return StDtype::kBool;
-    case at::kByte: return StDtype::kU8;
-    case at::kChar: return StDtype::kI8;
-    case at::kShort: return StDtype::kI16;
-    case at::kHalf: return StDtype::kF16;
-    case at::kBFloat16: return StDtype::kBF16;
-    case at::kInt: return StDtype::kI32;
-    case at::kFloat: return StDtype::kF32;
-    case at::kDouble: return StDtype::kF64;
-    case at::kLong: return StDtype::kI64;
+    case at::kBool:
+      return StDtype::kBool;
+    case at::kByte:
+      return StDtype::kU8;
+    case at::kChar:
+      return StDtype::kI8;
+    case at::kShort:
+      return StDtype::kI16;
+    case at::kHalf:
+      return StDtype::kF16;
+    case at::kBFloat16:
+      return StDtype::kBF16;
+    case at::kInt:
+      return StDtype::kI32;
+    case at::kFloat:
+      return StDtype::kF32;
+    case at::kDouble:
+      return StDtype::kF64;
+    case at::kLong:
+      return StDtype::kI64;
     default:
       throw UserError(fmt::format("dtype {} has no safetensors equivalent", c10::toString(dtype)));
   }
@@ -62,9 +94,9 @@ at::Tensor tensor_from_safetensors(const SafetensorsFile& file, const TensorInfo
   const auto element = dtype_size(info.dtype);
   if (reinterpret_cast<uintptr_t>(bytes) % element == 0) {
     auto mapping = file.mapping();  // the tensor keeps the file mapped
-    return torch::from_blob(const_cast<uint8_t*>(bytes), info.shape,
-                            [mapping](void*) mutable { mapping.reset(); },
-                            torch::dtype(dtype));
+    return torch::from_blob(
+        const_cast<uint8_t*>(bytes), info.shape, [mapping](void*) mutable { mapping.reset(); },
+        torch::dtype(dtype));
   }
   at::Tensor copy = torch::empty(info.shape, torch::dtype(dtype));
   std::memcpy(copy.data_ptr(), bytes, info.nbytes());
@@ -90,9 +122,10 @@ void load_llama_weights(LlamaForCausalLM& model, const SafetensorsModel& weights
   }
   for (const auto& name : weights.names()) {
     if (used.count(name) || ignored_extra(name, model->config().tie_word_embeddings)) continue;
-    throw UserError(fmt::format("model '{}' has tensor '{}', which a {} with this config.json does "
-                                "not use",
-                                weights.dir(), name, model->config().model_type));
+    throw UserError(
+        fmt::format("model '{}' has tensor '{}', which a {} with this config.json does "
+                    "not use",
+                    weights.dir(), name, model->config().model_type));
   }
 }
 
@@ -112,7 +145,9 @@ void save_llama_model(LlamaForCausalLM& model, const std::string& dir, at::Scala
     tensors.push_back(bytes);
   }
   LlamaConfig config = model->config();
-  config.torch_dtype = dtype == at::kBFloat16 ? "bfloat16" : dtype == at::kHalf ? "float16" : "float32";
+  config.torch_dtype = dtype == at::kBFloat16 ? "bfloat16"
+                       : dtype == at::kHalf   ? "float16"
+                                              : "float32";
   write_safetensors_model(dir, tensors, max_shard_bytes, {{"format", "pt"}});
   write_file_atomic(dir + "/config.json", llama_config_json(config));
   nlohmann::ordered_json generation = {{"_from_model_config", true}};

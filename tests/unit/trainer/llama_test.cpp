@@ -72,7 +72,8 @@ std::vector<double> reference_inv_freq(const LlamaConfig& c) {
       if (wavelen > orig / s.low_freq_factor) {
         f = f / s.factor;
       } else if (wavelen >= orig / s.high_freq_factor) {
-        double smooth = (orig / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor);
+        double smooth =
+            (orig / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor);
         f = (1 - smooth) * f / s.factor + smooth * f;
       }
     }
@@ -114,8 +115,10 @@ TEST(LlamaOps, ApplyRopeIsTheNonInterleavedRotation) {
     for (int i = 0; i < t; ++i)
       for (int k = 0; k < d; ++k) {
         double angle = pos[0][i].item<double>() * inv[k % (d / 2)].item<double>();
-        double rotated = k < d / 2 ? -x[0][h][i][k + d / 2].item<double>() : x[0][h][i][k - d / 2].item<double>();
-        double expected = x[0][h][i][k].item<double>() * std::cos(angle) + rotated * std::sin(angle);
+        double rotated = k < d / 2 ? -x[0][h][i][k + d / 2].item<double>()
+                                   : x[0][h][i][k - d / 2].item<double>();
+        double expected =
+            x[0][h][i][k].item<double>() * std::cos(angle) + rotated * std::sin(angle);
         ASSERT_NEAR(got[0][h][i][k].item<double>(), expected, 1e-6);
       }
 }
@@ -139,7 +142,8 @@ TEST(LlamaOps, GroupedAttentionMatchesAnExplicitSoftmaxLoop) {
           bool allowed = (j <= i && si >= 0 && seq[bi][j].item<int64_t>() == si) || j == i;
           if (!allowed) continue;
           double s = 0;
-          for (int e = 0; e < d; ++e) s += q[bi][h][i][e].item<double>() * k[bi][g][j][e].item<double>();
+          for (int e = 0; e < d; ++e)
+            s += q[bi][h][i][e].item<double>() * k[bi][g][j][e].item<double>();
           w[j] = s / std::sqrt(static_cast<double>(d));
           max = std::max(max, w[j]);
         }
@@ -170,9 +174,11 @@ TEST(LlamaOps, ChunkedCrossEntropyMatchesFullLogitsAndGradients) {
   at::Tensor got = chunked_cross_entropy_sum(h, w, labels, 4);  // chunks of 4, 4, 4, 1
   // Reference: an explicit log-sum-exp in fp64, differentiated by autograd.
   at::Tensor logits = at::matmul(h, w.t());
-  at::Tensor lse = (logits - std::get<0>(logits.max(1, true))).exp().sum(1).log() + std::get<0>(logits.max(1));
+  at::Tensor lse =
+      (logits - std::get<0>(logits.max(1, true))).exp().sum(1).log() + std::get<0>(logits.max(1));
   at::Tensor valid = labels.ne(-100);
-  at::Tensor expected = ((lse - logits.gather(1, labels.clamp_min(0).unsqueeze(1)).squeeze(1)) * valid).sum();
+  at::Tensor expected =
+      ((lse - logits.gather(1, labels.clamp_min(0).unsqueeze(1)).squeeze(1)) * valid).sum();
   EXPECT_NEAR(got.item<double>(), expected.item<double>(), 1e-5);
   auto g_got = torch::autograd::grad({got}, {h, w});
   auto g_ref = torch::autograd::grad({expected}, {h, w});
@@ -191,10 +197,28 @@ LlamaForCausalLM make_model(const LlamaConfig& config, at::ScalarType dtype, uin
   return model;
 }
 
+TEST(LlamaModel, ParametersAreTheHuggingFaceTensorsOfTheConfig) {
+  LlamaConfig c = llama_preset("tiny");
+  c.qkv_bias = true;  // Qwen2-style biases appear under their HF names too
+  auto model = make_model(c, at::kFloat);
+  auto expected = llama_tensor_shapes(c);
+  auto params = model->named_parameters();
+  ASSERT_EQ(params.size(), expected.size());
+  for (size_t i = 0; i < expected.size(); ++i) {
+    EXPECT_EQ(params[i].key(), expected[i].first);
+    EXPECT_EQ(params[i].value().sizes().vec(), expected[i].second) << expected[i].first;
+  }
+  EXPECT_EQ(expected[2].first, "model.layers.0.self_attn.q_proj.bias");
+  int64_t total = 0;
+  for (auto& p : params) total += p.value().numel();
+  EXPECT_EQ(total, c.num_parameters());
+}
+
 TEST(LlamaModel, PackedRowEqualsItsSamplesRunAlone) {
   LlamaConfig c = llama_preset("tiny");
   auto model = make_model(c, at::kDouble);
-  std::vector<std::vector<int64_t>> samples = {{5, 9, 200, 31, 7}, {1, 2, 3}, {250, 4, 4, 4, 4, 9, 17}};
+  std::vector<std::vector<int64_t>> samples = {
+      {5, 9, 200, 31, 7}, {1, 2, 3}, {250, 4, 4, 4, 4, 9, 17}};
   PackedBatch packed = make_packed_batch({samples}, 20);  // 15 tokens + 5 padding
   at::Tensor packed_logits = model->logits(packed);
   double packed_loss = model->loss_sum(packed).item<double>();
@@ -234,7 +258,8 @@ TEST(LlamaModel, GradientsMatchFiniteDifferencesAndCheckpointingChangesNothing) 
       flat[idx] = saved;
       double numeric = (up - down) / (2 * eps);
       double analytic = grads[p.key()].view({-1})[idx].item<double>();
-      ASSERT_NEAR(analytic, numeric, 1e-6 * (1 + std::fabs(numeric))) << p.key() << "[" << idx << "]";
+      ASSERT_NEAR(analytic, numeric, 1e-6 * (1 + std::fabs(numeric)))
+          << p.key() << "[" << idx << "]";
       ++checked;
     }
   }
@@ -252,11 +277,13 @@ TEST(LlamaModel, Bf16ForwardStaysWithinTwoPercentOfFp32) {
   LlamaConfig c = llama_preset("tiny");
   auto fp32 = make_model(c, at::kFloat, 3);
   auto bf16 = make_model(c, at::kBFloat16, 3);  // the same seed: bf16-rounded copies
-  PackedBatch batch = make_packed_batch({{{3, 1, 4, 1, 5, 9, 2, 6}, {5, 3, 5}}, {{8, 9, 7, 9, 3, 2, 3, 8, 4}}}, 16);
+  PackedBatch batch =
+      make_packed_batch({{{3, 1, 4, 1, 5, 9, 2, 6}, {5, 3, 5}}, {{8, 9, 7, 9, 3, 2, 3, 8, 4}}}, 16);
   at::Tensor a = fp32->logits(batch), b = bf16->logits(batch);
   double relative = ((a - b).abs().mean() / a.abs().mean()).item<double>();
   EXPECT_LT(relative, 0.02);
-  double loss32 = fp32->loss_sum(batch).item<double>(), loss16 = bf16->loss_sum(batch).item<double>();
+  double loss32 = fp32->loss_sum(batch).item<double>(),
+         loss16 = bf16->loss_sum(batch).item<double>();
   EXPECT_NEAR(loss16, loss32, 0.01 * loss32);
 }
 
@@ -337,13 +364,17 @@ TEST(LlamaWeights, MissingExtraAndMisShapedTensorsAreNamed) {
   EXPECT_THAT(load_error([&](auto& t) { t.erase(t.begin() + (&named(t, k_proj) - t.data())); }),
               HasSubstr("missing tensor '" + k_proj + "'"));
   at::Tensor extra = torch::zeros({2});
-  EXPECT_THAT(load_error([&](auto& t) {
-                t.push_back({"model.layers.9.mlp.up_proj.weight", StDtype::kF32, {2}, extra.data_ptr(), 8});
-              }),
-              HasSubstr("'model.layers.9.mlp.up_proj.weight', which a llama"));
+  EXPECT_THAT(
+      load_error([&](auto& t) {
+        t.push_back({"model.layers.9.mlp.up_proj.weight", StDtype::kF32, {2}, extra.data_ptr(), 8});
+      }),
+      HasSubstr("'model.layers.9.mlp.up_proj.weight', which a llama"));
   EXPECT_EQ(load_error([&](auto& t) {
-              t.push_back({"model.layers.0.self_attn.rotary_emb.inv_freq", StDtype::kF32, {2},
-                           extra.data_ptr(), 8});
+              t.push_back({"model.layers.0.self_attn.rotary_emb.inv_freq",
+                           StDtype::kF32,
+                           {2},
+                           extra.data_ptr(),
+                           8});
             }),
             "no error");  // the documented ignore rule
   EXPECT_THAT(load_error([&](auto& t) {
@@ -367,14 +398,15 @@ TEST(LlamaWeights, TruncatedFileFailsWithTheRule) {
 // ---------------------------------------------------------------- config.json
 
 TEST(LlamaConfigJson, ReadsLlama31Mistral7bAndQwen2Configs) {
-  LlamaConfig l = parse_llama_config(R"({"architectures": ["LlamaForCausalLM"], "model_type": "llama",
+  LlamaConfig l =
+      parse_llama_config(R"({"architectures": ["LlamaForCausalLM"], "model_type": "llama",
     "vocab_size": 128256, "hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32,
     "num_attention_heads": 32, "num_key_value_heads": 8, "max_position_embeddings": 131072,
     "rms_norm_eps": 1e-05, "rope_theta": 500000.0, "rope_scaling": {"factor": 8.0,
     "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192,
     "rope_type": "llama3"}, "tie_word_embeddings": false, "bos_token_id": 128000,
     "eos_token_id": [128001, 128008, 128009], "torch_dtype": "bfloat16", "use_cache": true})",
-                                     "llama31.json");
+                         "llama31.json");
   EXPECT_EQ(l.head_dim, 128);
   EXPECT_EQ(l.rope_scaling.type, "llama3");
   EXPECT_EQ(l.eos_token_ids.size(), 3u);
@@ -382,12 +414,14 @@ TEST(LlamaConfigJson, ReadsLlama31Mistral7bAndQwen2Configs) {
   LlamaConfig m = parse_llama_config(R"({"model_type": "mistral", "vocab_size": 32000,
     "hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32,
     "num_attention_heads": 32, "num_key_value_heads": 8, "sliding_window": 4096,
-    "rope_theta": 10000.0})", "mistral.json");
+    "rope_theta": 10000.0})",
+                                     "mistral.json");
   EXPECT_EQ(m.sliding_window, 4096);
   LlamaConfig q = parse_llama_config(R"({"model_type": "qwen2", "vocab_size": 151936,
     "hidden_size": 896, "intermediate_size": 4864, "num_hidden_layers": 24,
     "num_attention_heads": 14, "num_key_value_heads": 2, "tie_word_embeddings": true,
-    "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0}})", "qwen2.json");
+    "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0}})",
+                                     "qwen2.json");
   EXPECT_TRUE(q.qkv_bias);
   EXPECT_FALSE(q.o_bias);
   EXPECT_EQ(q.rope_theta, 1000000.0);
@@ -407,8 +441,9 @@ TEST(LlamaConfigJson, UnsupportedSettingsAreErrorsNamingTheKey) {
   };
   EXPECT_THAT(error(R"(, "model_type": "gpt2")"), HasSubstr("cfg.json: key 'model_type'"));
   EXPECT_THAT(error(R"(, "model_type": "llama", "hidden_act": "gelu")"), HasSubstr("'hidden_act'"));
-  EXPECT_THAT(error(R"(, "model_type": "llama", "rope_scaling": {"rope_type": "yarn", "factor": 4})"),
-              HasSubstr("rope type 'yarn' is not supported"));
+  EXPECT_THAT(
+      error(R"(, "model_type": "llama", "rope_scaling": {"rope_type": "yarn", "factor": 4})"),
+      HasSubstr("rope type 'yarn' is not supported"));
   EXPECT_THAT(error(R"(, "model_type": "llama", "num_key_value_heads": 3)"),
               HasSubstr("'num_key_value_heads'"));
   EXPECT_THAT(error(R"(, "model_type": "llama", "partial_rotary_factor": 0.5)"),

@@ -1,0 +1,58 @@
+#include "trainer/model/model_tools.h"
+
+#include <map>
+
+#include "checkpoint/safetensors_model.h"
+#include "core/error.h"
+#include "trainer/model/llama.h"
+#include "trainer/model/llama_config.h"
+#include "trainer/model/llama_weights.h"
+
+namespace ptrain {
+
+int64_t write_random_llama_model(const InitModelOptions& options) {
+  PTRAIN_CHECK(options.dtype == "bf16" || options.dtype == "fp32",
+               "--dtype: expected bf16 or fp32, got '{}'", options.dtype);
+  const at::ScalarType dtype = options.dtype == "bf16" ? at::kBFloat16 : at::kFloat;
+  LlamaConfig config = llama_preset(options.preset);
+  ModelOptions model_options;
+  model_options.dtype = dtype;
+  LlamaForCausalLM model(config, model_options);
+  model->initialize(options.seed);
+  save_llama_model(model, options.out_dir, dtype, options.max_shard_bytes);
+  return config.num_parameters();
+}
+
+std::string inspect_llama_model(const std::string& dir) {
+  LlamaConfig config = load_llama_config(dir);
+  SafetensorsModel weights(dir);
+  std::map<std::string, uint64_t> bytes_by_dtype;
+  int64_t params = 0;
+  for (const auto& [name, shape] : llama_tensor_shapes(config)) {
+    const SafetensorsModel::Located* located = weights.find(name);
+    PTRAIN_CHECK(located != nullptr, "model '{}' is missing tensor '{}'", dir, name);
+    PTRAIN_CHECK(located->info->shape == shape, "'{}': tensor '{}' has the wrong shape for config.json",
+                 located->file->path(), name);
+    const StDtype d = located->info->dtype;
+    PTRAIN_CHECK(d == StDtype::kBF16 || d == StDtype::kF16 || d == StDtype::kF32,
+                 "'{}': tensor '{}' is {}, expected BF16, F16 or F32", located->file->path(), name,
+                 dtype_name(d));
+    bytes_by_dtype[dtype_name(d)] += located->info->nbytes();
+    params += located->info->numel();
+  }
+  std::string dtypes;
+  for (const auto& [name, bytes] : bytes_by_dtype)
+    dtypes += fmt::format("{}{} {:.1f} MiB", dtypes.empty() ? "" : ", ", name, bytes / 1048576.0);
+  return fmt::format(
+      "model {}\n  architecture: {} ({} layers, hidden {}, heads {}/{} kv, head_dim {}, "
+      "intermediate {}, vocab {})\n  rope: theta {}, scaling {}\n  parameters: {} ({:.3f} B)\n"
+      "  weights: {} file(s), {} tensors, {}\n  tied embeddings: {}\n  status: OK (every tensor "
+      "present with the shape config.json needs)\n",
+      dir, config.model_type, config.num_hidden_layers, config.hidden_size,
+      config.num_attention_heads, config.num_key_value_heads, config.head_dim,
+      config.intermediate_size, config.vocab_size, config.rope_theta, config.rope_scaling.type,
+      params, params / 1e9, weights.file_count(), weights.names().size(), dtypes,
+      config.tie_word_embeddings ? "yes" : "no");
+}
+
+}  // namespace ptrain
