@@ -3,6 +3,7 @@
 #include <CLI/CLI.hpp>
 
 #include "bench/comm_bench.h"
+#include "bench/model_bench.h"
 #include "core/error.h"
 #include "launcher/rank_session.h"
 #include "parallel/mpi_runtime.h"
@@ -18,6 +19,13 @@ int main(int argc, char** argv) {
   comm->add_option("--min-bytes", comm_options.min_bytes, "Smallest size (bytes)");
   comm->add_option("--max-bytes", comm_options.max_bytes, "Largest size (bytes)");
   comm->add_option("--seconds", comm_options.seconds_per_point, "Timed work per measurement round");
+  ptrain::bench::ModelBenchOptions model_options;
+  auto* model = app.add_subcommand("model", "Llama forward+backward throughput vs bf16 GEMM peak");
+  model->add_option("--presets", model_options.presets, "Presets to run (tiny 160m 1b)");
+  model->add_option("--seqs", model_options.seqs, "Sequence lengths");
+  model->add_option("--tokens", model_options.tokens_per_step, "Tokens per step (rows of seq)");
+  model->add_option("--steps", model_options.steps, "Timed steps");
+  model->add_option("--threads", model_options.threads, "Compute threads (0: every core)");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -25,6 +33,7 @@ int main(int argc, char** argv) {
     return code == 0 ? 0 : static_cast<int>(ptrain::ExitCode::kBadInput);
   }
   return ptrain::run_guarded([&]() -> int {
+    if (*model) return ptrain::bench::run_model_bench(model_options);
     ptrain::MpiRuntime mpi(&argc, &argv);
     if (*comm) return ptrain::bench::run_comm_bench(comm_options);
     return 0;

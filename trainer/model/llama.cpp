@@ -120,7 +120,10 @@ at::Tensor LlamaForCausalLMImpl::hidden_states(const PackedBatch& batch) {
                shape_string(batch.input_ids.sizes()), shape_string(batch.position_ids.sizes()),
                shape_string(batch.sequence_ids.sizes()));
   auto [cos, sin] = rope_tables(inv_freq_, batch.position_ids);
-  at::Tensor mask = packed_causal_mask(batch.sequence_ids, config_.sliding_window);
+  const at::ScalarType acc = options_.dtype == at::kDouble ? at::kDouble : at::kFloat;
+  at::Tensor mask = attention_bias(packed_causal_mask(batch.sequence_ids, config_.sliding_window), acc);
+  cos = cos.to(options_.dtype);
+  sin = sin.to(options_.dtype);
   at::Tensor h = embed_tokens_(batch.input_ids);
   const bool checkpoint = options_.activation_checkpointing && torch::GradMode::is_enabled();
   for (const auto& module : *layers_) {

@@ -58,13 +58,12 @@ std::pair<at::Tensor, at::Tensor> rope_tables(const at::Tensor& inv_freq,
 }
 
 at::Tensor apply_rope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) {
-  const bool fp64 = x.scalar_type() == at::kDouble;
-  at::Tensor x32 = fp64 ? x : x.to(at::kFloat);
-  at::Tensor c = cos.unsqueeze(1).to(x32.scalar_type());  // [B, 1, T, d]
-  at::Tensor s = sin.unsqueeze(1).to(x32.scalar_type());
+  // In x's dtype with the tables cast to it, as Hugging Face computes it.
+  at::Tensor c = cos.unsqueeze(1).to(x.scalar_type());  // [B, 1, T, d]
+  at::Tensor s = sin.unsqueeze(1).to(x.scalar_type());
   const int64_t half = x.size(-1) / 2;
-  at::Tensor rotated = at::cat({-x32.narrow(-1, half, half), x32.narrow(-1, 0, half)}, -1);
-  return (x32 * c + rotated * s).to(x.scalar_type());
+  at::Tensor rotated = at::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
+  return x * c + rotated * s;
 }
 
 // ---------------------------------------------------------------- attention
@@ -86,8 +85,13 @@ at::Tensor packed_causal_mask(const at::Tensor& sequence_ids, int64_t window) {
   return ((same & real & causal) | self).unsqueeze(1);
 }
 
+at::Tensor attention_bias(const at::Tensor& mask, at::ScalarType dtype) {
+  return torch::zeros(mask.sizes(), torch::dtype(dtype))
+      .masked_fill_(mask.logical_not(), -std::numeric_limits<double>::infinity());
+}
+
 at::Tensor grouped_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                             const at::Tensor& mask) {
+                             const at::Tensor& bias) {
   const int64_t b = q.size(0), heads = q.size(1), t = q.size(2), d = q.size(3);
   const int64_t kv_heads = k.size(1), group = heads / kv_heads;
   PTRAIN_ASSERT(heads % kv_heads == 0, "{} query heads over {} kv heads", heads, kv_heads);
@@ -96,9 +100,9 @@ at::Tensor grouped_attention(const at::Tensor& q, const at::Tensor& k, const at:
   at::Tensor qg = q.reshape({b, kv_heads, group * t, d});
   const double scale = 1.0 / std::sqrt(static_cast<double>(d));
   at::Tensor scores = at::matmul(qg, k.transpose(-1, -2));  // [B, KV, group*T, T]
-  const at::ScalarType acc = q.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-  scores = scores.to(acc).mul_(scale).view({b, kv_heads, group, t, t});
-  scores.masked_fill_(mask.logical_not().unsqueeze(1), -std::numeric_limits<double>::infinity());
+  const at::ScalarType acc = bias.scalar_type();
+  // bias + scale * scores in the accumulation dtype: one pass, out of place (cheap backward).
+  scores = at::add(bias.unsqueeze(1), scores.to(acc).view({b, kv_heads, group, t, t}), scale);
   at::Tensor probs = at::softmax(scores, -1).to(q.scalar_type()).view({b, kv_heads, group * t, t});
   return at::matmul(probs, v).view({b, heads, t, d});
 }
@@ -121,12 +125,14 @@ class ChunkedCrossEntropy : public torch::autograd::Function<ChunkedCrossEntropy
     for (int64_t begin = 0; begin < n; begin += chunk) {
       const int64_t len = std::min(chunk, n - begin);
       at::Tensor logits = at::matmul(hidden.narrow(0, begin, len), weight.t()).to(acc);
-      at::Tensor chunk_lse = at::logsumexp(logits, -1);
-      lse.narrow(0, begin, len).copy_(chunk_lse);
+      at::Tensor log_probs = at::log_softmax(logits, -1);
       at::Tensor lab = labels.narrow(0, begin, len);
       at::Tensor valid = lab.ne(-100);
-      at::Tensor picked = logits.gather(1, lab.clamp_min(0).unsqueeze(1)).squeeze(1);
-      total += ((chunk_lse - picked) * valid.to(acc)).sum();
+      at::Tensor index = lab.clamp_min(0).unsqueeze(1);
+      // log-sum-exp = logit - log_prob for any column; kept for the backward's softmax.
+      lse.narrow(0, begin, len)
+          .copy_((logits.narrow(1, 0, 1) - log_probs.narrow(1, 0, 1)).squeeze(1));
+      total -= (log_probs.gather(1, index).squeeze(1) * valid.to(acc)).sum();
     }
     ctx->save_for_backward({hidden, weight, labels, lse});
     ctx->saved_data["chunk"] = chunk;
@@ -140,7 +146,7 @@ class ChunkedCrossEntropy : public torch::autograd::Function<ChunkedCrossEntropy
     const at::ScalarType acc = lse.scalar_type();
     at::Tensor g = grad_outputs[0].to(acc);
     at::Tensor grad_hidden = torch::empty_like(hidden);
-    at::Tensor grad_weight = torch::zeros(weight.sizes(), weight.options().dtype(acc));
+    at::Tensor grad_weight;  // fp32 sum over chunks
     const int64_t n = hidden.size(0);
     for (int64_t begin = 0; begin < n; begin += chunk) {
       const int64_t len = std::min(chunk, n - begin);
@@ -148,14 +154,16 @@ class ChunkedCrossEntropy : public torch::autograd::Function<ChunkedCrossEntropy
       at::Tensor lab = labels.narrow(0, begin, len);
       at::Tensor valid = lab.ne(-100).to(acc).unsqueeze(1);
       // d loss / d logits = softmax - onehot(label), zero on ignored rows, times the upstream grad.
-      at::Tensor d =
-          at::matmul(h, weight.t()).to(acc).sub_(lse.narrow(0, begin, len).unsqueeze(1)).exp_();
+      at::Tensor d = at::matmul(h, weight.t()).to(acc);
+      d.sub_(lse.narrow(0, begin, len).unsqueeze(1)).exp_();
       d.scatter_add_(1, lab.clamp_min(0).unsqueeze(1), -torch::ones({len, 1}, d.options()));
       d.mul_(valid * g);
       at::Tensor dc = d.to(hidden.scalar_type());
       grad_hidden.narrow(0, begin, len).copy_(at::matmul(dc, weight));
-      grad_weight.add_(at::matmul(dc.t(), h).to(acc));
+      at::Tensor chunk_grad = at::matmul(dc.t(), h).to(acc);
+      grad_weight = grad_weight.defined() ? grad_weight.add_(chunk_grad) : chunk_grad;
     }
+    if (!grad_weight.defined()) grad_weight = torch::zeros(weight.sizes(), weight.options().dtype(acc));
     return {grad_hidden, grad_weight.to(weight.scalar_type()), at::Tensor(), at::Tensor()};
   }
 };

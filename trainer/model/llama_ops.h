@@ -22,7 +22,7 @@ at::Tensor rope_inv_freq(const LlamaConfig& config);
 std::pair<at::Tensor, at::Tensor> rope_tables(const at::Tensor& inv_freq,
                                               const at::Tensor& position_ids);
 
-// q' = q * cos + rotate_half(q) * sin for x [B, heads, T, d], in fp32, cast back to x's dtype.
+// q' = q * cos + rotate_half(q) * sin for x [B, heads, T, d], in x's dtype (as Hugging Face).
 at::Tensor apply_rope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin);
 
 // Which key each query may see in a packed row: a [B, 1, T, T] bool mask, true where query i and
@@ -34,11 +34,15 @@ at::Tensor packed_causal_mask(const at::Tensor& sequence_ids, int64_t window);
 // [3 4 0 1 2 0] -> [0 0 1 1 1 2]. Rows start a sample at their first token.
 at::Tensor sequence_ids_from_positions(const at::Tensor& position_ids);
 
-// softmax(q k^T / sqrt(d) + mask) v with grouped-query heads: q [B, H, T, d], k and v
+// The additive form of a packed_causal_mask: 0 where allowed, -inf elsewhere, in `dtype` (the
+// softmax dtype: fp32, or fp64 for fp64 models). Built once per batch, shared by every layer.
+at::Tensor attention_bias(const at::Tensor& mask, at::ScalarType dtype);
+
+// softmax(q k^T / sqrt(d) + bias) v with grouped-query heads: q [B, H, T, d], k and v
 // [B, KV, T, d] with H a multiple of KV; keys and values are shared by H/KV query heads without
-// being repeated in memory. Scores and softmax in fp32. Returns [B, H, T, d].
+// being repeated in memory. Scores and softmax in bias's dtype (fp32). Returns [B, H, T, d].
 at::Tensor grouped_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                             const at::Tensor& mask);
+                             const at::Tensor& bias);
 
 // Sum over tokens with label != -100 of cross_entropy(hidden @ weight^T, label), computed over
 // chunks of `chunk_tokens` rows so no more than chunk_tokens x vocab fp32 logits exist at once, in
