@@ -10,3 +10,9 @@ function(ptrain_use_torch target)
   target_link_libraries(${target} PRIVATE torch)
   target_precompile_headers(${target} PRIVATE <torch/torch.h>)
 endfunction()
+
+# Every executable: warnings, and tcmalloc as the process allocator (see CMakeLists.txt).
+function(ptrain_executable target)
+  ptrain_target_defaults(${target})
+  target_link_libraries(${target} PRIVATE ${TCMALLOC_LIBRARY})
+endfunction()

@@ -10,7 +10,7 @@ packages=(
   protobuf-compiler libprotobuf-dev libgrpc++-dev protobuf-compiler-grpc
   libspdlog-dev libfmt-dev libgtest-dev libgmock-dev
   libyaml-cpp-dev nlohmann-json3-dev libcli11-dev
-  libsqlite3-dev libxxhash-dev
+  libsqlite3-dev libxxhash-dev libgoogle-perftools-dev
 )
 
 missing=()

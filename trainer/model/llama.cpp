@@ -120,8 +120,8 @@ at::Tensor LlamaForCausalLMImpl::hidden_states(const PackedBatch& batch) {
                shape_string(batch.input_ids.sizes()), shape_string(batch.position_ids.sizes()),
                shape_string(batch.sequence_ids.sizes()));
   auto [cos, sin] = rope_tables(inv_freq_, batch.position_ids);
-  const at::ScalarType acc = options_.dtype == at::kDouble ? at::kDouble : at::kFloat;
-  at::Tensor mask = attention_bias(packed_causal_mask(batch.sequence_ids, config_.sliding_window), acc);
+  at::Tensor mask = attention_bias(packed_causal_mask(batch.sequence_ids, config_.sliding_window),
+                                   options_.dtype);
   cos = cos.to(options_.dtype);
   sin = sin.to(options_.dtype);
   at::Tensor h = embed_tokens_(batch.input_ids);

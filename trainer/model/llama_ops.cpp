@@ -97,13 +97,14 @@ at::Tensor grouped_attention(const at::Tensor& q, const at::Tensor& k, const at:
   PTRAIN_ASSERT(heads % kv_heads == 0, "{} query heads over {} kv heads", heads, kv_heads);
   // Query heads h = g * group + j share kv head g: fold the group into the row dimension, so one
   // matmul per kv head serves all its query heads without repeating K or V.
-  at::Tensor qg = q.reshape({b, kv_heads, group * t, d});
   const double scale = 1.0 / std::sqrt(static_cast<double>(d));
+  at::Tensor qg = (q * scale).reshape({b, kv_heads, group * t, d});
   at::Tensor scores = at::matmul(qg, k.transpose(-1, -2));  // [B, KV, group*T, T]
-  const at::ScalarType acc = bias.scalar_type();
-  // bias + scale * scores in the accumulation dtype: one pass, out of place (cheap backward).
-  scores = at::add(bias.unsqueeze(1), scores.to(acc).view({b, kv_heads, group, t, t}), scale);
-  at::Tensor probs = at::softmax(scores, -1).to(q.scalar_type()).view({b, kv_heads, group * t, t});
+  // The softmax kernel accumulates in fp32 for bf16 input and writes probabilities in the compute
+  // dtype (as Hugging Face rounds them).
+  scores = (scores.view({b, kv_heads, group, t, t}) + bias.unsqueeze(1))
+               .view({b, kv_heads, group * t, t});
+  at::Tensor probs = at::softmax(scores, -1);
   return at::matmul(probs, v).view({b, heads, t, d});
 }
 
@@ -120,31 +121,26 @@ class ChunkedCrossEntropy : public torch::autograd::Function<ChunkedCrossEntropy
                             const at::Tensor& weight, const at::Tensor& labels, int64_t chunk) {
     const int64_t n = hidden.size(0);
     const at::ScalarType acc = hidden.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-    at::Tensor lse = torch::empty({n}, hidden.options().dtype(acc));
     at::Tensor total = torch::zeros({}, hidden.options().dtype(acc));
     for (int64_t begin = 0; begin < n; begin += chunk) {
       const int64_t len = std::min(chunk, n - begin);
-      at::Tensor logits = at::matmul(hidden.narrow(0, begin, len), weight.t()).to(acc);
-      at::Tensor log_probs = at::log_softmax(logits, -1);
+      at::Tensor logits = at::matmul(hidden.narrow(0, begin, len), weight.t());
+      at::Tensor log_probs = at::log_softmax(logits, -1, acc);  // converts inside the kernel
       at::Tensor lab = labels.narrow(0, begin, len);
-      at::Tensor valid = lab.ne(-100);
-      at::Tensor index = lab.clamp_min(0).unsqueeze(1);
-      // log-sum-exp = logit - log_prob for any column; kept for the backward's softmax.
-      lse.narrow(0, begin, len)
-          .copy_((logits.narrow(1, 0, 1) - log_probs.narrow(1, 0, 1)).squeeze(1));
-      total -= (log_probs.gather(1, index).squeeze(1) * valid.to(acc)).sum();
+      at::Tensor valid = lab.ne(-100).to(acc);
+      total -= (log_probs.gather(1, lab.clamp_min(0).unsqueeze(1)).squeeze(1) * valid).sum();
     }
-    ctx->save_for_backward({hidden, weight, labels, lse});
+    ctx->save_for_backward({hidden, weight, labels});
     ctx->saved_data["chunk"] = chunk;
     return total;
   }
 
   static tensor_list backward(AutogradContext* ctx, tensor_list grad_outputs) {
     auto saved = ctx->get_saved_variables();
-    const at::Tensor &hidden = saved[0], &weight = saved[1], &labels = saved[2], &lse = saved[3];
+    const at::Tensor &hidden = saved[0], &weight = saved[1], &labels = saved[2];
     const int64_t chunk = ctx->saved_data["chunk"].toInt();
-    const at::ScalarType acc = lse.scalar_type();
-    at::Tensor g = grad_outputs[0].to(acc);
+    const at::ScalarType acc = hidden.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+    at::Tensor g = grad_outputs[0];
     at::Tensor grad_hidden = torch::empty_like(hidden);
     at::Tensor grad_weight;  // fp32 sum over chunks
     const int64_t n = hidden.size(0);
@@ -152,18 +148,18 @@ class ChunkedCrossEntropy : public torch::autograd::Function<ChunkedCrossEntropy
       const int64_t len = std::min(chunk, n - begin);
       at::Tensor h = hidden.narrow(0, begin, len);
       at::Tensor lab = labels.narrow(0, begin, len);
-      at::Tensor valid = lab.ne(-100).to(acc).unsqueeze(1);
-      // d loss / d logits = softmax - onehot(label), zero on ignored rows, times the upstream grad.
-      at::Tensor d = at::matmul(h, weight.t()).to(acc);
-      d.sub_(lse.narrow(0, begin, len).unsqueeze(1)).exp_();
+      // d loss / d logits = softmax - onehot(label), zero on ignored rows, times the upstream
+      // grad, in fp32; cast to the compute dtype for the two matmuls.
+      at::Tensor d = at::softmax(at::matmul(h, weight.t()), -1, acc);
       d.scatter_add_(1, lab.clamp_min(0).unsqueeze(1), -torch::ones({len, 1}, d.options()));
-      d.mul_(valid * g);
+      d.mul_((lab.ne(-100).to(acc) * g).unsqueeze(1));
       at::Tensor dc = d.to(hidden.scalar_type());
       grad_hidden.narrow(0, begin, len).copy_(at::matmul(dc, weight));
       at::Tensor chunk_grad = at::matmul(dc.t(), h).to(acc);
       grad_weight = grad_weight.defined() ? grad_weight.add_(chunk_grad) : chunk_grad;
     }
-    if (!grad_weight.defined()) grad_weight = torch::zeros(weight.sizes(), weight.options().dtype(acc));
+    if (!grad_weight.defined())
+      grad_weight = torch::zeros(weight.sizes(), weight.options().dtype(acc));
     return {grad_hidden, grad_weight.to(weight.scalar_type()), at::Tensor(), at::Tensor()};
   }
 };

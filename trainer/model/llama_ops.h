@@ -35,12 +35,14 @@ at::Tensor packed_causal_mask(const at::Tensor& sequence_ids, int64_t window);
 at::Tensor sequence_ids_from_positions(const at::Tensor& position_ids);
 
 // The additive form of a packed_causal_mask: 0 where allowed, -inf elsewhere, in `dtype` (the
-// softmax dtype: fp32, or fp64 for fp64 models). Built once per batch, shared by every layer.
+// compute dtype). Built once per batch, shared by every layer.
 at::Tensor attention_bias(const at::Tensor& mask, at::ScalarType dtype);
 
 // softmax(q k^T / sqrt(d) + bias) v with grouped-query heads: q [B, H, T, d], k and v
 // [B, KV, T, d] with H a multiple of KV; keys and values are shared by H/KV query heads without
-// being repeated in memory. Scores and softmax in bias's dtype (fp32). Returns [B, H, T, d].
+// being repeated in memory. Scores in the compute dtype, the softmax accumulating in fp32 (for
+// bf16 inputs the kernel converts internally), probabilities rounded to the compute dtype as
+// Hugging Face does. Returns [B, H, T, d].
 at::Tensor grouped_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                              const at::Tensor& bias);
 

@@ -31,8 +31,9 @@ std::string inspect_llama_model(const std::string& dir) {
   for (const auto& [name, shape] : llama_tensor_shapes(config)) {
     const SafetensorsModel::Located* located = weights.find(name);
     PTRAIN_CHECK(located != nullptr, "model '{}' is missing tensor '{}'", dir, name);
-    PTRAIN_CHECK(located->info->shape == shape, "'{}': tensor '{}' has the wrong shape for config.json",
-                 located->file->path(), name);
+    PTRAIN_CHECK(located->info->shape == shape,
+                 "'{}': tensor '{}' has the wrong shape for config.json", located->file->path(),
+                 name);
     const StDtype d = located->info->dtype;
     PTRAIN_CHECK(d == StDtype::kBF16 || d == StDtype::kF16 || d == StDtype::kF32,
                  "'{}': tensor '{}' is {}, expected BF16, F16 or F32", located->file->path(), name,

@@ -7,7 +7,7 @@
 namespace ptrain {
 
 struct InitModelOptions {
-  std::string preset;         // tiny | 160m | 1b
+  std::string preset;  // tiny | 160m | 1b
   std::string out_dir;
   uint64_t seed = 0;
   std::string dtype = "bf16";  // bf16 | fp32

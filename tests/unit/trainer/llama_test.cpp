@@ -130,7 +130,8 @@ TEST(LlamaOps, GroupedAttentionMatchesAnExplicitSoftmaxLoop) {
   at::Tensor k = torch::randn({b, kv, t, d}, torch::kDouble);
   at::Tensor v = torch::randn({b, kv, t, d}, torch::kDouble);
   at::Tensor seq = torch::tensor({{0, 0, 0, 1, 1, -1, -1}, {0, 1, 1, 1, 1, 1, 2}}, torch::kLong);
-  at::Tensor got = grouped_attention(q, k, v, attention_bias(packed_causal_mask(seq, 0), torch::kDouble));
+  at::Tensor got =
+      grouped_attention(q, k, v, attention_bias(packed_causal_mask(seq, 0), torch::kDouble));
   for (int bi = 0; bi < b; ++bi)
     for (int h = 0; h < heads; ++h)
       for (int i = 0; i < t; ++i) {
