@@ -11,41 +11,22 @@
 namespace ptrain {
 namespace {
 
+// safetensors dtypes libtorch can hold, both ways.
+constexpr std::pair<StDtype, at::ScalarType> kTorchDtypes[] = {
+    {StDtype::kBool, at::kBool},  {StDtype::kU8, at::kByte},      {StDtype::kI8, at::kChar},
+    {StDtype::kI16, at::kShort},  {StDtype::kF16, at::kHalf},     {StDtype::kBF16, at::kBFloat16},
+    {StDtype::kI32, at::kInt},    {StDtype::kF32, at::kFloat},    {StDtype::kF64, at::kDouble},
+    {StDtype::kI64, at::kLong},
+};
+
 bool to_scalar_type(StDtype dtype, at::ScalarType* out) {
-  switch (dtype) {
-    case StDtype::kBool:
-      *out = at::kBool;
+  for (const auto& [st, torch_type] : kTorchDtypes) {
+    if (st == dtype) {
+      *out = torch_type;
       return true;
-    case StDtype::kU8:
-      *out = at::kByte;
-      return true;
-    case StDtype::kI8:
-      *out = at::kChar;
-      return true;
-    case StDtype::kI16:
-      *out = at::kShort;
-      return true;
-    case StDtype::kF16:
-      *out = at::kHalf;
-      return true;
-    case StDtype::kBF16:
-      *out = at::kBFloat16;
-      return true;
-    case StDtype::kI32:
-      *out = at::kInt;
-      return true;
-    case StDtype::kF32:
-      *out = at::kFloat;
-      return true;
-    case StDtype::kF64:
-      *out = at::kDouble;
-      return true;
-    case StDtype::kI64:
-      *out = at::kLong;
-      return true;
-    default:
-      return false;
+    }
   }
+  return false;
 }
 
 bool ignored_extra(const std::string& name, bool tied) {
@@ -59,30 +40,9 @@ bool ignored_extra(const std::string& name, bool tied) {
 }  // namespace
 
 StDtype safetensors_dtype(at::ScalarType dtype) {
-  switch (dtype) {
-    case at::kBool:
-      return StDtype::kBool;
-    case at::kByte:
-      return StDtype::kU8;
-    case at::kChar:
-      return StDtype::kI8;
-    case at::kShort:
-      return StDtype::kI16;
-    case at::kHalf:
-      return StDtype::kF16;
-    case at::kBFloat16:
-      return StDtype::kBF16;
-    case at::kInt:
-      return StDtype::kI32;
-    case at::kFloat:
-      return StDtype::kF32;
-    case at::kDouble:
-      return StDtype::kF64;
-    case at::kLong:
-      return StDtype::kI64;
-    default:
-      throw UserError(fmt::format("dtype {} has no safetensors equivalent", c10::toString(dtype)));
-  }
+  for (const auto& [st, torch_type] : kTorchDtypes)
+    if (torch_type == dtype) return st;
+  throw UserError(fmt::format("dtype {} has no safetensors equivalent", c10::toString(dtype)));
 }
 
 at::Tensor tensor_from_safetensors(const SafetensorsFile& file, const TensorInfo& info) {
