@@ -13,9 +13,9 @@ namespace {
 
 // safetensors dtypes libtorch can hold, both ways.
 constexpr std::pair<StDtype, at::ScalarType> kTorchDtypes[] = {
-    {StDtype::kBool, at::kBool},  {StDtype::kU8, at::kByte},      {StDtype::kI8, at::kChar},
-    {StDtype::kI16, at::kShort},  {StDtype::kF16, at::kHalf},     {StDtype::kBF16, at::kBFloat16},
-    {StDtype::kI32, at::kInt},    {StDtype::kF32, at::kFloat},    {StDtype::kF64, at::kDouble},
+    {StDtype::kBool, at::kBool}, {StDtype::kU8, at::kByte},   {StDtype::kI8, at::kChar},
+    {StDtype::kI16, at::kShort}, {StDtype::kF16, at::kHalf},  {StDtype::kBF16, at::kBFloat16},
+    {StDtype::kI32, at::kInt},   {StDtype::kF32, at::kFloat}, {StDtype::kF64, at::kDouble},
     {StDtype::kI64, at::kLong},
 };
 
