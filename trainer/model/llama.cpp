@@ -48,8 +48,9 @@ class CheckpointedLayer : public torch::autograd::Function<CheckpointedLayer> {
 
 // ---------------------------------------------------------------- decoder layer
 
-LlamaDecoderLayerImpl::LlamaDecoderLayerImpl(const LlamaConfig& config, at::ScalarType dtype)
-    : config_(config) {
+LlamaDecoderLayerImpl::LlamaDecoderLayerImpl(const LlamaConfig& config, at::ScalarType dtype,
+                                             int64_t attention_block)
+    : config_(config), attention_block_(attention_block) {
   const int64_t h = config.hidden_size, q = config.num_attention_heads * config.head_dim,
                 kv = config.num_key_value_heads * config.head_dim, i = config.intermediate_size;
   // Registered under the Hugging Face names: self_attn.*, mlp.*, *_layernorm.
@@ -80,7 +81,8 @@ at::Tensor LlamaDecoderLayerImpl::forward(const at::Tensor& hidden, const at::Te
   at::Tensor v = v_proj_(x).view({b, t, config_.num_key_value_heads, d}).transpose(1, 2);
   q = apply_rope(q, cos, sin);
   k = apply_rope(k, cos, sin);
-  at::Tensor attn = grouped_attention(q, k, v.contiguous(), mask);
+  at::Tensor attn = t > attention_block_ ? blockwise_attention(q, k, v, mask, attention_block_)
+                                         : grouped_attention(q, k, v.contiguous(), mask);
   attn = attn.transpose(1, 2).reshape({b, t, config_.num_attention_heads * d});
   at::Tensor h = hidden + o_proj_(attn);
   at::Tensor y = rms_norm(h, post_attention_layernorm_, config_.rms_norm_eps);
@@ -98,7 +100,7 @@ LlamaForCausalLMImpl::LlamaForCausalLMImpl(const LlamaConfig& config, const Mode
   embed_tokens_->to(options.dtype);
   layers_ = model->register_module("layers", torch::nn::ModuleList());
   for (int64_t i = 0; i < config.num_hidden_layers; ++i)
-    layers_->push_back(LlamaDecoderLayer(config, options.dtype));
+    layers_->push_back(LlamaDecoderLayer(config, options.dtype, options.attention_block));
   auto norm = model->register_module("norm", std::make_shared<torch::nn::Module>());
   norm_ = norm->register_parameter("weight",
                                    torch::ones({config.hidden_size}, torch::dtype(options.dtype)));

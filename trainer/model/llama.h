@@ -26,16 +26,18 @@ struct ModelOptions {
   at::ScalarType dtype = at::kBFloat16;   // parameters and matmuls; kFloat/kDouble for tests
   bool activation_checkpointing = false;  // recompute each decoder layer in backward
   int64_t loss_chunk_tokens = 0;          // 0: as many rows as keep the chunk's logits at 64 MiB
+  int64_t attention_block = 512;          // rows longer than this use blockwise attention
 };
 
 class LlamaDecoderLayerImpl : public torch::nn::Module {
  public:
-  LlamaDecoderLayerImpl(const LlamaConfig& config, at::ScalarType dtype);
+  LlamaDecoderLayerImpl(const LlamaConfig& config, at::ScalarType dtype, int64_t attention_block);
   at::Tensor forward(const at::Tensor& hidden, const at::Tensor& cos, const at::Tensor& sin,
                      const at::Tensor& mask);
 
  private:
   const LlamaConfig config_;
+  const int64_t attention_block_;
   torch::nn::Linear q_proj_{nullptr}, k_proj_{nullptr}, v_proj_{nullptr}, o_proj_{nullptr};
   torch::nn::Linear gate_proj_{nullptr}, up_proj_{nullptr}, down_proj_{nullptr};
   at::Tensor input_layernorm_, post_attention_layernorm_;

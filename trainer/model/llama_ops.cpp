@@ -108,6 +108,95 @@ at::Tensor grouped_attention(const at::Tensor& q, const at::Tensor& k, const at:
   return at::matmul(probs, v).view({b, heads, t, d});
 }
 
+// ---------------------------------------------------------------- blockwise attention
+
+namespace {
+
+using torch::autograd::AutogradContext;
+using torch::autograd::tensor_list;
+
+// Attention over query blocks (the flash-attention recurrence, in libtorch ops): for each block of
+// `block` queries, scores against the keys the causal mask allows (keys up to the block's last
+// query), softmax with fp32 statistics, and the weighted values. Only the output and each row's
+// log-sum-exp are kept for backward, which recomputes the block's probabilities; the [T, T]
+// scores of a head never exist in full.
+class BlockAttention : public torch::autograd::Function<BlockAttention> {
+ public:
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& q, const at::Tensor& k,
+                            const at::Tensor& v, const at::Tensor& bias, int64_t block) {
+    const int64_t b = q.size(0), heads = q.size(1), t = q.size(2), d = q.size(3);
+    const int64_t kv_heads = k.size(1), group = heads / kv_heads;
+    const at::ScalarType acc = q.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+    const double scale = 1.0 / std::sqrt(static_cast<double>(d));
+    at::Tensor out = torch::empty_like(q);
+    at::Tensor lse = torch::empty({b, kv_heads, group, t}, q.options().dtype(acc));
+    at::Tensor qs = q * scale;
+    for (int64_t begin = 0; begin < t; begin += block) {
+      const int64_t len = std::min(block, t - begin), keys = begin + len;
+      at::Tensor qb = qs.narrow(2, begin, len).reshape({b, kv_heads, group * len, d});
+      at::Tensor s = at::matmul(qb, k.narrow(2, 0, keys).transpose(-1, -2)).to(acc);
+      s = (s.view({b, kv_heads, group, len, keys}) +
+           bias.narrow(2, begin, len).narrow(3, 0, keys).unsqueeze(1).to(acc));
+      at::Tensor row_lse = at::logsumexp(s, -1);  // [B, KV, group, len]
+      lse.narrow(3, begin, len).copy_(row_lse);
+      at::Tensor p = (s - row_lse.unsqueeze(-1)).exp_().to(q.scalar_type());
+      at::Tensor ob = at::matmul(p.view({b, kv_heads, group * len, keys}), v.narrow(2, 0, keys));
+      out.narrow(2, begin, len).copy_(ob.view({b, heads, len, d}));
+    }
+    ctx->save_for_backward({q, k, v, bias, out, lse});
+    ctx->saved_data["block"] = block;
+    return out;
+  }
+
+  static tensor_list backward(AutogradContext* ctx, tensor_list grad_outputs) {
+    auto saved = ctx->get_saved_variables();
+    const at::Tensor &q = saved[0], &k = saved[1], &v = saved[2], &bias = saved[3], &out = saved[4],
+                     &lse = saved[5];
+    const int64_t block = ctx->saved_data["block"].toInt();
+    const int64_t b = q.size(0), heads = q.size(1), t = q.size(2), d = q.size(3);
+    const int64_t kv_heads = k.size(1), group = heads / kv_heads;
+    const at::ScalarType acc = lse.scalar_type();
+    const double scale = 1.0 / std::sqrt(static_cast<double>(d));
+    at::Tensor dout = grad_outputs[0].contiguous();
+    // D_i = sum_e dout_ie * out_ie: the softmax backward's row term.
+    at::Tensor delta = (dout.to(acc) * out.to(acc)).sum(-1).view({b, kv_heads, group, t});
+    at::Tensor qs = q * scale;
+    at::Tensor dq = torch::empty_like(q);
+    at::Tensor dk = torch::zeros(k.sizes(), k.options().dtype(acc));
+    at::Tensor dv = torch::zeros(v.sizes(), v.options().dtype(acc));
+    for (int64_t begin = 0; begin < t; begin += block) {
+      const int64_t len = std::min(block, t - begin), keys = begin + len;
+      at::Tensor kk = k.narrow(2, 0, keys), vv = v.narrow(2, 0, keys);
+      at::Tensor qb = qs.narrow(2, begin, len).reshape({b, kv_heads, group * len, d});
+      at::Tensor s =
+          at::matmul(qb, kk.transpose(-1, -2)).to(acc).view({b, kv_heads, group, len, keys}) +
+          bias.narrow(2, begin, len).narrow(3, 0, keys).unsqueeze(1).to(acc);
+      at::Tensor p = (s - lse.narrow(3, begin, len).unsqueeze(-1)).exp_();  // [B,KV,G,len,keys]
+      at::Tensor dob = dout.narrow(2, begin, len).reshape({b, kv_heads, group * len, d});
+      at::Tensor p2 = p.view({b, kv_heads, group * len, keys});
+      dv.narrow(2, 0, keys).add_(at::matmul(p2.to(q.scalar_type()).transpose(-1, -2), dob).to(acc));
+      at::Tensor dp =
+          at::matmul(dob, vv.transpose(-1, -2)).to(acc).view({b, kv_heads, group, len, keys});
+      at::Tensor ds = (p * (dp - delta.narrow(3, begin, len).unsqueeze(-1)))
+                          .view({b, kv_heads, group * len, keys})
+                          .to(q.scalar_type());
+      dq.narrow(2, begin, len).copy_((at::matmul(ds, kk) * scale).view({b, heads, len, d}));
+      dk.narrow(2, 0, keys).add_(at::matmul(ds.transpose(-1, -2), qb).to(acc));
+    }
+    return {dq, dk.to(k.scalar_type()), dv.to(v.scalar_type()), at::Tensor(), at::Tensor()};
+  }
+};
+
+}  // namespace
+
+at::Tensor blockwise_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                               const at::Tensor& bias, int64_t block) {
+  PTRAIN_ASSERT(q.size(1) % k.size(1) == 0, "{} query heads over {} kv heads", q.size(1),
+                k.size(1));
+  return BlockAttention::apply(q, k.contiguous(), v.contiguous(), bias,
+                               std::max<int64_t>(1, block));
+}
+
 // ---------------------------------------------------------------- loss
 
 namespace {

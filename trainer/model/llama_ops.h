@@ -46,6 +46,13 @@ at::Tensor attention_bias(const at::Tensor& mask, at::ScalarType dtype);
 at::Tensor grouped_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                              const at::Tensor& bias);
 
+// The same result as grouped_attention, computed over blocks of `block` queries (each against the
+// keys up to its last query) with fp32 softmax statistics; backward recomputes each block's
+// probabilities from the saved per-row log-sum-exp. Memory per head is block x T instead of T x T,
+// and keys after a block are never touched (causal skipping).
+at::Tensor blockwise_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                               const at::Tensor& bias, int64_t block);
+
 // Sum over tokens with label != -100 of cross_entropy(hidden @ weight^T, label), computed over
 // chunks of `chunk_tokens` rows so no more than chunk_tokens x vocab fp32 logits exist at once, in
 // forward or backward (the backward recomputes each chunk's logits). hidden [N, H], weight [V, H],

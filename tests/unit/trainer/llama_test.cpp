@@ -161,6 +161,41 @@ TEST(LlamaOps, GroupedAttentionMatchesAnExplicitSoftmaxLoop) {
       }
 }
 
+TEST(LlamaOps, BlockwiseAttentionEqualsDenseAttentionAndItsGradients) {
+  torch::manual_seed(5);
+  const int64_t b = 2, heads = 4, kv = 2, t = 11, d = 3;
+  at::Tensor seq = torch::tensor(
+      {{0, 0, 0, 0, 1, 1, 1, 1, 1, -1, -1}, {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}}, torch::kLong);
+  at::Tensor bias = attention_bias(packed_causal_mask(seq, 0), torch::kDouble);
+  for (int64_t block : {1, 3, 4, 11, 16}) {
+    at::Tensor q = torch::randn({b, heads, t, d}, torch::kDouble).requires_grad_(true);
+    at::Tensor k = torch::randn({b, kv, t, d}, torch::kDouble).requires_grad_(true);
+    at::Tensor v = torch::randn({b, kv, t, d}, torch::kDouble).requires_grad_(true);
+    at::Tensor dense = grouped_attention(q, k, v, bias);  // checked against the explicit loop above
+    at::Tensor blocked = blockwise_attention(q, k, v, bias, block);
+    ASSERT_TRUE(torch::allclose(blocked, dense, 1e-12, 1e-12)) << "block " << block;
+    at::Tensor upstream = torch::randn({b, heads, t, d}, torch::kDouble);
+    auto g_dense = torch::autograd::grad({dense}, {q, k, v}, {upstream});
+    auto g_block = torch::autograd::grad({blocked}, {q, k, v}, {upstream});
+    for (int i = 0; i < 3; ++i)
+      ASSERT_TRUE(torch::allclose(g_block[i], g_dense[i], 1e-10, 1e-12))
+          << "block " << block << " input " << i;
+  }
+}
+
+TEST(LlamaModel, BlockwiseAttentionInTheModelMatchesDense) {
+  LlamaConfig c = llama_preset("tiny");
+  ModelOptions dense_options, block_options;
+  dense_options.dtype = block_options.dtype = at::kDouble;
+  block_options.attention_block = 4;  // rows of 20 tokens go blockwise
+  LlamaForCausalLM dense(c, dense_options), blocked(c, block_options);
+  dense->initialize(8);
+  blocked->initialize(8);
+  PackedBatch batch =
+      make_packed_batch({{{5, 9, 200, 31, 7, 1, 2}, {3, 250, 4, 4, 4, 9}}, {{17, 18, 19}}}, 20);
+  EXPECT_TRUE(torch::allclose(blocked->logits(batch), dense->logits(batch), 1e-10, 1e-10));
+}
+
 TEST(LlamaOps, SequenceIdsFromPositions) {
   at::Tensor pos = torch::tensor({{3, 4, 0, 1, 2, 0}}, torch::kLong);
   at::Tensor expected = torch::tensor({{0, 0, 1, 1, 1, 2}}, torch::kLong);
