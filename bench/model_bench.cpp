@@ -1,7 +1,8 @@
 #include "bench/model_bench.h"
 
-#include <sys/resource.h>
 #include <unistd.h>
+#include <fstream>
+#include <string>
 
 #include <chrono>
 #include <cstdio>
@@ -38,10 +39,17 @@ double gemm_peak_gflops() {
   return best;
 }
 
+// Peak resident memory since the last reset_peak_rss() (Linux VmHWM).
 int64_t peak_rss_bytes() {
-  struct rusage usage;
-  getrusage(RUSAGE_SELF, &usage);
-  return static_cast<int64_t>(usage.ru_maxrss) * 1024;
+  std::ifstream status("/proc/self/status");
+  for (std::string line; std::getline(status, line);)
+    if (line.rfind("VmHWM:", 0) == 0) return std::stoll(line.substr(6)) * 1024;
+  return -1;
+}
+
+// Starts a new peak: each configuration reports its own, not the largest one before it.
+void reset_peak_rss() {
+  std::ofstream("/proc/self/clear_refs") << "5";
 }
 
 }  // namespace
@@ -99,6 +107,7 @@ int run_model_bench(const ModelBenchOptions& options) {
           continue;
         }
         model->set_activation_checkpointing(checkpointing);
+        reset_peak_rss();
         auto step = [&] {
           model->zero_grad();
           model->loss_sum(batch).backward();

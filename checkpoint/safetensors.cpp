@@ -72,14 +72,19 @@ TensorInfo parse_tensor_entry(const std::string& label, const std::string& name,
   info.name = name;
   const auto& dtype = value["dtype"];
   if (!dtype.is_string() || !parse_dtype(dtype.get<std::string>(), &info.dtype))
-    reject_tensor(label, name, fmt::format("unknown dtype {}", dtype.dump()));
+    reject_tensor(label, name,
+                  dtype.is_string()
+                      ? fmt::format("unknown dtype \"{}\"", dtype.get<std::string>())
+                      : fmt::format("dtype must be a string, got {}", dtype.type_name()));
   const auto& shape = value["shape"];
   if (!shape.is_array()) reject_tensor(label, name, "shape must be an array of integers");
   uint64_t numel = 1;
   for (const auto& dim : shape) {
     if (!dim.is_number_unsigned())
-      reject_tensor(label, name,
-                    fmt::format("shape entry {} is not a non-negative integer", dim.dump()));
+      reject_tensor(
+          label, name,
+          fmt::format("shape entry {} is not a non-negative integer",
+                      dim.is_primitive() ? dim.dump() : std::string("of type ") + dim.type_name()));
     uint64_t d = dim.get<uint64_t>();
     if (d > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()) ||
         !checked_mul(numel, d, &numel))
@@ -148,6 +153,11 @@ SafetensorsHeader parse_safetensors_header(const uint8_t* bytes, size_t availabl
                               file_size));
   PTRAIN_ASSERT(available >= 8 + n, "caller passed {} bytes of a {}-byte header", available, 8 + n);
 
+  // The JSON parser stops at a NUL and skips a byte-order mark; the spec allows neither, and what
+  // follows a NUL would never be validated.
+  if (std::memchr(bytes + 8, 0, n) != nullptr) reject(label, "header contains a NUL byte");
+  if (n >= 3 && bytes[8] == 0xEF && bytes[9] == 0xBB && bytes[10] == 0xBF)
+    reject(label, "header starts with a UTF-8 byte-order mark");
   // Duplicate top-level keys: the JSON library would silently keep the last one.
   std::set<std::string> names;
   std::string duplicate;
@@ -220,7 +230,8 @@ MappedFile::MappedFile(const std::string& path) : path_(path) {
   }
   size_ = static_cast<uint64_t>(st.st_size);
   if (size_ > 0) {
-    void* p = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
+    // Copy-on-write: tensors over the mapping may be modified in place without touching the file.
+    void* p = ::mmap(nullptr, size_, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
     if (p == MAP_FAILED) {
       ::close(fd);
       throw RuntimeFailure(fmt::format("mmap of '{}' failed: {}", path, std::strerror(errno)));

@@ -13,6 +13,11 @@ SafetensorsModel::SafetensorsModel(const std::string& dir, const std::string& pr
   namespace fs = std::filesystem;
   const fs::path index_path = fs::path(dir) / (prefix + ".safetensors.index.json");
   const fs::path single_path = fs::path(dir) / (prefix + ".safetensors");
+  PTRAIN_CHECK(
+      !(fs::exists(index_path) && fs::exists(single_path)),
+      "'{}' holds both {} and {}: which weights are meant is ambiguous (Hugging Face loads "
+      "the single file); remove one",
+      dir, single_path.filename().string(), index_path.filename().string());
   if (!fs::exists(index_path)) {
     PTRAIN_CHECK(fs::exists(single_path), "'{}' has neither {} nor {}", dir,
                  single_path.filename().string(), index_path.filename().string());
@@ -118,6 +123,10 @@ std::vector<std::string> write_safetensors_model(const std::string& dir,
                                   {"weight_map", weight_map}};
   write_file_atomic(index_path.string(), index.dump(2) + "\n");
   written.push_back(index_path.string());
+  // A single file from an earlier save would shadow the shards for Hugging Face loaders, which
+  // look for it first.
+  std::error_code ec;
+  fs::remove(fs::path(dir) / (prefix + ".safetensors"), ec);
   return written;
 }
 

@@ -15,7 +15,8 @@ class SafetensorsModel {
  public:
   // Opens (and validates) every file the directory's index names, or its single model file.
   // UserError naming the directory, file and tensor for a missing file, an index entry absent
-  // from its shard, or a tensor found in two shards.
+  // from its shard, a tensor found in two shards, or a directory holding both a single file and
+  // an index.
   explicit SafetensorsModel(const std::string& dir, const std::string& prefix = "model");
 
   struct Located {
@@ -40,7 +41,8 @@ class SafetensorsModel {
 // Writes `tensors` into `dir` as `<prefix>.safetensors`, or, when they exceed `max_shard_bytes`,
 // as `<prefix>-0000k-of-0000n.safetensors` shards (in order, each up to the limit unless a single
 // tensor is larger) plus `<prefix>.safetensors.index.json`. Each file is written atomically, the
-// index last; a stale index from an earlier sharded save is removed. Returns the files written.
+// index last; a stale index (or single file) from an earlier save of the other kind is removed.
+// Returns the files written.
 std::vector<std::string> write_safetensors_model(const std::string& dir,
                                                  const std::vector<TensorBytes>& tensors,
                                                  uint64_t max_shard_bytes,

@@ -14,8 +14,8 @@
 namespace ptrain {
 namespace {
 
-void fail(const std::string& what, const std::string& path) {
-  throw RuntimeFailure(fmt::format("{} '{}' failed: {}", what, path, std::strerror(errno)));
+void fail(const std::string& what, const std::string& path, int error = errno) {
+  throw RuntimeFailure(fmt::format("{} '{}' failed: {}", what, path, std::strerror(error)));
 }
 
 void fsync_path(const std::string& path, int flags) {
@@ -79,12 +79,14 @@ void AtomicFileWriter::commit() {
   int fd = fd_;
   fd_ = -1;
   if (::close(fd) != 0) {
+    int error = errno;
     ::unlink(tmp_.c_str());
-    fail("close", tmp_);
+    fail("close", tmp_, error);
   }
   if (::rename(tmp_.c_str(), path_.c_str()) != 0) {
+    int error = errno;
     ::unlink(tmp_.c_str());
-    fail("rename to " + path_ + " from", tmp_);
+    fail("rename to " + path_ + " from", tmp_, error);
   }
   std::filesystem::path target(path_);
   fsync_path(target.has_parent_path() ? target.parent_path().string() : ".",

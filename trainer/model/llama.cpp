@@ -18,7 +18,8 @@ using torch::autograd::AutogradContext;
 using torch::autograd::tensor_list;
 
 // Runs a decoder layer without keeping its activations; backward recomputes the layer with
-// gradients on and backpropagates through it, which accumulates parameter gradients directly.
+// gradients on and backpropagates through it, which accumulates parameter gradients directly into
+// .grad (as PyTorch's reentrant checkpoint does: use loss.backward(), not autograd::grad()).
 class CheckpointedLayer : public torch::autograd::Function<CheckpointedLayer> {
  public:
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& hidden,
@@ -130,6 +131,11 @@ at::Tensor LlamaForCausalLMImpl::hidden_states(const PackedBatch& batch) {
   const bool checkpoint = options_.activation_checkpointing && torch::GradMode::is_enabled();
   for (const auto& module : *layers_) {
     auto* layer = module->as<LlamaDecoderLayerImpl>();
+    if (checkpoint && !h.requires_grad()) {
+      // Frozen embeddings (LoRA): nothing upstream needs this gradient, but the Function's output
+      // only carries a gradient when an input does, so give it one to differentiate against.
+      h = h.detach().requires_grad_(true);
+    }
     h = checkpoint ? CheckpointedLayer::apply(h, layer, cos, sin, mask)
                    : layer->forward(h, cos, sin, mask);
   }

@@ -16,11 +16,17 @@ using nlohmann::json;
   throw UserError(fmt::format("{}: key '{}': {}", source, key, what));
 }
 
+// A value for an error message: scalars as written, containers by type only (serialising an
+// attacker-sized nested value is both unbounded and recursive).
+std::string shown(const json& value) {
+  return value.is_primitive() ? value.dump() : std::string("a JSON ") + value.type_name();
+}
+
 int64_t get_int(const json& j, const std::string& source, const char* key, int64_t fallback,
                 int64_t min = 1) {
   if (!j.contains(key) || j[key].is_null()) return fallback;
   if (!j[key].is_number_integer())
-    bad(source, key, fmt::format("expected an integer, got {}", j[key].dump()));
+    bad(source, key, fmt::format("expected an integer, got {}", shown(j[key])));
   int64_t value = j[key].get<int64_t>();
   if (value < min) bad(source, key, fmt::format("expected >= {}, got {}", min, value));
   return value;
@@ -34,7 +40,7 @@ int64_t require_int(const json& j, const std::string& source, const char* key) {
 double get_number(const json& j, const std::string& source, const char* key, double fallback) {
   if (!j.contains(key) || j[key].is_null()) return fallback;
   if (!j[key].is_number())
-    bad(source, key, fmt::format("expected a number, got {}", j[key].dump()));
+    bad(source, key, fmt::format("expected a number, got {}", shown(j[key])));
   double value = j[key].get<double>();
   if (!std::isfinite(value) || value <= 0)
     bad(source, key, fmt::format("expected > 0, got {}", value));
@@ -44,16 +50,19 @@ double get_number(const json& j, const std::string& source, const char* key, dou
 bool get_bool(const json& j, const std::string& source, const char* key, bool fallback) {
   if (!j.contains(key) || j[key].is_null()) return fallback;
   if (!j[key].is_boolean())
-    bad(source, key, fmt::format("expected true or false, got {}", j[key].dump()));
+    bad(source, key, fmt::format("expected true or false, got {}", shown(j[key])));
   return j[key].get<bool>();
 }
 
 RopeScaling parse_rope_scaling(const json& r, const std::string& source, const std::string& key) {
   RopeScaling scaling;
   if (!r.is_object()) bad(source, key, "expected an object");
-  std::string type = r.contains("rope_type") ? r["rope_type"].get<std::string>()
-                     : r.contains("type")    ? r["type"].get<std::string>()
-                                             : "default";
+  const char* type_key = r.contains("rope_type") ? "rope_type"
+                         : r.contains("type")    ? "type"
+                                                 : nullptr;
+  if (type_key && !r[type_key].is_string())
+    bad(source, key + "." + type_key, fmt::format("expected a string, got {}", shown(r[type_key])));
+  std::string type = type_key ? r[type_key].get<std::string>() : "default";
   scaling.type = type;
   if (type == "default") return scaling;
   const std::string factor_key = key + ".factor";
@@ -61,6 +70,11 @@ RopeScaling parse_rope_scaling(const json& r, const std::string& source, const s
   if (scaling.factor <= 0) bad(source, factor_key, "is required for rope type " + type);
   if (type == "linear") return scaling;
   if (type == "llama3") {
+    // Required, as Hugging Face requires them: a guessed value would change every rotation.
+    for (const char* needed :
+         {"low_freq_factor", "high_freq_factor", "original_max_position_embeddings"})
+      if (!r.contains(needed) || r[needed].is_null())
+        bad(source, key + "." + needed, "is required for rope type llama3");
     scaling.low_freq_factor = get_number(r, source, "low_freq_factor", 1.0);
     scaling.high_freq_factor = get_number(r, source, "high_freq_factor", 4.0);
     scaling.original_max_position_embeddings =
@@ -75,6 +89,8 @@ RopeScaling parse_rope_scaling(const json& r, const std::string& source, const s
 
 }  // namespace
 
+LlamaConfig parse_llama_config_json(const json& j, const std::string& source);
+
 LlamaConfig parse_llama_config(const std::string& json_text, const std::string& source) {
   json j;
   try {
@@ -83,6 +99,14 @@ LlamaConfig parse_llama_config(const std::string& json_text, const std::string& 
     throw UserError(fmt::format("{}: not valid JSON: {}", source, e.what()));
   }
   PTRAIN_CHECK(j.is_object(), "{}: expected a JSON object", source);
+  try {
+    return parse_llama_config_json(j, source);
+  } catch (const json::exception& e) {  // a value of the wrong JSON type somewhere
+    throw UserError(fmt::format("{}: unexpected value: {}", source, e.what()));
+  }
+}
+
+LlamaConfig parse_llama_config_json(const json& j, const std::string& source) {
   LlamaConfig c;
   c.model_type = j.value("model_type", std::string(""));
   if (c.model_type != "llama" && c.model_type != "mistral" && c.model_type != "qwen2")
@@ -121,7 +145,10 @@ LlamaConfig parse_llama_config(const std::string& json_text, const std::string& 
   c.mlp_bias = get_bool(j, source, "mlp_bias", false);
   if (c.model_type == "qwen2" && get_bool(j, source, "use_sliding_window", false))
     bad(source, "use_sliding_window", "Qwen2 sliding-window layers are not supported");
-  if (c.model_type == "mistral") c.sliding_window = get_int(j, source, "sliding_window", 0, 0);
+  // Mistral's config class defaults the window to 4096 when the key is absent; null means none.
+  if (c.model_type == "mistral")
+    c.sliding_window =
+        j.contains("sliding_window") ? get_int(j, source, "sliding_window", 0, 0) : 4096;
 
   c.rope_theta = get_number(j, source, "rope_theta", 10000.0);
   if (j.contains("rope_parameters") && !j["rope_parameters"].is_null()) {
@@ -138,7 +165,10 @@ LlamaConfig parse_llama_config(const std::string& json_text, const std::string& 
     const json& eos = j["eos_token_id"];
     if (eos.is_number_integer()) c.eos_token_ids.push_back(eos.get<int64_t>());
     if (eos.is_array())
-      for (const auto& e : eos) c.eos_token_ids.push_back(e.get<int64_t>());
+      for (const auto& e : eos) {
+        if (!e.is_number_integer()) bad(source, "eos_token_id", "list entries must be integers");
+        c.eos_token_ids.push_back(e.get<int64_t>());
+      }
   }
   c.torch_dtype = j.value("torch_dtype", std::string("bfloat16"));
   return c;
@@ -240,6 +270,14 @@ std::vector<std::pair<std::string, std::vector<int64_t>>> llama_tensor_shapes(
   out.push_back({"model.norm.weight", {h}});
   if (!c.tie_word_embeddings) out.push_back({"lm_head.weight", {c.vocab_size, h}});
   return out;
+}
+
+bool llama_ignored_tensor(const std::string& name, bool tied_embeddings) {
+  const std::string suffix = ".rotary_emb.inv_freq";
+  if (name.size() > suffix.size() &&
+      name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0)
+    return true;
+  return tied_embeddings && name == "lm_head.weight";
 }
 
 LlamaConfig llama_preset(const std::string& name) {

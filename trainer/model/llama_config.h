@@ -55,6 +55,11 @@ struct LlamaConfig {
 // (what LlamaForCausalLM registers), in module order.
 std::vector<std::pair<std::string, std::vector<int64_t>>> llama_tensor_shapes(const LlamaConfig& c);
 
+// Tensors a checkpoint may hold beyond llama_tensor_shapes(), ignored by the documented rule:
+// "*.rotary_emb.inv_freq" (recomputed from the config) and "lm_head.weight" when embeddings are
+// tied.
+bool llama_ignored_tensor(const std::string& name, bool tied_embeddings);
+
 // Parses config.json text; `source` names the file in errors.
 LlamaConfig parse_llama_config(const std::string& json_text, const std::string& source);
 LlamaConfig load_llama_config(const std::string& model_dir);

@@ -230,6 +230,7 @@ class ChunkedCrossEntropy : public torch::autograd::Function<ChunkedCrossEntropy
     const int64_t chunk = ctx->saved_data["chunk"].toInt();
     const at::ScalarType acc = hidden.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
     at::Tensor g = grad_outputs[0];
+    const bool weight_needs_grad = ctx->needs_input_grad(1);
     at::Tensor grad_hidden = torch::empty_like(hidden);
     at::Tensor grad_weight;  // fp32 sum over chunks
     const int64_t n = hidden.size(0);
@@ -257,6 +258,12 @@ class ChunkedCrossEntropy : public torch::autograd::Function<ChunkedCrossEntropy
 
 at::Tensor chunked_cross_entropy_sum(const at::Tensor& hidden, const at::Tensor& weight,
                                      const at::Tensor& labels, int64_t chunk_tokens) {
+  const int64_t vocab = weight.size(0);
+  PTRAIN_CHECK(
+      labels.numel() == 0 ||
+          (labels.eq(-100) | (labels.ge(0) & labels.lt(vocab))).all().item<bool>(),
+      "labels must be token ids in [0, {}) or -100 (no loss); found {}", vocab,
+      labels.masked_select(labels.ne(-100) & (labels.lt(0) | labels.ge(vocab)))[0].item<int64_t>());
   PTRAIN_ASSERT(hidden.dim() == 2 && labels.dim() == 1 && hidden.size(0) == labels.size(0),
                 "hidden {} labels {}", shape_string(hidden.sizes()), shape_string(labels.sizes()));
   return ChunkedCrossEntropy::apply(hidden, weight, labels, std::max<int64_t>(1, chunk_tokens));

@@ -29,14 +29,6 @@ bool to_scalar_type(StDtype dtype, at::ScalarType* out) {
   return false;
 }
 
-bool ignored_extra(const std::string& name, bool tied) {
-  const std::string suffix = ".rotary_emb.inv_freq";
-  if (name.size() > suffix.size() &&
-      name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0)
-    return true;
-  return tied && name == "lm_head.weight";
-}
-
 }  // namespace
 
 StDtype safetensors_dtype(at::ScalarType dtype) {
@@ -81,7 +73,8 @@ void load_llama_weights(LlamaForCausalLM& model, const SafetensorsModel& weights
     used.insert(name);
   }
   for (const auto& name : weights.names()) {
-    if (used.count(name) || ignored_extra(name, model->config().tie_word_embeddings)) continue;
+    if (used.count(name) || llama_ignored_tensor(name, model->config().tie_word_embeddings))
+      continue;
     throw UserError(
         fmt::format("model '{}' has tensor '{}', which a {} with this config.json does "
                     "not use",

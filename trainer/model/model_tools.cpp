@@ -1,6 +1,7 @@
 #include "trainer/model/model_tools.h"
 
 #include <map>
+#include <set>
 
 #include "checkpoint/safetensors_model.h"
 #include "core/error.h"
@@ -28,7 +29,14 @@ std::string inspect_llama_model(const std::string& dir) {
   SafetensorsModel weights(dir);
   std::map<std::string, uint64_t> bytes_by_dtype;
   int64_t params = 0;
-  for (const auto& [name, shape] : llama_tensor_shapes(config)) {
+  const auto needed = llama_tensor_shapes(config);
+  std::set<std::string> needed_names;
+  for (const auto& entry : needed) needed_names.insert(entry.first);
+  for (const auto& name : weights.names())
+    PTRAIN_CHECK(needed_names.count(name) || llama_ignored_tensor(name, config.tie_word_embeddings),
+                 "model '{}' has tensor '{}', which a {} with this config.json does not use", dir,
+                 name, config.model_type);
+  for (const auto& [name, shape] : needed) {
     const SafetensorsModel::Located* located = weights.find(name);
     PTRAIN_CHECK(located != nullptr, "model '{}' is missing tensor '{}'", dir, name);
     PTRAIN_CHECK(located->info->shape == shape,

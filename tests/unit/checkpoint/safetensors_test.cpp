@@ -547,3 +547,52 @@ TEST(SafetensorsModel, BrokenDirectoriesAreUserErrors) {
 
 }  // namespace
 }  // namespace ptrain
+
+namespace ptrain {
+namespace {
+
+// Found in review: inputs the JSON library would otherwise accept or choke on.
+TEST(SafetensorsReject, NulByteByteOrderMarkAndDeepNesting) {
+  const fs::path dir = fresh_dir();
+  const std::string entry = R"({"a":{"dtype":"U8","shape":[1],"data_offsets":[0,1]}})";
+  write_bytes(dir / "nul.safetensors", st_file(entry + std::string("\0{\xFF}", 4), "x"));
+  EXPECT_THAT(user_error([&] { SafetensorsFile f((dir / "nul.safetensors").string()); }),
+              HasSubstr("NUL byte"));
+  write_bytes(dir / "bom.safetensors", st_file("\xEF\xBB\xBF" + entry, "x"));
+  EXPECT_THAT(user_error([&] { SafetensorsFile f((dir / "bom.safetensors").string()); }),
+              HasSubstr("byte-order mark"));
+  // A 400 kB nest of arrays as a dtype: rejected with a message, not a stack overflow.
+  const std::string nested = std::string(200000, '[') + std::string(200000, ']');
+  write_bytes(dir / "deep.safetensors",
+              st_file(R"({"a":{"dtype":)" + nested + R"(,"shape":[0],"data_offsets":[0,0]}})"));
+  EXPECT_THAT(user_error([&] { SafetensorsFile f((dir / "deep.safetensors").string()); }),
+              HasSubstr("dtype must be a string"));
+}
+
+TEST(SafetensorsRead, TensorsOverTheMappingMayBeModifiedWithoutTouchingTheFile) {
+  const fs::path dir = fresh_dir();
+  const std::string bytes =
+      st_file(R"({"a":{"dtype":"U8","shape":[4],"data_offsets":[0,4]}})", "abcd");
+  write_bytes(dir / "m.safetensors", bytes);
+  SafetensorsFile file((dir / "m.safetensors").string());
+  uint8_t* p = const_cast<uint8_t*>(file.bytes(file.at("a")));
+  p[0] = 'z';  // copy-on-write mapping: allowed, private to this process
+  EXPECT_EQ(read_bytes(dir / "m.safetensors"), bytes);
+}
+
+TEST(SafetensorsModel, SingleFileAndIndexTogetherAreAmbiguousAndShardingRemovesTheSingleFile) {
+  const fs::path dir = fresh_dir();
+  std::vector<uint8_t> a(16, 1), b(16, 2);
+  std::vector<TensorBytes> tensors = {{"a", StDtype::kU8, {16}, a.data(), 16},
+                                      {"b", StDtype::kU8, {16}, b.data(), 16}};
+  write_safetensors_model(dir.string(), tensors, 1 << 20, {});  // single file
+  ASSERT_TRUE(fs::exists(dir / "model.safetensors"));
+  write_safetensors_model(dir.string(), tensors, 16, {});  // now sharded: the single file goes
+  EXPECT_FALSE(fs::exists(dir / "model.safetensors"));
+  EXPECT_EQ(SafetensorsModel(dir.string()).names(), (std::vector<std::string>{"a", "b"}));
+  write_bytes(dir / "model.safetensors", read_bytes(dir / "model-00001-of-00002.safetensors"));
+  EXPECT_THAT(user_error([&] { SafetensorsModel m(dir.string()); }), HasSubstr("ambiguous"));
+}
+
+}  // namespace
+}  // namespace ptrain

@@ -309,6 +309,34 @@ TEST(LlamaModel, GradientsMatchFiniteDifferencesAndCheckpointingChangesNothing) 
     EXPECT_TRUE(torch::allclose(p.value().grad(), grads[p.key()], 1e-12, 1e-14)) << p.key();
 }
 
+TEST(LlamaModel, CheckpointingWithFrozenEmbeddingsStillGivesLayerGradients) {
+  LlamaConfig c = micro_config();
+  auto model = make_model(c, at::kDouble, 12);
+  PackedBatch batch = make_packed_batch({{{1, 2, 3, 4, 5}}}, 6);
+  model->named_parameters()["model.embed_tokens.weight"].set_requires_grad(false);
+  model->loss_sum(batch).backward();
+  std::map<std::string, at::Tensor> plain;
+  for (auto& p : model->named_parameters())
+    if (p.value().requires_grad()) plain[p.key()] = p.value().grad().clone();
+  model->zero_grad();
+  model->set_activation_checkpointing(true);
+  model->loss_sum(batch).backward();
+  for (auto& [name, grad] : plain) {
+    at::Tensor got = model->named_parameters()[name].grad();
+    ASSERT_TRUE(got.defined()) << name << " lost its gradient under checkpointing";
+    EXPECT_TRUE(torch::allclose(got, grad, 1e-12, 1e-14)) << name;
+  }
+}
+
+TEST(LlamaModel, LabelsOutsideTheVocabularyAreUserErrors) {
+  LlamaConfig c = llama_preset("tiny");
+  auto model = make_model(c, at::kFloat);
+  PackedBatch batch = make_packed_batch({{{1, 2, 3}}}, 4);
+  batch.labels[0][1] = -1;  // a padding convention from elsewhere, not ours
+  EXPECT_THAT([&] { model->loss_sum(batch); },
+              ::testing::ThrowsMessage<UserError>(HasSubstr("[0, 256) or -100")));
+}
+
 TEST(LlamaModel, Bf16ForwardStaysWithinTwoPercentOfFp32) {
   LlamaConfig c = llama_preset("tiny");
   auto fp32 = make_model(c, at::kFloat, 3);
@@ -484,7 +512,15 @@ TEST(LlamaConfigJson, UnsupportedSettingsAreErrorsNamingTheKey) {
               HasSubstr("'num_key_value_heads'"));
   EXPECT_THAT(error(R"(, "model_type": "llama", "partial_rotary_factor": 0.5)"),
               HasSubstr("'partial_rotary_factor'"));
+  EXPECT_THAT(
+      error(R"(, "model_type": "llama", "rope_scaling": {"rope_type": "llama3", "factor": 8})"),
+      HasSubstr("'rope_scaling.low_freq_factor': is required"));
+  EXPECT_THAT(error(R"(, "model_type": "llama", "eos_token_id": [1, null])"),
+              HasSubstr("'eos_token_id'"));
   EXPECT_THAT(error(R"(, "model_type": "llama")"), HasSubstr("no error"));
+  EXPECT_EQ(
+      parse_llama_config("{" + base + R"(, "model_type": "mistral"})", "m.json").sliding_window,
+      4096);  // Mistral's default when the key is absent
 }
 
 }  // namespace
