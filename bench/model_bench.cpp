@@ -84,12 +84,15 @@ int run_model_bench(const ModelBenchOptions& options) {
       batch.sequence_ids = torch::zeros({rows, seq}, torch::kLong);
       batch.labels = ids.roll(-1, 1);
       for (bool checkpointing : {false, true}) {
-        // Without checkpointing every layer keeps its activations, attention probabilities
-        // included (T^2 per head); skip, and say so, when that would not fit in memory.
+        // Without checkpointing every layer keeps its activations, and rows up to the attention
+        // block size also keep their [heads, T, T] probabilities; skip, and say so, when that
+        // would not fit in memory.
         const double t = static_cast<double>(seq) * rows;
+        const double scores = seq > model_options.attention_block
+                                  ? 0.0
+                                  : 3.0 * config.num_attention_heads * seq * t * 2;
         const double per_layer =
-            3.0 * config.num_attention_heads * seq * t * 2 +
-            t * (12.0 * config.hidden_size + 4.0 * config.intermediate_size) * 2;
+            scores + t * (12.0 * config.hidden_size + 4.0 * config.intermediate_size) * 2;
         const double estimate = per_layer * (checkpointing ? 1 : config.num_hidden_layers);
         const double memory = static_cast<double>(sysconf(_SC_PHYS_PAGES)) * sysconf(_SC_PAGE_SIZE);
         if (estimate > 0.6 * memory) {
