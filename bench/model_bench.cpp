@@ -1,6 +1,8 @@
 #include "bench/model_bench.h"
 
+#include <gperftools/malloc_extension.h>
 #include <unistd.h>
+
 #include <fstream>
 #include <string>
 

@@ -8,6 +8,7 @@
 #include "core/config_schema.h"
 #include "core/error.h"
 #include "launcher/env_command.h"
+#include "launcher/eval_command.h"
 #include "launcher/rank_session.h"
 #include "trainer/model/model_tools.h"
 
@@ -73,6 +74,18 @@ int main(int argc, char** argv) {
   auto* inspect = app.add_subcommand("inspect", "Describe and validate a model directory");
   inspect->add_option("dir", inspect_dir, "Model directory")->required();
 
+  std::string eval_model, eval_data, eval_dtype = "bf16";
+  int64_t eval_seq = 2048, eval_rows = 1;
+  auto* eval = app.add_subcommand(
+      "eval", "Mean loss and perplexity of a model on pre-tokenized JSONL, over all ranks");
+  eval->add_option("--model", eval_model, "Model directory")->required();
+  eval->add_option("--data", eval_data, "JSONL, one {\"input_ids\": [...]} per line")->required();
+  eval->add_option("--seq-len", eval_seq, "Tokens per packed row (longer samples are windowed)");
+  eval->add_option("--rows", eval_rows, "Packed rows per forward pass");
+  eval->add_option("--dtype", eval_dtype, "Compute dtype: bf16 or fp32");
+  eval->add_option("--config,-c", config_path, "Job config (logging, output_dir, comm)");
+  eval->add_option("--set", overrides, "Override a config key: --set key=value (repeatable)");
+
   std::string docs_out;
   auto* docs = app.add_subcommand("config-docs", "Write the config reference (docs/config.md)");
   docs->add_option("--out,-o", docs_out, "Output file; stdout if omitted");
@@ -101,6 +114,8 @@ int main(int argc, char** argv) {
     ResolvedConfig config = load_config(config_path, overrides);
     RankSession session(&argc, &argv, config);
     if (*env) return run_env_command(session);
+    if (*eval)
+      return run_eval_command(session, eval_model, eval_data, eval_seq, eval_rows, eval_dtype);
     return 0;
   });
 }

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# End-to-end checks of the model commands: model_test.sh PTRAIN MPIRUN
+set -u
+ptrain=$1
+mpirun="$2 --oversubscribe --allow-run-as-root"
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+failures=0
+fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
+
+"$ptrain" init-model --preset tiny --out "$work/tiny" --dtype fp32 --seed 3 >/dev/null || fail "init-model"
+"$ptrain" inspect "$work/tiny" | grep -q "status: OK" || fail "inspect of a fresh model"
+
+# Pre-tokenized data: 9 samples of 5..40 tokens (some longer than --seq-len 16, so windowed).
+python3 - "$work/data.jsonl" <<'PY'
+import json, random, sys
+random.seed(1)
+with open(sys.argv[1], "w") as f:
+    for n in [5, 40, 17, 9, 33, 16, 2, 28, 11]:
+        f.write(json.dumps({"input_ids": [random.randrange(256) for _ in range(n)]}) + "\n")
+PY
+
+# The 3-rank evaluation must agree with the 1-rank one (the reference): same tokens, same loss.
+one=$($mpirun -np 1 "$ptrain" eval --model "$work/tiny" --data "$work/data.jsonl" --seq-len 16 --dtype fp32 --set output_dir="$work/out1" 2>"$work/err1")
+three=$($mpirun -np 3 "$ptrain" eval --model "$work/tiny" --data "$work/data.jsonl" --seq-len 16 --rows 2 --dtype fp32 --set output_dir="$work/out3" 2>"$work/err3")
+python3 - "$one" "$three" <<'PY' || fail "eval np1 vs np3: $one / $three $(cat "$work/err1" "$work/err3")"
+import json, math, sys
+a, b = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+# 161 tokens in 15 windows of <= 16 tokens; each window has no target for its last token
+assert a["tokens"] == b["tokens"] == 146, (a["tokens"], b["tokens"])
+assert abs(a["loss"] - b["loss"]) <= 1e-5 * a["loss"], (a["loss"], b["loss"])
+assert abs(a["loss"] - math.log(256)) < 0.5, a["loss"]  # a random model is near uniform
+assert b["world"] == 3
+PY
+
+# Bad data names the file and line, and exits 2 on every rank count.
+printf '{"input_ids": [1, 2, 3]}\n{"input_ids": [1, "x"]}\n' >"$work/bad.jsonl"
+err=$($mpirun -np 2 "$ptrain" eval --model "$work/tiny" --data "$work/bad.jsonl" --set output_dir="$work/outb" 2>&1)
+code=$?
+[ $code -eq 2 ] || fail "bad data exited $code, expected 2"
+grep -q "bad.jsonl:2: 'input_ids' holds a non-integer" <<<"$err" || fail "bad data message: $err"
+
+# A model directory with a tensor the config does not use is rejected by inspect.
+cp -r "$work/tiny" "$work/extra"
+python3 - "$work/extra/config.json" <<'PY'
+import json, sys
+c = json.load(open(sys.argv[1])); c["num_hidden_layers"] = 1
+json.dump(c, open(sys.argv[1], "w"))
+PY
+err=$("$ptrain" inspect "$work/extra" 2>&1)
+code=$?
+[ $code -eq 2 ] || fail "inspect of a mismatched model exited $code, expected 2"
+grep -q "has tensor 'model.layers.1." <<<"$err" || fail "inspect message: $err"
+
+if [ $failures -eq 0 ]; then
+  echo "1 passed, 0 failed"
+  exit 0
+fi
+echo "0 passed, 1 failed ($failures checks)"
+exit 1
