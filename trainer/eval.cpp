@@ -10,15 +10,10 @@
 namespace ptrain {
 namespace {
 
-struct Window {
-  const TokenSample* sample;
-  int64_t begin;
-  int64_t length;
-};
-
-// Packs windows first-fit into rows of seq_len tokens.
-std::vector<std::vector<Window>> pack_rows(const std::vector<Window>& windows, int64_t seq_len) {
-  std::vector<std::vector<Window>> rows;
+// Packs sample windows first-fit into rows of seq_len tokens.
+std::vector<std::vector<SampleSpan>> first_fit(const std::vector<SampleSpan>& windows,
+                                               int64_t seq_len) {
+  std::vector<std::vector<SampleSpan>> rows;
   std::vector<int64_t> used;
   for (const auto& w : windows) {
     size_t r = 0;
@@ -33,41 +28,11 @@ std::vector<std::vector<Window>> pack_rows(const std::vector<Window>& windows, i
   return rows;
 }
 
-PackedBatch make_batch(const std::vector<std::vector<Window>>& rows, int64_t seq_len) {
-  const int64_t b = static_cast<int64_t>(rows.size());
-  PackedBatch batch;
-  batch.input_ids = torch::zeros({b, seq_len}, torch::kLong);
-  batch.position_ids = torch::zeros({b, seq_len}, torch::kLong);
-  batch.sequence_ids = torch::full({b, seq_len}, -1, torch::kLong);
-  batch.labels = torch::full({b, seq_len}, -100, torch::kLong);
-  auto ids = batch.input_ids.accessor<int64_t, 2>();
-  auto pos = batch.position_ids.accessor<int64_t, 2>();
-  auto seq = batch.sequence_ids.accessor<int64_t, 2>();
-  auto lab = batch.labels.accessor<int64_t, 2>();
-  for (int64_t r = 0; r < b; ++r) {
-    int64_t t = 0;
-    for (size_t s = 0; s < rows[r].size(); ++s) {
-      const Window& w = rows[r][s];
-      const auto& in = w.sample->input_ids;
-      for (int64_t i = 0; i < w.length; ++i, ++t) {
-        const int64_t at = w.begin + i;
-        ids[r][t] = in[at];
-        pos[r][t] = i;
-        seq[r][t] = static_cast<int64_t>(s);
-        if (!w.sample->labels.empty()) {
-          lab[r][t] = w.sample->labels[at];
-        } else if (i + 1 < w.length) {
-          lab[r][t] = in[at + 1];
-        }
-      }
-    }
-  }
-  return batch;
-}
-
 }  // namespace
 
-double EvalResult::perplexity() const { return std::exp(mean_loss()); }
+double EvalResult::perplexity() const {
+  return std::exp(mean_loss());
+}
 
 std::vector<TokenSample> read_token_jsonl(const std::string& path) {
   std::ifstream in(path);
@@ -84,7 +49,8 @@ std::vector<TokenSample> read_token_jsonl(const std::string& path) {
     }
     auto ids = [&](const char* key) {
       std::vector<int64_t> out;
-      PTRAIN_CHECK(row[key].is_array(), "{}:{}: '{}' must be a list of token ids", path, number, key);
+      PTRAIN_CHECK(row[key].is_array(), "{}:{}: '{}' must be a list of token ids", path, number,
+                   key);
       for (const auto& v : row[key]) {
         PTRAIN_CHECK(v.is_number_integer(), "{}:{}: '{}' holds a non-integer", path, number, key);
         out.push_back(v.get<int64_t>());
@@ -111,22 +77,27 @@ EvalResult evaluate(LlamaForCausalLM& model, const std::vector<TokenSample>& sam
                     int64_t seq_len, int64_t rows_per_step, Communicator& comm) {
   PTRAIN_CHECK(seq_len >= 2, "sequence length must be at least 2, got {}", seq_len);
   const int64_t vocab = model->config().vocab_size;
-  std::vector<Window> windows;
+  std::vector<SampleSpan> windows;
   for (size_t i = comm.rank(); i < samples.size(); i += comm.size()) {
     for (int64_t id : samples[i].input_ids)
       PTRAIN_CHECK(id >= 0 && id < vocab, "sample {} has token id {} outside the vocabulary of {}",
                    i + 1, id, vocab);
-    const int64_t n = static_cast<int64_t>(samples[i].input_ids.size());
-    for (int64_t begin = 0; begin < n; begin += seq_len)
-      windows.push_back({&samples[i], begin, std::min(seq_len, n - begin)});
+    const TokenSample& sample = samples[i];
+    const int64_t n = static_cast<int64_t>(sample.input_ids.size());
+    for (int64_t begin = 0; begin < n; begin += seq_len) {
+      // A window without labels of its own predicts its next tokens within the window.
+      windows.push_back({sample.input_ids.data() + begin,
+                         sample.labels.empty() ? nullptr : sample.labels.data() + begin,
+                         std::min(seq_len, n - begin)});
+    }
   }
-  const auto rows = pack_rows(windows, seq_len);
+  const auto rows = first_fit(windows, seq_len);
   torch::NoGradGuard no_grad;
   double sums[3] = {0, 0, 0};  // loss, tokens, rows
   for (size_t first = 0; first < rows.size(); first += rows_per_step) {
-    std::vector<std::vector<Window>> step(rows.begin() + first,
-                                          rows.begin() + std::min(rows.size(), first + rows_per_step));
-    PackedBatch batch = make_batch(step, seq_len);
+    std::vector<std::vector<SampleSpan>> step(
+        rows.begin() + first, rows.begin() + std::min(rows.size(), first + rows_per_step));
+    PackedBatch batch = pack_rows(step, seq_len);
     sums[0] += model->loss_sum(batch).item<double>();
     sums[1] += static_cast<double>(batch.labels.ne(-100).sum().item<int64_t>());
     sums[2] += static_cast<double>(step.size());

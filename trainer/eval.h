@@ -22,10 +22,10 @@ struct TokenSample {
 std::vector<TokenSample> read_token_jsonl(const std::string& path);
 
 struct EvalResult {
-  double loss_sum = 0;      // summed token cross-entropy (nats)
-  int64_t tokens = 0;       // labelled tokens
+  double loss_sum = 0;  // summed token cross-entropy (nats)
+  int64_t tokens = 0;   // labelled tokens
   int64_t samples = 0;
-  int64_t rows = 0;         // packed rows evaluated
+  int64_t rows = 0;  // packed rows evaluated
   double mean_loss() const { return tokens ? loss_sum / static_cast<double>(tokens) : 0.0; }
   double perplexity() const;
 };

@@ -175,8 +175,7 @@ void LlamaForCausalLMImpl::initialize(uint64_t seed) {
 
 // ---------------------------------------------------------------- batches
 
-PackedBatch make_packed_batch(const std::vector<std::vector<std::vector<int64_t>>>& rows,
-                              int64_t seq_len) {
+PackedBatch pack_rows(const std::vector<std::vector<SampleSpan>>& rows, int64_t seq_len) {
   const int64_t b = static_cast<int64_t>(rows.size());
   PackedBatch batch;
   batch.input_ids = torch::zeros({b, seq_len}, torch::kLong);
@@ -190,18 +189,31 @@ PackedBatch make_packed_batch(const std::vector<std::vector<std::vector<int64_t>
   for (int64_t r = 0; r < b; ++r) {
     int64_t t = 0;
     for (size_t s = 0; s < rows[r].size(); ++s) {
-      const auto& sample = rows[r][s];
-      PTRAIN_CHECK(t + static_cast<int64_t>(sample.size()) <= seq_len,
-                   "row {} holds more than sequence_len {} tokens", r, seq_len);
-      for (size_t i = 0; i < sample.size(); ++i, ++t) {
-        ids[r][t] = sample[i];
-        pos[r][t] = static_cast<int64_t>(i);
+      const SampleSpan& sample = rows[r][s];
+      PTRAIN_CHECK(t + sample.length <= seq_len, "row {} holds more than sequence_len {} tokens", r,
+                   seq_len);
+      for (int64_t i = 0; i < sample.length; ++i, ++t) {
+        ids[r][t] = sample.ids[i];
+        pos[r][t] = i;
         seq[r][t] = static_cast<int64_t>(s);
-        if (i + 1 < sample.size()) lab[r][t] = sample[i + 1];
+        if (sample.labels) {
+          lab[r][t] = sample.labels[i];
+        } else if (i + 1 < sample.length) {
+          lab[r][t] = sample.ids[i + 1];
+        }
       }
     }
   }
   return batch;
+}
+
+PackedBatch make_packed_batch(const std::vector<std::vector<std::vector<int64_t>>>& rows,
+                              int64_t seq_len) {
+  std::vector<std::vector<SampleSpan>> spans(rows.size());
+  for (size_t r = 0; r < rows.size(); ++r)
+    for (const auto& sample : rows[r])
+      spans[r].push_back({sample.data(), nullptr, static_cast<int64_t>(sample.size())});
+  return pack_rows(spans, seq_len);
 }
 
 }  // namespace ptrain

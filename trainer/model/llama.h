@@ -77,6 +77,19 @@ class LlamaForCausalLMImpl : public torch::nn::Module {
 };
 TORCH_MODULE(LlamaForCausalLM);
 
+// One sample's tokens as placed in a packed row: `length` ids from `ids`, and either its own
+// already-shifted labels (`labels`, may hold -100) or, when null, the sample's next tokens.
+struct SampleSpan {
+  const int64_t* ids = nullptr;
+  const int64_t* labels = nullptr;
+  int64_t length = 0;
+};
+
+// Packs `rows` (each a list of sample spans) left-aligned into [rows, seq_len]: position ids
+// restart per sample, sequence ids count samples, the rest is padding (id 0, sequence id -1,
+// label -100).
+PackedBatch pack_rows(const std::vector<std::vector<SampleSpan>>& rows, int64_t seq_len);
+
 // Packs `rows` (each a list of samples, each a list of token ids) left-aligned into [rows,
 // seq_len]: position ids restart per sample, labels are each sample's next tokens (-100 at its last
 // token), the rest is padding (id 0, sequence id -1, label -100).
