@@ -4,7 +4,7 @@
 set -euo pipefail
 
 packages=(
-  build-essential cmake ninja-build ccache pkg-config clang-format clang libclang-rt-dev
+  build-essential cmake ninja-build ccache pkg-config clang-format clang libclang-rt-dev python3
   libtorch-dev libopenblas0-pthread libopenblas-dev
   openmpi-bin libopenmpi-dev
   protobuf-compiler libprotobuf-dev libgrpc++-dev protobuf-compiler-grpc
