@@ -21,9 +21,14 @@ build: configure
 test: build format-check
 	cd $(BUILD_DIR) && ctest --output-on-failure --timeout 600
 
-# The strongest real job that exists today: every rank reports itself, then the comm benchmark.
+# The strongest real job that exists today (until the training loop lands): every rank reports
+# itself, a tiny Llama is created and evaluated on 2 ranks, and the collectives are benchmarked.
 quickstart: build
 	$(MPIRUN) -np 2 $(BUILD_DIR)/bin/ptrain env --set output_dir=outputs/quickstart
+	$(BUILD_DIR)/bin/ptrain init-model --preset tiny --out outputs/quickstart/tiny-llama
+	python3 -c 'import json,random; random.seed(0); [print(json.dumps({"input_ids": [random.randrange(256) for _ in range(random.randint(8, 120))]})) for _ in range(64)]' > outputs/quickstart/tokens.jsonl
+	$(BUILD_DIR)/bin/ptrain inspect outputs/quickstart/tiny-llama
+	$(MPIRUN) -np 2 $(BUILD_DIR)/bin/ptrain eval --model outputs/quickstart/tiny-llama --data outputs/quickstart/tokens.jsonl --seq-len 128 --set output_dir=outputs/quickstart
 	$(MPIRUN) -np 2 $(BUILD_DIR)/bin/ptrain-bench comm --max-bytes 4194304 --seconds 0.05
 
 # Full benchmark runs; results (one JSON object per line) go to bench/results/.

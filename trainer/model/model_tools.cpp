@@ -54,13 +54,15 @@ std::string inspect_llama_model(const std::string& dir) {
     dtypes += fmt::format("{}{} {:.1f} MiB", dtypes.empty() ? "" : ", ", name, bytes / 1048576.0);
   return fmt::format(
       "model {}\n  architecture: {} ({} layers, hidden {}, heads {}/{} kv, head_dim {}, "
-      "intermediate {}, vocab {})\n  rope: theta {}, scaling {}\n  parameters: {} ({:.3f} B)\n"
+      "intermediate {}, vocab {})\n  rope: theta {}, scaling {}\n  parameters: {} ({})\n"
       "  weights: {} file(s), {} tensors, {}\n  tied embeddings: {}\n  status: OK (every tensor "
       "present with the shape config.json needs)\n",
       dir, config.model_type, config.num_hidden_layers, config.hidden_size,
       config.num_attention_heads, config.num_key_value_heads, config.head_dim,
       config.intermediate_size, config.vocab_size, config.rope_theta, config.rope_scaling.type,
-      params, params / 1e9, weights.file_count(), weights.names().size(), dtypes,
+      params,
+      params >= 1e9 ? fmt::format("{:.2f} B", params / 1e9) : fmt::format("{:.2f} M", params / 1e6),
+      weights.file_count(), weights.names().size(), dtypes,
       config.tie_word_embeddings ? "yes" : "no");
 }
 
