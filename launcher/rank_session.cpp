@@ -20,12 +20,7 @@ RankSession::RankSession(int* argc, char*** argv, const ResolvedConfig& config)
   try {
     set_up(config);
   } catch (...) {
-    // As in the destructor: a peer may already wait in a collective, so neither the communicator
-    // nor MPI is torn down (deliberately leaked); run_guarded() ends the job.
-    if (context_.comm) context_.comm->abandon();
-    new std::shared_ptr<Communicator>(std::move(context_.comm));
-    new std::shared_ptr<CollectiveWatchdog>(std::move(watchdog_));
-    mpi_.release();
+    leave_for_abort();
     throw;
   }
 }
@@ -69,14 +64,20 @@ void RankSession::set_up(const ResolvedConfig& config) {
   }
 }
 
+void RankSession::leave_for_abort() {
+  // A peer may already wait in a collective, so neither the communicator nor MPI is torn down
+  // (joining or finalising could hang): queued collectives are abandoned and the objects are
+  // deliberately leaked; run_guarded() ends the process right after the unwinding.
+  if (context_.comm) context_.comm->abandon();
+  new std::shared_ptr<Communicator>(std::move(context_.comm));
+  new std::shared_ptr<CollectiveWatchdog>(std::move(watchdog_));
+  mpi_.release();
+}
+
 RankSession::~RankSession() {
   if (context_.log) context_.log->flush();
   if (std::uncaught_exceptions() > uncaught_at_start_) {
-    // Deliberately leaked: run_guarded() ends the process right after the unwinding.
-    if (context_.comm) context_.comm->abandon();
-    new std::shared_ptr<Communicator>(std::move(context_.comm));
-    new std::shared_ptr<CollectiveWatchdog>(std::move(watchdog_));
-    mpi_.release();
+    leave_for_abort();
     return;
   }
   context_.comm.reset();

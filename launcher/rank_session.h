@@ -30,6 +30,8 @@ class RankSession {
 
  private:
   void set_up(const ResolvedConfig& config);
+  // The error path of construction and destruction: see the class comment.
+  void leave_for_abort();
 
   const int uncaught_at_start_;
   std::unique_ptr<MpiRuntime> mpi_;

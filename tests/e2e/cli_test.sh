@@ -1,13 +1,9 @@
 #!/usr/bin/env bash
 # End-to-end checks of the ptrain command line: cli_test.sh PTRAIN SOURCE_DIR MPIRUN
-set -u
+source "$(dirname "$0")/common.sh"
 ptrain=$1
 src=$2
 mpirun="$3 --oversubscribe --allow-run-as-root"
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-failures=0
-fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
 
 # ptrain env on 3 ranks: one line per rank, in rank order, as each rank sees itself.
 out=$($mpirun -np 3 "$ptrain" env --set output_dir="$work/env" 2>"$work/env.err")
@@ -57,9 +53,4 @@ diff -u "$src/docs/config.md" "$work/config.md" >"$work/docs.diff" ||
   fail "docs/config.md is stale; regenerate with: build/bin/ptrain config-docs -o docs/config.md
 $(head -20 "$work/docs.diff")"
 
-if [ $failures -eq 0 ]; then
-  echo "1 passed, 0 failed"
-  exit 0
-fi
-echo "0 passed, 1 failed ($failures checks)"
-exit 1
+finish

@@ -1,12 +1,8 @@
 #!/usr/bin/env bash
 # End-to-end checks of the model commands: model_test.sh PTRAIN MPIRUN
-set -u
+source "$(dirname "$0")/common.sh"
 ptrain=$1
 mpirun="$2 --oversubscribe --allow-run-as-root"
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-failures=0
-fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
 
 "$ptrain" init-model --preset tiny --out "$work/tiny" --dtype fp32 --seed 3 >/dev/null || fail "init-model"
 "$ptrain" inspect "$work/tiny" | grep -q "status: OK" || fail "inspect of a fresh model"
@@ -52,9 +48,4 @@ code=$?
 [ $code -eq 2 ] || fail "inspect of a mismatched model exited $code, expected 2"
 grep -q "has tensor 'model.layers.1." <<<"$err" || fail "inspect message: $err"
 
-if [ $failures -eq 0 ]; then
-  echo "1 passed, 0 failed"
-  exit 0
-fi
-echo "0 passed, 1 failed ($failures checks)"
-exit 1
+finish
