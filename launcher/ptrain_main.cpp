@@ -9,6 +9,7 @@
 #include "core/error.h"
 #include "launcher/env_command.h"
 #include "launcher/eval_command.h"
+#include "launcher/generate_command.h"
 #include "launcher/rank_session.h"
 #include "trainer/model/model_tools.h"
 
@@ -86,6 +87,31 @@ int main(int argc, char** argv) {
   eval->add_option("--config,-c", config_path, "Job config (logging, output_dir, comm)");
   eval->add_option("--set", overrides, "Override a config key: --set key=value (repeatable)");
 
+  GenerateCommandOptions gen;
+  auto* generate = app.add_subcommand(
+      "generate", "Continue prompts with a model (KV cache; greedy or sampled), in one process");
+  generate->add_option("--model", gen.model_dir, "Model directory")->required();
+  generate->add_option("--prompt", gen.prompts, "Prompt text (repeatable)");
+  generate->add_option("--prompt-ids", gen.prompt_ids,
+                       "Prompt as comma-separated token ids (repeatable)");
+  generate->add_option("--max-new-tokens", gen.max_new_tokens, "Tokens to generate at most");
+  generate->add_option("--temperature", gen.temperature,
+                       "0: greedy; > 0: sample (default: generation_config.json, else greedy)");
+  generate->add_option("--top-k", gen.top_k, "Sample among the k most likely tokens (0: off)");
+  generate->add_option("--top-p", gen.top_p, "Nucleus sampling mass in (0, 1]");
+  generate->add_option("--seed", gen.seed, "Sampling seed");
+  generate->add_option("--dtype", gen.dtype, "Compute dtype: bf16 or fp32");
+  generate->add_flag("--json", gen.json, "One JSON object per prompt (ids, text, timings)");
+
+  std::string tokenize_model;
+  std::vector<std::string> tokenize_texts;
+  bool tokenize_json = false;
+  auto* tokenize = app.add_subcommand(
+      "tokenize", "Token ids (and pieces) the model's tokenizer gives each text");
+  tokenize->add_option("--model", tokenize_model, "Model directory")->required();
+  tokenize->add_option("text", tokenize_texts, "Texts to tokenize")->required();
+  tokenize->add_flag("--json", tokenize_json, "One JSON array of ids per text");
+
   std::string docs_out;
   auto* docs = app.add_subcommand("config-docs", "Write the config reference (docs/config.md)");
   docs->add_option("--out,-o", docs_out, "Output file; stdout if omitted");
@@ -107,6 +133,8 @@ int main(int argc, char** argv) {
                 << " parameters, " << init.dtype << "\n";
       return 0;
     }
+    if (*generate) return run_generate_command(gen);
+    if (*tokenize) return run_tokenize_command(tokenize_model, tokenize_texts, tokenize_json);
     if (*inspect) {
       std::cout << inspect_llama_model(inspect_dir);
       return 0;

@@ -13,7 +13,7 @@ import json, random, sys
 random.seed(1)
 with open(sys.argv[1], "w") as f:
     for n in [5, 40, 17, 9, 33, 16, 2, 28, 11]:
-        f.write(json.dumps({"input_ids": [random.randrange(256) for _ in range(n)]}) + "\n")
+        f.write(json.dumps({"input_ids": [random.randrange(259) for _ in range(n)]}) + "\n")
 PY
 
 # The 3-rank evaluation must agree with the 1-rank one (the reference): same tokens, same loss.
@@ -25,7 +25,7 @@ a, b = json.loads(sys.argv[1]), json.loads(sys.argv[2])
 # 161 tokens in 15 windows of <= 16 tokens; each window has no target for its last token
 assert a["tokens"] == b["tokens"] == 146, (a["tokens"], b["tokens"])
 assert abs(a["loss"] - b["loss"]) <= 1e-5 * a["loss"], (a["loss"], b["loss"])
-assert abs(a["loss"] - math.log(256)) < 0.5, a["loss"]  # a random model is near uniform
+assert abs(a["loss"] - math.log(259)) < 0.5, a["loss"]  # a random model is near uniform
 assert b["world"] == 3
 PY
 
@@ -47,5 +47,35 @@ err=$("$ptrain" inspect "$work/extra" 2>&1)
 code=$?
 [ $code -eq 2 ] || fail "inspect of a mismatched model exited $code, expected 2"
 grep -q "has tensor 'model.layers.1." <<<"$err" || fail "inspect message: $err"
+
+# tokenize and generate on the tiny model (byte tokenizer: "hi" is bos, h+3, i+3).
+ids=$("$ptrain" tokenize --model "$work/tiny" --json "hi") || fail "tokenize"
+[ "$ids" = "[1,107,108]" ] || fail "tokenize ids: $ids"
+by_text=$("$ptrain" generate --model "$work/tiny" --prompt "hi" --max-new-tokens 8 --dtype fp32 --json) || fail "generate --prompt"
+by_ids=$("$ptrain" generate --model "$work/tiny" --prompt-ids 1,107,108 --max-new-tokens 8 --dtype fp32 --json) || fail "generate --prompt-ids"
+# A model that samples by default (generation_config.json) is greedy again with --temperature 0.
+python3 - "$work/tiny/generation_config.json" <<'PY'
+import json, sys
+g = json.load(open(sys.argv[1])); g.update(do_sample=True, temperature=1.3, top_p=0.9)
+json.dump(g, open(sys.argv[1], "w"))
+PY
+sampled=$("$ptrain" generate --model "$work/tiny" --prompt "hi" --max-new-tokens 8 --dtype fp32 --json --seed 1) || fail "sampled generate"
+greedy=$("$ptrain" generate --model "$work/tiny" --prompt "hi" --max-new-tokens 8 --dtype fp32 --json --temperature 0) || fail "generate --temperature 0"
+python3 - "$by_text" "$by_ids" "$sampled" "$greedy" <<'PY' || fail "generate output: $by_text / $by_ids / $sampled / $greedy"
+import json, sys
+t, i, s, g = (json.loads(x) for x in sys.argv[1:])
+assert t["prompt_ids"] == [1, 107, 108] and t["prompt"] == "hi"
+assert t["ids"] == i["ids"] == g["ids"] and len(t["ids"]) <= 8
+assert t["stop_reason"] in ("max_new_tokens", "stop_token")
+assert isinstance(t["text"], str) and "text" not in i  # ids-only prompts print no text
+assert s["ids"] != g["ids"], "generation_config.json's do_sample was not applied"
+PY
+
+# Bad generate input: ids that are not ids, and text for a model without a tokenizer.
+err=$("$ptrain" generate --model "$work/tiny" --prompt-ids 1,x 2>&1)
+[ $? -eq 2 ] && grep -q "expected comma-separated token ids, got 'x'" <<<"$err" || fail "bad --prompt-ids: $err"
+rm "$work/extra/tokenizer_config.json"
+err=$("$ptrain" generate --model "$work/extra" --prompt "hi" 2>&1)
+[ $? -eq 2 ] && grep -q "no supported tokenizer" <<<"$err" || fail "generate without a tokenizer: $err"
 
 finish

@@ -73,21 +73,44 @@ LlamaDecoderLayerImpl::LlamaDecoderLayerImpl(const LlamaConfig& config, at::Scal
       post_norm->register_parameter("weight", torch::ones({h}, torch::dtype(dtype)));
 }
 
-at::Tensor LlamaDecoderLayerImpl::forward(const at::Tensor& hidden, const at::Tensor& cos,
-                                          const at::Tensor& sin, const at::Tensor& mask) {
+std::tuple<at::Tensor, at::Tensor, at::Tensor> LlamaDecoderLayerImpl::project_qkv(
+    const at::Tensor& hidden, const at::Tensor& cos, const at::Tensor& sin) {
   const int64_t b = hidden.size(0), t = hidden.size(1), d = config_.head_dim;
   at::Tensor x = rms_norm(hidden, input_layernorm_, config_.rms_norm_eps);
   at::Tensor q = q_proj_(x).view({b, t, config_.num_attention_heads, d}).transpose(1, 2);
   at::Tensor k = k_proj_(x).view({b, t, config_.num_key_value_heads, d}).transpose(1, 2);
   at::Tensor v = v_proj_(x).view({b, t, config_.num_key_value_heads, d}).transpose(1, 2);
-  q = apply_rope(q, cos, sin);
-  k = apply_rope(k, cos, sin);
-  at::Tensor attn = t > attention_block_ ? blockwise_attention(q, k, v, mask, attention_block_)
-                                         : grouped_attention(q, k, v.contiguous(), mask);
-  attn = attn.transpose(1, 2).reshape({b, t, config_.num_attention_heads * d});
-  at::Tensor h = hidden + o_proj_(attn);
+  return {apply_rope(q, cos, sin), apply_rope(k, cos, sin), v};
+}
+
+at::Tensor LlamaDecoderLayerImpl::finish(const at::Tensor& hidden, const at::Tensor& attn) {
+  const int64_t b = hidden.size(0), t = hidden.size(1);
+  at::Tensor h =
+      hidden +
+      o_proj_(attn.transpose(1, 2).reshape({b, t, config_.num_attention_heads * config_.head_dim}));
   at::Tensor y = rms_norm(h, post_attention_layernorm_, config_.rms_norm_eps);
   return h + down_proj_(at::silu(gate_proj_(y)) * up_proj_(y));
+}
+
+at::Tensor LlamaDecoderLayerImpl::forward(const at::Tensor& hidden, const at::Tensor& cos,
+                                          const at::Tensor& sin, const at::Tensor& mask) {
+  auto [q, k, v] = project_qkv(hidden, cos, sin);
+  at::Tensor attn = hidden.size(1) > attention_block_
+                        ? blockwise_attention(q, k, v, mask, attention_block_)
+                        : grouped_attention(q, k, v.contiguous(), mask);
+  return finish(hidden, attn);
+}
+
+at::Tensor LlamaDecoderLayerImpl::forward_cached(const at::Tensor& hidden, const at::Tensor& cos,
+                                                 const at::Tensor& sin, const at::Tensor& bias,
+                                                 at::Tensor& key_cache, at::Tensor& value_cache,
+                                                 int64_t offset) {
+  const int64_t t = hidden.size(1);
+  auto [q, k, v] = project_qkv(hidden, cos, sin);
+  key_cache.narrow(2, offset, t).copy_(k);
+  value_cache.narrow(2, offset, t).copy_(v);
+  return finish(hidden, grouped_attention(q, key_cache.narrow(2, 0, offset + t),
+                                          value_cache.narrow(2, 0, offset + t), bias));
 }
 
 // ---------------------------------------------------------------- causal LM
@@ -154,6 +177,40 @@ at::Tensor LlamaForCausalLMImpl::logits(const PackedBatch& batch) {
   at::Tensor h = hidden_states(batch);
   const at::ScalarType acc = options_.dtype == at::kDouble ? at::kDouble : at::kFloat;
   return at::matmul(h, output_weight().t()).to(acc);
+}
+
+KVCache LlamaForCausalLMImpl::make_cache(int64_t batch, int64_t capacity) const {
+  KVCache cache;
+  cache.capacity = capacity;
+  const auto options = torch::dtype(options_.dtype);
+  for (int64_t l = 0; l < config_.num_hidden_layers; ++l) {
+    cache.keys.push_back(
+        torch::empty({batch, config_.num_key_value_heads, capacity, config_.head_dim}, options));
+    cache.values.push_back(torch::empty_like(cache.keys.back()));
+  }
+  return cache;
+}
+
+at::Tensor LlamaForCausalLMImpl::decode_step(const at::Tensor& input_ids, KVCache& cache) {
+  torch::NoGradGuard no_grad;
+  const int64_t b = input_ids.size(0), t = input_ids.size(1), offset = cache.length;
+  PTRAIN_CHECK(offset + t <= cache.capacity,
+               "{} tokens do not fit the KV cache ({} of {} positions used)", t, offset,
+               cache.capacity);
+  at::Tensor positions = torch::arange(offset, offset + t, torch::kLong).expand({b, t});
+  auto [cos, sin] = rope_tables(inv_freq_, positions);
+  cos = cos.to(options_.dtype);
+  sin = sin.to(options_.dtype);
+  at::Tensor bias =
+      attention_bias(cached_causal_mask(offset, t, config_.sliding_window), options_.dtype);
+  at::Tensor h = embed_tokens_(input_ids);
+  for (size_t l = 0; l < layers_->size(); ++l)
+    h = layers_[l]->as<LlamaDecoderLayerImpl>()->forward_cached(h, cos, sin, bias, cache.keys[l],
+                                                                cache.values[l], offset);
+  cache.length = offset + t;
+  at::Tensor last = rms_norm(h.select(1, t - 1), norm_, config_.rms_norm_eps);
+  const at::ScalarType acc = options_.dtype == at::kDouble ? at::kDouble : at::kFloat;
+  return at::matmul(last, output_weight().t()).to(acc);
 }
 
 void LlamaForCausalLMImpl::initialize(uint64_t seed) {

@@ -29,13 +29,34 @@ struct ModelOptions {
   int64_t attention_block = 512;          // rows longer than this use blockwise attention
 };
 
+// Keys and values of the tokens a sequence has seen so far, per layer, for incremental decoding:
+// keys[l] and values[l] are [B, KV heads, capacity, head_dim]; the first `length` positions are
+// filled.
+struct KVCache {
+  std::vector<at::Tensor> keys, values;
+  int64_t length = 0;
+  int64_t capacity = 0;
+};
+
 class LlamaDecoderLayerImpl : public torch::nn::Module {
  public:
   LlamaDecoderLayerImpl(const LlamaConfig& config, at::ScalarType dtype, int64_t attention_block);
   at::Tensor forward(const at::Tensor& hidden, const at::Tensor& cos, const at::Tensor& sin,
                      const at::Tensor& mask);
+  // The same layer for T new tokens at positions offset..offset+T-1: their keys and values are
+  // written into the cache tensors, and the queries attend over the cache's first offset+T keys.
+  at::Tensor forward_cached(const at::Tensor& hidden, const at::Tensor& cos, const at::Tensor& sin,
+                            const at::Tensor& bias, at::Tensor& key_cache, at::Tensor& value_cache,
+                            int64_t offset);
 
  private:
+  // q [B, H, T, d], k and v [B, KV, T, d] of the normed input, RoPE applied to q and k.
+  std::tuple<at::Tensor, at::Tensor, at::Tensor> project_qkv(const at::Tensor& hidden,
+                                                             const at::Tensor& cos,
+                                                             const at::Tensor& sin);
+  // The output projection, the residual and the MLP block, from attention output [B, H, T, d].
+  at::Tensor finish(const at::Tensor& hidden, const at::Tensor& attn);
+
   const LlamaConfig config_;
   const int64_t attention_block_;
   torch::nn::Linear q_proj_{nullptr}, k_proj_{nullptr}, v_proj_{nullptr}, o_proj_{nullptr};
@@ -54,6 +75,13 @@ class LlamaForCausalLMImpl : public torch::nn::Module {
   at::Tensor loss_sum(const PackedBatch& batch);
   // Full logits [B, T, vocab] in fp32 (tests, evaluation of short inputs, generation).
   at::Tensor logits(const PackedBatch& batch);
+
+  // An empty KV cache for `batch` sequences of up to `capacity` tokens.
+  KVCache make_cache(int64_t batch, int64_t capacity) const;
+  // Runs `input_ids` [B, T] (the next T tokens of each sequence) against the cache, appends their
+  // keys and values, and returns the fp32 logits of the last position [B, vocab]. Inference only
+  // (no autograd); UserError when the cache would overflow.
+  at::Tensor decode_step(const at::Tensor& input_ids, KVCache& cache);
 
   const LlamaConfig& config() const { return config_; }
   const ModelOptions& options() const { return options_; }

@@ -287,7 +287,7 @@ LlamaConfig llama_preset(const std::string& name) {
   c.eos_token_ids = {2};
   c.rms_norm_eps = 1e-5;
   if (name == "tiny") {
-    c.vocab_size = 256;
+    c.vocab_size = 259;  // the byte tokenizer's vocabulary (trainer/data/tokenizer.h)
     c.hidden_size = 64;
     c.intermediate_size = 176;
     c.num_hidden_layers = 2;

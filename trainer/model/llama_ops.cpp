@@ -85,6 +85,14 @@ at::Tensor packed_causal_mask(const at::Tensor& sequence_ids, int64_t window) {
   return ((same & real & causal) | self).unsqueeze(1);
 }
 
+at::Tensor cached_causal_mask(int64_t offset, int64_t t, int64_t window) {
+  at::Tensor query = torch::arange(offset, offset + t, torch::kLong).unsqueeze(1);
+  at::Tensor key = torch::arange(offset + t, torch::kLong).unsqueeze(0);
+  at::Tensor allowed = key <= query;
+  if (window > 0) allowed = allowed & ((query - key) < window);
+  return allowed.view({1, 1, t, offset + t});
+}
+
 at::Tensor attention_bias(const at::Tensor& mask, at::ScalarType dtype) {
   return torch::zeros(mask.sizes(), torch::dtype(dtype))
       .masked_fill_(mask.logical_not(), -std::numeric_limits<double>::infinity());
@@ -93,17 +101,17 @@ at::Tensor attention_bias(const at::Tensor& mask, at::ScalarType dtype) {
 at::Tensor grouped_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                              const at::Tensor& bias) {
   const int64_t b = q.size(0), heads = q.size(1), t = q.size(2), d = q.size(3);
-  const int64_t kv_heads = k.size(1), group = heads / kv_heads;
+  const int64_t kv_heads = k.size(1), group = heads / kv_heads, keys = k.size(2);
   PTRAIN_ASSERT(heads % kv_heads == 0, "{} query heads over {} kv heads", heads, kv_heads);
   // Query heads h = g * group + j share kv head g: fold the group into the row dimension, so one
   // matmul per kv head serves all its query heads without repeating K or V.
   const double scale = 1.0 / std::sqrt(static_cast<double>(d));
   at::Tensor qg = (q * scale).reshape({b, kv_heads, group * t, d});
-  at::Tensor scores = at::matmul(qg, k.transpose(-1, -2));  // [B, KV, group*T, T]
+  at::Tensor scores = at::matmul(qg, k.transpose(-1, -2));  // [B, KV, group*T, keys]
   // The softmax kernel accumulates in fp32 for bf16 input and writes probabilities in the compute
   // dtype (as Hugging Face rounds them).
-  scores = (scores.view({b, kv_heads, group, t, t}) + bias.unsqueeze(1))
-               .view({b, kv_heads, group * t, t});
+  scores = (scores.view({b, kv_heads, group, t, keys}) + bias.unsqueeze(1))
+               .view({b, kv_heads, group * t, keys});
   at::Tensor probs = at::softmax(scores, -1);
   return at::matmul(probs, v).view({b, heads, t, d});
 }
@@ -245,9 +253,11 @@ class ChunkedCrossEntropy : public torch::autograd::Function<ChunkedCrossEntropy
       d.mul_((lab.ne(-100).to(acc) * g).unsqueeze(1));
       at::Tensor dc = d.to(hidden.scalar_type());
       grad_hidden.narrow(0, begin, len).copy_(at::matmul(dc, weight));
+      if (!weight_needs_grad) continue;  // frozen lm_head (LoRA): skip the [V, H] matmul
       at::Tensor chunk_grad = at::matmul(dc.t(), h).to(acc);
       grad_weight = grad_weight.defined() ? grad_weight.add_(chunk_grad) : chunk_grad;
     }
+    if (!weight_needs_grad) return {grad_hidden, at::Tensor(), at::Tensor(), at::Tensor()};
     if (!grad_weight.defined())
       grad_weight = torch::zeros(weight.sizes(), weight.options().dtype(acc));
     return {grad_hidden, grad_weight.to(weight.scalar_type()), at::Tensor(), at::Tensor()};

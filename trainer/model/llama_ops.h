@@ -30,6 +30,10 @@ at::Tensor apply_rope(const at::Tensor& x, const at::Tensor& cos, const at::Tens
 // (when window > 0) i - j < window. A padding token (sequence id -1) sees only itself.
 at::Tensor packed_causal_mask(const at::Tensor& sequence_ids, int64_t window);
 
+// The causal mask of T new queries at absolute positions offset..offset+T-1 over the offset+T
+// keys of a KV cache (one sample): [1, 1, T, offset + T] bool, with the same window rule.
+at::Tensor cached_causal_mask(int64_t offset, int64_t t, int64_t window);
+
 // Sequence ids for packed rows from position_ids that restart at 0 for every sample:
 // [3 4 0 1 2 0] -> [0 0 1 1 1 2]. Rows start a sample at their first token.
 at::Tensor sequence_ids_from_positions(const at::Tensor& position_ids);
@@ -39,8 +43,9 @@ at::Tensor sequence_ids_from_positions(const at::Tensor& position_ids);
 at::Tensor attention_bias(const at::Tensor& mask, at::ScalarType dtype);
 
 // softmax(q k^T / sqrt(d) + bias) v with grouped-query heads: q [B, H, T, d], k and v
-// [B, KV, T, d] with H a multiple of KV; keys and values are shared by H/KV query heads without
-// being repeated in memory. Scores in the compute dtype, the softmax accumulating in fp32 (for
+// [B, KV, S, d] with H a multiple of KV, bias [B, 1, T, S] (S = T in training; S = cached + T
+// when decoding with a KV cache); keys and values are shared by H/KV query heads without being
+// repeated in memory. Scores in the compute dtype, the softmax accumulating in fp32 (for
 // bf16 inputs the kernel converts internally), probabilities rounded to the compute dtype as
 // Hugging Face does. Returns [B, H, T, d].
 at::Tensor grouped_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,

@@ -5,6 +5,8 @@
 
 #include "checkpoint/safetensors_model.h"
 #include "core/error.h"
+#include "core/file_util.h"
+#include "trainer/data/tokenizer.h"
 #include "trainer/model/llama.h"
 #include "trainer/model/llama_config.h"
 #include "trainer/model/llama_weights.h"
@@ -21,6 +23,9 @@ int64_t write_random_llama_model(const InitModelOptions& options) {
   LlamaForCausalLM model(config, model_options);
   model->initialize(options.seed);
   save_llama_model(model, options.out_dir, dtype, options.max_shard_bytes);
+  // The tiny preset's vocabulary is the byte tokenizer's, so generate and tokenize work on it.
+  if (options.preset == "tiny")
+    write_file_atomic(options.out_dir + "/tokenizer_config.json", byte_tokenizer_config_json());
   return config.num_parameters();
 }
 

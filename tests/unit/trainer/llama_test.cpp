@@ -16,6 +16,7 @@
 #include "trainer/model/llama_config.h"
 #include "trainer/model/llama_ops.h"
 #include "trainer/model/llama_weights.h"
+#include "unit/trainer/model_fixtures.h"
 
 namespace ptrain {
 namespace {
@@ -27,18 +28,6 @@ std::string temp_dir(const std::string& name) {
   std::filesystem::remove_all(dir);
   std::filesystem::create_directories(dir);
   return dir;
-}
-
-LlamaConfig micro_config() {  // small enough for finite differences in fp64
-  LlamaConfig c = llama_preset("tiny");
-  c.vocab_size = 11;
-  c.hidden_size = 8;
-  c.intermediate_size = 12;
-  c.num_hidden_layers = 2;
-  c.num_attention_heads = 2;
-  c.num_key_value_heads = 1;
-  c.head_dim = 4;
-  return c;
 }
 
 // ---------------------------------------------------------------- ops vs fp64 formulas
@@ -225,15 +214,6 @@ TEST(LlamaOps, ChunkedCrossEntropyMatchesFullLogitsAndGradients) {
 
 // ---------------------------------------------------------------- the model
 
-LlamaForCausalLM make_model(const LlamaConfig& config, at::ScalarType dtype, uint64_t seed = 7) {
-  ModelOptions options;
-  options.dtype = dtype;
-  options.loss_chunk_tokens = 5;  // several chunks even in small tests
-  LlamaForCausalLM model(config, options);
-  model->initialize(seed);
-  return model;
-}
-
 TEST(LlamaModel, ParametersAreTheHuggingFaceTensorsOfTheConfig) {
   LlamaConfig c = llama_preset("tiny");
   c.qkv_bias = true;  // Qwen2-style biases appear under their HF names too
@@ -335,7 +315,7 @@ TEST(LlamaModel, LabelsOutsideTheVocabularyAreUserErrors) {
   PackedBatch batch = make_packed_batch({{{1, 2, 3}}}, 4);
   batch.labels[0][1] = -1;  // a padding convention from elsewhere, not ours
   EXPECT_THAT([&] { model->loss_sum(batch); },
-              ::testing::ThrowsMessage<UserError>(HasSubstr("[0, 256) or -100")));
+              ::testing::ThrowsMessage<UserError>(HasSubstr("[0, 259) or -100")));
 }
 
 TEST(LlamaModel, Bf16ForwardStaysWithinTwoPercentOfFp32) {

@@ -1,0 +1,170 @@
+#include "launcher/generate_command.h"
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include <filesystem>
+#include <iostream>
+
+#include "checkpoint/safetensors_model.h"
+#include "core/error.h"
+#include "core/file_util.h"
+#include "trainer/data/tokenizer.h"
+#include "trainer/generate.h"
+#include "trainer/model/llama_weights.h"
+
+namespace ptrain {
+namespace {
+
+std::vector<int64_t> parse_ids(const std::string& text) {
+  std::vector<int64_t> ids;
+  size_t pos = 0;
+  while (pos <= text.size()) {
+    size_t comma = text.find(',', pos);
+    std::string item = text.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
+    size_t used = 0;
+    int64_t id = 0;
+    try {
+      id = std::stoll(item, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    PTRAIN_CHECK(used > 0 && used == item.size(),
+                 "--prompt-ids '{}': expected comma-separated token ids, got '{}'", text, item);
+    ids.push_back(id);
+    if (comma == std::string::npos) break;
+    pos = comma + 1;
+  }
+  return ids;
+}
+
+// The sampling defaults a model ships in generation_config.json (as Hugging Face's generate()
+// reads them), overridden by the command line; eos ids from there or config.json.
+SamplingOptions sampling_options(const GenerateCommandOptions& cli, const LlamaConfig& config) {
+  SamplingOptions options;
+  options.max_new_tokens = cli.max_new_tokens;
+  options.seed = cli.seed;
+  options.stop_ids = config.eos_token_ids;
+  const std::string path = cli.model_dir + "/generation_config.json";
+  if (std::filesystem::exists(path)) {
+    nlohmann::json j;
+    try {
+      j = nlohmann::json::parse(read_text_file(path));
+    } catch (const nlohmann::json::exception& e) {
+      throw UserError(fmt::format("'{}': not valid JSON: {}", path, e.what()));
+    }
+    auto number = [&](const char* key, auto fallback) {
+      if (!j.contains(key) || j[key].is_null()) return fallback;
+      PTRAIN_CHECK(j[key].is_number(), "'{}': key '{}' must be a number", path, key);
+      return j[key].get<decltype(fallback)>();
+    };
+    if (j.value("do_sample", false)) {
+      options.temperature = number("temperature", 1.0);
+      options.top_k = number("top_k", int64_t{50});
+      options.top_p = number("top_p", 1.0);
+    }
+    if (j.contains("eos_token_id") && !j["eos_token_id"].is_null()) {
+      const nlohmann::json& eos = j["eos_token_id"];
+      PTRAIN_CHECK(eos.is_number_integer() || eos.is_array(),
+                   "'{}': eos_token_id must be an id or a list of ids", path);
+      options.stop_ids = eos.is_array() ? eos.get<std::vector<int64_t>>()
+                                        : std::vector<int64_t>{eos.get<int64_t>()};
+    }
+  }
+  if (cli.temperature) options.temperature = *cli.temperature;
+  if (cli.top_k) options.top_k = *cli.top_k;
+  if (cli.top_p) options.top_p = *cli.top_p;
+  PTRAIN_CHECK(options.temperature >= 0, "--temperature must be >= 0 (0: greedy), got {}",
+               options.temperature);
+  PTRAIN_CHECK(options.top_k >= 0, "--top-k must be >= 0 (0: off), got {}", options.top_k);
+  PTRAIN_CHECK(options.top_p > 0 && options.top_p <= 1, "--top-p must be in (0, 1], got {}",
+               options.top_p);
+  return options;
+}
+
+}  // namespace
+
+int run_generate_command(const GenerateCommandOptions& cli) {
+  PTRAIN_CHECK(cli.dtype == "bf16" || cli.dtype == "fp32",
+               "--dtype: expected bf16 or fp32, got '{}'", cli.dtype);
+  PTRAIN_CHECK(!cli.prompts.empty() || !cli.prompt_ids.empty(),
+               "generate: give at least one --prompt TEXT or --prompt-ids IDS");
+  std::unique_ptr<Tokenizer> tokenizer;
+  if (!cli.prompts.empty()) tokenizer = load_tokenizer(cli.model_dir);
+  std::vector<std::vector<int64_t>> prompts;
+  for (const auto& text : cli.prompts) prompts.push_back(tokenizer->encode_sequence(text));
+  for (const auto& text : cli.prompt_ids) prompts.push_back(parse_ids(text));
+
+  LlamaConfig config = load_llama_config(cli.model_dir);
+  ModelOptions model_options;
+  model_options.dtype = cli.dtype == "bf16" ? at::kBFloat16 : at::kFloat;
+  LlamaForCausalLM model(config, model_options);
+  load_llama_weights(model, SafetensorsModel(cli.model_dir));
+  model->eval();
+  const SamplingOptions sampling = sampling_options(cli, config);
+
+  for (size_t p = 0; p < prompts.size(); ++p) {
+    const std::vector<int64_t>& prompt = prompts[p];
+    std::string printed;
+    std::vector<int64_t> so_far;
+    std::function<void(int64_t)> on_token;
+    if (!cli.json && tokenizer) {
+      std::cout << tokenizer->decode(prompt, true) << std::flush;
+      // Decoding the whole continuation and printing what is new keeps multi-token characters
+      // whole.
+      on_token = [&](int64_t id) {
+        so_far.push_back(id);
+        std::string text = tokenizer->decode(so_far, true);
+        if (text.size() > printed.size() && text.compare(0, printed.size(), printed) == 0) {
+          std::cout << text.substr(printed.size()) << std::flush;
+          printed = text;
+        }
+      };
+    }
+    GenerationResult result = generate(model, prompt, sampling, on_token);
+    const double prefill_rate = prompt.size() / std::max(result.prefill_seconds, 1e-9);
+    const double decode_rate =
+        result.ids.size() > 1 ? (result.ids.size() - 1) / std::max(result.decode_seconds, 1e-9) : 0;
+    if (cli.json) {
+      nlohmann::json line = {{"prompt_ids", prompt},
+                             {"ids", result.ids},
+                             {"stop_reason", result.stop_reason},
+                             {"prompt_tokens", prompt.size()},
+                             {"new_tokens", result.ids.size()},
+                             {"prefill_tokens_per_s", prefill_rate},
+                             {"decode_tokens_per_s", decode_rate}};
+      if (tokenizer && p < cli.prompts.size()) {
+        line["prompt"] = cli.prompts[p];
+        line["text"] = tokenizer->decode(result.ids, true);
+      }
+      std::cout << line.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)
+                << std::endl;
+    } else {
+      if (!tokenizer) std::cout << fmt::format("{}", fmt::join(result.ids, ","));
+      std::cout << std::endl;
+      std::cerr << fmt::format(
+          "[generate] {} prompt tokens, {} new tokens ({}); prefill {:.1f} tokens/s, decode {:.1f} "
+          "tokens/s\n",
+          prompt.size(), result.ids.size(), result.stop_reason, prefill_rate, decode_rate);
+    }
+  }
+  return 0;
+}
+
+int run_tokenize_command(const std::string& model_dir, const std::vector<std::string>& texts,
+                         bool json) {
+  std::unique_ptr<Tokenizer> tokenizer = load_tokenizer(model_dir);
+  for (const auto& text : texts) {
+    std::vector<int64_t> ids = tokenizer->encode_sequence(text);
+    if (json) {
+      std::cout << nlohmann::json(ids).dump() << "\n";
+      continue;
+    }
+    std::cout << fmt::format("{} tokens:", ids.size());
+    for (int64_t id : ids) std::cout << fmt::format(" {}({})", id, tokenizer->piece(id));
+    std::cout << "\n";
+  }
+  return 0;
+}
+
+}  // namespace ptrain

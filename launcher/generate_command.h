@@ -1,0 +1,34 @@
+// `ptrain generate` and `ptrain tokenize`: one-process commands for trying a model directory.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace ptrain {
+
+struct GenerateCommandOptions {
+  std::string model_dir;
+  std::vector<std::string> prompts;     // text, tokenized by the model's tokenizer
+  std::vector<std::string> prompt_ids;  // "1,15043,3186": token ids, no tokenizer needed
+  // Unset: the model's generation_config.json (do_sample, temperature, top_k, top_p), else
+  // greedy.
+  std::optional<double> temperature;
+  std::optional<int64_t> top_k;
+  std::optional<double> top_p;
+  int64_t max_new_tokens = 128;
+  uint64_t seed = 0;
+  std::string dtype = "bf16";
+  bool json = false;
+};
+
+// Generates a continuation of every prompt in turn. Plain output streams each prompt and its
+// continuation to stdout, with timings on stderr; --json prints one object per prompt.
+int run_generate_command(const GenerateCommandOptions& options);
+
+// Prints the ids (and pieces) the model's tokenizer gives each text; --json: one array per text.
+int run_tokenize_command(const std::string& model_dir, const std::vector<std::string>& texts,
+                         bool json);
+
+}  // namespace ptrain

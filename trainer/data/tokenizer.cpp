@@ -1,0 +1,90 @@
+#include "trainer/data/tokenizer.h"
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include <filesystem>
+
+#include "core/error.h"
+#include "core/file_util.h"
+
+namespace ptrain {
+
+std::vector<int64_t> Tokenizer::encode_sequence(std::string_view text) const {
+  std::vector<int64_t> ids;
+  if (add_bos && bos_id) ids.push_back(*bos_id);
+  std::vector<int64_t> body = encode(text);
+  ids.insert(ids.end(), body.begin(), body.end());
+  return ids;
+}
+
+ByteTokenizer::ByteTokenizer() {
+  pad_id = 0;
+  bos_id = 1;
+  eos_id = 2;
+  add_bos = true;
+}
+
+std::vector<int64_t> ByteTokenizer::encode(std::string_view text) const {
+  std::vector<int64_t> ids;
+  ids.reserve(text.size());
+  for (unsigned char c : text) ids.push_back(static_cast<int64_t>(c) + kOffset);
+  return ids;
+}
+
+std::string ByteTokenizer::decode(const std::vector<int64_t>& ids, bool skip_special) const {
+  std::string out;
+  for (int64_t id : ids) {
+    PTRAIN_CHECK(id >= 0 && id < kVocab, "token id {} is outside the byte vocabulary [0, {})", id,
+                 kVocab);
+    if (id >= kOffset) {
+      out.push_back(static_cast<char>(id - kOffset));
+    } else if (!skip_special) {
+      out += piece(id);
+    }
+  }
+  return out;
+}
+
+std::string ByteTokenizer::piece(int64_t id) const {
+  static const char* kSpecial[] = {"<pad>", "<s>", "</s>"};
+  PTRAIN_CHECK(id >= 0 && id < kVocab, "token id {} is outside the byte vocabulary [0, {})", id,
+               kVocab);
+  if (id < kOffset) return kSpecial[id];
+  return fmt::format("<0x{:02X}>", id - kOffset);
+}
+
+std::string byte_tokenizer_config_json() {
+  nlohmann::ordered_json j = {{"tokenizer_class", "PtrainByteTokenizer"},
+                              {"ptrain_tokenizer", "byte"},
+                              {"bos_token", "<s>"},
+                              {"eos_token", "</s>"},
+                              {"pad_token", "<pad>"},
+                              {"add_bos_token", true}};
+  return j.dump(2) + "\n";
+}
+
+std::unique_ptr<Tokenizer> load_tokenizer(const std::string& model_dir) {
+  namespace fs = std::filesystem;
+  const std::string config_path = model_dir + "/tokenizer_config.json";
+  if (fs::exists(config_path)) {
+    nlohmann::json j;
+    try {
+      j = nlohmann::json::parse(read_text_file(config_path));
+    } catch (const nlohmann::json::exception& e) {
+      throw UserError(fmt::format("'{}': not valid JSON: {}", config_path, e.what()));
+    }
+    if (j.is_object() && j.value("ptrain_tokenizer", "") == "byte")
+      return std::make_unique<ByteTokenizer>();
+  }
+  std::vector<std::string> present;
+  for (const char* name : {"tokenizer.json", "tokenizer.model", "tokenizer_config.json"})
+    if (fs::exists(model_dir + "/" + name)) present.push_back(name);
+  throw UserError(fmt::format(
+      "model '{}': no supported tokenizer (found: {}); supported: ptrain's byte tokenizer "
+      "(tokenizer_config.json with \"ptrain_tokenizer\": \"byte\"). Pass token ids instead "
+      "(--prompt-ids)",
+      model_dir, present.empty() ? "none" : fmt::format("{}", fmt::join(present, ", "))));
+}
+
+}  // namespace ptrain
