@@ -1,0 +1,42 @@
+#include "trainer/quant/nf4_weight.h"
+
+#include <ATen/Parallel.h>
+
+#include "core/error.h"
+
+namespace ptrain {
+
+Nf4Weight Nf4Weight::quantize(const at::Tensor& weight, bool double_quant) {
+  PTRAIN_ASSERT(at::isFloatingType(weight.scalar_type()), "NF4 quantization of a {} tensor",
+                c10::toString(weight.scalar_type()));
+  Nf4Weight out;
+  out.shape = weight.sizes().vec();
+  out.dtype = weight.scalar_type();
+  out.layout = Nf4Layout(weight.numel(), double_quant);
+  out.storage = torch::empty({out.layout.bytes}, torch::kUInt8);
+  at::Tensor values = weight.detach().to(at::kFloat).contiguous().view({-1});
+  nf4_quantize(values.data_ptr<float>(), out.layout, out.storage.data_ptr<uint8_t>());
+  return out;
+}
+
+at::Tensor Nf4Weight::dequantize(at::ScalarType out_dtype) const {
+  const uint8_t* buffer = storage.data_ptr<uint8_t>();
+  const Nf4Layout& l = layout;
+  const int64_t grain = 256;  // blocks per task: 16 Ki values
+  if (out_dtype == at::kBFloat16) {
+    at::Tensor out = torch::empty(shape, torch::kBFloat16);
+    auto* bits = reinterpret_cast<uint16_t*>(out.data_ptr<at::BFloat16>());
+    at::parallel_for(0, l.blocks, grain, [&](int64_t begin, int64_t end) {
+      nf4_dequantize_bf16(buffer, l, begin, end, bits);
+    });
+    return out;
+  }
+  at::Tensor out = torch::empty(shape, torch::kFloat);
+  float* values = out.data_ptr<float>();
+  at::parallel_for(0, l.blocks, grain, [&](int64_t begin, int64_t end) {
+    nf4_dequantize_f32(buffer, l, begin, end, values);
+  });
+  return out_dtype == at::kFloat ? out : out.to(out_dtype);
+}
+
+}  // namespace ptrain
