@@ -12,6 +12,10 @@ torch::nn::Linear linear(int64_t in, int64_t out, bool bias, at::ScalarType dtyp
   return layer;
 }
 
+Projection projection(int64_t in, int64_t out, bool bias, const ModelOptions& options) {
+  return Projection(in, out, bias, options.dtype, options.nf4_base, options.nf4_double_quant);
+}
+
 // ---------------------------------------------------------------- activation checkpointing
 
 using torch::autograd::AutogradContext;
@@ -49,21 +53,21 @@ class CheckpointedLayer : public torch::autograd::Function<CheckpointedLayer> {
 
 // ---------------------------------------------------------------- decoder layer
 
-LlamaDecoderLayerImpl::LlamaDecoderLayerImpl(const LlamaConfig& config, at::ScalarType dtype,
-                                             int64_t attention_block)
-    : config_(config), attention_block_(attention_block) {
+LlamaDecoderLayerImpl::LlamaDecoderLayerImpl(const LlamaConfig& config, const ModelOptions& options)
+    : config_(config), attention_block_(options.attention_block) {
+  const at::ScalarType dtype = options.dtype;
   const int64_t h = config.hidden_size, q = config.num_attention_heads * config.head_dim,
                 kv = config.num_key_value_heads * config.head_dim, i = config.intermediate_size;
   // Registered under the Hugging Face names: self_attn.*, mlp.*, *_layernorm.
   auto attn = register_module("self_attn", std::make_shared<torch::nn::Module>());
-  q_proj_ = attn->register_module("q_proj", linear(h, q, config.qkv_bias, dtype));
-  k_proj_ = attn->register_module("k_proj", linear(h, kv, config.qkv_bias, dtype));
-  v_proj_ = attn->register_module("v_proj", linear(h, kv, config.qkv_bias, dtype));
-  o_proj_ = attn->register_module("o_proj", linear(q, h, config.o_bias, dtype));
+  q_proj_ = attn->register_module("q_proj", projection(h, q, config.qkv_bias, options));
+  k_proj_ = attn->register_module("k_proj", projection(h, kv, config.qkv_bias, options));
+  v_proj_ = attn->register_module("v_proj", projection(h, kv, config.qkv_bias, options));
+  o_proj_ = attn->register_module("o_proj", projection(q, h, config.o_bias, options));
   auto mlp = register_module("mlp", std::make_shared<torch::nn::Module>());
-  gate_proj_ = mlp->register_module("gate_proj", linear(h, i, config.mlp_bias, dtype));
-  up_proj_ = mlp->register_module("up_proj", linear(h, i, config.mlp_bias, dtype));
-  down_proj_ = mlp->register_module("down_proj", linear(i, h, config.mlp_bias, dtype));
+  gate_proj_ = mlp->register_module("gate_proj", projection(h, i, config.mlp_bias, options));
+  up_proj_ = mlp->register_module("up_proj", projection(h, i, config.mlp_bias, options));
+  down_proj_ = mlp->register_module("down_proj", projection(i, h, config.mlp_bias, options));
   auto input_norm = register_module("input_layernorm", std::make_shared<torch::nn::Module>());
   input_layernorm_ =
       input_norm->register_parameter("weight", torch::ones({h}, torch::dtype(dtype)));
@@ -124,7 +128,7 @@ LlamaForCausalLMImpl::LlamaForCausalLMImpl(const LlamaConfig& config, const Mode
   embed_tokens_->to(options.dtype);
   layers_ = model->register_module("layers", torch::nn::ModuleList());
   for (int64_t i = 0; i < config.num_hidden_layers; ++i)
-    layers_->push_back(LlamaDecoderLayer(config, options.dtype, options.attention_block));
+    layers_->push_back(LlamaDecoderLayer(config, options));
   auto norm = model->register_module("norm", std::make_shared<torch::nn::Module>());
   norm_ = norm->register_parameter("weight",
                                    torch::ones({config.hidden_size}, torch::dtype(options.dtype)));
@@ -132,6 +136,9 @@ LlamaForCausalLMImpl::LlamaForCausalLMImpl(const LlamaConfig& config, const Mode
     lm_head_ = register_module("lm_head",
                                linear(config.hidden_size, config.vocab_size, false, options.dtype));
   inv_freq_ = rope_inv_freq(config);
+  for (const auto& named : named_modules("", /*include_self=*/false)) {
+    if (auto* p = named.value()->as<ProjectionImpl>()) projections_[named.key()] = p;
+  }
 }
 
 at::Tensor LlamaForCausalLMImpl::output_weight() const {
@@ -216,18 +223,52 @@ at::Tensor LlamaForCausalLMImpl::decode_step(const at::Tensor& input_ids, KVCach
 void LlamaForCausalLMImpl::initialize(uint64_t seed) {
   torch::NoGradGuard no_grad;
   auto generator = at::make_generator<at::CPUGeneratorImpl>(seed);
-  for (auto& p : named_parameters()) {
-    const std::string& name = p.key();
-    at::Tensor& w = p.value();
+  for (const auto& [name, shape] : llama_tensor_shapes(config_)) {
     if (name.size() >= 4 && name.compare(name.size() - 4, 4, "bias") == 0) {
-      w.zero_();
+      set_tensor(name, torch::zeros(shape));
     } else if (name.find("norm") != std::string::npos) {
-      w.fill_(1.0);
+      set_tensor(name, torch::ones(shape));
     } else {
-      at::Tensor values = at::normal(0.0, 0.02, w.sizes(), generator, torch::dtype(at::kFloat));
-      w.copy_(values);
+      set_tensor(name, at::normal(0.0, 0.02, shape, generator, torch::dtype(at::kFloat)));
     }
   }
+}
+
+namespace {
+
+// "model.layers.0.self_attn.q_proj.weight" -> the projection and "weight"; null when the name is
+// not a projection's.
+std::pair<ProjectionImpl*, std::string> find_projection(
+    const std::map<std::string, ProjectionImpl*>& projections, const std::string& name) {
+  const size_t dot = name.rfind('.');
+  if (dot == std::string::npos) return {nullptr, ""};
+  auto it = projections.find(name.substr(0, dot));
+  if (it == projections.end()) return {nullptr, ""};
+  return {it->second, name.substr(dot + 1)};
+}
+
+}  // namespace
+
+void LlamaForCausalLMImpl::set_tensor(const std::string& name, const at::Tensor& value) {
+  torch::NoGradGuard no_grad;
+  auto [proj, leaf] = find_projection(projections_, name);
+  if (proj && leaf == "weight") {
+    proj->set_weight(value);
+    return;
+  }
+  at::Tensor* param = named_parameters().find(name);
+  PTRAIN_ASSERT(param != nullptr, "model has no tensor '{}'", name);
+  param->copy_(value);
+}
+
+at::Tensor LlamaForCausalLMImpl::tensor_value(const std::string& name, at::ScalarType dtype,
+                                              bool merge_lora) const {
+  auto [proj, leaf] = find_projection(projections_, name);
+  if (proj && leaf == "weight")
+    return merge_lora ? proj->merged_weight(dtype) : proj->base_weight(dtype);
+  const at::Tensor* param = named_parameters().find(name);
+  PTRAIN_ASSERT(param != nullptr, "model has no tensor '{}'", name);
+  return param->detach().to(dtype);
 }
 
 // ---------------------------------------------------------------- batches

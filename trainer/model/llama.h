@@ -10,7 +10,10 @@
 
 #include <torch/torch.h>
 
+#include <map>
+
 #include "trainer/model/llama_config.h"
+#include "trainer/model/projection.h"
 
 namespace ptrain {
 
@@ -27,6 +30,8 @@ struct ModelOptions {
   bool activation_checkpointing = false;  // recompute each decoder layer in backward
   int64_t loss_chunk_tokens = 0;          // 0: as many rows as keep the chunk's logits at 64 MiB
   int64_t attention_block = 512;          // rows longer than this use blockwise attention
+  bool nf4_base = false;                  // decoder projections stored as NF4 (QLoRA base)
+  bool nf4_double_quant = true;           // NF4 absmax double-quantized (4.127 bits/param)
 };
 
 // Keys and values of the tokens a sequence has seen so far, per layer, for incremental decoding:
@@ -40,7 +45,7 @@ struct KVCache {
 
 class LlamaDecoderLayerImpl : public torch::nn::Module {
  public:
-  LlamaDecoderLayerImpl(const LlamaConfig& config, at::ScalarType dtype, int64_t attention_block);
+  LlamaDecoderLayerImpl(const LlamaConfig& config, const ModelOptions& options);
   at::Tensor forward(const at::Tensor& hidden, const at::Tensor& cos, const at::Tensor& sin,
                      const at::Tensor& mask);
   // The same layer for T new tokens at positions offset..offset+T-1: their keys and values are
@@ -59,8 +64,8 @@ class LlamaDecoderLayerImpl : public torch::nn::Module {
 
   const LlamaConfig config_;
   const int64_t attention_block_;
-  torch::nn::Linear q_proj_{nullptr}, k_proj_{nullptr}, v_proj_{nullptr}, o_proj_{nullptr};
-  torch::nn::Linear gate_proj_{nullptr}, up_proj_{nullptr}, down_proj_{nullptr};
+  Projection q_proj_{nullptr}, k_proj_{nullptr}, v_proj_{nullptr}, o_proj_{nullptr};
+  Projection gate_proj_{nullptr}, up_proj_{nullptr}, down_proj_{nullptr};
   at::Tensor input_layernorm_, post_attention_layernorm_;
 };
 TORCH_MODULE(LlamaDecoderLayer);
@@ -90,8 +95,18 @@ class LlamaForCausalLMImpl : public torch::nn::Module {
   void set_activation_checkpointing(bool on) { options_.activation_checkpointing = on; }
 
   // Random initialisation as Hugging Face does it: normal(0, 0.02) for linear and embedding
-  // weights, zeros for biases, ones for norms; deterministic for `seed`.
+  // weights, zeros for biases, ones for norms; deterministic for `seed`, and the same values
+  // (before quantization) whether the projections are dense or NF4.
   void initialize(uint64_t seed);
+
+  // The decoder projections by module name ("model.layers.0.self_attn.q_proj"), in layer order.
+  const std::map<std::string, ProjectionImpl*>& projections() const { return projections_; }
+  // Sets checkpoint tensor `name` (a Hugging Face name from llama_tensor_shapes) from `value`:
+  // copied into the parameter, or quantized into an NF4 projection.
+  void set_tensor(const std::string& name, const at::Tensor& value);
+  // Checkpoint tensor `name` in `dtype`: dequantized for NF4 projections, with the LoRA adapter
+  // merged in when `merge_lora`.
+  at::Tensor tensor_value(const std::string& name, at::ScalarType dtype, bool merge_lora) const;
 
  private:
   LlamaConfig config_;
@@ -102,6 +117,7 @@ class LlamaForCausalLMImpl : public torch::nn::Module {
   at::Tensor norm_;
   torch::nn::Linear lm_head_{nullptr};  // null when tied
   at::Tensor inv_freq_;
+  std::map<std::string, ProjectionImpl*> projections_;
 };
 TORCH_MODULE(LlamaForCausalLM);
 

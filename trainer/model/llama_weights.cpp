@@ -58,18 +58,19 @@ at::Tensor tensor_from_safetensors(const SafetensorsFile& file, const TensorInfo
 void load_llama_weights(LlamaForCausalLM& model, const SafetensorsModel& weights) {
   torch::NoGradGuard no_grad;
   std::set<std::string> used;
-  for (auto& p : model->named_parameters()) {
-    const std::string& name = p.key();
+  // One tensor at a time, straight from the mapped file into the module (quantized on the way
+  // into NF4 projections), so no second copy of the model ever exists.
+  for (const auto& [name, shape] : llama_tensor_shapes(model->config())) {
     const SafetensorsModel::Located* located = weights.find(name);
     PTRAIN_CHECK(located != nullptr, "model '{}' is missing tensor '{}'", weights.dir(), name);
     at::Tensor source = tensor_from_safetensors(*located->file, *located->info);
-    PTRAIN_CHECK(source.sizes() == p.value().sizes(),
+    PTRAIN_CHECK(source.sizes() == at::IntArrayRef(shape),
                  "'{}': tensor '{}' has shape {}, the config needs {}", located->file->path(), name,
-                 shape_string(source.sizes()), shape_string(p.value().sizes()));
+                 shape_string(source.sizes()), shape_string(shape));
     PTRAIN_CHECK(at::isFloatingType(source.scalar_type()),
                  "'{}': tensor '{}' is {}, expected a floating-point weight", located->file->path(),
                  name, c10::toString(source.scalar_type()));
-    p.value().copy_(source);
+    model->set_tensor(name, source);
     used.insert(name);
   }
   for (const auto& name : weights.names()) {
@@ -83,14 +84,14 @@ void load_llama_weights(LlamaForCausalLM& model, const SafetensorsModel& weights
 }
 
 void save_llama_model(LlamaForCausalLM& model, const std::string& dir, at::ScalarType dtype,
-                      uint64_t max_shard_bytes) {
+                      uint64_t max_shard_bytes, bool merge_lora) {
   std::vector<at::Tensor> keep;  // converted copies live until written
   std::vector<TensorBytes> tensors;
-  for (auto& p : model->named_parameters()) {
-    at::Tensor t = p.value().detach().to(dtype).contiguous();
+  for (const auto& [name, shape] : llama_tensor_shapes(model->config())) {
+    at::Tensor t = model->tensor_value(name, dtype, merge_lora).contiguous();
     keep.push_back(t);
     TensorBytes bytes;
-    bytes.name = p.key();
+    bytes.name = name;
     bytes.dtype = safetensors_dtype(dtype);
     bytes.shape = t.sizes().vec();
     bytes.data = t.data_ptr();
