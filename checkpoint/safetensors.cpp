@@ -305,7 +305,17 @@ void write_safetensors(const std::string& path, const std::vector<TensorBytes>& 
   const std::string header = encode_safetensors_header(tensors, std::move(metadata));
   AtomicFileWriter writer(path);
   writer.write(header.data(), header.size());
-  for (const auto& t : tensors) writer.write(t.data, t.nbytes);
+  std::vector<uint8_t> produced;
+  for (const auto& t : tensors) {
+    if (t.produce) {
+      produced.resize(t.nbytes);
+      t.produce(produced.data());
+      writer.write(produced.data(), t.nbytes);
+      std::vector<uint8_t>().swap(produced);
+    } else {
+      writer.write(t.data, t.nbytes);
+    }
+  }
   writer.commit();
 }
 

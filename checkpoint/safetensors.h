@@ -13,6 +13,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -102,13 +103,16 @@ class SafetensorsFile {
   std::map<std::string, size_t> index_;
 };
 
-// One tensor to write: its bytes are borrowed until the write returns.
+// One tensor to write: its bytes are borrowed until the write returns. Instead of `data`, a tensor
+// may give `produce`, called when the writer reaches it to fill `nbytes` bytes (so a model can be
+// written one tensor at a time, e.g. dequantized and merged, without holding all of it).
 struct TensorBytes {
   std::string name;
   StDtype dtype = StDtype::kF32;
   std::vector<int64_t> shape;
   const void* data = nullptr;
   uint64_t nbytes = 0;
+  std::function<void(void* out)> produce;
 };
 
 // Writes `tensors` (in the given order) to `path` atomically; `metadata` gets "format": "pt" unless

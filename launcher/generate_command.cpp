@@ -21,7 +21,8 @@ std::vector<int64_t> parse_ids(const std::string& text) {
   size_t pos = 0;
   while (pos <= text.size()) {
     size_t comma = text.find(',', pos);
-    std::string item = text.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
+    std::string item =
+        text.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
     size_t used = 0;
     int64_t id = 0;
     try {
@@ -45,7 +46,7 @@ SamplingOptions sampling_options(const GenerateCommandOptions& cli, const LlamaC
   options.max_new_tokens = cli.max_new_tokens;
   options.seed = cli.seed;
   options.stop_ids = config.eos_token_ids;
-  const std::string path = cli.model_dir + "/generation_config.json";
+  const std::string path = cli.model.dir + "/generation_config.json";
   if (std::filesystem::exists(path)) {
     nlohmann::json j;
     try {
@@ -85,23 +86,17 @@ SamplingOptions sampling_options(const GenerateCommandOptions& cli, const LlamaC
 }  // namespace
 
 int run_generate_command(const GenerateCommandOptions& cli) {
-  PTRAIN_CHECK(cli.dtype == "bf16" || cli.dtype == "fp32",
-               "--dtype: expected bf16 or fp32, got '{}'", cli.dtype);
   PTRAIN_CHECK(!cli.prompts.empty() || !cli.prompt_ids.empty(),
                "generate: give at least one --prompt TEXT or --prompt-ids IDS");
   std::unique_ptr<Tokenizer> tokenizer;
-  if (!cli.prompts.empty()) tokenizer = load_tokenizer(cli.model_dir);
+  if (!cli.prompts.empty()) tokenizer = load_tokenizer(cli.model.dir);
   std::vector<std::vector<int64_t>> prompts;
   for (const auto& text : cli.prompts) prompts.push_back(tokenizer->encode_sequence(text));
   for (const auto& text : cli.prompt_ids) prompts.push_back(parse_ids(text));
 
-  LlamaConfig config = load_llama_config(cli.model_dir);
-  ModelOptions model_options;
-  model_options.dtype = cli.dtype == "bf16" ? at::kBFloat16 : at::kFloat;
-  LlamaForCausalLM model(config, model_options);
-  load_llama_weights(model, SafetensorsModel(cli.model_dir));
+  LlamaForCausalLM model = load_model(cli.model).model;
   model->eval();
-  const SamplingOptions sampling = sampling_options(cli, config);
+  const SamplingOptions sampling = sampling_options(cli, model->config());
 
   for (size_t p = 0; p < prompts.size(); ++p) {
     const std::vector<int64_t>& prompt = prompts[p];
@@ -137,8 +132,7 @@ int run_generate_command(const GenerateCommandOptions& cli) {
         line["prompt"] = cli.prompts[p];
         line["text"] = tokenizer->decode(result.ids, true);
       }
-      std::cout << line.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)
-                << std::endl;
+      std::cout << line.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << std::endl;
     } else {
       if (!tokenizer) std::cout << fmt::format("{}", fmt::join(result.ids, ","));
       std::cout << std::endl;

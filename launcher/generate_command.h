@@ -6,10 +6,12 @@
 #include <string>
 #include <vector>
 
+#include "launcher/model_loader.h"
+
 namespace ptrain {
 
 struct GenerateCommandOptions {
-  std::string model_dir;
+  ModelLoadOptions model;
   std::vector<std::string> prompts;     // text, tokenized by the model's tokenizer
   std::vector<std::string> prompt_ids;  // "1,15043,3186": token ids, no tokenizer needed
   // Unset: the model's generation_config.json (do_sample, temperature, top_k, top_p), else
@@ -19,7 +21,6 @@ struct GenerateCommandOptions {
   std::optional<double> top_p;
   int64_t max_new_tokens = 128;
   uint64_t seed = 0;
-  std::string dtype = "bf16";
   bool json = false;
 };
 

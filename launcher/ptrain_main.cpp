@@ -9,6 +9,7 @@
 #include "core/error.h"
 #include "launcher/env_command.h"
 #include "launcher/eval_command.h"
+#include "launcher/export_command.h"
 #include "launcher/generate_command.h"
 #include "launcher/rank_session.h"
 #include "trainer/model/model_tools.h"
@@ -36,6 +37,15 @@ int config_docs(const std::string& out) {
     file << text;
   }
   return 0;
+}
+
+// --model, --dtype, --load-in-4bit and --adapter, shared by the commands that load a model.
+void add_model_options(CLI::App* command, ModelLoadOptions& options) {
+  command->add_option("--model", options.dir, "Model directory (Hugging Face layout)")->required();
+  command->add_option("--dtype", options.dtype, "Compute dtype: bf16 or fp32");
+  command->add_flag("--load-in-4bit", options.load_in_4bit,
+                    "Quantize the decoder projections to NF4 while loading (QLoRA base)");
+  command->add_option("--adapter", options.adapter, "PEFT LoRA adapter directory to apply");
 }
 
 }  // namespace
@@ -75,22 +85,22 @@ int main(int argc, char** argv) {
   auto* inspect = app.add_subcommand("inspect", "Describe and validate a model directory");
   inspect->add_option("dir", inspect_dir, "Model directory")->required();
 
-  std::string eval_model, eval_data, eval_dtype = "bf16";
+  ModelLoadOptions eval_model;
+  std::string eval_data;
   int64_t eval_seq = 2048, eval_rows = 1;
   auto* eval = app.add_subcommand(
       "eval", "Mean loss and perplexity of a model on pre-tokenized JSONL, over all ranks");
-  eval->add_option("--model", eval_model, "Model directory")->required();
+  add_model_options(eval, eval_model);
   eval->add_option("--data", eval_data, "JSONL, one {\"input_ids\": [...]} per line")->required();
   eval->add_option("--seq-len", eval_seq, "Tokens per packed row (longer samples are windowed)");
   eval->add_option("--rows", eval_rows, "Packed rows per forward pass");
-  eval->add_option("--dtype", eval_dtype, "Compute dtype: bf16 or fp32");
   eval->add_option("--config,-c", config_path, "Job config (logging, output_dir, comm)");
   eval->add_option("--set", overrides, "Override a config key: --set key=value (repeatable)");
 
   GenerateCommandOptions gen;
   auto* generate = app.add_subcommand(
       "generate", "Continue prompts with a model (KV cache; greedy or sampled), in one process");
-  generate->add_option("--model", gen.model_dir, "Model directory")->required();
+  add_model_options(generate, gen.model);
   generate->add_option("--prompt", gen.prompts, "Prompt text (repeatable)");
   generate->add_option("--prompt-ids", gen.prompt_ids,
                        "Prompt as comma-separated token ids (repeatable)");
@@ -100,7 +110,6 @@ int main(int argc, char** argv) {
   generate->add_option("--top-k", gen.top_k, "Sample among the k most likely tokens (0: off)");
   generate->add_option("--top-p", gen.top_p, "Nucleus sampling mass in (0, 1]");
   generate->add_option("--seed", gen.seed, "Sampling seed");
-  generate->add_option("--dtype", gen.dtype, "Compute dtype: bf16 or fp32");
   generate->add_flag("--json", gen.json, "One JSON object per prompt (ids, text, timings)");
 
   std::string tokenize_model;
@@ -111,6 +120,16 @@ int main(int argc, char** argv) {
   tokenize->add_option("--model", tokenize_model, "Model directory")->required();
   tokenize->add_option("text", tokenize_texts, "Texts to tokenize")->required();
   tokenize->add_flag("--json", tokenize_json, "One JSON array of ids per text");
+
+  ExportOptions export_options;
+  auto* export_cmd = app.add_subcommand(
+      "export", "Write a model's LoRA adapter as a PEFT directory, or merge it into the weights");
+  add_model_options(export_cmd, export_options.model);
+  export_cmd->add_option("--format", export_options.format, "peft or merged")->required();
+  export_cmd->add_option("--out", export_options.out, "Output directory")->required();
+  export_cmd->add_option("--max-shard-bytes", export_options.max_shard_bytes,
+                         "merged: shard the weights past this many bytes per file");
+  export_cmd->add_flag("--force", export_options.force, "Write into a non-empty directory");
 
   std::string docs_out;
   auto* docs = app.add_subcommand("config-docs", "Write the config reference (docs/config.md)");
@@ -134,6 +153,7 @@ int main(int argc, char** argv) {
       return 0;
     }
     if (*generate) return run_generate_command(gen);
+    if (*export_cmd) return run_export_command(export_options);
     if (*tokenize) return run_tokenize_command(tokenize_model, tokenize_texts, tokenize_json);
     if (*inspect) {
       std::cout << inspect_llama_model(inspect_dir);
@@ -142,8 +162,7 @@ int main(int argc, char** argv) {
     ResolvedConfig config = load_config(config_path, overrides);
     RankSession session(&argc, &argv, config);
     if (*env) return run_env_command(session);
-    if (*eval)
-      return run_eval_command(session, eval_model, eval_data, eval_seq, eval_rows, eval_dtype);
+    if (*eval) return run_eval_command(session, eval_model, eval_data, eval_seq, eval_rows);
     return 0;
   });
 }

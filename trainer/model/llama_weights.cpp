@@ -85,18 +85,22 @@ void load_llama_weights(LlamaForCausalLM& model, const SafetensorsModel& weights
 
 void save_llama_model(LlamaForCausalLM& model, const std::string& dir, at::ScalarType dtype,
                       uint64_t max_shard_bytes, bool merge_lora) {
-  std::vector<at::Tensor> keep;  // converted copies live until written
+  // Each tensor is produced (converted, dequantized, merged) when the writer reaches it, so at
+  // most one dense tensor exists at a time beyond the model itself.
   std::vector<TensorBytes> tensors;
+  const uint64_t element = c10::elementSize(dtype);
   for (const auto& [name, shape] : llama_tensor_shapes(model->config())) {
-    at::Tensor t = model->tensor_value(name, dtype, merge_lora).contiguous();
-    keep.push_back(t);
     TensorBytes bytes;
     bytes.name = name;
     bytes.dtype = safetensors_dtype(dtype);
-    bytes.shape = t.sizes().vec();
-    bytes.data = t.data_ptr();
-    bytes.nbytes = t.nbytes();
-    tensors.push_back(bytes);
+    bytes.shape = shape;
+    bytes.nbytes = element * static_cast<uint64_t>(c10::multiply_integers(shape));
+    bytes.produce = [&model, name = name, dtype, merge_lora, n = bytes.nbytes](void* out) {
+      at::Tensor t = model->tensor_value(name, dtype, merge_lora).contiguous();
+      PTRAIN_ASSERT(t.nbytes() == n, "tensor '{}': {} bytes, expected {}", name, t.nbytes(), n);
+      std::memcpy(out, t.data_ptr(), n);
+    };
+    tensors.push_back(std::move(bytes));
   }
   LlamaConfig config = model->config();
   config.torch_dtype = dtype == at::kBFloat16 ? "bfloat16"

@@ -137,8 +137,12 @@ void save_peft_adapter(LlamaForCausalLM& model, const AdapterSpec& spec,
   auto add = [&](const std::string& name, const at::Tensor& value) {
     at::Tensor t = value.detach().contiguous();
     keep.push_back(t);
-    tensors.push_back({name, safetensors_dtype(t.scalar_type()), t.sizes().vec(), t.data_ptr(),
-                       static_cast<uint64_t>(t.nbytes())});
+    tensors.push_back({name,
+                       safetensors_dtype(t.scalar_type()),
+                       t.sizes().vec(),
+                       t.data_ptr(),
+                       static_cast<uint64_t>(t.nbytes()),
+                       {}});
   };
   for (const auto& name : targets) {
     ProjectionImpl* p = model->projections().at(name);

@@ -378,8 +378,12 @@ void write_weights(const std::string& dir, LlamaForCausalLM& model,
   std::vector<TensorBytes> tensors;
   for (auto& p : model->named_parameters()) {
     keep.push_back(p.value().detach().contiguous());
-    tensors.push_back({p.key(), StDtype::kF32, keep.back().sizes().vec(), keep.back().data_ptr(),
-                       static_cast<uint64_t>(keep.back().nbytes())});
+    tensors.push_back({p.key(),
+                       StDtype::kF32,
+                       keep.back().sizes().vec(),
+                       keep.back().data_ptr(),
+                       static_cast<uint64_t>(keep.back().nbytes()),
+                       {}});
   }
   edit(tensors);
   write_safetensors(dir + "/model.safetensors", tensors);
@@ -411,7 +415,8 @@ TEST(LlamaWeights, MissingExtraAndMisShapedTensorsAreNamed) {
   at::Tensor extra = torch::zeros({2});
   EXPECT_THAT(
       load_error([&](auto& t) {
-        t.push_back({"model.layers.9.mlp.up_proj.weight", StDtype::kF32, {2}, extra.data_ptr(), 8});
+        t.push_back(
+            {"model.layers.9.mlp.up_proj.weight", StDtype::kF32, {2}, extra.data_ptr(), 8, {}});
       }),
       HasSubstr("'model.layers.9.mlp.up_proj.weight', which a llama"));
   EXPECT_EQ(load_error([&](auto& t) {
@@ -419,7 +424,8 @@ TEST(LlamaWeights, MissingExtraAndMisShapedTensorsAreNamed) {
                            StDtype::kF32,
                            {2},
                            extra.data_ptr(),
-                           8});
+                           8,
+                           {}});
             }),
             "no error");  // the documented ignore rule
   EXPECT_THAT(load_error([&](auto& t) {

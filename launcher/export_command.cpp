@@ -1,0 +1,54 @@
+#include "launcher/export_command.h"
+
+#include <filesystem>
+#include <iostream>
+
+#include "core/error.h"
+#include "core/file_util.h"
+#include "trainer/model/llama_weights.h"
+
+namespace ptrain {
+namespace {
+
+namespace fs = std::filesystem;
+
+bool same_directory(const std::string& a, const std::string& b) {
+  std::error_code ec;
+  return fs::exists(a) && fs::exists(b) && fs::equivalent(a, b, ec);
+}
+
+}  // namespace
+
+int run_export_command(const ExportOptions& o) {
+  PTRAIN_CHECK(o.format == "peft" || o.format == "merged",
+               "--format: expected peft or merged, got '{}'", o.format);
+  PTRAIN_CHECK(!o.model.adapter.empty(), "export: --adapter DIR is required (the LoRA adapter)");
+  PTRAIN_CHECK(!o.out.empty(), "export: --out DIR is required");
+  PTRAIN_CHECK(!same_directory(o.out, o.model.dir) && !same_directory(o.out, o.model.adapter),
+               "export: --out '{}' is the model or adapter directory; choose a new directory",
+               o.out);
+  if (fs::exists(o.out) && !fs::is_empty(o.out))
+    PTRAIN_CHECK(o.force, "export: '{}' exists and is not empty (pass --force to write into it)",
+                 o.out);
+  fs::create_directories(o.out);
+  LoadedModel loaded = load_model(o.model);
+  if (o.format == "peft") {
+    save_peft_adapter(loaded.model, loaded.adapter, o.model.dir, o.out);
+    std::cout << "wrote PEFT adapter " << o.out << "\n";
+    return 0;
+  }
+  const at::ScalarType dtype = o.model.dtype == "fp32" ? at::kFloat : at::kBFloat16;
+  save_llama_model(loaded.model, o.out, dtype, o.max_shard_bytes, /*merge_lora=*/true);
+  // What a user loads next to the weights: the base's tokenizer and generation defaults.
+  for (const char* name : {"generation_config.json", "tokenizer.json", "tokenizer_config.json",
+                           "tokenizer.model", "special_tokens_map.json"}) {
+    const fs::path source = fs::path(o.model.dir) / name;
+    if (fs::exists(source))
+      write_file_atomic((fs::path(o.out) / name).string(), read_text_file(source.string()));
+  }
+  std::cout << "wrote merged model " << o.out << " (" << (dtype == at::kFloat ? "fp32" : "bf16")
+            << (o.model.load_in_4bit ? ", merged into the NF4-dequantized base" : "") << ")\n";
+  return 0;
+}
+
+}  // namespace ptrain

@@ -1,0 +1,22 @@
+#include "launcher/model_loader.h"
+
+#include "checkpoint/safetensors_model.h"
+#include "core/error.h"
+#include "trainer/model/llama_weights.h"
+
+namespace ptrain {
+
+LoadedModel load_model(const ModelLoadOptions& options) {
+  PTRAIN_CHECK(options.dtype == "bf16" || options.dtype == "fp32",
+               "--dtype: expected bf16 or fp32, got '{}'", options.dtype);
+  ModelOptions model_options;
+  model_options.dtype = options.dtype == "bf16" ? at::kBFloat16 : at::kFloat;
+  model_options.nf4_base = options.load_in_4bit;
+  LoadedModel loaded;
+  loaded.model = LlamaForCausalLM(load_llama_config(options.dir), model_options);
+  load_llama_weights(loaded.model, SafetensorsModel(options.dir));
+  if (!options.adapter.empty()) loaded.adapter = load_peft_adapter(loaded.model, options.adapter);
+  return loaded;
+}
+
+}  // namespace ptrain

@@ -1,0 +1,26 @@
+// Loading a model directory for the one-shot commands (eval, generate, export): dtype, NF4 base
+// (load_in_4bit: quantized tensor by tensor as it loads) and an optional PEFT adapter.
+#pragma once
+
+#include <string>
+
+#include "trainer/model/llama.h"
+#include "trainer/quant/lora.h"
+
+namespace ptrain {
+
+struct ModelLoadOptions {
+  std::string dir;
+  std::string dtype = "bf16";  // bf16 | fp32
+  bool load_in_4bit = false;
+  std::string adapter;  // PEFT adapter directory, or empty
+};
+
+struct LoadedModel {
+  LlamaForCausalLM model{nullptr};
+  AdapterSpec adapter;  // what the adapter directory held (empty targets: none)
+};
+
+LoadedModel load_model(const ModelLoadOptions& options);
+
+}  // namespace ptrain
