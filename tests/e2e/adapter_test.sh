@@ -72,6 +72,91 @@ c = json.load(open(sys.argv[3]))
 assert c["peft_type"] == "LORA" and c["r"] == 4 and c["lora_alpha"] == 8 and c["target_modules"] == ["q_proj", "down_proj"]
 PY
 
+# A model bitsandbytes saved in 4 bits: written here from the dense model by an independent
+# Python NF4 quantizer (FORMATS.md), read by ptrain as stored. Its loss must match ptrain's own
+# quantization of the same weights (--load-in-4bit).
+python3 - "$work/tiny" "$work/bnb" <<'PY' || fail "writing the bitsandbytes model"
+import json, os, shutil, struct, sys
+src, out = sys.argv[1], sys.argv[2]
+os.makedirs(out)
+f32 = lambda x: struct.unpack("<f", struct.pack("<f", x))[0]
+NF4 = [-1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453, -0.28444138169288635,
+       -0.18477343022823334, -0.09105003625154495, 0.0, 0.07958029955625534, 0.16093020141124725,
+       0.24611230194568634, 0.33791524171829224, 0.44070982933044434, 0.5626170039176941,
+       0.7229568362236023, 1.0]
+NF4 = [f32(v) for v in NF4]
+def dynamic_map():  # bitsandbytes create_dynamic_map(signed=True), fp32 arithmetic
+    data = []
+    for i in range(7):
+        n = 2 ** i + 1
+        step = f32((f32(1.0) - f32(0.1)) / (n - 1))
+        b = [f32(f32(0.1) + f32(step * k)) if k < n // 2 else f32(f32(1.0) - f32(step * (n - k - 1))) for k in range(n)]
+        for k in range(n - 1):
+            mean = f32(f32(b[k] + b[k + 1]) / 2)
+            v = f32(f32(10.0 ** (i - 6)) * mean)
+            data += [v, -v]
+    return sorted(data + [0.0, 1.0])
+DMAP = dynamic_map()
+nearest = lambda table, x: min(range(len(table)), key=lambda k: abs(x - table[k]))
+def read(path):
+    data = open(path, "rb").read(); n = struct.unpack("<Q", data[:8])[0]
+    header = json.loads(data[8:8 + n])
+    return {k: (v, data[8 + n + v["data_offsets"][0]: 8 + n + v["data_offsets"][1]])
+            for k, v in header.items() if k != "__metadata__"}
+tensors, out_tensors = read(os.path.join(src, "model.safetensors")), {}
+for name, (info, blob) in tensors.items():
+    if not (name.endswith("_proj.weight") and (".self_attn." in name or ".mlp." in name)):
+        out_tensors[name] = (info["dtype"], info["shape"], blob); continue
+    w = struct.unpack(f"<{len(blob) // 4}f", blob)
+    codes, absmax = [], []
+    for b in range(0, len(w), 64):
+        block = w[b:b + 64]; m = max(abs(x) for x in block); absmax.append(f32(m))
+        codes += [nearest(NF4, x / m) if m else 7 for x in block]
+    codes += [0] * (len(codes) % 2)
+    packed = bytes((codes[j] << 4) | codes[j + 1] for j in range(0, len(codes), 2))
+    offset = f32(sum(absmax) / len(absmax))
+    q, nested = [], []
+    for b in range(0, len(absmax), 256):
+        xs = [f32(a - offset) for a in absmax[b:b + 256]]
+        m = max(abs(x) for x in xs); nested.append(m)
+        q += [nearest(DMAP, x / m) for x in xs]
+    state = json.dumps({"quant_type": "nf4", "blocksize": 64, "dtype": "float32", "shape": info["shape"],
+                        "nested_blocksize": 256, "nested_dtype": "float32", "nested_offset": offset}).encode()
+    out_tensors[name] = ("U8", [len(packed), 1], packed)
+    out_tensors[name + ".absmax"] = ("U8", [len(q)], bytes(q))
+    out_tensors[name + ".quant_map"] = ("F32", [16], struct.pack("<16f", *NF4))
+    out_tensors[name + ".nested_absmax"] = ("F32", [len(nested)], struct.pack(f"<{len(nested)}f", *nested))
+    out_tensors[name + ".nested_quant_map"] = ("F32", [256], struct.pack("<256f", *DMAP))
+    out_tensors[name + ".quant_state.bitsandbytes__nf4"] = ("U8", [len(state)], state)
+header, blobs, offset = {"__metadata__": {"format": "pt"}}, [], 0
+for name, (dtype, shape, blob) in out_tensors.items():
+    header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + len(blob)]}
+    blobs.append(blob); offset += len(blob)
+text = json.dumps(header).encode(); text += b" " * (-len(text) % 8)
+open(os.path.join(out, "model.safetensors"), "wb").write(struct.pack("<Q", len(text)) + text + b"".join(blobs))
+config = json.load(open(os.path.join(src, "config.json")))
+config["quantization_config"] = {"quant_method": "bitsandbytes", "load_in_4bit": True, "load_in_8bit": False,
+                                 "bnb_4bit_quant_type": "nf4", "bnb_4bit_use_double_quant": True,
+                                 "bnb_4bit_compute_dtype": "bfloat16"}
+json.dump(config, open(os.path.join(out, "config.json"), "w"))
+PY
+"$ptrain" inspect "$work/bnb" >"$work/inspect" 2>&1 && grep -q "NF4 (bitsandbytes)" "$work/inspect" || fail "inspect of a bitsandbytes model: $(cat "$work/inspect")"
+bnb=$(ev --model "$work/bnb") || fail "eval of a bitsandbytes model: $(cat "$work/err")"
+ours=$(ev --model "$work/tiny" --load-in-4bit) || fail "eval --load-in-4bit: $(cat "$work/err")"
+python3 - "$bnb" "$ours" "$base" <<'PY' || fail "bitsandbytes model loss: $bnb vs ours $ours (dense $base)"
+import json, sys
+bnb, ours, dense = (json.loads(x)["loss"] for x in sys.argv[1:])
+assert abs(bnb - ours) < 1e-4 * ours, (bnb, ours)
+assert abs(bnb - dense) > 1e-6, "no quantization error at all: was the 4-bit model read?"
+PY
+python3 - "$work/bnb/config.json" <<'PY'
+import json, sys
+c = json.load(open(sys.argv[1])); c["quantization_config"]["bnb_4bit_quant_type"] = "fp4"
+json.dump(c, open(sys.argv[1], "w"))
+PY
+err=$("$ptrain" inspect "$work/bnb" 2>&1)
+[ $? -eq 2 ] && grep -q "bnb_4bit_quant_type.*'fp4' is not supported (only nf4)" <<<"$err" || fail "FP4 model: $err"
+
 # Refusals: exporting over the model, into a non-empty directory, an adapter for other shapes.
 err=$("$ptrain" export --model "$work/tiny" --adapter "$work/adapter" --format merged --out "$work/tiny" 2>&1)
 [ $? -eq 2 ] && grep -q "is the model or adapter directory" <<<"$err" || fail "export over the model: $err"

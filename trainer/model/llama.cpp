@@ -261,6 +261,14 @@ void LlamaForCausalLMImpl::set_tensor(const std::string& name, const at::Tensor&
   param->copy_(value);
 }
 
+void LlamaForCausalLMImpl::set_nf4_tensor(const std::string& name, const Nf4Weight& weight) {
+  auto [proj, leaf] = find_projection(projections_, name);
+  PTRAIN_ASSERT(proj && leaf == "weight", "'{}' is not a projection weight", name);
+  PTRAIN_CHECK(proj->quantized(),
+               "'{}' is stored 4-bit; load the model with its projections quantized (NF4)", name);
+  proj->set_nf4(weight);
+}
+
 at::Tensor LlamaForCausalLMImpl::tensor_value(const std::string& name, at::ScalarType dtype,
                                               bool merge_lora) const {
   auto [proj, leaf] = find_projection(projections_, name);

@@ -104,6 +104,8 @@ class LlamaForCausalLMImpl : public torch::nn::Module {
   // Sets checkpoint tensor `name` (a Hugging Face name from llama_tensor_shapes) from `value`:
   // copied into the parameter, or quantized into an NF4 projection.
   void set_tensor(const std::string& name, const at::Tensor& value);
+  // Sets NF4 projection `name` ("...q_proj.weight") from an already quantized weight.
+  void set_nf4_tensor(const std::string& name, const Nf4Weight& weight);
   // Checkpoint tensor `name` in `dtype`: dequantized for NF4 projections, with the LoRA adapter
   // merged in when `merge_lora`.
   at::Tensor tensor_value(const std::string& name, at::ScalarType dtype, bool merge_lora) const;

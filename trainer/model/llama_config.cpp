@@ -118,8 +118,24 @@ LlamaConfig parse_llama_config_json(const json& j, const std::string& source) {
     bad(source, "hidden_act", fmt::format("'{}' is not supported (only silu)", act));
   if (j.contains("partial_rotary_factor") && j["partial_rotary_factor"] != 1.0)
     bad(source, "partial_rotary_factor", "partial rotary embeddings are not supported");
-  if (j.contains("quantization_config") && !j["quantization_config"].is_null())
-    bad(source, "quantization_config", "pre-quantized models are not supported yet");
+  if (j.contains("quantization_config") && !j["quantization_config"].is_null()) {
+    // bitsandbytes 4-bit NF4 (what BitsAndBytesConfig(load_in_4bit=True) saves) is read as is;
+    // any other pre-quantization would be misread, so it is an error.
+    const json& q = j["quantization_config"];
+    const std::string method = q.value("quant_method", std::string(""));
+    if (method != "bitsandbytes")
+      bad(source, "quantization_config.quant_method",
+          fmt::format("'{}' is not supported (only bitsandbytes 4-bit NF4)", method));
+    if (q.value("load_in_8bit", false) || !q.value("load_in_4bit", false))
+      bad(source, "quantization_config.load_in_4bit",
+          "only 4-bit bitsandbytes models are supported (not 8-bit)");
+    const std::string type = q.value("bnb_4bit_quant_type", std::string("fp4"));
+    if (type != "nf4")
+      bad(source, "quantization_config.bnb_4bit_quant_type",
+          fmt::format("'{}' is not supported (only nf4)", type));
+    c.bnb_nf4 = true;
+    c.bnb_double_quant = q.value("bnb_4bit_use_double_quant", false);
+  }
 
   c.vocab_size = require_int(j, source, "vocab_size");
   c.hidden_size = require_int(j, source, "hidden_size");
@@ -278,6 +294,13 @@ bool llama_ignored_tensor(const std::string& name, bool tied_embeddings) {
       name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0)
     return true;
   return tied_embeddings && name == "lm_head.weight";
+}
+
+bool llama_projection_weight(const std::string& name) {
+  const std::string suffix = "_proj.weight";
+  return name.size() > suffix.size() &&
+         name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0 &&
+         (name.find(".self_attn.") != std::string::npos || name.find(".mlp.") != std::string::npos);
 }
 
 LlamaConfig llama_preset(const std::string& name) {

@@ -44,6 +44,10 @@ struct LlamaConfig {
   std::optional<int64_t> bos_token_id;
   std::vector<int64_t> eos_token_ids;
   std::string torch_dtype = "bfloat16";
+  // Pre-quantized by bitsandbytes (config.json quantization_config, 4-bit NF4): the decoder
+  // projections are stored as NF4 tensors with their quant state (trainer/quant/bnb_import.h).
+  bool bnb_nf4 = false;
+  bool bnb_double_quant = false;
 
   int64_t num_parameters() const;
   // FLOPs of one token's forward pass at context length `seq` (matmuls only, 2 per MAC;
@@ -59,6 +63,10 @@ std::vector<std::pair<std::string, std::vector<int64_t>>> llama_tensor_shapes(co
 // "*.rotary_emb.inv_freq" (recomputed from the config) and "lm_head.weight" when embeddings are
 // tied.
 bool llama_ignored_tensor(const std::string& name, bool tied_embeddings);
+
+// Whether checkpoint tensor `name` is a decoder projection's weight ("...self_attn.q_proj.weight",
+// "...mlp.down_proj.weight"): the tensors QLoRA quantizes.
+bool llama_projection_weight(const std::string& name);
 
 // Parses config.json text; `source` names the file in errors.
 LlamaConfig parse_llama_config(const std::string& json_text, const std::string& source);

@@ -7,6 +7,7 @@
 #include "core/error.h"
 #include "core/file_util.h"
 #include "trainer/model/llama_ops.h"
+#include "trainer/quant/bnb_import.h"
 
 namespace ptrain {
 namespace {
@@ -60,7 +61,13 @@ void load_llama_weights(LlamaForCausalLM& model, const SafetensorsModel& weights
   std::set<std::string> used;
   // One tensor at a time, straight from the mapped file into the module (quantized on the way
   // into NF4 projections), so no second copy of the model ever exists.
-  for (const auto& [name, shape] : llama_tensor_shapes(model->config())) {
+  const LlamaConfig& config = model->config();
+  for (const auto& [name, shape] : llama_tensor_shapes(config)) {
+    if (config.bnb_nf4 && llama_projection_weight(name)) {
+      model->set_nf4_tensor(name, read_bnb_nf4(weights, name, shape, config.bnb_double_quant));
+      used.insert(name);
+      continue;
+    }
     const SafetensorsModel::Located* located = weights.find(name);
     PTRAIN_CHECK(located != nullptr, "model '{}' is missing tensor '{}'", weights.dir(), name);
     at::Tensor source = tensor_from_safetensors(*located->file, *located->info);
@@ -74,8 +81,8 @@ void load_llama_weights(LlamaForCausalLM& model, const SafetensorsModel& weights
     used.insert(name);
   }
   for (const auto& name : weights.names()) {
-    if (used.count(name) || llama_ignored_tensor(name, model->config().tie_word_embeddings))
-      continue;
+    if (used.count(name) || llama_ignored_tensor(name, config.tie_word_embeddings)) continue;
+    if (config.bnb_nf4 && bnb_aux_tensor(name)) continue;  // read with its weight
     throw UserError(
         fmt::format("model '{}' has tensor '{}', which a {} with this config.json does "
                     "not use",

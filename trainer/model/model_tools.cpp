@@ -10,6 +10,7 @@
 #include "trainer/model/llama.h"
 #include "trainer/model/llama_config.h"
 #include "trainer/model/llama_weights.h"
+#include "trainer/quant/bnb_import.h"
 
 namespace ptrain {
 
@@ -38,10 +39,18 @@ std::string inspect_llama_model(const std::string& dir) {
   std::set<std::string> needed_names;
   for (const auto& entry : needed) needed_names.insert(entry.first);
   for (const auto& name : weights.names())
-    PTRAIN_CHECK(needed_names.count(name) || llama_ignored_tensor(name, config.tie_word_embeddings),
+    PTRAIN_CHECK(needed_names.count(name) ||
+                     llama_ignored_tensor(name, config.tie_word_embeddings) ||
+                     (config.bnb_nf4 && bnb_aux_tensor(name)),
                  "model '{}' has tensor '{}', which a {} with this config.json does not use", dir,
                  name, config.model_type);
   for (const auto& [name, shape] : needed) {
+    if (config.bnb_nf4 && llama_projection_weight(name)) {
+      Nf4Weight w = read_bnb_nf4(weights, name, shape, config.bnb_double_quant);
+      bytes_by_dtype["NF4 (bitsandbytes)"] += static_cast<uint64_t>(w.layout.bytes);
+      params += w.numel();
+      continue;
+    }
     const SafetensorsModel::Located* located = weights.find(name);
     PTRAIN_CHECK(located != nullptr, "model '{}' is missing tensor '{}'", dir, name);
     PTRAIN_CHECK(located->info->shape == shape,
