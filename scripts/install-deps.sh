@@ -11,7 +11,12 @@ packages=(
   libspdlog-dev libfmt-dev libgtest-dev libgmock-dev
   libyaml-cpp-dev nlohmann-json3-dev libcli11-dev
   libsqlite3-dev libxxhash-dev libgoogle-perftools-dev
+  libpcre2-dev libutf8proc-dev
 )
+# Node.js and npm run the reference tokenizers of the tokenizer tests (tests/unit/data/
+# tokenizer_reference). Machines may already carry a Node.js build that bundles npm; Debian's
+# separate npm package would conflict with it, so both are installed only when npm is missing.
+command -v npm >/dev/null 2>&1 || packages+=(nodejs npm)
 
 missing=()
 for p in "${packages[@]}"; do

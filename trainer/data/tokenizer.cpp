@@ -7,6 +7,7 @@
 
 #include "core/error.h"
 #include "core/file_util.h"
+#include "trainer/data/hf_tokenizer.h"
 
 namespace ptrain {
 
@@ -77,13 +78,15 @@ std::unique_ptr<Tokenizer> load_tokenizer(const std::string& model_dir) {
     if (j.is_object() && j.value("ptrain_tokenizer", "") == "byte")
       return std::make_unique<ByteTokenizer>();
   }
+  if (fs::exists(model_dir + "/tokenizer.json")) return HfBpeTokenizer::load(model_dir);
   std::vector<std::string> present;
   for (const char* name : {"tokenizer.json", "tokenizer.model", "tokenizer_config.json"})
     if (fs::exists(model_dir + "/" + name)) present.push_back(name);
   throw UserError(fmt::format(
-      "model '{}': no supported tokenizer (found: {}); supported: ptrain's byte tokenizer "
-      "(tokenizer_config.json with \"ptrain_tokenizer\": \"byte\"). Pass token ids instead "
-      "(--prompt-ids)",
+      "model '{}': no supported tokenizer (found: {}); supported: a Hugging Face tokenizer.json "
+      "with a BPE model, and ptrain's byte tokenizer (tokenizer_config.json with "
+      "\"ptrain_tokenizer\": \"byte\"); SentencePiece tokenizer.model files are not read yet. "
+      "Pass token ids instead (--prompt-ids)",
       model_dir, present.empty() ? "none" : fmt::format("{}", fmt::join(present, ", "))));
 }
 

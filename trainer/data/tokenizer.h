@@ -50,8 +50,9 @@ class ByteTokenizer : public Tokenizer {
 // `ptrain init-model --preset tiny`).
 std::string byte_tokenizer_config_json();
 
-// The tokenizer a model directory ships: tokenizer_config.json naming ptrain's byte tokenizer.
-// UserError naming the directory and what it holds otherwise.
+// The tokenizer a model directory ships: ptrain's byte tokenizer when tokenizer_config.json names
+// it, else a Hugging Face tokenizer.json (HfBpeTokenizer, hf_tokenizer.h). UserError naming the
+// directory and what it holds otherwise.
 std::unique_ptr<Tokenizer> load_tokenizer(const std::string& model_dir);
 
 }  // namespace ptrain
