@@ -15,7 +15,8 @@ at::Tensor sampling_distribution(const at::Tensor& logits, const SamplingOptions
   const int64_t vocab = scaled.size(0);
   auto [sorted, order] = scaled.sort(/*dim=*/0, /*descending=*/true);
   at::Tensor keep = torch::ones({vocab}, torch::kBool);  // in sorted order
-  if (options.top_k > 0 && options.top_k < vocab) keep.narrow(0, options.top_k, vocab - options.top_k).fill_(false);
+  if (options.top_k > 0 && options.top_k < vocab)
+    keep.narrow(0, options.top_k, vocab - options.top_k).fill_(false);
   if (options.top_p < 1) {
     at::Tensor probs = at::softmax(sorted.masked_fill(keep.logical_not(), -INFINITY), 0);
     // Mass of the strictly more likely tokens: drop a token once that already reaches top_p.
@@ -62,8 +63,8 @@ GenerationResult generate(LlamaForCausalLM& model, const std::vector<int64_t>& p
     if (options.temperature <= 0) {
       next = row.argmax().item<int64_t>();
     } else {
-      next = at::multinomial(sampling_distribution(row, options), 1, false, generator)
-                 .item<int64_t>();
+      next =
+          at::multinomial(sampling_distribution(row, options), 1, false, generator).item<int64_t>();
     }
     result.ids.push_back(next);
     if (on_token) on_token(next);

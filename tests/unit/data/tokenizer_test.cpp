@@ -35,13 +35,14 @@ TEST(LoadTokenizer, ChoosesTheByteTokenizerFromTheDirectoryAndNamesWhatIsMissing
   const std::string dir = ::testing::TempDir() + "ptrain_tokenizer_test";
   std::filesystem::remove_all(dir);
   std::filesystem::create_directories(dir);
-  EXPECT_THAT([&] { load_tokenizer(dir); },
-              ::testing::ThrowsMessage<UserError>(HasSubstr("no supported tokenizer (found: none)")));
+  EXPECT_THAT([&] { load_tokenizer(dir); }, ::testing::ThrowsMessage<UserError>(
+                                                HasSubstr("no supported tokenizer (found: none)")));
   std::ofstream(dir + "/tokenizer_config.json") << byte_tokenizer_config_json();
   EXPECT_EQ(load_tokenizer(dir)->name(), "byte");
   std::ofstream(dir + "/tokenizer_config.json") << "{not json";
-  EXPECT_THAT([&] { load_tokenizer(dir); },
-              ::testing::ThrowsMessage<UserError>(HasSubstr("tokenizer_config.json': not valid JSON")));
+  EXPECT_THAT(
+      [&] { load_tokenizer(dir); },
+      ::testing::ThrowsMessage<UserError>(HasSubstr("tokenizer_config.json': not valid JSON")));
 }
 
 }  // namespace

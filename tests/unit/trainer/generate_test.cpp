@@ -57,8 +57,11 @@ TEST(KvCache, OverflowIsAnError) {
   auto model = make_model(micro_config(), at::kFloat);
   KVCache cache = model->make_cache(1, 3);
   model->decode_step(torch::tensor({1, 2}, torch::kLong).unsqueeze(0), cache);
-  EXPECT_THAT([&] { model->decode_step(torch::tensor({3, 4}, torch::kLong).unsqueeze(0), cache); },
-              ::testing::ThrowsMessage<UserError>(HasSubstr("do not fit the KV cache")));
+  EXPECT_THAT(
+      [&] {
+        model->decode_step(torch::tensor({3, 4}, torch::kLong).unsqueeze(0), cache);
+      },
+      ::testing::ThrowsMessage<UserError>(HasSubstr("do not fit the KV cache")));
 }
 
 TEST(Generate, GreedyEqualsAnArgmaxLoopOverFullForwards) {
@@ -98,10 +101,16 @@ TEST(Generate, StopsAtAStopTokenAndAtTheContextEnd) {
   GenerationResult full = generate(short_model, {1, 80, 81}, options);
   EXPECT_EQ(full.ids.size(), 4u);  // positions 3, 4, 5 fed back; the 4th token has no room
   EXPECT_EQ(full.stop_reason, "context_full");
-  EXPECT_THAT([&] { generate(short_model, {1, 2, 3, 4, 5, 6}, options); },
-              ::testing::ThrowsMessage<UserError>(HasSubstr("context is 6")));
-  EXPECT_THAT([&] { generate(short_model, {1, 999}, options); },
-              ::testing::ThrowsMessage<UserError>(HasSubstr("token id 999")));
+  EXPECT_THAT(
+      [&] {
+        generate(short_model, {1, 2, 3, 4, 5, 6}, options);
+      },
+      ::testing::ThrowsMessage<UserError>(HasSubstr("context is 6")));
+  EXPECT_THAT(
+      [&] {
+        generate(short_model, {1, 999}, options);
+      },
+      ::testing::ThrowsMessage<UserError>(HasSubstr("token id 999")));
 }
 
 TEST(Generate, SamplingIsDeterministicInTheSeed) {
@@ -120,8 +129,8 @@ TEST(Generate, SamplingIsDeterministicInTheSeed) {
 
 TEST(Sampling, DistributionMatchesHandComputedTemperatureTopKAndTopP) {
   // Probabilities 0.5, 0.3, 0.15, 0.05 at temperature 1, in shuffled token order.
-  at::Tensor logits = torch::tensor({std::log(0.15), std::log(0.5), std::log(0.05), std::log(0.3)},
-                                    torch::kDouble);
+  at::Tensor logits =
+      torch::tensor({std::log(0.15), std::log(0.5), std::log(0.05), std::log(0.3)}, torch::kDouble);
   SamplingOptions o;
   o.temperature = 1;
   at::Tensor p = sampling_distribution(logits, o);
