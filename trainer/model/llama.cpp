@@ -81,10 +81,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> LlamaDecoderLayerImpl::project_qk
     const at::Tensor& hidden, const at::Tensor& cos, const at::Tensor& sin) {
   const int64_t b = hidden.size(0), t = hidden.size(1), d = config_.head_dim;
   at::Tensor x = rms_norm(hidden, input_layernorm_, config_.rms_norm_eps);
-  at::Tensor q = q_proj_(x).view({b, t, config_.num_attention_heads, d}).transpose(1, 2);
-  at::Tensor k = k_proj_(x).view({b, t, config_.num_key_value_heads, d}).transpose(1, 2);
-  at::Tensor v = v_proj_(x).view({b, t, config_.num_key_value_heads, d}).transpose(1, 2);
-  return {apply_rope(q, cos, sin), apply_rope(k, cos, sin), v};
+  // RoPE in the projections' [B, T, heads, d] layout, then the head transpose.
+  at::Tensor q = apply_rope_bthd(q_proj_(x).view({b, t, config_.num_attention_heads, d}), cos, sin);
+  at::Tensor k = apply_rope_bthd(k_proj_(x).view({b, t, config_.num_key_value_heads, d}), cos, sin);
+  at::Tensor v = v_proj_(x).view({b, t, config_.num_key_value_heads, d});
+  return {q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)};
 }
 
 at::Tensor LlamaDecoderLayerImpl::finish(const at::Tensor& hidden, const at::Tensor& attn) {
@@ -93,7 +94,7 @@ at::Tensor LlamaDecoderLayerImpl::finish(const at::Tensor& hidden, const at::Ten
       hidden +
       o_proj_(attn.transpose(1, 2).reshape({b, t, config_.num_attention_heads * config_.head_dim}));
   at::Tensor y = rms_norm(h, post_attention_layernorm_, config_.rms_norm_eps);
-  return h + down_proj_(at::silu(gate_proj_(y)) * up_proj_(y));
+  return h + down_proj_(swiglu(gate_proj_(y), up_proj_(y)));
 }
 
 at::Tensor LlamaDecoderLayerImpl::forward(const at::Tensor& hidden, const at::Tensor& cos,
@@ -155,8 +156,6 @@ at::Tensor LlamaForCausalLMImpl::hidden_states(const PackedBatch& batch) {
   auto [cos, sin] = rope_tables(inv_freq_, batch.position_ids);
   at::Tensor mask = attention_bias(packed_causal_mask(batch.sequence_ids, config_.sliding_window),
                                    options_.dtype);
-  cos = cos.to(options_.dtype);
-  sin = sin.to(options_.dtype);
   at::Tensor h = embed_tokens_(batch.input_ids);
   const bool checkpoint = options_.activation_checkpointing && torch::GradMode::is_enabled();
   for (const auto& module : *layers_) {
@@ -206,8 +205,6 @@ at::Tensor LlamaForCausalLMImpl::decode_step(const at::Tensor& input_ids, KVCach
                cache.capacity);
   at::Tensor positions = torch::arange(offset, offset + t, torch::kLong).expand({b, t});
   auto [cos, sin] = rope_tables(inv_freq_, positions);
-  cos = cos.to(options_.dtype);
-  sin = sin.to(options_.dtype);
   at::Tensor bias =
       attention_bias(cached_causal_mask(offset, t, config_.sliding_window), options_.dtype);
   at::Tensor h = embed_tokens_(input_ids);

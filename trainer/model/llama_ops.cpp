@@ -1,9 +1,12 @@
 #include "trainer/model/llama_ops.h"
 
+#include <ATen/Parallel.h>
+
 #include <cmath>
 #include <limits>
 
 #include "core/error.h"
+#include "trainer/model/fused_kernels.h"
 
 namespace ptrain {
 
@@ -203,6 +206,102 @@ at::Tensor blockwise_attention(const at::Tensor& q, const at::Tensor& k, const a
                 k.size(1));
   return BlockAttention::apply(q, k.contiguous(), v.contiguous(), bias,
                                std::max<int64_t>(1, block));
+}
+
+// ---------------------------------------------------------------- fused RoPE
+
+namespace {
+
+using torch::autograd::AutogradContext;
+using torch::autograd::tensor_list;
+
+class FusedRope : public torch::autograd::Function<FusedRope> {
+ public:
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x_in, const at::Tensor& cos,
+                            const at::Tensor& sin) {
+    at::Tensor x = x_in.contiguous();
+    at::Tensor out = torch::empty_like(x);
+    run(x, cos, sin, out, false);
+    ctx->save_for_backward({cos, sin});
+    return out;
+  }
+
+  static tensor_list backward(AutogradContext* ctx, tensor_list grad_outputs) {
+    auto saved = ctx->get_saved_variables();
+    at::Tensor grad = grad_outputs[0].contiguous();
+    at::Tensor dx = torch::empty_like(grad);
+    run(grad, saved[0], saved[1], dx, true);
+    return {dx, at::Tensor(), at::Tensor()};
+  }
+
+  static void run(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
+                  at::Tensor& out, bool inverse) {
+    const int64_t heads = x.size(2), dim = x.size(3), rows = x.numel() / dim;
+    const uint16_t* in = reinterpret_cast<const uint16_t*>(x.data_ptr<at::BFloat16>());
+    uint16_t* o = reinterpret_cast<uint16_t*>(out.data_ptr<at::BFloat16>());
+    const float *c = cos.data_ptr<float>(), *s = sin.data_ptr<float>();
+    at::parallel_for(0, rows / heads, 64, [&](int64_t begin, int64_t end) {
+      rope_bf16(in + begin * heads * dim, c + begin * dim, s + begin * dim, o + begin * heads * dim,
+                (end - begin) * heads, heads, dim, inverse);
+    });
+  }
+};
+
+}  // namespace
+
+at::Tensor apply_rope_bthd(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) {
+  if (x.scalar_type() == at::kBFloat16 && cos.scalar_type() == at::kFloat &&
+      sin.scalar_type() == at::kFloat && x.size(-1) % 2 == 0)
+    return FusedRope::apply(x, cos.contiguous(), sin.contiguous());
+  return apply_rope(x.transpose(1, 2), cos, sin).transpose(1, 2);
+}
+
+// ---------------------------------------------------------------- SwiGLU
+
+namespace {
+
+uint16_t* bf16_bits(const at::Tensor& t) {
+  return reinterpret_cast<uint16_t*>(t.data_ptr<at::BFloat16>());
+}
+
+constexpr int64_t kElementwiseGrain = 32768;
+
+class FusedSwiglu : public torch::autograd::Function<FusedSwiglu> {
+ public:
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& gate_in,
+                            const at::Tensor& up_in) {
+    at::Tensor gate = gate_in.contiguous(), up = up_in.contiguous();
+    at::Tensor out = torch::empty_like(gate);
+    const uint16_t *g = bf16_bits(gate), *u = bf16_bits(up);
+    uint16_t* o = bf16_bits(out);
+    at::parallel_for(0, gate.numel(), kElementwiseGrain, [&](int64_t begin, int64_t end) {
+      swiglu_forward_bf16(g + begin, u + begin, o + begin, end - begin);
+    });
+    ctx->save_for_backward({gate, up});
+    return out;
+  }
+
+  static tensor_list backward(AutogradContext* ctx, tensor_list grad_outputs) {
+    auto saved = ctx->get_saved_variables();
+    const at::Tensor &gate = saved[0], &up = saved[1];
+    at::Tensor grad = grad_outputs[0].contiguous();
+    at::Tensor d_gate = torch::empty_like(gate), d_up = torch::empty_like(up);
+    const uint16_t *dy = bf16_bits(grad), *g = bf16_bits(gate), *u = bf16_bits(up);
+    uint16_t *dg = bf16_bits(d_gate), *du = bf16_bits(d_up);
+    at::parallel_for(0, gate.numel(), kElementwiseGrain, [&](int64_t begin, int64_t end) {
+      swiglu_backward_bf16(dy + begin, g + begin, u + begin, dg + begin, du + begin, end - begin);
+    });
+    return {d_gate, d_up};
+  }
+};
+
+}  // namespace
+
+at::Tensor swiglu(const at::Tensor& gate, const at::Tensor& up) {
+  if (gate.scalar_type() == at::kBFloat16 && up.scalar_type() == at::kBFloat16 &&
+      gate.sizes() == up.sizes())
+    return FusedSwiglu::apply(gate, up);
+  return at::silu(gate) * up;
 }
 
 // ---------------------------------------------------------------- loss

@@ -25,6 +25,11 @@ std::pair<at::Tensor, at::Tensor> rope_tables(const at::Tensor& inv_freq,
 // q' = q * cos + rotate_half(q) * sin for x [B, heads, T, d], in x's dtype (as Hugging Face).
 at::Tensor apply_rope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin);
 
+// The same rotation for x in [B, T, heads, d] layout (the projections' output before the head
+// transpose), cos and sin [B, T, d] fp32. bf16 runs one fused pass (fp32 math, one rounding per
+// output) forward and backward; other dtypes use apply_rope.
+at::Tensor apply_rope_bthd(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin);
+
 // Which key each query may see in a packed row: a [B, 1, T, T] bool mask, true where query i and
 // key j belong to the same sample (sequence_ids[b, i] == sequence_ids[b, j] >= 0), j <= i, and
 // (when window > 0) i - j < window. A padding token (sequence id -1) sees only itself.
@@ -57,6 +62,11 @@ at::Tensor grouped_attention(const at::Tensor& q, const at::Tensor& k, const at:
 // and keys after a block are never touched (causal skipping).
 at::Tensor blockwise_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                const at::Tensor& bias, int64_t block);
+
+// silu(gate) * up, the SwiGLU activation. bf16: one fused pass forward and one backward
+// (trainer/model/fused_kernels.h), fp32 math and one rounding per output; other dtypes: the
+// libtorch ops.
+at::Tensor swiglu(const at::Tensor& gate, const at::Tensor& up);
 
 // Sum over tokens with label != -100 of cross_entropy(hidden @ weight^T, label), computed over
 // chunks of `chunk_tokens` rows so no more than chunk_tokens x vocab fp32 logits exist at once, in

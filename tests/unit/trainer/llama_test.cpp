@@ -186,6 +186,57 @@ TEST(LlamaModel, BlockwiseAttentionInTheModelMatchesDense) {
   EXPECT_TRUE(torch::allclose(blocked->logits(batch), dense->logits(batch), 1e-10, 1e-10));
 }
 
+TEST(LlamaOps, FusedBf16RopeAndItsGradientMatchFp64) {
+  torch::manual_seed(9);
+  LlamaConfig c = llama_preset("tiny");
+  const int64_t b = 2, t = 7, heads = 3, d = c.head_dim;
+  at::Tensor positions = torch::tensor({{0, 1, 2, 0, 1, 5, 9}, {3, 4, 5, 6, 7, 8, 100}});
+  auto [cos, sin] = rope_tables(rope_inv_freq(c), positions);
+  at::Tensor x = torch::randn({b, t, heads, d}).to(at::kBFloat16).requires_grad_(true);
+  at::Tensor g = torch::randn({b, t, heads, d}).to(at::kBFloat16);
+  at::Tensor out = apply_rope_bthd(x, cos, sin);
+  out.backward(g);
+  // fp64: out = x * cos + rotate_half(x) * sin; its transpose for the gradient.
+  auto rotate_half = [&](const at::Tensor& v) {
+    return at::cat({-v.narrow(-1, d / 2, d / 2), v.narrow(-1, 0, d / 2)}, -1);
+  };
+  at::Tensor xd = x.detach().to(at::kDouble), gd = g.to(at::kDouble);
+  at::Tensor cd = cos.to(at::kDouble).unsqueeze(2), sd = sin.to(at::kDouble).unsqueeze(2);
+  at::Tensor ref = xd * cd + rotate_half(xd) * sd;
+  at::Tensor ref_grad = gd * cd - rotate_half(gd * sd);  // rotate_half^T = -rotate_half
+  at::Tensor bound = (xd.abs() + rotate_half(xd).abs()) / 256.0;
+  EXPECT_TRUE(((out.to(at::kDouble) - ref).abs() <= bound).all().item<bool>());
+  at::Tensor gbound = (gd.abs() + rotate_half(gd).abs()) / 256.0;
+  EXPECT_TRUE(((x.grad().to(at::kDouble) - ref_grad).abs() <= gbound).all().item<bool>());
+}
+
+TEST(LlamaOps, FusedBf16SwigluMatchesFp64WithinOneRounding) {
+  torch::manual_seed(8);
+  const int64_t n = 100003;  // odd, several parallel chunks
+  at::Tensor gate = (torch::randn({n}) * 4).to(at::kBFloat16).requires_grad_(true);
+  at::Tensor up = torch::randn({n}).to(at::kBFloat16).requires_grad_(true);
+  at::Tensor grad = torch::randn({n}).to(at::kBFloat16);
+  at::Tensor out = swiglu(gate, up);
+  out.backward(grad);
+  // fp64 reference of the same bf16 inputs, by the formula.
+  at::Tensor g = gate.detach().to(at::kDouble), u = up.detach().to(at::kDouble);
+  at::Tensor dy = grad.to(at::kDouble), s = 1.0 / (1.0 + (-g).exp());
+  at::Tensor ref = g * s * u;
+  at::Tensor ref_dg = dy * u * s * (1 + g * (1 - s)), ref_du = dy * g * s;
+  // One bf16 rounding (2^-9 relative) plus fp32 math: within 2^-8 of each value.
+  auto within = [](const at::Tensor& got, const at::Tensor& want) {
+    return ((got.to(at::kDouble) - want).abs() <= want.abs() * (1.0 / 256) + 1e-30)
+        .all()
+        .item<bool>();
+  };
+  EXPECT_TRUE(within(out, ref));
+  EXPECT_TRUE(within(gate.grad(), ref_dg));
+  EXPECT_TRUE(within(up.grad(), ref_du));
+  // NaN propagates.
+  at::Tensor nan_gate = torch::full({3}, NAN).to(at::kBFloat16);
+  EXPECT_TRUE(swiglu(nan_gate, torch::ones({3}).to(at::kBFloat16)).isnan().all().item<bool>());
+}
+
 TEST(LlamaOps, SequenceIdsFromPositions) {
   at::Tensor pos = torch::tensor({{3, 4, 0, 1, 2, 0}}, torch::kLong);
   at::Tensor expected = torch::tensor({{0, 0, 1, 1, 1, 2}}, torch::kLong);
