@@ -4,6 +4,7 @@
 
 #include "bench/comm_bench.h"
 #include "bench/model_bench.h"
+#include "bench/nf4_bench.h"
 #include "core/error.h"
 #include "launcher/rank_session.h"
 #include "parallel/mpi_runtime.h"
@@ -26,6 +27,14 @@ int main(int argc, char** argv) {
   model->add_option("--tokens", model_options.tokens_per_step, "Tokens per step (rows of seq)");
   model->add_option("--steps", model_options.steps, "Timed steps");
   model->add_option("--threads", model_options.threads, "Compute threads (0: every core)");
+  ptrain::bench::Nf4BenchOptions nf4_options;
+  auto* nf4 = app.add_subcommand("nf4", "NF4 quantize/dequantize vs memcpy; QLoRA vs LoRA step");
+  nf4->add_option("--rows", nf4_options.rows, "Weight rows");
+  nf4->add_option("--cols", nf4_options.cols, "Weight columns");
+  nf4->add_option("--preset", nf4_options.preset, "Model for the training step (tiny 160m 1b)");
+  nf4->add_option("--seq", nf4_options.seq, "Tokens in the training step");
+  nf4->add_option("--steps", nf4_options.steps, "Timed steps");
+  nf4->add_flag("!--no-step", nf4_options.step, "Kernels only (skip the training step)");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -34,6 +43,7 @@ int main(int argc, char** argv) {
   }
   return ptrain::run_guarded([&]() -> int {
     if (*model) return ptrain::bench::run_model_bench(model_options);
+    if (*nf4) return ptrain::bench::run_nf4_bench(nf4_options);
     ptrain::MpiRuntime mpi(&argc, &argv);
     if (*comm) return ptrain::bench::run_comm_bench(comm_options);
     return 0;

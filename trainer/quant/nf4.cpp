@@ -134,11 +134,18 @@ Nf4Layout::Nf4Layout(int64_t n, bool dq) : numel(n), double_quant(dq) {
   }
 }
 
-uint8_t nf4_code(float x) {
-  static const std::array<float, 15> mid = nf4_midpoints();
-  uint8_t code = 0;
-  for (float m : mid) code += x > m ? 1 : 0;  // NaN compares false everywhere: code 0
+namespace {
+const std::array<float, 15> kMidpoints = nf4_midpoints();
+}  // namespace
+
+inline int code_of(float x) {
+  int code = 0;
+  for (int k = 0; k < 15; ++k) code += x > kMidpoints[k] ? 1 : 0;  // NaN: false everywhere
   return code;
+}
+
+uint8_t nf4_code(float x) {
+  return static_cast<uint8_t>(code_of(x));
 }
 
 uint8_t dynamic_map_code(const std::array<float, 256>& code, float x) {
@@ -168,24 +175,35 @@ uint8_t dynamic_map_code(const std::array<float, 256>& code, float x) {
   return static_cast<uint8_t>(x < midpoint ? lower_pivot : pivot);
 }
 
-void nf4_quantize(const float* values, const Nf4Layout& layout, uint8_t* out) {
-  std::memset(out, 0, static_cast<size_t>(layout.bytes));
-  std::vector<float> absmax(static_cast<size_t>(layout.blocks));
+__attribute__((target_clones("avx512f", "avx2", "default"))) void nf4_quantize_blocks(
+    const float* values, const Nf4Layout& layout, int64_t first_block, int64_t last_block,
+    uint8_t* out, float* absmax) {
   uint8_t* codes = out + layout.codes_offset;
-  for (int64_t b = 0; b < layout.blocks; ++b) {
+  values -= first_block * Nf4Layout::kBlock;  // index by element number from here
+  for (int64_t b = first_block; b < last_block; ++b) {
     const int64_t begin = b * Nf4Layout::kBlock;
     const int64_t end = std::min(layout.numel, begin + Nf4Layout::kBlock);
     float m = 0.0f;
     for (int64_t i = begin; i < end; ++i) m = std::fmax(m, std::fabs(values[i]));
     absmax[b] = m;
     const float inv = 1.0f / m;
-    for (int64_t i = begin; i < end; ++i) {
-      // An all-zero block takes level 0.0 (code 7), so it dequantizes to exact zeros whatever its
-      // double-quantized absmax; bitsandbytes' kernel gives code 0 (x * 1/0 is NaN) there.
-      const uint8_t c = m == 0.0f ? 7 : nf4_code(values[i] * inv);
-      codes[i / 2] |= (i % 2 == 0) ? static_cast<uint8_t>(c << 4) : c;
-    }
+    int block_codes[Nf4Layout::kBlock + 1] = {};
+    const float* v = values + begin;
+    const int64_t count = end - begin;
+    for (int64_t i = 0; i < count; ++i) block_codes[i] = code_of(v[i] * inv);
+    // An all-zero block takes level 0.0 (code 7), so it dequantizes to exact zeros whatever its
+    // double-quantized absmax; bitsandbytes' kernel gives code 0 (x * 1/0 is NaN) there.
+    if (m == 0.0f)
+      for (int64_t i = 0; i < count; ++i) block_codes[i] = 7;
+    for (int64_t i = begin; i < end; i += 2)
+      codes[i / 2] = static_cast<uint8_t>(block_codes[i - begin] << 4 | block_codes[i - begin + 1]);
   }
+}
+
+void nf4_quantize_statistics(const float* absmax_in, const Nf4Layout& layout, uint8_t* out) {
+  const std::vector<float> absmax(absmax_in, absmax_in + layout.blocks);
+  std::memset(out + layout.absmax_offset, 0,
+              static_cast<size_t>(layout.bytes - layout.absmax_offset));
   if (!layout.double_quant) {
     for (int64_t b = 0; b < layout.blocks; ++b)
       store_f32(out + layout.absmax_offset + 4 * b, absmax[b]);
@@ -206,6 +224,13 @@ void nf4_quantize(const float* values, const Nf4Layout& layout, uint8_t* out) {
     for (int64_t i = begin; i < end; ++i)
       out[layout.absmax_offset + i] = dynamic_map_code(map, (absmax[i] - offset) * inv);
   }
+}
+
+void nf4_quantize(const float* values, const Nf4Layout& layout, uint8_t* out) {
+  std::memset(out, 0, static_cast<size_t>(layout.absmax_offset));  // code padding
+  std::vector<float> absmax(static_cast<size_t>(layout.blocks));
+  nf4_quantize_blocks(values, layout, 0, layout.blocks, out, absmax.data());
+  nf4_quantize_statistics(absmax.data(), layout, out);
 }
 
 void nf4_block_absmax(const uint8_t* buffer, const Nf4Layout& layout, float* absmax) {

@@ -62,6 +62,14 @@ uint8_t dynamic_map_code(const std::array<float, 256>& map, float x);
 
 // Quantizes `numel` fp32 values into `out` (layout.bytes bytes).
 void nf4_quantize(const float* values, const Nf4Layout& layout, uint8_t* out);
+// The same in two phases, so the first can run in parallel over block ranges: the codes of blocks
+// [first_block, last_block) from `values` (which starts at element first_block * 64) and their
+// fp32 absmax (absmax[b]); then the absmax statistics
+// (double-quantized or plain) from every block's absmax. The code region's padding bytes (after
+// the last code, up to absmax_offset) must already be zero.
+void nf4_quantize_blocks(const float* values, const Nf4Layout& layout, int64_t first_block,
+                         int64_t last_block, uint8_t* out, float* absmax);
+void nf4_quantize_statistics(const float* absmax, const Nf4Layout& layout, uint8_t* out);
 
 // The fp32 absmax of every block (the double-quantized ones decoded): absmax[0..blocks).
 void nf4_block_absmax(const uint8_t* buffer, const Nf4Layout& layout, float* absmax);

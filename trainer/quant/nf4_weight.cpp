@@ -13,9 +13,19 @@ Nf4Weight Nf4Weight::quantize(const at::Tensor& weight, bool double_quant) {
   out.shape = weight.sizes().vec();
   out.dtype = weight.scalar_type();
   out.layout = Nf4Layout(weight.numel(), double_quant);
-  out.storage = torch::empty({out.layout.bytes}, torch::kUInt8);
-  at::Tensor values = weight.detach().to(at::kFloat).contiguous().view({-1});
-  nf4_quantize(values.data_ptr<float>(), out.layout, out.storage.data_ptr<uint8_t>());
+  out.storage = torch::zeros({out.layout.bytes}, torch::kUInt8);
+  const Nf4Layout& l = out.layout;
+  uint8_t* buffer = out.storage.data_ptr<uint8_t>();
+  at::Tensor flat = weight.detach().contiguous().view({-1});
+  std::vector<float> absmax(static_cast<size_t>(l.blocks));
+  // Blocks in parallel, each task converting only its own slice to fp32.
+  at::parallel_for(0, l.blocks, 256, [&](int64_t begin, int64_t end) {
+    const int64_t first = begin * Nf4Layout::kBlock;
+    const int64_t count = std::min(l.numel, end * Nf4Layout::kBlock) - first;
+    at::Tensor values = flat.narrow(0, first, count).to(at::kFloat).contiguous();
+    nf4_quantize_blocks(values.data_ptr<float>(), l, begin, end, buffer, absmax.data());
+  });
+  nf4_quantize_statistics(absmax.data(), l, buffer);
   return out;
 }
 
