@@ -36,6 +36,7 @@ bench: build
 	mkdir -p bench/results
 	$(MPIRUN) -np 2 $(BUILD_DIR)/bin/ptrain-bench comm | tee bench/results/comm-np2.jsonl
 	$(MPIRUN) -np 4 $(BUILD_DIR)/bin/ptrain-bench comm | tee bench/results/comm-np4.jsonl
+	$(BUILD_DIR)/bin/ptrain-bench nf4 | tee bench/results/nf4.jsonl
 
 docs: build
 	$(BUILD_DIR)/bin/ptrain config-docs -o docs/config.md

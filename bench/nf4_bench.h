@@ -7,7 +7,7 @@ namespace ptrain::bench {
 
 struct Nf4BenchOptions {
   int64_t rows = 4096, cols = 4096;  // the weight quantized and dequantized
-  std::string preset = "1b";          // the QLoRA vs LoRA step
+  std::string preset = "1b";         // the QLoRA vs LoRA step
   int64_t seq = 512;
   int steps = 2;     // timed steps after one warm-up step
   bool step = true;  // run the training-step comparison (minutes on 2 cores)

@@ -65,6 +65,28 @@ nlohmann::json read_json(const std::string& path) {
 
 }  // namespace
 
+ModelOptions model_options_from_config(const JobConfig& config) {
+  ModelOptions options;
+  options.dtype = config.bf16 ? at::kBFloat16 : at::kFloat;
+  options.nf4_base = config.load_in_4bit;
+  options.activation_checkpointing = config.gradient_checkpointing;
+  return options;
+}
+
+std::optional<AdapterSpec> adapter_spec_from_config(const JobConfig& config) {
+  if (config.adapter.empty()) return std::nullopt;
+  AdapterSpec spec;
+  spec.lora.r = config.lora_r;
+  spec.lora.alpha = config.lora_alpha;
+  spec.lora.dropout = config.lora_dropout;
+  spec.lora.rslora = config.peft_use_rslora;
+  spec.target_linear = config.lora_target_linear;
+  spec.target_modules = config.lora_target_modules;
+  spec.modules_to_save = config.lora_modules_to_save;
+  spec.seed = static_cast<uint64_t>(config.seed);
+  return spec;
+}
+
 std::vector<std::string> lora_targets(const LlamaForCausalLM& model, const AdapterSpec& spec) {
   std::vector<std::regex> patterns;
   for (const auto& entry : spec.target_modules) {

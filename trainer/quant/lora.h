@@ -12,8 +12,11 @@
 // them.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <vector>
+
+#include "core/config.h"
 
 #include "trainer/model/llama.h"
 
@@ -26,6 +29,15 @@ struct AdapterSpec {
   std::vector<std::string> modules_to_save;
   uint64_t seed = 0;  // adapter initialisation
 };
+
+// The model a job config asks for: compute dtype (bf16, else fp32), NF4 projections
+// (load_in_4bit), activation checkpointing (gradient_checkpointing).
+ModelOptions model_options_from_config(const JobConfig& config);
+
+// The LoRA adapter a job config asks for (adapter: lora | qlora), or none for full training:
+// lora_r, lora_alpha, lora_dropout, peft_use_rslora, lora_target_linear, lora_target_modules,
+// lora_modules_to_save, and the job seed for the initialisation.
+std::optional<AdapterSpec> adapter_spec_from_config(const JobConfig& config);
 
 // The projection module names `spec` selects, in model order. UserError when nothing is
 // selected, or when an entry selects nothing (naming it).
