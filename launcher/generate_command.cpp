@@ -100,20 +100,30 @@ int run_generate_command(const GenerateCommandOptions& cli) {
 
   for (size_t p = 0; p < prompts.size(); ++p) {
     const std::vector<int64_t>& prompt = prompts[p];
+    // Streaming: decode prompt + continuation together (so tokenizers that drop a leading space
+    // decode the boundary right) and print what is new, holding back a trailing U+FFFD (a
+    // character whose bytes are split over tokens) until it completes.
     std::string printed;
-    std::vector<int64_t> so_far;
+    std::vector<int64_t> so_far = prompt;
+    auto stable_text = [&]() {
+      std::string text = tokenizer->decode(so_far, true);
+      const std::string replacement = "\xEF\xBF\xBD";
+      while (text.size() >= 3 && text.compare(text.size() - 3, 3, replacement) == 0)
+        text.resize(text.size() - 3);
+      return text;
+    };
+    auto print_new = [&](const std::string& text) {
+      if (text.size() > printed.size() && text.compare(0, printed.size(), printed) == 0) {
+        std::cout << text.substr(printed.size()) << std::flush;
+        printed = text;
+      }
+    };
     std::function<void(int64_t)> on_token;
     if (!cli.json && tokenizer) {
-      std::cout << tokenizer->decode(prompt, true) << std::flush;
-      // Decoding the whole continuation and printing what is new keeps multi-token characters
-      // whole.
+      print_new(stable_text());
       on_token = [&](int64_t id) {
         so_far.push_back(id);
-        std::string text = tokenizer->decode(so_far, true);
-        if (text.size() > printed.size() && text.compare(0, printed.size(), printed) == 0) {
-          std::cout << text.substr(printed.size()) << std::flush;
-          printed = text;
-        }
+        print_new(stable_text());
       };
     }
     GenerationResult result = generate(model, prompt, sampling, on_token);
@@ -134,7 +144,16 @@ int run_generate_command(const GenerateCommandOptions& cli) {
       }
       std::cout << line.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << std::endl;
     } else {
-      if (!tokenizer) std::cout << fmt::format("{}", fmt::join(result.ids, ","));
+      if (tokenizer) {
+        // Whatever was held back (or could not be streamed as a suffix) goes out now.
+        const std::string text = tokenizer->decode(so_far, true);
+        if (text.compare(0, printed.size(), printed) == 0)
+          std::cout << text.substr(printed.size());
+        else
+          std::cout << "\n" << tokenizer->decode(result.ids, true);
+      } else {
+        std::cout << fmt::format("{}", fmt::join(result.ids, ","));
+      }
       std::cout << std::endl;
       std::cerr << fmt::format(
           "[generate] {} prompt tokens, {} new tokens ({}); prefill {:.1f} tokens/s, decode {:.1f} "

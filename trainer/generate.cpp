@@ -48,6 +48,14 @@ GenerationResult generate(LlamaForCausalLM& model, const std::vector<int64_t>& p
   const int64_t capacity =
       std::min<int64_t>(context, static_cast<int64_t>(prompt.size()) + options.max_new_tokens);
   KVCache cache = model->make_cache(1, capacity);
+  // Inference: no LoRA dropout, whatever mode the caller left the model in.
+  const bool was_training = model->is_training();
+  model->eval();
+  struct Restore {
+    LlamaForCausalLM& m;
+    bool training;
+    ~Restore() { m->train(training); }
+  } restore{model, was_training};
   auto generator = at::make_generator<at::CPUGeneratorImpl>(options.seed);
 
   GenerationResult result;

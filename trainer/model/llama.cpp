@@ -31,6 +31,13 @@ class CheckpointedLayer : public torch::autograd::Function<CheckpointedLayer> {
                             const at::Tensor& sin, const at::Tensor& mask) {
     ctx->save_for_backward({hidden, cos, sin, mask});
     ctx->saved_data["layer"] = reinterpret_cast<int64_t>(layer);
+    // The recompute must draw the same dropout masks (LoRA dropout) as this forward, as
+    // torch.utils.checkpoint's preserve_rng_state does.
+    auto generator = at::detail::getDefaultCPUGenerator();
+    {
+      std::lock_guard<std::mutex> lock(generator.mutex());
+      ctx->saved_data["rng"] = generator.get_state();
+    }
     torch::NoGradGuard no_grad;
     return layer->forward(hidden, cos, sin, mask);
   }
@@ -41,8 +48,17 @@ class CheckpointedLayer : public torch::autograd::Function<CheckpointedLayer> {
     at::Tensor input = saved[0].detach().requires_grad_(true);
     at::Tensor output;
     {
+      auto generator = at::detail::getDefaultCPUGenerator();
+      at::Tensor current;
+      {
+        std::lock_guard<std::mutex> lock(generator.mutex());
+        current = generator.get_state();
+        generator.set_state(ctx->saved_data["rng"].toTensor());
+      }
       torch::AutoGradMode grad_on(true);
       output = layer->forward(input, saved[1], saved[2], saved[3]);
+      std::lock_guard<std::mutex> lock(generator.mutex());
+      generator.set_state(current);
     }
     torch::autograd::backward({output}, {grad_outputs[0]});
     return {input.grad(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
@@ -200,6 +216,9 @@ KVCache LlamaForCausalLMImpl::make_cache(int64_t batch, int64_t capacity) const 
 at::Tensor LlamaForCausalLMImpl::decode_step(const at::Tensor& input_ids, KVCache& cache) {
   torch::NoGradGuard no_grad;
   const int64_t b = input_ids.size(0), t = input_ids.size(1), offset = cache.length;
+  PTRAIN_CHECK(!cache.keys.empty() && cache.keys[0].size(0) == b,
+               "decode_step: {} sequences for a KV cache of {}", b,
+               cache.keys.empty() ? 0 : cache.keys[0].size(0));
   PTRAIN_CHECK(offset + t <= cache.capacity,
                "{} tokens do not fit the KV cache ({} of {} positions used)", t, offset,
                cache.capacity);
@@ -250,6 +269,9 @@ void LlamaForCausalLMImpl::set_tensor(const std::string& name, const at::Tensor&
   torch::NoGradGuard no_grad;
   auto [proj, leaf] = find_projection(projections_, name);
   if (proj && leaf == "weight") {
+    // NF4 would hide a NaN (it becomes -absmax) or spread an inf over its block.
+    PTRAIN_CHECK(!proj->quantized() || at::isfinite(value).all().item<bool>(),
+                 "tensor '{}' holds NaN or infinite values; it cannot be quantized to NF4", name);
     proj->set_weight(value);
     return;
   }

@@ -46,8 +46,10 @@ bool bnb_aux_tensor(const std::string& name) {
   return false;
 }
 
-Nf4Weight read_bnb_nf4(const SafetensorsModel& weights, const std::string& name,
-                       const std::vector<int64_t>& shape, bool double_quant) {
+namespace {
+
+Nf4Weight read_bnb_nf4_checked(const SafetensorsModel& weights, const std::string& name,
+                               const std::vector<int64_t>& shape, bool double_quant) {
   Nf4Weight w;
   w.shape = shape;
   w.layout = Nf4Layout(c10::multiply_integers(shape), double_quant);
@@ -113,6 +115,20 @@ Nf4Weight read_bnb_nf4(const SafetensorsModel& weights, const std::string& name,
   const float offset = state["nested_offset"].get<float>();
   std::memcpy(out + l.offset_offset, &offset, sizeof(offset));
   return w;
+}
+
+}  // namespace
+
+Nf4Weight read_bnb_nf4(const SafetensorsModel& weights, const std::string& name,
+                       const std::vector<int64_t>& shape, bool double_quant) {
+  try {
+    return read_bnb_nf4_checked(weights, name, shape, double_quant);
+  } catch (const nlohmann::json::exception& e) {  // a quant-state value of the wrong JSON type
+    throw UserError(
+        fmt::format("model '{}': tensor '{}.quant_state.bitsandbytes__nf4': unexpected "
+                    "value: {}",
+                    weights.dir(), name, e.what()));
+  }
 }
 
 }  // namespace ptrain

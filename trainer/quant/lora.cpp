@@ -17,8 +17,13 @@ namespace {
 
 const char* kPrefix = "base_model.model.";
 
+// A module name or dotted name suffix ("q_proj", "self_attn.q_proj"): matched as PEFT matches
+// list entries (the name itself, or ending with "." + entry). Anything else is a regex.
 bool is_plain_name(const std::string& entry) {
-  return entry.find_first_of("\\^$.|?*+()[]{}") == std::string::npos;
+  return !entry.empty() &&
+         entry.find_first_not_of(
+             "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.") ==
+             std::string::npos;
 }
 
 bool ends_with_component(const std::string& name, const std::string& suffix) {
@@ -133,9 +138,10 @@ std::vector<std::string> apply_lora(LlamaForCausalLM& model, const AdapterSpec& 
   for (const auto& name : targets) model->projections().at(name)->add_lora(spec.lora, generator);
   std::set<std::string> save_modules;
   for (const auto& entry : spec.modules_to_save) save_modules.insert(save_module_name(entry));
-  PTRAIN_CHECK(!(save_modules.count("lm_head") && model->config().tie_word_embeddings),
-               "lora_modules_to_save: lm_head is tied to embed_tokens in this model; save "
-               "embed_tokens instead");
+  PTRAIN_CHECK(save_modules.empty() || !model->config().tie_word_embeddings,
+               "lora_modules_to_save: this model ties lm_head to embed_tokens; training either in "
+               "full would change both, which a PEFT adapter cannot express (PEFT copies the "
+               "saved module and leaves the tied one unchanged)");
   for (auto& p : model->named_parameters()) {
     const std::string& name = p.key();
     const bool adapter =
@@ -174,7 +180,9 @@ void save_peft_adapter(LlamaForCausalLM& model, const AdapterSpec& spec,
   nlohmann::json save_list = nullptr;
   for (const auto& entry : spec.modules_to_save) {
     const std::string module = save_module_name(entry);
-    add(kPrefix + module + ".weight", *model->named_parameters().find(module + ".weight"));
+    const at::Tensor* weight = model->named_parameters().find(module + ".weight");
+    PTRAIN_CHECK(weight != nullptr, "modules_to_save: the model has no '{}.weight'", module);
+    add(kPrefix + module + ".weight", *weight);
     if (save_list.is_null()) save_list = nlohmann::json::array();
     save_list.push_back(module.substr(module.rfind('.') + 1));
   }
@@ -199,7 +207,9 @@ void save_peft_adapter(LlamaForCausalLM& model, const AdapterSpec& spec,
   write_file_atomic(dir + "/adapter_config.json", config.dump(2) + "\n");
 }
 
-AdapterSpec load_peft_adapter(LlamaForCausalLM& model, const std::string& dir) {
+namespace {
+
+AdapterSpec load_peft_adapter_checked(LlamaForCausalLM& model, const std::string& dir) {
   const std::string config_path = dir + "/adapter_config.json";
   PTRAIN_CHECK(std::filesystem::exists(config_path), "adapter '{}' has no adapter_config.json",
                dir);
@@ -218,6 +228,14 @@ AdapterSpec load_peft_adapter(LlamaForCausalLM& model, const std::string& dir) {
   for (const char* key : {"rank_pattern", "alpha_pattern"})
     PTRAIN_CHECK(!c.contains(key) || c[key].is_null() || c[key].empty(),
                  "'{}': {} (per-module ranks or alphas) is not supported", config_path, key);
+  // Settings that change which modules get adapters, or the base the adapter belongs to.
+  for (const char* key : {"layers_to_transform", "layers_pattern", "exclude_modules"})
+    PTRAIN_CHECK(!c.contains(key) || c[key].is_null() || c[key].empty(),
+                 "'{}': {} is not supported", config_path, key);
+  PTRAIN_CHECK(!c.contains("init_lora_weights") || c["init_lora_weights"].is_boolean(),
+               "'{}': init_lora_weights {} modifies the base weights (PiSSA, OLoRA, ...); only "
+               "plain LoRA (true/false) is supported",
+               config_path, c.contains("init_lora_weights") ? c["init_lora_weights"].dump() : "");
   PTRAIN_CHECK(c.contains("r") && c["r"].is_number_integer() && c["r"].get<int64_t>() > 0,
                "'{}': key 'r' must be a positive integer", config_path);
   PTRAIN_CHECK(c.contains("lora_alpha") && c["lora_alpha"].is_number(),
@@ -236,10 +254,9 @@ AdapterSpec load_peft_adapter(LlamaForCausalLM& model, const std::string& dir) {
       spec.target_modules[0] = "(?:" + spec.target_modules[0] + ")";
   } else if (targets.is_array()) {
     for (const auto& t : targets) {
-      PTRAIN_CHECK(t.is_string(), "'{}': target_modules must hold strings", config_path);
-      PTRAIN_CHECK(is_plain_name(t.get<std::string>()),
-                   "'{}': target_modules entry '{}' must be a module name", config_path,
-                   t.get<std::string>());
+      // PEFT matches list entries by name suffix, never as a regex.
+      PTRAIN_CHECK(t.is_string() && is_plain_name(t.get<std::string>()),
+                   "'{}': target_modules entry {} must be a module name", config_path, t.dump());
       spec.target_modules.push_back(t.get<std::string>());
     }
   } else {
@@ -273,7 +290,9 @@ AdapterSpec load_peft_adapter(LlamaForCausalLM& model, const std::string& dir) {
   }
   for (const auto& entry : spec.modules_to_save) {
     const std::string module = save_module_name(entry);
-    load(kPrefix + module + ".weight", *model->named_parameters().find(module + ".weight"));
+    at::Tensor* weight = model->named_parameters().find(module + ".weight");
+    PTRAIN_CHECK(weight != nullptr, "modules_to_save: the model has no '{}.weight'", module);
+    load(kPrefix + module + ".weight", *weight);
   }
   for (const auto& info : file.tensors())
     PTRAIN_CHECK(expected.count(info.name),
@@ -281,6 +300,16 @@ AdapterSpec load_peft_adapter(LlamaForCausalLM& model, const std::string& dir) {
                  "adapter_config.json",
                  file.path(), info.name);
   return spec;
+}
+
+}  // namespace
+
+AdapterSpec load_peft_adapter(LlamaForCausalLM& model, const std::string& dir) {
+  try {
+    return load_peft_adapter_checked(model, dir);
+  } catch (const nlohmann::json::exception& e) {  // a value of the wrong JSON type
+    throw UserError(fmt::format("'{}/adapter_config.json': unexpected value: {}", dir, e.what()));
+  }
 }
 
 }  // namespace ptrain

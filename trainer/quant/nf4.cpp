@@ -410,6 +410,12 @@ void nf4_dequantize_bf16_with(const char* kernel, const uint8_t* buffer, const N
                   : name == "portable" ? dequantize_bf16_portable
                                        : nullptr;
   PTRAIN_CHECK(fn != nullptr, "unknown NF4 kernel '{}' (avx512, avx2, portable)", name);
+  __builtin_cpu_init();
+  PTRAIN_CHECK(
+      name != "avx512" || (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw")),
+      "NF4 kernel avx512: this CPU has no AVX-512");
+  PTRAIN_CHECK(name != "avx2" || (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")),
+               "NF4 kernel avx2: this CPU has no AVX2");
   fn(buffer, layout, first_block, last_block, out);
 }
 

@@ -257,6 +257,86 @@ TEST(Qlora, TrainingLowersTheLossAndChangesOnlyAdapters) {
   EXPECT_GT(frozen.size(), 20u);  // the NF4 buffers, embeddings, norms, lm_head
 }
 
+TEST(Lora, CheckpointedRecomputeDrawsTheSameDropoutMasks) {
+  // With LoRA dropout, the recompute in backward must see the forward's masks: gradients with
+  // checkpointing equal those without (same seed), as torch.utils.checkpoint preserves RNG state.
+  LlamaConfig c = llama_preset("tiny");
+  PackedBatch batch = make_packed_batch({{{1, 50, 60, 70, 80, 90}, {1, 9, 8, 7}}}, 12);
+  std::map<std::string, at::Tensor> grads[2];
+  for (int checkpointing = 0; checkpointing < 2; ++checkpointing) {
+    auto model = make_model(c, at::kFloat, 3);
+    AdapterSpec spec;
+    spec.target_linear = true;
+    spec.lora.dropout = 0.5;
+    apply_lora(model, spec);
+    {
+      torch::NoGradGuard no_grad;
+      torch::manual_seed(5);  // the same B in both models
+      for (auto& [name, p] : model->projections()) p->lora_b().normal_(0, 0.1);
+    }
+    model->train();
+    model->set_activation_checkpointing(checkpointing == 1);
+    torch::manual_seed(11);
+    model->loss_sum(batch).backward();
+    for (const auto& p : model->named_parameters())
+      if (p.value().grad().defined()) grads[checkpointing][p.key()] = p.value().grad().clone();
+  }
+  ASSERT_EQ(grads[0].size(), grads[1].size());
+  ASSERT_EQ(grads[0].size(), 2u * 7 * 2);
+  for (const auto& [name, g] : grads[0])
+    EXPECT_TRUE(torch::allclose(g, grads[1][name], 1e-5, 1e-6))
+        << name << ": max difference " << (g - grads[1][name]).abs().max().item<double>()
+        << " of " << g.abs().max().item<double>();
+}
+
+TEST(Peft, DottedListEntriesMatchBySuffixAndUnsupportedSettingsAreRefused) {
+  LlamaConfig c = llama_preset("tiny");
+  auto model = make_model(c, at::kFloat);
+  AdapterSpec spec;
+  spec.target_modules = {"self_attn.q_proj", "model.layers.1.mlp.up_proj"};
+  EXPECT_EQ(lora_targets(model, spec), (std::vector<std::string>{"model.layers.0.self_attn.q_proj",
+                                                                 "model.layers.1.self_attn.q_proj",
+                                                                 "model.layers.1.mlp.up_proj"}));
+  const std::string dir = temp_dir("unsupported");
+  std::filesystem::create_directories(dir);
+  std::ofstream(dir + "/adapter_config.json")
+      << R"({"peft_type": "LORA", "r": 8, "lora_alpha": 16, "target_modules": ["q_proj"],
+            "init_lora_weights": "pissa"})";
+  EXPECT_THAT([&] { load_peft_adapter(model, dir); },
+              ::testing::ThrowsMessage<UserError>(HasSubstr("modifies the base weights")));
+  std::ofstream(dir + "/adapter_config.json")
+      << R"({"peft_type": "LORA", "r": "8", "lora_alpha": 16, "target_modules": ["q_proj"]})";
+  EXPECT_THAT([&] { load_peft_adapter(model, dir); },
+              ::testing::ThrowsMessage<UserError>(HasSubstr("key 'r' must be a positive integer")));
+  std::ofstream(dir + "/adapter_config.json")
+      << R"({"peft_type": "LORA", "r": 8, "lora_alpha": 16, "target_modules": ["q_proj"],
+            "layers_to_transform": [0]})";
+  EXPECT_THAT(
+      [&] { load_peft_adapter(model, dir); },
+      ::testing::ThrowsMessage<UserError>(HasSubstr("layers_to_transform is not supported")));
+  LlamaConfig tied = c;
+  tied.tie_word_embeddings = true;
+  auto tied_model = make_model(tied, at::kFloat);
+  AdapterSpec save_embeddings;
+  save_embeddings.target_linear = true;
+  save_embeddings.modules_to_save = {"embed_tokens"};
+  EXPECT_THAT([&] { apply_lora(tied_model, save_embeddings); },
+              ::testing::ThrowsMessage<UserError>(HasSubstr("ties lm_head to embed_tokens")));
+}
+
+TEST(Qlora, NonFiniteWeightsAreNotQuantized) {
+  LlamaConfig c = llama_preset("tiny");
+  ModelOptions options;
+  options.dtype = at::kFloat;
+  options.nf4_base = true;
+  LlamaForCausalLM model(c, options);
+  at::Tensor w = torch::zeros({64, 64});
+  w[3][5] = NAN;
+  EXPECT_THAT([&] { model->set_tensor("model.layers.0.self_attn.q_proj.weight", w); },
+              ::testing::ThrowsMessage<UserError>(
+                  HasSubstr("'model.layers.0.self_attn.q_proj.weight' holds NaN or infinite")));
+}
+
 TEST(Qlora, AxolotlStyleConfigBecomesAQloraModelWithAdapters) {
   const std::string dir = temp_dir("config");
   std::filesystem::create_directories(dir);
