@@ -12,7 +12,11 @@ packages=(
   libyaml-cpp-dev nlohmann-json3-dev libcli11-dev
   libsqlite3-dev libxxhash-dev libgoogle-perftools-dev
   libpcre2-dev libutf8proc-dev
+  sentencepiece
 )
+# sentencepiece: only its spm_train/spm_encode/spm_decode tools, the reference of the
+# SentencePiece tokenizer tests; ptrain never links libsentencepiece (its bundled protobuf
+# clashes with libprotobuf).
 # Node.js and npm run the reference tokenizers of the tokenizer tests (tests/unit/data/
 # tokenizer_reference). Machines may already carry a Node.js build that bundles npm; Debian's
 # separate npm package would conflict with it, so both are installed only when npm is missing.

@@ -8,6 +8,7 @@
 #include "core/error.h"
 #include "core/file_util.h"
 #include "trainer/data/hf_tokenizer.h"
+#include "trainer/data/sentencepiece_tokenizer.h"
 
 namespace ptrain {
 
@@ -79,14 +80,15 @@ std::unique_ptr<Tokenizer> load_tokenizer(const std::string& model_dir) {
       return std::make_unique<ByteTokenizer>();
   }
   if (fs::exists(model_dir + "/tokenizer.json")) return HfBpeTokenizer::load(model_dir);
+  if (fs::exists(model_dir + "/tokenizer.model")) return SentencePieceTokenizer::load(model_dir);
   std::vector<std::string> present;
   for (const char* name : {"tokenizer.json", "tokenizer.model", "tokenizer_config.json"})
     if (fs::exists(model_dir + "/" + name)) present.push_back(name);
   throw UserError(fmt::format(
       "model '{}': no supported tokenizer (found: {}); supported: a Hugging Face tokenizer.json "
-      "with a BPE model, and ptrain's byte tokenizer (tokenizer_config.json with "
-      "\"ptrain_tokenizer\": \"byte\"); SentencePiece tokenizer.model files are not read yet. "
-      "Pass token ids instead (--prompt-ids)",
+      "with a BPE model, a SentencePiece tokenizer.model (unigram or BPE), and ptrain's byte "
+      "tokenizer (tokenizer_config.json with \"ptrain_tokenizer\": \"byte\"). Pass token ids "
+      "instead (--prompt-ids)",
       model_dir, present.empty() ? "none" : fmt::format("{}", fmt::join(present, ", "))));
 }
 

@@ -51,7 +51,8 @@ class ByteTokenizer : public Tokenizer {
 std::string byte_tokenizer_config_json();
 
 // The tokenizer a model directory ships: ptrain's byte tokenizer when tokenizer_config.json names
-// it, else a Hugging Face tokenizer.json (HfBpeTokenizer, hf_tokenizer.h). UserError naming the
+// it, else a Hugging Face tokenizer.json (HfBpeTokenizer, hf_tokenizer.h), else a SentencePiece
+// tokenizer.model (SentencePieceTokenizer, sentencepiece_tokenizer.h). UserError naming the
 // directory and what it holds otherwise.
 std::unique_ptr<Tokenizer> load_tokenizer(const std::string& model_dir);
 
