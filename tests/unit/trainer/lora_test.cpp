@@ -285,8 +285,8 @@ TEST(Lora, CheckpointedRecomputeDrawsTheSameDropoutMasks) {
   ASSERT_EQ(grads[0].size(), 2u * 7 * 2);
   for (const auto& [name, g] : grads[0])
     EXPECT_TRUE(torch::allclose(g, grads[1][name], 1e-5, 1e-6))
-        << name << ": max difference " << (g - grads[1][name]).abs().max().item<double>()
-        << " of " << g.abs().max().item<double>();
+        << name << ": max difference " << (g - grads[1][name]).abs().max().item<double>() << " of "
+        << g.abs().max().item<double>();
 }
 
 TEST(Peft, DottedListEntriesMatchBySuffixAndUnsupportedSettingsAreRefused) {
