@@ -15,8 +15,9 @@ at::Tensor sampling_distribution(const at::Tensor& logits, const SamplingOptions
   const int64_t vocab = scaled.size(0);
   auto [sorted, order] = scaled.sort(/*dim=*/0, /*descending=*/true);
   at::Tensor keep = torch::ones({vocab}, torch::kBool);  // in sorted order
-  if (options.top_k > 0 && options.top_k < vocab)
-    keep.narrow(0, options.top_k, vocab - options.top_k).fill_(false);
+  // Top-k as Hugging Face's TopKLogitsWarper: every token whose logit reaches the k-th largest
+  // stays (ties included).
+  if (options.top_k > 0 && options.top_k < vocab) keep = sorted >= sorted[options.top_k - 1];
   if (options.top_p < 1) {
     at::Tensor probs = at::softmax(sorted.masked_fill(keep.logical_not(), -INFINITY), 0);
     // Mass of the strictly more likely tokens: drop a token once that already reaches top_p.
@@ -82,7 +83,9 @@ GenerationResult generate(LlamaForCausalLM& model, const std::vector<int64_t>& p
       break;
     }
     if (step + 1 == options.max_new_tokens) break;
-    if (cache.length >= cache.capacity) {
+    // `next` sits at position cache.length; one more token would need position cache.length + 1,
+    // which must stay inside the context (prompt + output <= max_position_embeddings).
+    if (cache.length + 1 >= context) {
       result.stop_reason = "context_full";
       break;
     }

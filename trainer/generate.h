@@ -15,7 +15,7 @@ namespace ptrain {
 struct SamplingOptions {
   int64_t max_new_tokens = 128;
   double temperature = 0.0;  // 0: greedy (argmax); > 0: sample from softmax(logits / temperature)
-  int64_t top_k = 0;         // keep the k most likely tokens; 0: all
+  int64_t top_k = 0;         // keep the k most likely tokens (and ties with the k-th); 0: all
   double top_p = 1.0;        // keep the smallest set whose probability reaches top_p; 1: all
   uint64_t seed = 0;
   std::vector<int64_t> stop_ids;  // generation ends after producing one of these (eos)

@@ -130,6 +130,10 @@ at::Tensor LlamaDecoderLayerImpl::forward_cached(const at::Tensor& hidden, const
   auto [q, k, v] = project_qkv(hidden, cos, sin);
   key_cache.narrow(2, offset, t).copy_(k);
   value_cache.narrow(2, offset, t).copy_(v);
+  // A long prefill (nothing cached yet) takes the blockwise path, so a prompt of T tokens never
+  // holds heads x T x T scores.
+  if (offset == 0 && t > attention_block_)
+    return finish(hidden, blockwise_attention(q, k, v, bias, attention_block_));
   return finish(hidden, grouped_attention(q, key_cache.narrow(2, 0, offset + t),
                                           value_cache.narrow(2, 0, offset + t), bias));
 }

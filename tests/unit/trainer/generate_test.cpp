@@ -53,6 +53,24 @@ TEST(KvCache, CachedDecodingRespectsTheSlidingWindow) {
   expect_cached_equals_full(c);
 }
 
+TEST(KvCache, ALongPrefillTakesTheBlockwisePathWithTheSameLogits) {
+  LlamaConfig c = micro_config();
+  auto dense = make_model(c, at::kDouble, 5);
+  ModelOptions options;
+  options.dtype = at::kDouble;
+  options.attention_block = 3;  // a prefill of 9 tokens runs in blocks of 3
+  LlamaForCausalLM blockwise(c, options);
+  blockwise->initialize(5);
+  const std::vector<int64_t> ids = {1, 7, 3, 9, 2, 2, 10, 4, 6, 0, 5};
+  at::Tensor reference = full_logits(dense, ids);
+  KVCache cache = blockwise->make_cache(1, static_cast<int64_t>(ids.size()));
+  std::vector<int64_t> prompt(ids.begin(), ids.begin() + 9);
+  at::Tensor got = blockwise->decode_step(torch::tensor(prompt, torch::kLong).unsqueeze(0), cache);
+  EXPECT_TRUE(torch::allclose(got[0], reference[8], 1e-10, 1e-10));
+  got = blockwise->decode_step(torch::tensor({ids[9]}, torch::kLong).unsqueeze(0), cache);
+  EXPECT_TRUE(torch::allclose(got[0], reference[9], 1e-10, 1e-10));
+}
+
 TEST(KvCache, OverflowIsAnError) {
   auto model = make_model(micro_config(), at::kFloat);
   KVCache cache = model->make_cache(1, 3);
@@ -99,7 +117,7 @@ TEST(Generate, StopsAtAStopTokenAndAtTheContextEnd) {
   auto short_model = make_model(c, at::kFloat, 9);
   options.stop_ids.clear();
   GenerationResult full = generate(short_model, {1, 80, 81}, options);
-  EXPECT_EQ(full.ids.size(), 4u);  // positions 3, 4, 5 fed back; the 4th token has no room
+  EXPECT_EQ(full.ids.size(), 3u);  // positions 3, 4, 5: prompt + output = the context of 6
   EXPECT_EQ(full.stop_reason, "context_full");
   EXPECT_THAT(
       [&] {
@@ -148,6 +166,14 @@ TEST(Sampling, DistributionMatchesHandComputedTemperatureTopKAndTopP) {
   o.top_k = 3;
   p = sampling_distribution(logits, o);
   EXPECT_TRUE(torch::allclose(p, torch::tensor({0.15, 0.5, 0.0, 0.3}, torch::kDouble) / 0.95));
+
+  // Ties with the k-th logit stay, as in Hugging Face: k = 2 over 0.4, 0.3, 0.3 keeps all three.
+  SamplingOptions tie;
+  tie.temperature = 1;
+  tie.top_k = 2;
+  at::Tensor tied = torch::tensor({std::log(0.3), std::log(0.4), std::log(0.3)}, torch::kDouble);
+  EXPECT_TRUE(torch::allclose(sampling_distribution(tied, tie),
+                              torch::tensor({0.3, 0.4, 0.3}, torch::kDouble)));
 
   o.top_k = 0;
   o.temperature = 2;  // softmax(log p / 2) = sqrt(p) / sum sqrt(p)
