@@ -9,6 +9,7 @@
 #include "checkpoint/safetensors_model.h"
 #include "core/error.h"
 #include "core/file_util.h"
+#include "core/json_file.h"
 #include "trainer/data/tokenizer.h"
 #include "trainer/generate.h"
 #include "trainer/model/llama_weights.h"
@@ -48,12 +49,7 @@ SamplingOptions sampling_options(const GenerateCommandOptions& cli, const LlamaC
   options.stop_ids = config.eos_token_ids;
   const std::string path = cli.model.dir + "/generation_config.json";
   if (std::filesystem::exists(path)) {
-    nlohmann::json j;
-    try {
-      j = nlohmann::json::parse(read_text_file(path));
-    } catch (const nlohmann::json::exception& e) {
-      throw UserError(fmt::format("'{}': not valid JSON: {}", path, e.what()));
-    }
+    const nlohmann::json j = read_json_file(path);
     auto number = [&](const char* key, auto fallback) {
       if (!j.contains(key) || j[key].is_null()) return fallback;
       PTRAIN_CHECK(j[key].is_number(), "'{}': key '{}' must be a number", path, key);

@@ -10,6 +10,7 @@
 
 #include "core/error.h"
 #include "core/file_util.h"
+#include "core/json_file.h"
 #include "trainer/data/hf_added_tokens.h"
 #include "trainer/data/hf_bpe_model.h"
 #include "trainer/data/hf_json.h"
@@ -44,14 +45,6 @@ struct HfBpeTokenizer::Impl {
 };
 
 namespace {
-
-nlohmann::json parse_json_file(const std::string& path) {
-  try {
-    return nlohmann::json::parse(read_text_file(path));
-  } catch (const nlohmann::json::exception& e) {
-    throw UserError(fmt::format("'{}': not valid JSON: {}", path, e.what()));
-  }
-}
 
 // ---------------------------------------------------------------- added tokens
 
@@ -267,7 +260,7 @@ HfBpeTokenizer::~HfBpeTokenizer() = default;
 std::unique_ptr<HfBpeTokenizer> HfBpeTokenizer::load(const std::string& model_dir) {
   auto impl = std::make_unique<Impl>();
   impl->file = model_dir + "/tokenizer.json";
-  const nlohmann::json root = parse_json_file(impl->file);
+  const nlohmann::json root = read_json_file(impl->file);
   const JsonWhere where(impl->file);
   PTRAIN_CHECK(root.is_object(), "{}: expected a JSON object", where.str());
 
@@ -295,8 +288,8 @@ std::unique_ptr<HfBpeTokenizer> HfBpeTokenizer::load(const std::string& model_di
   Impl& ref = *impl;
   std::unique_ptr<HfBpeTokenizer> tok(new HfBpeTokenizer(std::move(impl)));
   const std::string config_path = model_dir + "/tokenizer_config.json";
-  const nlohmann::json config = std::filesystem::exists(config_path) ? parse_json_file(config_path)
-                                                                     : nlohmann::json::object();
+  const nlohmann::json config =
+      std::filesystem::exists(config_path) ? read_json_file(config_path) : nlohmann::json::object();
   PTRAIN_CHECK(config.is_object(), "'{}': expected a JSON object", config_path);
   apply_config(config, root, *tok, ref, JsonWhere(config_path));
   return tok;

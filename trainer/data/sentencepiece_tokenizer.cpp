@@ -14,6 +14,7 @@
 
 #include "core/error.h"
 #include "core/file_util.h"
+#include "core/json_file.h"
 #include "trainer/data/sentencepiece_model.pb.h"
 #include "trainer/data/sentencepiece_normalizer.h"
 #include "trainer/data/unicode_text.h"
@@ -426,12 +427,7 @@ std::unique_ptr<SentencePieceTokenizer> SentencePieceTokenizer::load(const std::
   auto tok = load_file(model_dir + "/tokenizer.model");
   const std::string config_path = model_dir + "/tokenizer_config.json";
   if (!std::filesystem::exists(config_path)) return tok;
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(read_text_file(config_path));
-  } catch (const nlohmann::json::exception& e) {
-    throw UserError(fmt::format("'{}': not valid JSON: {}", config_path, e.what()));
-  }
+  const nlohmann::json j = read_json_file(config_path);
   if (j.is_object() && j.contains("add_bos_token") && !j["add_bos_token"].is_null()) {
     PTRAIN_CHECK(j["add_bos_token"].is_boolean(), "'{}': add_bos_token must be true or false",
                  config_path);

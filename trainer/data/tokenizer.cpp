@@ -7,6 +7,7 @@
 
 #include "core/error.h"
 #include "core/file_util.h"
+#include "core/json_file.h"
 #include "trainer/data/hf_tokenizer.h"
 #include "trainer/data/sentencepiece_tokenizer.h"
 
@@ -70,12 +71,7 @@ std::unique_ptr<Tokenizer> load_tokenizer(const std::string& model_dir) {
   namespace fs = std::filesystem;
   const std::string config_path = model_dir + "/tokenizer_config.json";
   if (fs::exists(config_path)) {
-    nlohmann::json j;
-    try {
-      j = nlohmann::json::parse(read_text_file(config_path));
-    } catch (const nlohmann::json::exception& e) {
-      throw UserError(fmt::format("'{}': not valid JSON: {}", config_path, e.what()));
-    }
+    const nlohmann::json j = read_json_file(config_path);
     if (j.is_object() && j.value("ptrain_tokenizer", "") == "byte")
       return std::make_unique<ByteTokenizer>();
   }

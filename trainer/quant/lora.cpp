@@ -9,6 +9,7 @@
 #include "checkpoint/safetensors.h"
 #include "core/error.h"
 #include "core/file_util.h"
+#include "core/json_file.h"
 #include "trainer/model/llama_ops.h"
 #include "trainer/model/llama_weights.h"
 
@@ -58,14 +59,6 @@ nlohmann::json peft_target_modules(const AdapterSpec& spec,
     regex += (regex.empty() ? "" : "|") + escaped;
   }
   return "(?:" + regex + ")";
-}
-
-nlohmann::json read_json(const std::string& path) {
-  try {
-    return nlohmann::json::parse(read_text_file(path));
-  } catch (const nlohmann::json::exception& e) {
-    throw UserError(fmt::format("'{}': not valid JSON: {}", path, e.what()));
-  }
 }
 
 }  // namespace
@@ -213,7 +206,7 @@ AdapterSpec load_peft_adapter_checked(LlamaForCausalLM& model, const std::string
   const std::string config_path = dir + "/adapter_config.json";
   PTRAIN_CHECK(std::filesystem::exists(config_path), "adapter '{}' has no adapter_config.json",
                dir);
-  nlohmann::json c = read_json(config_path);
+  nlohmann::json c = read_json_file(config_path);
   PTRAIN_CHECK(c.is_object(), "'{}': expected a JSON object", config_path);
   auto key_is = [&](const char* key, const nlohmann::json& allowed) {
     return !c.contains(key) || c[key].is_null() || c[key] == allowed;
