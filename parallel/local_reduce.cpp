@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "core/bf16.h"
 #include "core/error.h"
 
 namespace ptrain {
@@ -16,19 +17,8 @@ constexpr int64_t kBlock = 2048;  // accumulator block that stays in L1
 struct Bf16 {
   uint16_t bits;
   using Acc = float;
-  static float load(Bf16 v) {
-    uint32_t word = static_cast<uint32_t>(v.bits) << 16;
-    float value;
-    std::memcpy(&value, &word, sizeof(value));
-    return value;
-  }
-  static Bf16 store(float value) {  // round to nearest even; NaN stays NaN
-    uint32_t word;
-    std::memcpy(&word, &value, sizeof(word));
-    uint32_t rounded = (word + 0x7FFFu + ((word >> 16) & 1u)) >> 16;
-    bool is_nan = (word & 0x7FFFFFFFu) > 0x7F800000u;
-    return Bf16{static_cast<uint16_t>(is_nan ? 0x7FC0u : rounded)};
-  }
+  static float load(Bf16 v) { return bf16_to_float(v.bits); }
+  static Bf16 store(float value) { return Bf16{float_to_bf16(value)}; }
 };
 
 struct Fp16 {

@@ -1,34 +1,17 @@
 #include "trainer/model/fused_kernels.h"
 
 #include <cmath>
-#include <cstring>
+
+#include "core/bf16.h"
 
 namespace ptrain {
-namespace {
-
-inline float load(uint16_t bits) {
-  const uint32_t word = static_cast<uint32_t>(bits) << 16;
-  float value;
-  std::memcpy(&value, &word, sizeof(value));
-  return value;
-}
-
-inline uint16_t store(float value) {  // round to nearest even; NaN stays NaN
-  uint32_t word;
-  std::memcpy(&word, &value, sizeof(word));
-  const uint32_t rounded = (word + 0x7FFFu + ((word >> 16) & 1u)) >> 16;
-  const bool is_nan = (word & 0x7FFFFFFFu) > 0x7F800000u;
-  return static_cast<uint16_t>(is_nan ? 0x7FC0u : rounded);
-}
-
-}  // namespace
 
 __attribute__((target_clones("avx512f", "avx2", "default"))) void swiglu_forward_bf16(
     const uint16_t* gate, const uint16_t* up, uint16_t* out, int64_t n) {
   for (int64_t i = 0; i < n; ++i) {
-    const float g = load(gate[i]);
+    const float g = bf16_to_float(gate[i]);
     const float s = 1.0f / (1.0f + std::exp(-g));
-    out[i] = store(g * s * load(up[i]));
+    out[i] = float_to_bf16(g * s * bf16_to_float(up[i]));
   }
 }
 
@@ -36,10 +19,10 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) void swiglu_backwar
     const uint16_t* grad, const uint16_t* gate, const uint16_t* up, uint16_t* d_gate,
     uint16_t* d_up, int64_t n) {
   for (int64_t i = 0; i < n; ++i) {
-    const float g = load(gate[i]), u = load(up[i]), dy = load(grad[i]);
+    const float g = bf16_to_float(gate[i]), u = bf16_to_float(up[i]), dy = bf16_to_float(grad[i]);
     const float s = 1.0f / (1.0f + std::exp(-g));
-    d_gate[i] = store(dy * u * s * (1.0f + g * (1.0f - s)));
-    d_up[i] = store(dy * g * s);
+    d_gate[i] = float_to_bf16(dy * u * s * (1.0f + g * (1.0f - s)));
+    d_up[i] = float_to_bf16(dy * g * s);
   }
 }
 
@@ -55,9 +38,9 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) void rope_bf16(
     const float* s = sin + (r / rows_per_table) * dim;
     // cos and sin repeat across the two halves (emb = cat(freqs, freqs)).
     for (int64_t i = 0; i < half; ++i) {
-      const float a = load(xr[i]), b = load(xr[i + half]);
-      o[i] = store(a * c[i] - sign * b * s[i]);
-      o[i + half] = store(b * c[i + half] + sign * a * s[i + half]);
+      const float a = bf16_to_float(xr[i]), b = bf16_to_float(xr[i + half]);
+      o[i] = float_to_bf16(a * c[i] - sign * b * s[i]);
+      o[i + half] = float_to_bf16(b * c[i + half] + sign * a * s[i + half]);
     }
   }
 }

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "core/bf16.h"
 #include "core/error.h"
 
 namespace ptrain {
@@ -104,12 +105,6 @@ float load_f32(const uint8_t* p) {
 
 void store_f32(uint8_t* p, float v) {
   std::memcpy(p, &v, sizeof(v));
-}
-
-inline uint16_t bf16_bits(float value) {  // round to nearest even (values here are finite)
-  uint32_t word;
-  std::memcpy(&word, &value, sizeof(word));
-  return static_cast<uint16_t>((word + 0x7FFFu + ((word >> 16) & 1u)) >> 16);
 }
 
 }  // namespace
@@ -258,25 +253,26 @@ float block_absmax(const uint8_t* buffer, const Nf4Layout& layout, int64_t b) {
   return scaled + load_f32(buffer + layout.offset_offset);
 }
 
-template <class Store>
-void dequantize_block_portable(const uint8_t* codes, int64_t begin, int64_t end, float absmax,
-                               Store store) {
-  for (int64_t i = begin; i < end; ++i) {
-    const uint8_t byte = codes[i / 2];
-    const uint8_t c = (i % 2 == 0) ? (byte >> 4) : (byte & 0x0F);
-    store(i, kNf4Levels[c] * absmax);
+// Blocks [first, last), one value at a time: out[i] = convert(level * absmax) in fp32.
+template <class T, class Convert>
+void dequantize_blocks_portable(const uint8_t* buffer, const Nf4Layout& layout, int64_t first,
+                                int64_t last, T* out, Convert convert) {
+  const uint8_t* codes = buffer + layout.codes_offset;
+  for (int64_t b = first; b < last; ++b) {
+    const int64_t begin = b * Nf4Layout::kBlock;
+    const int64_t end = std::min(layout.numel, begin + Nf4Layout::kBlock);
+    const float absmax = block_absmax(buffer, layout, b);
+    for (int64_t i = begin; i < end; ++i) {
+      const uint8_t byte = codes[i / 2];
+      const uint8_t c = (i % 2 == 0) ? (byte >> 4) : (byte & 0x0F);
+      out[i] = convert(kNf4Levels[c] * absmax);
+    }
   }
 }
 
 void dequantize_bf16_portable(const uint8_t* buffer, const Nf4Layout& layout, int64_t first,
                               int64_t last, uint16_t* out) {
-  const uint8_t* codes = buffer + layout.codes_offset;
-  for (int64_t b = first; b < last; ++b) {
-    const int64_t begin = b * Nf4Layout::kBlock;
-    const int64_t end = std::min(layout.numel, begin + Nf4Layout::kBlock);
-    dequantize_block_portable(codes, begin, end, block_absmax(buffer, layout, b),
-                              [&](int64_t i, float v) { out[i] = bf16_bits(v); });
-  }
+  dequantize_blocks_portable(buffer, layout, first, last, out, float_to_bf16);
 }
 
 // Full blocks with AVX-512: the block's 16 scaled levels sit in one register, and
@@ -384,13 +380,8 @@ const KernelChoice& chosen_kernel() {
 
 void nf4_dequantize_f32(const uint8_t* buffer, const Nf4Layout& layout, int64_t first_block,
                         int64_t last_block, float* out) {
-  const uint8_t* codes = buffer + layout.codes_offset;
-  for (int64_t b = first_block; b < last_block; ++b) {
-    const int64_t begin = b * Nf4Layout::kBlock;
-    const int64_t end = std::min(layout.numel, begin + Nf4Layout::kBlock);
-    dequantize_block_portable(codes, begin, end, block_absmax(buffer, layout, b),
-                              [&](int64_t i, float v) { out[i] = v; });
-  }
+  dequantize_blocks_portable(buffer, layout, first_block, last_block, out,
+                             [](float v) { return v; });
 }
 
 void nf4_dequantize_bf16(const uint8_t* buffer, const Nf4Layout& layout, int64_t first_block,
