@@ -1,8 +1,6 @@
 #include "checkpoint/safetensors.h"
 
 #include <fcntl.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <nlohmann/json.hpp>
@@ -215,35 +213,6 @@ SafetensorsHeader parse_safetensors_header(const uint8_t* bytes, size_t availabl
 }
 
 // ---------------------------------------------------------------- reading
-
-MappedFile::MappedFile(const std::string& path) : path_(path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) throw UserError(fmt::format("cannot open '{}': {}", path, std::strerror(errno)));
-  struct stat st;
-  if (::fstat(fd, &st) != 0) {
-    ::close(fd);
-    throw UserError(fmt::format("cannot stat '{}': {}", path, std::strerror(errno)));
-  }
-  if (!S_ISREG(st.st_mode)) {
-    ::close(fd);
-    throw UserError(fmt::format("'{}' is not a regular file", path));
-  }
-  size_ = static_cast<uint64_t>(st.st_size);
-  if (size_ > 0) {
-    // Copy-on-write: tensors over the mapping may be modified in place without touching the file.
-    void* p = ::mmap(nullptr, size_, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
-    if (p == MAP_FAILED) {
-      ::close(fd);
-      throw RuntimeFailure(fmt::format("mmap of '{}' failed: {}", path, std::strerror(errno)));
-    }
-    data_ = static_cast<const uint8_t*>(p);
-  }
-  ::close(fd);
-}
-
-MappedFile::~MappedFile() {
-  if (data_) ::munmap(const_cast<uint8_t*>(data_), size_);
-}
 
 SafetensorsFile::SafetensorsFile(const std::string& path)
     : mapping_(std::make_shared<const MappedFile>(path)) {

@@ -19,6 +19,8 @@
 #include <string>
 #include <vector>
 
+#include "core/file_util.h"
+
 namespace ptrain {
 
 // Every dtype of the safetensors spec.
@@ -64,23 +66,6 @@ struct SafetensorsHeader {
 };
 SafetensorsHeader parse_safetensors_header(const uint8_t* bytes, size_t available,
                                            uint64_t file_size, const std::string& label);
-
-// A read-only memory mapping of a whole file.
-class MappedFile {
- public:
-  explicit MappedFile(const std::string& path);
-  ~MappedFile();
-  MappedFile(const MappedFile&) = delete;
-  MappedFile& operator=(const MappedFile&) = delete;
-  const uint8_t* data() const { return data_; }
-  uint64_t size() const { return size_; }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-  const uint8_t* data_ = nullptr;
-  uint64_t size_ = 0;
-};
 
 class SafetensorsFile {
  public:

@@ -15,10 +15,12 @@ namespace ptrain {
 
 struct DatasetConfig {
   std::string path;
-  std::string type = "alpaca";  // alpaca | chat_template | completion | sharegpt
+  std::string type = "alpaca";  // alpaca | chat_template | completion | sharegpt | pretokenized
   std::string split = "train";
   std::string field_messages = "messages";  // chat_template rows
   std::string field = "text";               // completion rows
+  double weight = 1.0;                      // times each training row is used per epoch
+  std::string dtype = "uint16";             // pretokenized: uint16 | uint32
 };
 
 struct CommConfig {
@@ -52,6 +54,10 @@ struct JobConfig {
   bool sample_packing = false;
   bool pad_to_sequence_len = false;
   bool train_on_inputs = false;
+  std::string chat_template = "tokenizer_default";  // tokenizer_default | chatml | llama3 | llama2
+  std::string excess_length_strategy = "drop";      // drop | truncate
+  bool skip_invalid_rows = false;
+  int64_t sample_packing_group_size = 100000;
 
   // Optimisation.
   int64_t micro_batch_size = 1;

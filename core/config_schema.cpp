@@ -156,6 +156,17 @@ ConfigSchema::ConfigSchema() {
               "Pad every row to sequence_len tokens."),
       boolean("train_on_inputs", member_of(&J::train_on_inputs),
               "Also compute the loss on prompt tokens."),
+      one_of("chat_template", member_of(&J::chat_template),
+             {"tokenizer_default", "chatml", "llama3", "llama2"},
+             "Chat format of conversation rows; tokenizer_default: the model's own chat_template "
+             "(tokenizer_config.json) when it is one of the others."),
+      one_of("excess_length_strategy", member_of(&J::excess_length_strategy), {"drop", "truncate"},
+             "Samples longer than sequence_len: drop them, or keep their first sequence_len "
+             "tokens."),
+      boolean("skip_invalid_rows", member_of(&J::skip_invalid_rows),
+              "Skip malformed dataset rows (counted per reason) instead of stopping at the first."),
+      integer("sample_packing_group_size", member_of(&J::sample_packing_group_size), 1, kMaxCount,
+              "Samples per first-fit-decreasing packing group (consecutive in seeded order)."),
       // ---------------------------------------------------------------- optimisation
       integer("micro_batch_size", member_of(&J::micro_batch_size), 1, 65536,
               "Rows per rank per forward/backward pass."),
@@ -217,7 +228,15 @@ ConfigSchema::ConfigSchema() {
   path.required = true;
   DatasetKey type =
       field<D>("type", KeyType::kEnum, member_of(&D::type), "Row format and prompt template.");
-  type.choices = {"alpaca", "chat_template", "completion", "sharegpt"};
+  type.choices = {"alpaca", "chat_template", "completion", "sharegpt", "pretokenized"};
+  DatasetKey weight = field<D>("weight", KeyType::kFloat, member_of(&D::weight),
+                               "Times each training row is used per epoch: 2 doubles a dataset, "
+                               "0.5 uses a seeded half of it.");
+  weight.min = 0.001;
+  weight.max = 1000;
+  DatasetKey dtype = field<D>("dtype", KeyType::kEnum, member_of(&D::dtype),
+                              "pretokenized: the token id type of the file.");
+  dtype.choices = {"uint16", "uint32"};
   dataset_keys_ = {
       path,
       type,
@@ -227,6 +246,8 @@ ConfigSchema::ConfigSchema() {
                "chat_template: the field holding the message list."),
       field<D>("field", KeyType::kString, member_of(&D::field),
                "completion: the field holding the text."),
+      weight,
+      dtype,
   };
 
   ignored_ = {

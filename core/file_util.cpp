@@ -1,6 +1,8 @@
 #include "core/file_util.h"
 
 #include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -97,6 +99,44 @@ void write_file_atomic(const std::string& path, const std::string& bytes) {
   AtomicFileWriter writer(path);
   writer.write(bytes.data(), bytes.size());
   writer.commit();
+}
+
+void publish_directory(const std::string& from, const std::string& to) {
+  namespace fs = std::filesystem;
+  if (::rename(from.c_str(), to.c_str()) != 0) fail("rename to " + to + " from", from);
+  for (const fs::path& path : {fs::path(to), fs::path(from)}) {
+    fs::path parent = path.has_parent_path() ? path.parent_path() : fs::path(".");
+    fsync_path(parent.string(), O_RDONLY | O_DIRECTORY);
+  }
+}
+
+MappedFile::MappedFile(const std::string& path) : path_(path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) throw UserError(fmt::format("cannot open '{}': {}", path, std::strerror(errno)));
+  struct stat st;
+  if (::fstat(fd, &st) != 0) {
+    ::close(fd);
+    throw UserError(fmt::format("cannot stat '{}': {}", path, std::strerror(errno)));
+  }
+  if (!S_ISREG(st.st_mode)) {
+    ::close(fd);
+    throw UserError(fmt::format("'{}' is not a regular file", path));
+  }
+  size_ = static_cast<uint64_t>(st.st_size);
+  if (size_ > 0) {
+    // Copy-on-write: tensors over the mapping may be modified in place without touching the file.
+    void* p = ::mmap(nullptr, size_, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
+    if (p == MAP_FAILED) {
+      ::close(fd);
+      throw RuntimeFailure(fmt::format("mmap of '{}' failed: {}", path, std::strerror(errno)));
+    }
+    data_ = static_cast<const uint8_t*>(p);
+  }
+  ::close(fd);
+}
+
+MappedFile::~MappedFile() {
+  if (data_) ::munmap(const_cast<uint8_t*>(data_), size_);
 }
 
 }  // namespace ptrain

@@ -33,6 +33,29 @@ class AtomicFileWriter {
   uint64_t written_ = 0;
 };
 
+// A memory mapping of a whole file, copy-on-write: writes through data() never reach the file.
+// UserError naming the path when it cannot be opened or is not a regular file.
+class MappedFile {
+ public:
+  explicit MappedFile(const std::string& path);
+  ~MappedFile();
+  MappedFile(const MappedFile&) = delete;
+  MappedFile& operator=(const MappedFile&) = delete;
+  const uint8_t* data() const { return data_; }
+  uint64_t size() const { return size_; }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+  const uint8_t* data_ = nullptr;
+  uint64_t size_ = 0;
+};
+
+// Publishes a directory whose files are complete and fsynced: renames `from` to `to` (which must
+// not exist) and fsyncs their parent directories, so after a crash `to` is either absent or whole.
+// RuntimeFailure naming both paths otherwise.
+void publish_directory(const std::string& from, const std::string& to);
+
 // write_file_atomic(path, bytes): AtomicFileWriter for a small file held in memory.
 void write_file_atomic(const std::string& path, const std::string& bytes);
 

@@ -11,6 +11,7 @@
 #include "launcher/eval_command.h"
 #include "launcher/export_command.h"
 #include "launcher/generate_command.h"
+#include "launcher/preprocess_command.h"
 #include "launcher/rank_session.h"
 #include "trainer/model/model_tools.h"
 
@@ -82,8 +83,20 @@ int main(int argc, char** argv) {
                          "Shard the weights past this many bytes per file");
 
   std::string inspect_dir;
-  auto* inspect = app.add_subcommand("inspect", "Describe and validate a model directory");
-  inspect->add_option("dir", inspect_dir, "Model directory")->required();
+  auto* inspect = app.add_subcommand(
+      "inspect", "Describe and validate a model directory or a prepared dataset");
+  inspect->add_option("dir", inspect_dir, "Model or prepared-dataset directory")->required();
+
+  PreprocessOptions preprocess_options;
+  auto* preprocess = app.add_subcommand(
+      "preprocess", "Tokenize, template and pack the datasets into the prepared-data cache");
+  preprocess->add_option("--config,-c", config_path, "Job config (YAML)")->required();
+  preprocess->add_option("--set", overrides, "Override a config key: --set key=value (repeatable)");
+  preprocess->add_option("--debug", preprocess_options.debug_samples,
+                         "Print this many samples with the learned tokens highlighted");
+  preprocess->add_option("--color", preprocess_options.color,
+                         "Highlight learned tokens in color: auto, always or never");
+  preprocess->add_flag("--json", preprocess_options.json, "The summary as one JSON object");
 
   ModelLoadOptions eval_model;
   std::string eval_data;
@@ -156,13 +169,15 @@ int main(int argc, char** argv) {
     if (*export_cmd) return run_export_command(export_options);
     if (*tokenize) return run_tokenize_command(tokenize_model, tokenize_texts, tokenize_json);
     if (*inspect) {
-      std::cout << inspect_llama_model(inspect_dir);
+      std::cout << (is_prepared_dataset(inspect_dir) ? describe_prepared_dataset(inspect_dir)
+                                                     : inspect_llama_model(inspect_dir));
       return 0;
     }
     ResolvedConfig config = load_config(config_path, overrides);
     RankSession session(&argc, &argv, config);
     if (*env) return run_env_command(session);
     if (*eval) return run_eval_command(session, eval_model, eval_data, eval_seq, eval_rows);
+    if (*preprocess) return run_preprocess_command(session, config, preprocess_options);
     return 0;
   });
 }

@@ -298,6 +298,14 @@ std::unique_ptr<HfBpeTokenizer> HfBpeTokenizer::load(const std::string& model_di
 // ---------------------------------------------------------------- encode / decode
 
 std::vector<int64_t> HfBpeTokenizer::encode(std::string_view text) const {
+  return encode_text(text, true);
+}
+
+std::vector<int64_t> HfBpeTokenizer::encode_after_special(std::string_view text) const {
+  return encode_text(text, false);
+}
+
+std::vector<int64_t> HfBpeTokenizer::encode_text(std::string_view text, bool at_input_start) const {
   const size_t bad = utf8_invalid_offset(text);
   PTRAIN_CHECK(bad == std::string_view::npos,
                "text to tokenize is not valid UTF-8 (byte {} of {}: 0x{:02X})", bad, text.size(),
@@ -324,8 +332,8 @@ std::vector<int64_t> HfBpeTokenizer::encode(std::string_view text) const {
       }
       if (part.end == part.start) continue;
       pieces.clear();
-      pieces.push_back(
-          {norm.substr(part.start, part.end - part.start), seg.start == 0 && part.start == 0});
+      pieces.push_back({norm.substr(part.start, part.end - part.start),
+                        at_input_start && seg.start == 0 && part.start == 0});
       if (impl.pre_tokenizer) impl.pre_tokenizer->pre_tokenize(pieces);
       for (const TextPiece& piece : pieces) impl.model->tokenize(piece.text, ids);
     }
@@ -375,6 +383,10 @@ std::string HfBpeTokenizer::piece(int64_t id) const {
   const std::string* token = impl_->id_to_token(id);
   PTRAIN_CHECK(token != nullptr, "token id {} is not in the vocabulary of '{}'", id, impl_->file);
   return *token;
+}
+
+std::optional<int64_t> HfBpeTokenizer::token_id(std::string_view piece) const {
+  return impl_->token_to_id(std::string(piece));
 }
 
 int64_t HfBpeTokenizer::vocab_size() const {

@@ -32,16 +32,21 @@ class HfBpeTokenizer : public Tokenizer {
   std::string name() const override { return "hf-bpe"; }
   // UserError when `text` is not valid UTF-8.
   std::vector<int64_t> encode(std::string_view text) const override;
+  std::vector<int64_t> encode_after_special(std::string_view text) const override;
   // As `tokenizers`' decode (and transformers' clean_up_tokenization_spaces when the config sets
   // it); UserError for an id without a token.
   std::string decode(const std::vector<int64_t>& ids, bool skip_special) const override;
   std::string piece(int64_t id) const override;
+  // An added token's content first, else the model vocabulary's entry.
+  std::optional<int64_t> token_id(std::string_view piece) const override;
   int64_t vocab_size() const override;
 
   struct Impl;
 
  private:
   explicit HfBpeTokenizer(std::unique_ptr<Impl> impl);
+  // at_input_start: whether the text starts the input (false after a special token).
+  std::vector<int64_t> encode_text(std::string_view text, bool at_input_start) const;
   std::unique_ptr<Impl> impl_;
 };
 

@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "core/error.h"
+#include "trainer/data/chat_template.h"
 
 namespace ptrain {
 namespace {
@@ -21,6 +22,20 @@ int64_t eos_of(const Tokenizer& tokenizer) {
                "tokenizer '{}' has no eos token, which every training sample ends with",
                tokenizer.name());
   return *tokenizer.eos_id;
+}
+
+// What the chat template renders, no bos or eos added (chat_template.h).
+TokenizedSample render_conversation(const DatasetRow& row, const std::string& source,
+                                    const Tokenizer& tokenizer, const RenderOptions& options) {
+  const ChatFormat format = resolve_chat_format(options.chat_template, tokenizer);
+  ChatTokens chat = tokenize_chat(
+      render_chat(row.turns, format, tokenizer, fmt::format("{}:{}: ", source, row.line)),
+      tokenizer);
+  if (options.train_on_inputs) chat.learned.assign(chat.learned.size(), true);
+  TokenizedSample sample;
+  sample.labels = shifted_labels(chat.ids, chat.learned);
+  sample.input_ids = std::move(chat.ids);
+  return sample;
 }
 
 }  // namespace
@@ -49,7 +64,11 @@ std::vector<int64_t> shifted_labels(const std::vector<int64_t>& input_ids,
 }
 
 TokenizedSample render_row(const DatasetRow& row, const std::string& source,
-                           const Tokenizer& tokenizer, bool train_on_inputs) {
+                           const Tokenizer& tokenizer, const RenderOptions& options) {
+  if (row.kind == DatasetRow::Kind::kConversation) {
+    return render_conversation(row, source, tokenizer, options);
+  }
+  const bool train_on_inputs = options.train_on_inputs;
   std::vector<int64_t> ids;
   std::vector<bool> learned;
   if (tokenizer.add_bos && tokenizer.bos_id) append(ids, learned, {*tokenizer.bos_id}, false);
@@ -62,10 +81,7 @@ TokenizedSample render_row(const DatasetRow& row, const std::string& source,
       append(ids, learned, tokenizer.encode(row.text), true);
       break;
     case DatasetRow::Kind::kConversation:
-      throw UserError(fmt::format(
-          "{}:{}: chat templates (chatml, llama3, llama2) are not implemented yet, so "
-          "chat_template and sharegpt rows cannot be rendered; use alpaca or completion rows",
-          source, row.line));
+      PTRAIN_ASSERT(false, "conversation rows are rendered above");
   }
   append(ids, learned, {eos_of(tokenizer)}, true);
   TokenizedSample sample;
@@ -75,11 +91,11 @@ TokenizedSample render_row(const DatasetRow& row, const std::string& source,
 }
 
 std::vector<TokenizedSample> render_dataset(const Dataset& dataset, const Tokenizer& tokenizer,
-                                            bool train_on_inputs) {
+                                            const RenderOptions& options) {
   std::vector<TokenizedSample> samples;
   samples.reserve(dataset.rows.size());
   for (const DatasetRow& row : dataset.rows) {
-    samples.push_back(render_row(row, dataset.path, tokenizer, train_on_inputs));
+    samples.push_back(render_row(row, dataset.path, tokenizer, options));
   }
   return samples;
 }

@@ -7,9 +7,12 @@
 //   alpaca      [bos] + prompt + output + eos: with train_on_inputs false only the output tokens
 //               and the eos; with true every token after bos.
 //   completion  [bos] + text + eos: every token after bos.
-// bos is present when the tokenizer's add_bos is set; the tokenizer must have an eos id.
-// Chat rows (chat_template, sharegpt) need a chat template (chatml, llama3, llama2), which is not
-// implemented yet: rendering one is a UserError that says so.
+//   conversation  (chat_template and sharegpt rows) what the chat template renders, see
+//               chat_template.h: with train_on_inputs false each assistant turn's content and the
+//               marker ending it; with true every token after the first. No bos or eos is added to
+//               what the template renders, and the conversation must end with an assistant turn.
+// For alpaca and completion, bos is present when the tokenizer's add_bos is set; the tokenizer
+// must have an eos id.
 #pragma once
 
 #include <cstdint>
@@ -37,12 +40,19 @@ std::string alpaca_prompt(const AlpacaFields& fields);
 std::vector<int64_t> shifted_labels(const std::vector<int64_t>& input_ids,
                                     const std::vector<bool>& learned);
 
+struct RenderOptions {
+  bool train_on_inputs = false;
+  // Conversation rows: "chatml", "llama3", "llama2", or "tokenizer_default" for the model's own
+  // chat_template (tokenizer_config.json) when it is one of those.
+  std::string chat_template = "tokenizer_default";
+};
+
 // One row; `source` names the file in errors ("data.jsonl:7: ...").
 TokenizedSample render_row(const DatasetRow& row, const std::string& source,
-                           const Tokenizer& tokenizer, bool train_on_inputs);
+                           const Tokenizer& tokenizer, const RenderOptions& options);
 
 std::vector<TokenizedSample> render_dataset(const Dataset& dataset, const Tokenizer& tokenizer,
-                                            bool train_on_inputs);
+                                            const RenderOptions& options);
 
 // What to do with a sample longer than sequence_len: keep its first sequence_len tokens, or drop
 // it. "truncate" / "drop"; UserError otherwise.

@@ -243,6 +243,13 @@ std::string SentencePieceTokenizer::piece(int64_t id) const {
   return impl_->pieces[id];
 }
 
+std::optional<int64_t> SentencePieceTokenizer::token_id(std::string_view piece) const {
+  for (const auto* map : {&impl_->matchable, &impl_->reserved}) {
+    if (auto it = map->find(piece); it != map->end()) return it->second;
+  }
+  return std::nullopt;
+}
+
 std::vector<int64_t> SentencePieceTokenizer::encode(std::string_view text) const {
   const Impl& m = *impl_;
   const std::string normalized = m.normalizer->normalize(text);

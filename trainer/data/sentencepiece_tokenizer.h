@@ -16,6 +16,8 @@
 // what is not supported: model types word and char, treat_whitespace_as_suffix, a
 // denormalizer_spec with rules, malformed files. bos/eos/pad come from trainer_spec (an id of -1
 // means none); add_bos from tokenizer_config.json's add_bos_token when present, else true.
+// encode_after_special() is encode(): every call gets the dummy prefix, as transformers' legacy
+// LlamaTokenizer gives one to each stretch of text between added tokens.
 // encode() and decode() are thread-safe.
 #pragma once
 
@@ -44,6 +46,9 @@ class SentencePieceTokenizer : public Tokenizer {
   // dropped when skip_special, else spelled out. UserError for an id outside the vocabulary.
   std::string decode(const std::vector<int64_t>& ids, bool skip_special) const override;
   std::string piece(int64_t id) const override;
+  // Any piece, CONTROL and BYTE pieces included (not the unk fallback of SentencePiece's
+  // PieceToId).
+  std::optional<int64_t> token_id(std::string_view piece) const override;
   int64_t vocab_size() const override;
 
   struct Impl;

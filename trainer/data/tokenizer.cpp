@@ -57,6 +57,16 @@ std::string ByteTokenizer::piece(int64_t id) const {
   return fmt::format("<0x{:02X}>", id - kOffset);
 }
 
+std::optional<int64_t> ByteTokenizer::token_id(std::string_view piece) const {
+  static const char* kSpecial[] = {"<pad>", "<s>", "</s>"};
+  for (int64_t id = 0; id < kOffset; ++id)
+    if (piece == kSpecial[id]) return id;
+  if (piece.size() != 6 || piece.substr(0, 3) != "<0x") return std::nullopt;
+  for (int64_t id = kOffset; id < kVocab; ++id)
+    if (piece == this->piece(id)) return id;
+  return std::nullopt;
+}
+
 std::string byte_tokenizer_config_json() {
   nlohmann::ordered_json j = {{"tokenizer_class", "PtrainByteTokenizer"},
                               {"ptrain_tokenizer", "byte"},
@@ -67,16 +77,45 @@ std::string byte_tokenizer_config_json() {
   return j.dump(2) + "\n";
 }
 
+namespace {
+
+// tokenizer_config.json's "chat_template": a string, or (newer transformers) a list of
+// {"name", "template"} entries, of which apply_chat_template uses the one named "default".
+std::string config_chat_template(const nlohmann::json& config) {
+  if (!config.is_object() || !config.contains("chat_template")) return "";
+  const nlohmann::json& t = config["chat_template"];
+  if (t.is_string()) return t.get<std::string>();
+  if (t.is_array()) {
+    for (const nlohmann::json& entry : t) {
+      if (entry.is_object() && entry.value("name", nlohmann::json()) == "default" &&
+          entry.contains("template") && entry["template"].is_string())
+        return entry["template"].get<std::string>();
+    }
+  }
+  return "";
+}
+
+std::unique_ptr<Tokenizer> load_tokenizer_files(const std::string& model_dir,
+                                                const nlohmann::json& config) {
+  namespace fs = std::filesystem;
+  if (config.is_object() && config.value("ptrain_tokenizer", "") == "byte")
+    return std::make_unique<ByteTokenizer>();
+  if (fs::exists(model_dir + "/tokenizer.json")) return HfBpeTokenizer::load(model_dir);
+  if (fs::exists(model_dir + "/tokenizer.model")) return SentencePieceTokenizer::load(model_dir);
+  return nullptr;
+}
+
+}  // namespace
+
 std::unique_ptr<Tokenizer> load_tokenizer(const std::string& model_dir) {
   namespace fs = std::filesystem;
   const std::string config_path = model_dir + "/tokenizer_config.json";
-  if (fs::exists(config_path)) {
-    const nlohmann::json j = read_json_file(config_path);
-    if (j.is_object() && j.value("ptrain_tokenizer", "") == "byte")
-      return std::make_unique<ByteTokenizer>();
+  const nlohmann::json config = fs::exists(config_path) ? read_json_file(config_path) : nullptr;
+  if (std::unique_ptr<Tokenizer> tok = load_tokenizer_files(model_dir, config)) {
+    tok->model_dir = model_dir;
+    tok->chat_template = config_chat_template(config);
+    return tok;
   }
-  if (fs::exists(model_dir + "/tokenizer.json")) return HfBpeTokenizer::load(model_dir);
-  if (fs::exists(model_dir + "/tokenizer.model")) return SentencePieceTokenizer::load(model_dir);
   std::vector<std::string> present;
   for (const char* name : {"tokenizer.json", "tokenizer.model", "tokenizer_config.json"})
     if (fs::exists(model_dir + "/" + name)) present.push_back(name);

@@ -20,9 +20,19 @@ class Tokenizer {
   virtual ~Tokenizer() = default;
   virtual std::string name() const = 0;  // "byte", ...
   virtual std::vector<int64_t> encode(std::string_view text) const = 0;
+  // encode() of text that follows a special token in a longer text, as Hugging Face encodes the
+  // stretch after an added token (a chat template's text after a marker): the same ids except where
+  // a tokenizer treats the start of the whole text specially (Metaspace prepend_scheme "first").
+  virtual std::vector<int64_t> encode_after_special(std::string_view text) const {
+    return encode(text);
+  }
   virtual std::string decode(const std::vector<int64_t>& ids, bool skip_special = true) const = 0;
   // The token's own text as the vocabulary spells it (e.g. "<s>", "<0x0A>"), for display.
   virtual std::string piece(int64_t id) const = 0;
+  // The id of the vocabulary entry or added token spelled exactly `piece` (e.g. "<s>",
+  // "<|im_start|>"), special or not; nullopt when there is none. Chat templates insert their
+  // markers by this id.
+  virtual std::optional<int64_t> token_id(std::string_view piece) const = 0;
   virtual int64_t vocab_size() const = 0;
   // A sequence's ids as Hugging Face's tokenizer(text) gives them: bos (when the tokenizer adds
   // one) followed by encode(text).
@@ -30,6 +40,11 @@ class Tokenizer {
 
   std::optional<int64_t> bos_id, eos_id, pad_id;
   bool add_bos = true;  // whether a sequence starts with bos (Llama: yes)
+  // Set by load_tokenizer: the directory read (empty for a tokenizer built in code), and
+  // tokenizer_config.json's "chat_template" (its "default" entry when it is a list of named
+  // templates; empty when absent).
+  std::string model_dir;
+  std::string chat_template;
 };
 
 // The built-in byte tokenizer for tiny test models: id 0 <pad>, 1 <s> (bos), 2 </s> (eos), and
@@ -43,6 +58,8 @@ class ByteTokenizer : public Tokenizer {
   std::vector<int64_t> encode(std::string_view text) const override;
   std::string decode(const std::vector<int64_t>& ids, bool skip_special) const override;
   std::string piece(int64_t id) const override;
+  // "<pad>", "<s>", "</s>" and "<0xNN>".
+  std::optional<int64_t> token_id(std::string_view piece) const override;
   int64_t vocab_size() const override { return kVocab; }
 };
 
@@ -53,7 +70,7 @@ std::string byte_tokenizer_config_json();
 // The tokenizer a model directory ships: ptrain's byte tokenizer when tokenizer_config.json names
 // it, else a Hugging Face tokenizer.json (HfBpeTokenizer, hf_tokenizer.h), else a SentencePiece
 // tokenizer.model (SentencePieceTokenizer, sentencepiece_tokenizer.h). UserError naming the
-// directory and what it holds otherwise.
+// directory and what it holds otherwise. Sets the tokenizer's model_dir and chat_template.
 std::unique_ptr<Tokenizer> load_tokenizer(const std::string& model_dir);
 
 }  // namespace ptrain

@@ -75,7 +75,7 @@ TEST(RenderRow, AlpacaLearnsOnlyTheResponseAndEos) {
   DatasetRow row;
   row.kind = DatasetRow::Kind::kAlpaca;
   row.alpaca = {"Add the numbers.", "2 3", "5!"};
-  TokenizedSample s = render_row(row, "data.jsonl", tok, /*train_on_inputs=*/false);
+  TokenizedSample s = render_row(row, "data.jsonl", tok, RenderOptions{false});
   const std::vector<int64_t> prompt = bytes(kWithInput);
   EXPECT_EQ(s.input_ids, cat({{kBos}, prompt, bytes("5!"), {kEos}}));
   // Position t predicts token t + 1: the prompt's last byte predicts '5', '5' predicts '!', '!'
@@ -89,7 +89,7 @@ TEST(RenderRow, AlpacaTrainOnInputsLearnsEveryTokenAfterBos) {
   DatasetRow row;
   row.kind = DatasetRow::Kind::kAlpaca;
   row.alpaca = {"Say hi.", "", "hi"};
-  TokenizedSample s = render_row(row, "data.jsonl", tok, /*train_on_inputs=*/true);
+  TokenizedSample s = render_row(row, "data.jsonl", tok, RenderOptions{true});
   const std::vector<int64_t> ids = cat({{kBos}, bytes(kWithoutInput), bytes("hi"), {kEos}});
   EXPECT_EQ(s.input_ids, ids);
   std::vector<int64_t> labels(ids.begin() + 1, ids.end());
@@ -103,7 +103,7 @@ TEST(RenderRow, WithoutBosTheSequenceStartsWithThePrompt) {
   DatasetRow row;
   row.kind = DatasetRow::Kind::kAlpaca;
   row.alpaca = {"Say hi.", "", "hi"};
-  TokenizedSample s = render_row(row, "data.jsonl", tok, false);
+  TokenizedSample s = render_row(row, "data.jsonl", tok, RenderOptions{});
   const std::vector<int64_t> prompt = bytes(kWithoutInput);
   EXPECT_EQ(s.input_ids, cat({prompt, bytes("hi"), {kEos}}));
   EXPECT_EQ(s.labels,
@@ -115,21 +115,26 @@ TEST(RenderRow, CompletionLearnsEverythingAfterBos) {
   DatasetRow row;
   row.kind = DatasetRow::Kind::kCompletion;
   row.text = "ab";
-  TokenizedSample s = render_row(row, "data.jsonl", tok, false);
+  TokenizedSample s = render_row(row, "data.jsonl", tok, RenderOptions{});
   EXPECT_EQ(s.input_ids, (std::vector<int64_t>{kBos, 'a' + 3, 'b' + 3, kEos}));
   EXPECT_EQ(s.labels, (std::vector<int64_t>{'a' + 3, 'b' + 3, kEos, kNo}));
 }
 
-TEST(RenderRow, ChatRowsSayTemplatesAreNotImplemented) {
+TEST(RenderRow, ChatRowsAreRenderedWithTheChatTemplateWithoutBosOrEos) {
   ByteTokenizer tok;
   DatasetRow row;
   row.kind = DatasetRow::Kind::kConversation;
   row.line = 4;
   row.turns = {{Role::kUser, "hi"}, {Role::kAssistant, "yo"}};
-  EXPECT_THAT([&] { render_row(row, "chat.jsonl", tok, false); },
-              ::testing::ThrowsMessage<UserError>(
-                  StartsWith("chat.jsonl:4: chat templates (chatml, llama3, llama2) are not "
-                             "implemented yet")));
+  RenderOptions options;
+  options.chat_template = "chatml";
+  TokenizedSample s = render_row(row, "chat.jsonl", tok, options);
+  const std::vector<int64_t> prompt =
+      bytes("<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n");
+  const std::vector<int64_t> answer = bytes("yo<|im_end|>");
+  EXPECT_EQ(s.input_ids, cat({prompt, answer, bytes("\n")}));
+  EXPECT_EQ(s.labels, cat({std::vector<int64_t>(prompt.size() - 1, kNo), answer, {kNo, kNo}}));
+  // (chat_template_test.cpp covers the formats, labels and errors.)
 }
 
 TEST(RenderRow, TokenizerWithoutEosIsAnError) {
@@ -137,7 +142,7 @@ TEST(RenderRow, TokenizerWithoutEosIsAnError) {
   tok.eos_id.reset();
   DatasetRow row;
   row.text = "a";
-  EXPECT_THAT([&] { render_row(row, "data.jsonl", tok, false); },
+  EXPECT_THAT([&] { render_row(row, "data.jsonl", tok, RenderOptions{}); },
               ::testing::ThrowsMessage<UserError>(HasSubstr("tokenizer 'byte' has no eos token")));
 }
 
@@ -385,15 +390,17 @@ TEST(RenderDataset, RowsFromAFileBecomeSamples) {
   ByteTokenizer tok;
   Dataset d = parse_dataset("data.jsonl", "{\"text\": \"a\"}\n{\"text\": \"bc\"}\n",
                             options(RowFormat::kCompletion));
-  std::vector<TokenizedSample> s = render_dataset(d, tok, false);
+  std::vector<TokenizedSample> s = render_dataset(d, tok, RenderOptions{});
   ASSERT_EQ(s.size(), 2u);
   EXPECT_EQ(s[1].input_ids, (std::vector<int64_t>{kBos, 'b' + 3, 'c' + 3, kEos}));
   Dataset chat = parse_dataset("chat.jsonl",
                                "\n{\"messages\": [{\"role\": \"user\", "
                                "\"content\": \"q\"}]}",
                                options(RowFormat::kChatTemplate));
-  EXPECT_THAT([&] { render_dataset(chat, tok, false); },
-              ::testing::ThrowsMessage<UserError>(StartsWith("chat.jsonl:2: chat templates")));
+  const RenderOptions chatml{false, "chatml"};
+  EXPECT_THAT([&] { render_dataset(chat, tok, chatml); },
+              ::testing::ThrowsMessage<UserError>(
+                  StartsWith("chat.jsonl:2: the conversation ends with a user turn")));
 }
 
 }  // namespace

@@ -5,9 +5,13 @@
 //
 // Each MODEL_DIR holds tokenizer.json, tokenizer_config.json and expected.jsonl. For every line it
 // checks encode(text) against "ids" (tokenizers.js) and "pkg_ids" (the package the vocabulary came
-// from) and decode(ids, skip_special=false) against "decoded". Prints each mismatch, a summary per
-// directory and "N passed, N failed"; exits 1 on any failure. --throughput also encodes TEXT_FILE
-// (paragraph by paragraph, one thread) with each tokenizer and prints MB/s.
+// from) and decode(ids, skip_special=false) against "decoded". Where the directory also holds a
+// chat.jsonl, each conversation is rendered with the chat template that tokenizer_default detects
+// in tokenizer_config.json: the rendered text against "text" (@huggingface/jinja), the sample's ids
+// against "ids" (tokenizers.js on that text), and a UserError where the template raises ("error").
+// Prints each mismatch, a summary per directory and "N passed, N failed"; exits 1 on any failure.
+// --throughput also encodes TEXT_FILE (paragraph by paragraph, one thread) with each tokenizer and
+// prints MB/s.
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
@@ -18,6 +22,8 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "trainer/data/chat_template.h"
+#include "trainer/data/prompt.h"
 #include "trainer/data/tokenizer.h"
 
 namespace {
@@ -45,6 +51,95 @@ std::string show(const Ids& ids) {
 struct Tally {
   int passed = 0, failed = 0;
 };
+
+ptrain::Role role_of(const std::string& role) {
+  if (role == "system") return ptrain::Role::kSystem;
+  if (role == "user") return ptrain::Role::kUser;
+  if (role == "assistant") return ptrain::Role::kAssistant;
+  throw std::runtime_error("chat.jsonl: unknown role " + role);
+}
+
+// The ids of the pieces encoded one by one (markers by id): what a segment-wise tokenizer would
+// give, printed for comparison only.
+Ids piecewise_ids(const std::vector<ptrain::ChatPiece>& pieces, const Tokenizer& tok) {
+  Ids ids;
+  for (const ptrain::ChatPiece& piece : pieces) {
+    const Ids part = piece.id ? Ids{*piece.id} : tok.encode(piece.text);
+    ids.insert(ids.end(), part.begin(), part.end());
+  }
+  return ids;
+}
+
+void check_chat(const std::string& dir, const Tokenizer& tok, Tally& tally) {
+  std::ifstream in(dir + "/chat.jsonl");
+  if (!in) return;
+  const std::string name = base_name(dir);
+  // Counts a check; prints the failure's description (made only then).
+  auto record = [&](bool ok, const auto& describe) {
+    ok ? ++tally.passed : ++tally.failed;
+    if (!ok) fmt::print("FAIL {} chat: {}\n", name, describe());
+    return ok;
+  };
+  auto fail = [&](const std::string& what) { record(false, [&] { return what; }); };
+  ptrain::ChatFormat format;
+  try {
+    format = ptrain::resolve_chat_format("tokenizer_default", tok);
+  } catch (const ptrain::UserError& e) {
+    return fail(fmt::format("tokenizer_default: {}", e.what()));
+  }
+  ptrain::RenderOptions options;
+  options.chat_template = "tokenizer_default";
+  int line_no = 0, rendered = 0, text_ok = 0, ids_ok = 0, piecewise_ok = 0, raised = 0,
+      raised_ok = 0;
+  for (std::string line; std::getline(in, line);) {
+    ++line_no;
+    if (line.empty()) continue;
+    const nlohmann::json j = nlohmann::json::parse(line);
+    ptrain::DatasetRow row;
+    row.kind = ptrain::DatasetRow::Kind::kConversation;
+    row.line = line_no;
+    for (const nlohmann::json& m : j["messages"])
+      row.turns.push_back({role_of(m["role"]), m["content"]});
+    const std::string where = j["messages"].dump();
+    if (j.contains("error")) {
+      ++raised;
+      try {
+        ptrain::render_row(row, "chat.jsonl", tok, options);
+        fail(where + ": rendered, but the template raises: " + j["error"].get<std::string>());
+      } catch (const ptrain::UserError& e) {
+        const std::string message = e.what();
+        raised_ok += record(message.find("alternate user/assistant") != std::string::npos,
+                            [&] { return where + ": another error: " + message; });
+      }
+      continue;
+    }
+    ++rendered;
+    const Ids want = j["ids"];
+    const std::string want_text = j["text"];
+    try {
+      const std::vector<ptrain::ChatPiece> pieces = ptrain::render_chat(row.turns, format, tok, "");
+      const std::string text = ptrain::chat_text(pieces);
+      text_ok += record(text == want_text, [&] {
+        return fmt::format("{}: text differs from @huggingface/jinja: want {} got {}", where,
+                           nlohmann::json(want_text).dump(), nlohmann::json(text).dump());
+      });
+      const Ids got = ptrain::render_row(row, "chat.jsonl", tok, options).input_ids;
+      ids_ok += record(got == want, [&] {
+        return fmt::format("{}: ids differ from tokenizers.js: want {} got {}", where, show(want),
+                           show(got));
+      });
+      piecewise_ok += piecewise_ids(pieces, tok) == want;
+    } catch (const std::exception& e) {
+      fail(where + ": threw: " + e.what());
+    }
+  }
+  fmt::print(
+      "{} chat ({}): {} conversations; text == @huggingface/jinja: {}/{}; ids == tokenizers.js: "
+      "{}/{}; template errors raised: {}/{} (for comparison, encoding each piece alone would "
+      "give tokenizers.js's ids on {}/{})\n",
+      name, ptrain::chat_format_name(format), rendered + raised, text_ok, rendered, ids_ok,
+      rendered, raised_ok, raised, piecewise_ok, rendered);
+}
 
 void check_dir(const std::string& dir, Tally& tally) {
   const std::string name = base_name(dir);
@@ -99,6 +194,7 @@ void check_dir(const std::string& dir, Tally& tally) {
       "tokenizers.js: {}/{}\n",
       name, texts, ref_ok, texts, pkg.empty() ? "package" : pkg, pkg_ok, pkg_total, decode_ok,
       texts);
+  check_chat(dir, *tok, tally);
 }
 
 void throughput(const std::string& dir, const std::string& text_file) {

@@ -13,12 +13,19 @@
 //                regex, ignore_merges, 256 special tokens, merges in the [a, b] form,
 //                clean_up_tokenization_spaces.
 //   gpt2-qwen2   GPT-2's vocabulary laid out as Qwen2 lays out its own: NFC, Split with the Qwen2
-//                regex, non-special added tokens.
+//                regex, non-special added tokens, special <|im_start|> and <|im_end|>.
+//   mistral-chatml  mistral with <|im_end|> and <|im_start|> added (OpenHermes-2.5-Mistral).
 // Each expected.jsonl line: {"text", "ids", "decoded"[, "pkg_ids", "pkg"]}: "ids" from
 // @huggingface/tokenizers (tokenizers.js, a port of the Rust library) given the same files, with the
 // special added tokens left out so that they stay text as ptrain's contract says; "decoded" is its
 // decode of those ids; "pkg_ids" the ids of the package the vocabulary came from, where its own
 // encoder is meant to agree (see the skip rules below).
+// Chat templates: llama3, llama2, gpt2-qwen2 and mistral-chatml also get the real chat_template of
+// their family in tokenizer_config.json (Meta-Llama-3-8B-Instruct, Llama-2-7b-chat-hf, Axolotl's
+// chatml for the last two) and a chat.jsonl: one line per conversation, {"messages",
+// "text", "ids"} where "text" is what @huggingface/jinja renders (add_generation_prompt false) and
+// "ids" what tokenizers.js gives that text with the special tokens recognised (add_special_tokens
+// false, as transformers' apply_chat_template), or {"messages", "error"} where the template raises.
 import fs from "node:fs";
 import path from "node:path";
 import { createRequire } from "node:module";
@@ -42,6 +49,8 @@ for (const [name, version] of Object.entries(pinned)) {
 }
 const { Tokenizer } = await import(
   pathToFileURL(path.join(modulesDir, "@huggingface/tokenizers/dist/tokenizers.mjs")).href);
+const { Template } = await import(
+  pathToFileURL(path.join(modulesDir, "@huggingface/jinja/dist/index.js")).href);
 
 // ---------------------------------------------------------------- texts
 
@@ -184,6 +193,107 @@ const bpe = (vocab, merges, extra) => ({
 const mergesByRank = (map) => [...map.entries()].sort((a, b) => a[1] - b[1]).map(([k]) => k);
 const vocabOf = (tokens) => Object.fromEntries(tokens.map((t, i) => [t, i]));
 
+// ---------------------------------------------------------------- chat templates
+
+// As the tokenizer_config.json files spell them: Llama 3's "\n\n" are newlines inside the Jinja
+// string, Llama 2's are "\n" escapes.
+const chatTemplates = {
+  // axolotl src/axolotl/utils/chat_templates/templates/chatml.jinja
+  chatml: "{% if not add_generation_prompt is defined %}{% set add_generation_prompt = false %}" +
+          "{% endif %}{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + " +
+          "message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}" +
+          "{{ '<|im_start|>assistant\n' }}{% endif %}",
+  // meta-llama/Meta-Llama-3-8B-Instruct tokenizer_config.json
+  llama3: "{% set loop_messages = messages %}{% for message in loop_messages %}{% set content = " +
+          "'<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n'+ message['content'] | " +
+          "trim + '<|eot_id|>' %}{% if loop.index0 == 0 %}{% set content = bos_token + content %}" +
+          "{% endif %}{{ content }}{% endfor %}{% if add_generation_prompt %}" +
+          "{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}",
+  // meta-llama/Llama-2-7b-chat-hf tokenizer_config.json
+  llama2: "{% if messages[0]['role'] == 'system' %}{% set loop_messages = messages[1:] %}" +
+          "{% set system_message = messages[0]['content'] %}{% else %}{% set loop_messages = " +
+          "messages %}{% set system_message = false %}{% endif %}{% for message in loop_messages %}" +
+          "{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}{{ raise_exception(" +
+          "'Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}" +
+          "{% if loop.index0 == 0 and system_message != false %}{% set content = '<<SYS>>\\n' + " +
+          "system_message + '\\n<</SYS>>\\n\\n' + message['content'] %}{% else %}{% set content = " +
+          "message['content'] %}{% endif %}{% if message['role'] == 'user' %}{{ bos_token + " +
+          "'[INST] ' + content.strip() + ' [/INST]' }}{% elif message['role'] == 'assistant' %}" +
+          "{{ ' '  + content.strip() + ' ' + eos_token }}{% endif %}{% endfor %}",
+};
+
+const turn = (role, content) => ({ role, content });
+const sys = (c) => turn("system", c), user = (c) => turn("user", c), bot = (c) => turn("assistant", c);
+const paragraph = "In 1905, Einstein published four papers; the third (on special relativity) " +
+                  "changed physics. Lorem ipsum dolor sit amet, consectetur adipiscing elit.";
+// Contents keep to white space that Python's str.strip and JavaScript's trim agree on (not U+0085,
+// U+FEFF, U+001C..U+001F); "skip" lists formats where @huggingface/jinja and Python's Jinja2 (what
+// transformers runs, and ptrain follows) render differently.
+const conversations = [
+  { messages: [user("Hello"), bot("Hi! How can I help?")] },
+  { messages: [sys("You are a helpful assistant."), user("What is 2+2?"), bot("4")] },
+  { messages: [sys("Answer in French."), user("Good morning"), bot("Bonjour"),
+               user("Thank you"), bot("Merci"), user("Goodbye"), bot("Au revoir")] },
+  { messages: [user("Wie geht's? 日本語のテキスト 😀"), bot("Très bien — merci! ½ cup, x²+y³")] },
+  { messages: [user("  padded on both sides  "), bot("  answer with spaces  ")] },
+  { messages: [user("\nline one\nline two\n\n"), bot("\n\n- item\n- item two\n")] },
+  { messages: [user("\tTabbed\r\nCRLF\r\n"), bot("code:\n```\n  x = 1\n```")] },
+  { messages: [user("Say nothing."), bot("")] },
+  { messages: [user(""), bot("ok")] },
+  { messages: [sys("  Be terse.\n"), user("Hi"), bot("Hey")] },
+  { messages: [user(" leading space"), bot(" also leading")] },
+  { messages: [user("1,000,000 and $12.50 on 2024-01-15"), bot("3.14159!!!")] },
+  { messages: [sys(paragraph), user(paragraph), bot(paragraph + "\n\n" + paragraph)] },
+  { messages: [user("   "), bot("\n")] },
+  { messages: [user("\u00A0no-break\u3000"), bot("\u3000ideographic\u00A0")] },
+  { messages: [user("a"), bot("b"), user("c"), bot("d"), user("e"), bot("f"), user("g"), bot("h")] },
+  { messages: [sys(""), user("empty system"), bot("fine")],
+    skip: { llama2: "@huggingface/jinja takes '' != false as false, Jinja2 as true" } },
+  { messages: [user("call <tool_call> now"), bot("<tool_call>{\"name\": \"f\"}</tool_call>")] },
+  { messages: [user("family 👨‍👩‍👧‍👦 flags 🇺🇸"), bot("Ελληνικά, Русский, 中文, 한국어, العربية")] },
+  { messages: [user("[INST] nested [/INST]"), bot("<<SYS>> not a system block <</SYS>>")] },
+  { messages: [user("ends with a space "), bot("ends with a newline\n")] },
+  { messages: [user("two"), bot("assistant"), bot("turns")] },
+  { messages: [user("one"), user("two"), bot("answer")] },
+  { messages: [sys("s"), bot("no user")] },
+  { messages: [user("u"), bot("a"), sys("late system"), bot("a2")] },
+];
+
+// chat.jsonl for the model directory `name` (written by write() with `config`, which holds the
+// chat_template of `format`). Conversations whose contents spell one of the tokenizer's special tokens are left
+// out: transformers would turn that text into the token, which ptrain never does.
+function writeChat(name, tokenizerJson, config, format) {
+  const dir = path.join(outDir, name);
+  const specials = tokenizerJson.added_tokens.filter((t) => t.special).map((t) => t.content);
+  const tokenizer = new Tokenizer(tokenizerJson, { clean_up_tokenization_spaces: false, ...config });
+  const template = new Template(config.chat_template);
+  const lines = [];
+  const left = [];
+  for (const { messages, skip } of conversations) {
+    if (skip && skip[format]) {
+      left.push(skip[format]);
+      continue;
+    }
+    if (messages.some((m) => specials.some((s) => m.content.includes(s)))) {
+      left.push("a content spells a special token");
+      continue;
+    }
+    let text;
+    try {
+      text = template.render({ messages, bos_token: config.bos_token ?? "",
+                               eos_token: config.eos_token ?? "", add_generation_prompt: false });
+    } catch (e) {
+      lines.push(JSON.stringify({ messages, error: e.message }));
+      continue;
+    }
+    const ids = tokenizer.encode(text, { add_special_tokens: false }).ids;
+    lines.push(JSON.stringify({ messages, text, ids }));
+  }
+  fs.writeFileSync(path.join(dir, "chat.jsonl"), lines.join("\n") + "\n");
+  console.log(`${name}: ${lines.length} ${format} conversations` +
+              (left.length ? ` (${left.length} left out: ${[...new Set(left)].join("; ")})` : ""));
+}
+
 // ---------------------------------------------------------------- GPT-2 and the Qwen2 layout
 
 {
@@ -209,7 +319,8 @@ const vocabOf = (tokens) => Object.fromEntries(tokens.map((t, i) => [t, i]));
   const qwen2 = {
     ...gpt2,
     added_tokens: [addedToken(50256, "<|endoftext|>", true), addedToken(50257, "<tool_call>", false),
-                   addedToken(50258, "</tool_call>", false)],
+                   addedToken(50258, "</tool_call>", false), addedToken(50259, "<|im_start|>", true),
+                   addedToken(50260, "<|im_end|>", true)],
     normalizer: { type: "NFC" },
     pre_tokenizer: {
       type: "Sequence",
@@ -222,10 +333,11 @@ const vocabOf = (tokens) => Object.fromEntries(tokens.map((t, i) => [t, i]));
     decoder: byteLevel(false, false),
     model: bpe(encoder, merges.map((m) => m.split(" "))),
   };
-  write("gpt2-qwen2", qwen2,
-        { add_prefix_space: false, bos_token: null, eos_token: "<|endoftext|>",
-          pad_token: "<|endoftext|>", clean_up_tokenization_spaces: false },
-        "none", () => null);
+  const qwen2Config = { add_prefix_space: false, bos_token: null, eos_token: "<|endoftext|>",
+                        pad_token: "<|endoftext|>", clean_up_tokenization_spaces: false,
+                        chat_template: chatTemplates.chatml };
+  write("gpt2-qwen2", qwen2, qwen2Config, "none", () => null);
+  writeChat("gpt2-qwen2", qwen2, qwen2Config, "chatml");
 }
 
 // ---------------------------------------------------------------- Llama 2 and Mistral
@@ -253,8 +365,11 @@ const llamaConfig = { add_bos_token: true, add_eos_token: false, bos_token: "<s>
 {
   const llama = await load("llama-tokenizer-js");
   if (llama.vocabById.length !== 32000) throw new Error("llama-tokenizer-js: vocabulary size");
-  write("llama2", sentencePieceJson(llama.vocabById, mergesByRank(llama.merges), "prepend"),
-        llamaConfig, "llama-tokenizer-js", (t) => llama.encode(t, false, true));
+  const llama2Json = sentencePieceJson(llama.vocabById, mergesByRank(llama.merges), "prepend");
+  const llama2Config = { ...llamaConfig, chat_template: chatTemplates.llama2 };
+  write("llama2", llama2Json, llama2Config, "llama-tokenizer-js",
+        (t) => llama.encode(t, false, true));
+  writeChat("llama2", llama2Json, llama2Config, "llama2");
 
   const mistral = await load("mistral-tokenizer-js");
   if (mistral.vocabById.length !== 32000) throw new Error("mistral-tokenizer-js: vocabulary size");
@@ -292,11 +407,27 @@ const llamaConfig = { add_bos_token: true, add_eos_token: false, bos_token: "<s>
                mergesByRank(llama3.merges).map((m) => m.split(" ")), { ignore_merges: true }),
   };
   const specials = new Set(tokens.slice(128000));
-  write("llama3", json,
-        { bos_token: "<|begin_of_text|>", eos_token: "<|end_of_text|>",
-          clean_up_tokenization_spaces: true, tokenizer_class: "PreTrainedTokenizerFast" },
-        "llama3-tokenizer-js",
+  const config = { bos_token: "<|begin_of_text|>", eos_token: "<|end_of_text|>",
+                   clean_up_tokenization_spaces: true, tokenizer_class: "PreTrainedTokenizerFast",
+                   chat_template: chatTemplates.llama3 };
+  write("llama3", json, config, "llama3-tokenizer-js",
         (t) => (jsRegexDiffers(t) || [...specials].some((s) => t.includes(s))
                     ? null
                     : llama3.encode(t, { bos: false, eos: false })));
+  writeChat("llama3", json, config, "llama3");
+}
+
+// ---------------------------------------------------------------- chatml on Mistral
+
+// Mistral's tokenizer.json with <|im_end|> and <|im_start|> added as OpenHermes-2.5-Mistral adds
+// them (ids 32000, 32001), and Axolotl's chatml: its Metaspace prepend_scheme "first" gives the text
+// after a marker no "▁" (written last, so that the texts of the directories above stay the same).
+{
+  const mistralJson = JSON.parse(fs.readFileSync(path.join(outDir, "mistral", "tokenizer.json")));
+  const json = { ...mistralJson,
+                 added_tokens: [...mistralJson.added_tokens, addedToken(32000, "<|im_end|>", true),
+                                addedToken(32001, "<|im_start|>", true)] };
+  const config = { ...llamaConfig, legacy: false, chat_template: chatTemplates.chatml };
+  write("mistral-chatml", json, config, "none", () => null);
+  writeChat("mistral-chatml", json, config, "chatml");
 }

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # ctest unit.data.tokenizer_reference: ptrain's tokenizer.json BPE tokenizers against reference
-# implementations on real vocabularies (GPT-2, Llama 2, Mistral, Llama 3).
+# implementations on real vocabularies (GPT-2, Llama 2, Mistral, Llama 3), and its chat templates
+# (chatml, llama3, llama2) against the real Jinja templates rendered by @huggingface/jinja.
 #
 #   run.sh WORK_DIR CHECKER
 #

@@ -1,0 +1,32 @@
+// Getting every rank a verified prepared dataset: rank 0 reuses the cache directory of the job's
+// fingerprint, or (when it is missing or damaged) builds it, while the other ranks wait; then every
+// rank maps it.
+//
+// Collective over ctx.comm: every rank calls it. While rank 0 builds it broadcasts a heartbeat
+// every second or so, so the waiting ranks never sit in one collective long enough for the
+// watchdog; the last broadcast carries the fingerprint (the directory name) or rank 0's failure,
+// upon which the other ranks raise an error pointing at rank 0's log. The cache directory must be
+// visible to every rank (a shared filesystem across hosts).
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "core/config.h"
+#include "core/rank_context.h"
+#include "trainer/data/prepared_data.h"
+
+namespace ptrain {
+
+// `dataset_prepared_path`, or `<output_dir>/prepared-data` when it is empty.
+std::string prepared_data_root(const JobConfig& job);
+
+struct PreparedData {
+  std::unique_ptr<PreparedDataset> dataset;
+  bool built = false;  // rank 0 built it in this call (false: reused)
+  double seconds = 0;  // time rank 0 spent fingerprinting and building
+};
+
+PreparedData prepare_data(const JobConfig& job, RankContext& ctx, int threads);
+
+}  // namespace ptrain

@@ -1,0 +1,127 @@
+#include "launcher/preprocess_command.h"
+
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "core/error.h"
+#include "core/json_file.h"
+#include "launcher/data_preparation.h"
+
+namespace fs = std::filesystem;
+
+namespace ptrain {
+namespace {
+
+std::string summary_text(const PreparedDataset& data) {
+  const PreparedSummary& s = data.summary();
+  std::ostringstream out;
+  out << fmt::format("prepared dataset {} (fingerprint {})\n", data.dir(), data.fingerprint());
+  for (const SourceSummary& src : s.sources) {
+    std::string skipped;
+    for (const auto& [reason, count] : src.skipped)
+      skipped += fmt::format("{}{} {}", skipped.empty() ? "" : ", ", count, reason);
+    out << fmt::format(
+        "  {} ({}): {} rows{}, {} samples ({} truncated, {} dropped), {} tokens; {} training "
+        "uses, {} validation\n",
+        src.path, src.type, src.rows, skipped.empty() ? "" : " (skipped: " + skipped + ")",
+        src.samples, src.truncated, src.dropped, src.tokens, src.train_samples, src.val_samples);
+  }
+  out << fmt::format(
+      "  training: {} sample uses in {} rows of {} tokens ({}), packing efficiency {:.2f}%, {} "
+      "tokens, {} learned\n",
+      s.train_samples, s.train_rows, data.sequence_len(),
+      data.sample_packing() ? "packed" : "one sample per row", 100.0 * s.packing_efficiency,
+      s.train_tokens, s.learned_tokens);
+  out << fmt::format("  validation: {} samples\n", s.val_samples);
+  return out.str();
+}
+
+// Sample i as text, the learned runs highlighted: green on a terminal, else between « and ».
+std::string render_debug_sample(const PreparedDataset& data, const Tokenizer& tokenizer, int64_t i,
+                                bool color) {
+  const SampleView sample = data.sample(i);
+  const auto [source, line] = data.origin(i);
+  int64_t learned = 0;
+  for (int64_t t = 0; t < sample.length; ++t) learned += sample.learned(t) ? 1 : 0;
+  std::string text = fmt::format("--- sample {} ({}:{}, {} tokens, {} learned)\n", i,
+                                 data.source_paths().at(static_cast<size_t>(source)), line,
+                                 sample.length, learned);
+  for (int64_t t = 0; t < sample.length;) {
+    const bool run_learned = sample.learned(t);
+    std::vector<int64_t> run;
+    for (; t < sample.length && sample.learned(t) == run_learned; ++t)
+      run.push_back(sample.token(t));
+    const std::string piece = tokenizer.decode(run, /*skip_special=*/false);
+    if (!run_learned) {
+      text += piece;
+    } else if (color) {
+      text += "\x1b[32m" + piece + "\x1b[0m";
+    } else {
+      text += "\u00ab" + piece + "\u00bb";
+    }
+  }
+  return text + "\n";
+}
+
+nlohmann::json summary_json(const PreparedDataset& data, const PreparedData& prepared) {
+  nlohmann::json out = summary_to_json(data.summary());
+  out["dir"] = data.dir();
+  out["fingerprint"] = data.fingerprint();
+  out["built"] = prepared.built;
+  out["seconds"] = prepared.seconds;
+  out["sequence_len"] = data.sequence_len();
+  out["sample_packing"] = data.sample_packing();
+  return out;
+}
+
+}  // namespace
+
+int run_preprocess_command(RankSession& session, const ResolvedConfig& config,
+                           const PreprocessOptions& options) {
+  PTRAIN_CHECK(options.debug_samples >= 0, "--debug: expected >= 0, got {}", options.debug_samples);
+  PTRAIN_CHECK(options.color == "auto" || options.color == "always" || options.color == "never",
+               "--color: expected auto, always or never, got '{}'", options.color);
+  RankContext& ctx = session.context();
+  PreparedData prepared = prepare_data(config.job, ctx, session.threads());
+  if (ctx.rank != 0) return 0;
+  const PreparedDataset& data = *prepared.dataset;
+  if (options.json) {
+    std::cout << summary_json(data, prepared).dump() << std::endl;
+  } else {
+    std::cout << summary_text(data)
+              << fmt::format("  {} in {:.2f} s\n", prepared.built ? "built" : "reused (verified)",
+                             prepared.seconds);
+  }
+  if (options.debug_samples > 0) {
+    const bool color =
+        options.color == "always" || (options.color == "auto" && ::isatty(STDOUT_FILENO));
+    const std::unique_ptr<Tokenizer> tokenizer = load_tokenizer(config.job.base_model);
+    const int64_t n = std::min(options.debug_samples, data.samples());
+    for (int64_t i = 0; i < n; ++i) std::cout << render_debug_sample(data, *tokenizer, i, color);
+  }
+  std::cout.flush();
+  return 0;
+}
+
+bool is_prepared_dataset(const std::string& dir) {
+  const fs::path meta = fs::path(dir) / "meta.json";
+  if (!fs::is_regular_file(meta)) return false;
+  try {
+    return read_json_file(meta.string()).value("format", "") == "ptrain-prepared-data";
+  } catch (const std::exception&) {
+    return false;
+  }
+}
+
+std::string describe_prepared_dataset(const std::string& dir) {
+  PreparedDataset data(dir);
+  return summary_text(data) + fmt::format("  checksums: OK ({} samples, {} training rows)\n",
+                                          data.samples(), data.train_rows());
+}
+
+}  // namespace ptrain

@@ -1,0 +1,409 @@
+// Building a prepared dataset: read every source, render and tokenize its rows on several threads,
+// apply the length policy, split off the validation samples, apply the weights, pack, and write
+// the files (prepared_data.h has the layout).
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <exception>
+#include <filesystem>
+#include <limits>
+#include <thread>
+
+#include "core/error.h"
+#include "trainer/data/dataset.h"
+#include "trainer/data/prepared_data.h"
+#include "trainer/data/prepared_data_files.h"
+#include "trainer/data/sampler.h"
+
+namespace fs = std::filesystem;
+
+namespace ptrain {
+namespace {
+
+// Seeds of the derived random streams, so the split and the weights never share a permutation
+// with the sampler's epochs.
+constexpr uint64_t kValSplitSalt = 0x76616c2d73706c74ULL;  // "val-splt"
+constexpr uint64_t kWeightSalt = 0x7765696768742d30ULL;    // "weight-0"
+constexpr size_t kRowsPerBatch = 2048;
+
+// The samples as they accumulate, in the on-disk encoding.
+struct SampleStore {
+  std::vector<uint32_t> tokens;
+  std::vector<int64_t> offsets{0};
+  std::vector<int64_t> origin;
+  std::vector<int64_t> source;  // source index per sample (not stored: origin holds it)
+
+  int64_t size() const { return static_cast<int64_t>(origin.size()); }
+  int64_t length(int64_t i) const { return offsets[i + 1] - offsets[i]; }
+
+  void add(const std::vector<int64_t>& ids, const std::vector<bool>& learned, int64_t source_index,
+           int64_t line) {
+    for (size_t t = 0; t < ids.size(); ++t)
+      tokens.push_back(static_cast<uint32_t>(ids[t]) | (learned[t] ? kLearnedBit : 0u));
+    offsets.push_back(static_cast<int64_t>(tokens.size()));
+    origin.push_back(source_index << kOriginSourceShift | line);
+    source.push_back(source_index);
+  }
+};
+
+void check_ids(const std::vector<int64_t>& ids, int64_t vocab, const std::string& where) {
+  for (int64_t id : ids)
+    PTRAIN_CHECK(id >= 0 && id < vocab && id < int64_t{kLearnedBit},
+                 "{}: token id {} is outside the tokenizer's vocabulary of {}", where, id, vocab);
+}
+
+// ---------------------------------------------------------------- row sources
+
+// Renders rows [begin, end) of `dataset` on `threads` threads, each taking a contiguous run, so the
+// first error by row order is the first error of the first thread that failed.
+std::vector<TokenizedSample> render_rows(const Dataset& dataset, size_t begin, size_t end,
+                                         const Tokenizer& tokenizer, const RenderOptions& render,
+                                         int threads) {
+  std::vector<TokenizedSample> out(end - begin);
+  const size_t n = end - begin;
+  const size_t workers = std::max<size_t>(1, std::min<size_t>(static_cast<size_t>(threads), n));
+  std::vector<std::exception_ptr> errors(workers);
+  auto work = [&](size_t w) {
+    try {
+      for (size_t i = n * w / workers; i < n * (w + 1) / workers; ++i)
+        out[i] = render_row(dataset.rows[begin + i], dataset.path, tokenizer, render);
+    } catch (...) {
+      errors[w] = std::current_exception();
+    }
+  };
+  std::vector<std::thread> pool;
+  for (size_t w = 1; w < workers; ++w) pool.emplace_back(work, w);
+  work(0);
+  for (auto& t : pool) t.join();
+  for (auto& e : errors)
+    if (e) std::rethrow_exception(e);
+  return out;
+}
+
+void add_row_source(const DataPrepOptions& options, const DataSource& source, int64_t index,
+                    const Tokenizer& tokenizer, int threads, const PrepProgress& progress,
+                    SampleStore& store, SourceSummary& summary) {
+  DatasetOptions read;
+  read.format = parse_row_format(source.type);
+  read.field = source.field;
+  read.skip_invalid_rows = options.skip_invalid_rows;
+  for (const std::string& file : source_files(source)) {
+    const Dataset dataset = read_dataset(file, read);
+    summary.rows += dataset.summary.rows;
+    for (const auto& [reason, count] : dataset.summary.skipped) summary.skipped[reason] += count;
+    for (size_t begin = 0; begin < dataset.rows.size(); begin += kRowsPerBatch) {
+      const size_t end = std::min(dataset.rows.size(), begin + kRowsPerBatch);
+      std::vector<TokenizedSample> samples =
+          render_rows(dataset, begin, end, tokenizer, options.render, threads);
+      std::vector<int64_t> lines;
+      for (size_t i = begin; i < end; ++i) lines.push_back(dataset.rows[i].line);
+      // apply_length_policy keeps order; remember which row each kept sample was.
+      std::vector<size_t> kept_rows;
+      for (size_t i = 0; i < samples.size(); ++i)
+        if (options.length_policy == LengthPolicy::kTruncate ||
+            static_cast<int64_t>(samples[i].input_ids.size()) <= options.sequence_len)
+          kept_rows.push_back(i);
+      const LengthSummary lengths =
+          apply_length_policy(samples, options.sequence_len, options.length_policy);
+      summary.truncated += lengths.truncated;
+      summary.dropped += lengths.dropped;
+      PTRAIN_ASSERT(kept_rows.size() == samples.size(), "{} kept rows, {} samples",
+                    kept_rows.size(), samples.size());
+      for (size_t k = 0; k < samples.size(); ++k) {
+        const TokenizedSample& s = samples[k];
+        const int64_t line = lines[kept_rows[k]];
+        check_ids(s.input_ids, tokenizer.vocab_size(), fmt::format("{}:{}", file, line));
+        std::vector<bool> learned(s.input_ids.size(), false);
+        for (size_t t = 1; t < s.input_ids.size(); ++t)
+          learned[t] = s.labels[t - 1] != kIgnoreLabel;
+        store.add(s.input_ids, learned, index, line);
+        summary.tokens += static_cast<int64_t>(s.input_ids.size());
+        ++summary.samples;
+      }
+      if (progress) progress();
+    }
+  }
+}
+
+// ---------------------------------------------------------------- pretokenized sources
+
+// A flat array of token ids; documents end at the tokenizer's eos (inclusive), and the tokens after
+// the last eos form a final document. Documents longer than sequence_len are cut into consecutive
+// chunks of sequence_len, each a sample. Every token but a chunk's first is learned.
+void add_pretokenized_source(const DataPrepOptions& options, const DataSource& source,
+                             int64_t index, const Tokenizer& tokenizer,
+                             const PrepProgress& progress, SampleStore& store,
+                             SourceSummary& summary) {
+  PTRAIN_CHECK(tokenizer.eos_id.has_value(),
+               "pretokenized dataset '{}': tokenizer '{}' has no eos token to end documents at",
+               source.path, tokenizer.name());
+  const int64_t eos = *tokenizer.eos_id;
+  const size_t width = source.dtype == "uint32" ? 4 : 2;
+  for (const std::string& file : source_files(source)) {
+    MappedFile map(file);
+    PTRAIN_CHECK(map.size() % width == 0,
+                 "pretokenized dataset '{}': {} bytes is not a whole number of {} ids", file,
+                 map.size(), source.dtype);
+    const int64_t n = static_cast<int64_t>(map.size() / width);
+    PTRAIN_CHECK(n > 0, "pretokenized dataset '{}' is empty", file);
+    auto id_at = [&](int64_t i) -> int64_t {
+      if (width == 2) return reinterpret_cast<const uint16_t*>(map.data())[i];
+      return reinterpret_cast<const uint32_t*>(map.data())[i];
+    };
+    std::vector<int64_t> chunk;
+    std::vector<bool> learned;
+    int64_t document = 1;
+    auto flush = [&]() {
+      if (chunk.empty()) return;
+      store.add(chunk, learned, index, document);
+      summary.tokens += static_cast<int64_t>(chunk.size());
+      ++summary.samples;
+      chunk.clear();
+      learned.clear();
+    };
+    for (int64_t i = 0; i < n; ++i) {
+      const int64_t id = id_at(i);
+      PTRAIN_CHECK(id < tokenizer.vocab_size(),
+                   "pretokenized dataset '{}': token {} (id {}) is outside the tokenizer's "
+                   "vocabulary of {}; is dtype ({}) right?",
+                   file, i, id, tokenizer.vocab_size(), source.dtype);
+      learned.push_back(!chunk.empty());
+      chunk.push_back(id);
+      if (id == eos) {
+        flush();
+        ++summary.rows;
+        ++document;
+      } else if (static_cast<int64_t>(chunk.size()) == options.sequence_len) {
+        flush();
+      }
+      if (progress && i % (1 << 20) == 0) progress();
+    }
+    if (!chunk.empty()) {
+      flush();
+      ++summary.rows;
+    }
+  }
+}
+
+// ---------------------------------------------------------------- split, weights, packing
+
+int64_t val_count(double val_set_size, int64_t samples) {
+  if (val_set_size <= 0) return 0;
+  const int64_t count = val_set_size >= 1 ? static_cast<int64_t>(val_set_size)
+                                          : static_cast<int64_t>(std::ceil(val_set_size * samples));
+  PTRAIN_CHECK(count < samples,
+               "val_set_size {} leaves no training samples: the datasets give {} samples",
+               val_set_size, samples);
+  return count;
+}
+
+// The training sample uses of one source: every sample floor(weight) times, plus a seeded subset of
+// round(fraction * n) of them once more.
+std::vector<int64_t> weighted(const std::vector<int64_t>& samples, double weight, uint64_t seed) {
+  std::vector<int64_t> out;
+  const auto whole = static_cast<int64_t>(std::floor(weight));
+  for (int64_t k = 0; k < whole; ++k) out.insert(out.end(), samples.begin(), samples.end());
+  const auto n = static_cast<int64_t>(samples.size());
+  const auto extra = static_cast<int64_t>(std::llround((weight - whole) * n));
+  if (extra > 0) {
+    std::vector<int64_t> pick = epoch_order(n, seed, 0);
+    pick.resize(static_cast<size_t>(extra));
+    std::sort(pick.begin(), pick.end());
+    for (int64_t p : pick) out.push_back(samples[p]);
+  }
+  return out;
+}
+
+void write_array(const std::string& dir, const char* name, const void* data, size_t bytes,
+                 nlohmann::json& files) {
+  AtomicFileWriter writer((fs::path(dir) / name).string());
+  writer.write(data, bytes);
+  writer.commit();
+  files[name] = {{"bytes", bytes}, {"xxh3", fmt::format("{:016x}", xxh3_of(data, bytes))}};
+}
+
+template <class T>
+void write_vector(const std::string& dir, const char* name, const std::vector<T>& v,
+                  nlohmann::json& files) {
+  write_array(dir, name, v.data(), v.size() * sizeof(T), files);
+}
+
+// Writes the data files and then meta.json (made by `meta` from the files' sizes and checksums).
+void write_files(const std::string& dir, const SampleStore& store, const PackedLayout& layout,
+                 const std::vector<int64_t>& row_samples, const std::vector<int64_t>& val_samples,
+                 const std::function<nlohmann::json(nlohmann::json)>& meta) {
+  nlohmann::json files = nlohmann::json::object();
+  write_vector(dir, kTokensFile, store.tokens, files);
+  write_vector(dir, kSampleOffsetsFile, store.offsets, files);
+  write_vector(dir, kSampleOriginFile, store.origin, files);
+  write_vector(dir, kTrainRowOffsetsFile, layout.row_offsets, files);
+  write_vector(dir, kTrainRowSamplesFile, row_samples, files);
+  write_vector(dir, kValSamplesFile, val_samples, files);
+  write_file_atomic((fs::path(dir) / kMetaFile).string(), meta(std::move(files)).dump(2) + "\n");
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------- summary JSON
+
+nlohmann::json summary_to_json(const PreparedSummary& s) {
+  nlohmann::json sources = nlohmann::json::array();
+  for (const SourceSummary& src : s.sources) {
+    sources.push_back({{"path", src.path},
+                       {"type", src.type},
+                       {"rows", src.rows},
+                       {"skipped", src.skipped},
+                       {"samples", src.samples},
+                       {"truncated", src.truncated},
+                       {"dropped", src.dropped},
+                       {"tokens", src.tokens},
+                       {"train_samples", src.train_samples},
+                       {"val_samples", src.val_samples}});
+  }
+  return {{"sources", sources},
+          {"samples", s.samples},
+          {"train_samples", s.train_samples},
+          {"val_samples", s.val_samples},
+          {"train_rows", s.train_rows},
+          {"train_tokens", s.train_tokens},
+          {"learned_tokens", s.learned_tokens},
+          {"packing_efficiency", s.packing_efficiency}};
+}
+
+PreparedSummary summary_from_json(const nlohmann::json& j) {
+  PreparedSummary s;
+  for (const auto& src : j.at("sources")) {
+    SourceSummary out;
+    out.path = src.at("path").get<std::string>();
+    out.type = src.at("type").get<std::string>();
+    out.rows = src.at("rows").get<int64_t>();
+    out.skipped = src.at("skipped").get<std::map<std::string, int64_t>>();
+    out.samples = src.at("samples").get<int64_t>();
+    out.truncated = src.at("truncated").get<int64_t>();
+    out.dropped = src.at("dropped").get<int64_t>();
+    out.tokens = src.at("tokens").get<int64_t>();
+    out.train_samples = src.at("train_samples").get<int64_t>();
+    out.val_samples = src.at("val_samples").get<int64_t>();
+    s.sources.push_back(out);
+  }
+  s.samples = j.at("samples").get<int64_t>();
+  s.train_samples = j.at("train_samples").get<int64_t>();
+  s.val_samples = j.at("val_samples").get<int64_t>();
+  s.train_rows = j.at("train_rows").get<int64_t>();
+  s.train_tokens = j.at("train_tokens").get<int64_t>();
+  s.learned_tokens = j.at("learned_tokens").get<int64_t>();
+  s.packing_efficiency = j.at("packing_efficiency").get<double>();
+  return s;
+}
+
+// ---------------------------------------------------------------- build
+
+PreparedSummary build_prepared_dataset(const DataPrepOptions& options, const Tokenizer& tokenizer,
+                                       const std::string& fingerprint, const std::string& dir,
+                                       int threads, const PrepProgress& progress) {
+  PTRAIN_CHECK(!options.sources.empty(),
+               "no datasets configured: add a 'datasets:' list of {{path, type}} entries");
+  PTRAIN_CHECK(!fs::exists(dir), "prepared dataset directory '{}' already exists", dir);
+  PreparedSummary summary;
+  SampleStore store;
+  for (size_t i = 0; i < options.sources.size(); ++i) {
+    const DataSource& source = options.sources[i];
+    SourceSummary src;
+    src.path = source.path;
+    src.type = source.type;
+    if (source.type == "pretokenized") {
+      add_pretokenized_source(options, source, static_cast<int64_t>(i), tokenizer, progress, store,
+                              src);
+    } else {
+      add_row_source(options, source, static_cast<int64_t>(i), tokenizer, threads, progress, store,
+                     src);
+    }
+    PTRAIN_CHECK(src.samples > 0,
+                 "dataset '{}' gives no samples: all {} were longer than sequence_len {} and "
+                 "excess_length_strategy is drop",
+                 source.path, src.dropped, options.sequence_len);
+    summary.sources.push_back(src);
+  }
+  const int64_t samples = store.size();
+  summary.samples = samples;
+
+  // Validation split over all samples, deterministic in the seed; both parts keep data order.
+  const int64_t val = val_count(options.val_set_size, samples);
+  std::vector<int64_t> order = epoch_order(samples, options.seed ^ kValSplitSalt, 0);
+  std::vector<int64_t> val_samples(order.begin(), order.begin() + val);
+  std::sort(val_samples.begin(), val_samples.end());
+  std::vector<bool> is_val(static_cast<size_t>(samples), false);
+  for (int64_t s : val_samples) is_val[s] = true;
+
+  // Training uses per source, weights applied.
+  std::vector<int64_t> train;
+  for (size_t i = 0; i < options.sources.size(); ++i) {
+    std::vector<int64_t> own;
+    for (int64_t s = 0; s < samples; ++s) {
+      if (store.source[s] != static_cast<int64_t>(i)) continue;
+      if (is_val[s]) {
+        ++summary.sources[i].val_samples;
+      } else {
+        own.push_back(s);
+      }
+    }
+    const std::vector<int64_t> uses =
+        weighted(own, options.sources[i].weight, options.seed ^ (kWeightSalt + i));
+    summary.sources[i].train_samples = static_cast<int64_t>(uses.size());
+    train.insert(train.end(), uses.begin(), uses.end());
+  }
+  PTRAIN_CHECK(!train.empty(), "no training samples are left after the validation split");
+  summary.val_samples = val;
+  summary.train_samples = static_cast<int64_t>(train.size());
+
+  std::vector<int64_t> lengths;
+  lengths.reserve(train.size());
+  for (int64_t s : train) lengths.push_back(store.length(s));
+  PackingOptions packing;
+  packing.sequence_len = options.sequence_len;
+  packing.group_size = options.packing_group_size;
+  packing.seed = options.seed;
+  const PackedLayout layout = options.sample_packing
+                                  ? pack_samples(lengths, packing)
+                                  : one_sample_per_row(static_cast<int64_t>(train.size()));
+  std::vector<int64_t> row_samples;
+  row_samples.reserve(layout.samples.size());
+  for (int64_t k : layout.samples) row_samples.push_back(train[k]);
+  summary.train_rows = layout.rows();
+  for (int64_t s : train) {
+    summary.train_tokens += store.length(s);
+    for (int64_t t = store.offsets[s]; t < store.offsets[s + 1]; ++t)
+      summary.learned_tokens += (store.tokens[t] & kLearnedBit) ? 1 : 0;
+  }
+  summary.packing_efficiency = packing_efficiency(layout, lengths, options.sequence_len);
+
+  // Write into a temporary directory, then publish it whole.
+  const std::string tmp = fmt::format("{}.tmp.{}", dir, ::getpid());
+  fs::remove_all(tmp);
+  try {
+    write_files(tmp, store, layout, row_samples, val_samples, [&](nlohmann::json files) {
+      return nlohmann::json{{"format", kPreparedFormat},
+                            {"version", kPreparedFormatVersion},
+                            {"fingerprint", fingerprint},
+                            {"tokenizer", tokenizer.name()},
+                            {"vocab_size", tokenizer.vocab_size()},
+                            {"sequence_len", options.sequence_len},
+                            {"sample_packing", options.sample_packing},
+                            {"packing_group_size", options.packing_group_size},
+                            {"seed", options.seed},
+                            {"val_set_size", options.val_set_size},
+                            {"summary", summary_to_json(summary)},
+                            {"files", std::move(files)}};
+    });
+    publish_directory(tmp, dir);
+  } catch (...) {
+    std::error_code ignored;
+    fs::remove_all(tmp, ignored);
+    throw;
+  }
+  return summary;
+}
+
+}  // namespace ptrain
