@@ -2,6 +2,7 @@
 
 #include <torch/torch.h>
 
+#include <cstdio>
 #include <fstream>
 #include <string>
 #include <thread>
@@ -53,6 +54,11 @@ int64_t peak_rss_bytes() {
 // Starts a new peak: each configuration reports its own, not the largest one before it.
 void reset_peak_rss() {
   std::ofstream("/proc/self/clear_refs") << "5";
+}
+
+void print_result(const nlohmann::json& line) {
+  std::printf("%s\n", line.dump().c_str());
+  std::fflush(stdout);
 }
 
 }  // namespace ptrain::bench

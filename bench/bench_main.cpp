@@ -3,6 +3,7 @@
 #include <CLI/CLI.hpp>
 
 #include "bench/comm_bench.h"
+#include "bench/data_bench.h"
 #include "bench/model_bench.h"
 #include "bench/nf4_bench.h"
 #include "core/error.h"
@@ -35,6 +36,17 @@ int main(int argc, char** argv) {
   nf4->add_option("--seq", nf4_options.seq, "Tokens in the training step");
   nf4->add_option("--steps", nf4_options.steps, "Timed steps");
   nf4->add_flag("!--no-step", nf4_options.step, "Kernels only (skip the training step)");
+  ptrain::bench::DataBenchOptions data_options;
+  auto* data = app.add_subcommand(
+      "data", "Tokenizer MB/s vs memcpy; packing efficiency and time; prepared-dataset build");
+  data->add_option("--tokenizer", data_options.tokenizers,
+                   "Model directory whose tokenizer to time (repeatable; byte always runs)");
+  data->add_option("--text", data_options.texts, "Text files making up the corpus (repeatable)");
+  data->add_option("--corpus-bytes", data_options.corpus_bytes, "Corpus size to tokenize");
+  data->add_option("--samples", data_options.samples, "Samples to pack");
+  data->add_option("--sequence-len", data_options.sequence_len, "Row length for packing");
+  data->add_option("--prepare-rows", data_options.prepare_rows, "Rows in the prepare build");
+  data->add_option("--threads", data_options.threads, "Threads (0: every core)");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -44,6 +56,7 @@ int main(int argc, char** argv) {
   return ptrain::run_guarded([&]() -> int {
     if (*model) return ptrain::bench::run_model_bench(model_options);
     if (*nf4) return ptrain::bench::run_nf4_bench(nf4_options);
+    if (*data) return ptrain::bench::run_data_bench(data_options);
     ptrain::MpiRuntime mpi(&argc, &argv);
     if (*comm) return ptrain::bench::run_comm_bench(comm_options);
     return 0;

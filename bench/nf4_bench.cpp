@@ -2,7 +2,6 @@
 
 #include <torch/torch.h>
 
-#include <cstdio>
 #include <cstring>
 #include <thread>
 
@@ -14,25 +13,6 @@
 
 namespace ptrain::bench {
 namespace {
-
-void print(const nlohmann::json& line) {
-  std::printf("%s\n", line.dump().c_str());
-  std::fflush(stdout);
-}
-
-// Best-of-N seconds of `fn` (at least `min_seconds` of repetitions).
-template <class Fn>
-double best_seconds(Fn fn, double min_seconds = 1.0) {
-  double best = 1e30, total = 0;
-  for (int i = 0; i < 3 || total < min_seconds; ++i) {
-    auto start = Clock::now();
-    fn();
-    const double s = seconds_since(start);
-    best = std::min(best, s);
-    total += s;
-  }
-  return best;
-}
 
 void kernel_throughput(const Nf4BenchOptions& o, const nlohmann::json& machine) {
   const int64_t n = o.rows * o.cols;
@@ -51,14 +31,14 @@ void kernel_throughput(const Nf4BenchOptions& o, const nlohmann::json& machine) 
     std::vector<uint8_t> buffer(layout.bytes);
     const double quant_s =
         best_seconds([&] { nf4_quantize(w32.data_ptr<float>(), layout, buffer.data()); });
-    print({{"suite", "nf4"},
-           {"machine", machine},
-           {"op", "quantize"},
-           {"double_quant", double_quant},
-           {"params", n},
-           {"threads", 1},
-           {"gb_per_s", out_bytes / quant_s / 1e9},  // bf16 bytes of the weight quantized
-           {"bits_per_param", layout.bits_per_param()}});
+    print_result({{"suite", "nf4"},
+                  {"machine", machine},
+                  {"op", "quantize"},
+                  {"double_quant", double_quant},
+                  {"params", n},
+                  {"threads", 1},
+                  {"gb_per_s", out_bytes / quant_s / 1e9},  // bf16 bytes of the weight quantized
+                  {"bits_per_param", layout.bits_per_param()}});
     std::vector<uint16_t> out(n);
     for (const char* kernel : {"avx512", "avx2", "portable"}) {
       if (std::string(kernel) == "avx512" && !__builtin_cpu_supports("avx512bw")) continue;
@@ -67,18 +47,18 @@ void kernel_throughput(const Nf4BenchOptions& o, const nlohmann::json& machine) 
         nf4_dequantize_bf16_with(kernel, buffer.data(), layout, 0, layout.blocks, out.data());
       });
       const double gbs = out_bytes / s / 1e9;
-      print({{"suite", "nf4"},
-             {"machine", machine},
-             {"op", "dequantize_bf16"},
-             {"kernel", kernel},
-             {"selected", std::string(kernel) == nf4_kernel_name()},
-             {"double_quant", double_quant},
-             {"params", n},
-             {"threads", 1},
-             {"gb_per_s", gbs},
-             {"baseline", "memcpy"},
-             {"baseline_gb_per_s", memcpy_gbs},
-             {"fraction_of_baseline", gbs / memcpy_gbs}});
+      print_result({{"suite", "nf4"},
+                    {"machine", machine},
+                    {"op", "dequantize_bf16"},
+                    {"kernel", kernel},
+                    {"selected", std::string(kernel) == nf4_kernel_name()},
+                    {"double_quant", double_quant},
+                    {"params", n},
+                    {"threads", 1},
+                    {"gb_per_s", gbs},
+                    {"baseline", "memcpy"},
+                    {"baseline_gb_per_s", memcpy_gbs},
+                    {"fraction_of_baseline", gbs / memcpy_gbs}});
     }
   }
 }
@@ -166,7 +146,7 @@ int run_nf4_bench(const Nf4BenchOptions& o) {
       line["step_ratio"] = qlora.step_s / lora.step_s;
       line["baseline_peak_rss_bytes"] = lora.peak_rss;
     }
-    print(line);
+    print_result(line);
   }
   return 0;
 }
