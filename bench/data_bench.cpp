@@ -154,17 +154,16 @@ void prepare_results(const DataBenchOptions& o, int threads, const nlohmann::jso
   std::mt19937_64 rng(5);
   std::string jsonl;
   for (int64_t i = 0; i < o.prepare_rows; ++i) {
+    // A stretch of the corpus, its ends moved off UTF-8 continuation bytes.
     auto piece = [&](size_t max) {
-      const size_t at = rng() % (corpus.size() - max);
-      std::string text = corpus.substr(at, 20 + rng() % max);
-      std::string escaped;
-      for (char c : text) {
-        if (c == '"' || c == '\\') escaped += '\\';
-        escaped += c == '\n' ? std::string("\\n") : std::string(1, c);
-      }
-      return escaped;
+      auto boundary = [&](size_t at) {
+        while (at < corpus.size() && (static_cast<unsigned char>(corpus[at]) & 0xC0) == 0x80) ++at;
+        return at;
+      };
+      const size_t begin = boundary(rng() % (corpus.size() - max));
+      return corpus.substr(begin, boundary(begin + 20 + rng() % max) - begin);
     };
-    jsonl += "{\"instruction\": \"" + piece(200) + "\", \"output\": \"" + piece(600) + "\"}\n";
+    jsonl += nlohmann::json{{"instruction", piece(200)}, {"output", piece(600)}}.dump() + "\n";
   }
   write_file_atomic((dir / "rows.jsonl").string(), jsonl);
   DataPrepOptions options;

@@ -22,6 +22,13 @@ ids = []
 for d in range(50):
     ids += [r.randrange(3, 259) for _ in range(r.randint(1, 700))] + [2]
 open("corpus.bin", "wb").write(struct.pack(f"<{len(ids)}H", *ids))
+with open("chat.jsonl", "w") as f:
+    for i in range(40):
+        conv = [{"from": "system", "value": "Be brief."}] if i % 2 else []
+        for t in range(1 + i % 3):
+            conv += [{"from": "human", "value": f"What is {i} + {t}?"},
+                     {"from": "gpt", "value": f"{i + t}, héé"}]
+        f.write(json.dumps({"conversations": conv}) + "\n")
 PY
 cat > job.yaml <<'EOF'
 base_model: model
@@ -31,6 +38,9 @@ datasets:
   - path: corpus.bin
     type: pretokenized
     weight: 0.5
+  - path: chat.jsonl
+    type: sharegpt
+chat_template: chatml
 sequence_len: 512
 sample_packing: true
 val_set_size: 0.1
@@ -61,6 +71,8 @@ rows = arr("train_row_offsets.bin", "q", 8)
 row_samples = arr("train_row_samples.bin", "q", 8)
 val = arr("val_samples.bin", "q", 8)
 alpaca = [json.loads(l) for l in open("alpaca.jsonl")]
+chats = [json.loads(l)["conversations"] for l in open("chat.jsonl")]
+roles = {"system": "system", "human": "user", "gpt": "assistant"}
 def prompt(r):
     if r.get("input"):
         return ("Below is an instruction that describes a task, paired with an input that provides "
@@ -82,11 +94,24 @@ for i in range(n):
         assert ids == want, f"sample {i} (line {line}) ids differ"
         assert learned == [0] * (1 + len(p)) + [1] * (len(o) + 1), f"sample {i} labels differ"
         checked += 1
+    elif src == 2:
+        # chatml by hand: markers spelled as bytes (byte tokenizer), no bos or eos; learned: each
+        # answer and the <|im_end|> after it.
+        want, flags = [], []
+        for turn in chats[line - 1]:
+            head = f"<|im_start|>{roles[turn['from']]}\n".encode()
+            body = turn["value"].encode() + b"<|im_end|>"
+            want += [b + 3 for b in head + body + b"\n"]
+            learn = 1 if turn["from"] == "gpt" else 0
+            flags += [0] * len(head) + [learn] * len(body) + [0]
+        assert ids == want, f"chat sample {i} (line {line}) ids differ"
+        assert learned == flags, f"chat sample {i} (line {line}) labels differ"
+        checked += 1
     else:
         assert learned == [0] + [1] * (len(ids) - 1) and len(ids) <= 512, f"chunk {i}"
 # Dropped: alpaca rows over 512 tokens.
 over = sum(1 for r in alpaca if 2 + len(prompt(r).encode()) + len(r["output"].encode()) > 512)
-assert checked == len(alpaca) - over, (checked, len(alpaca), over)
+assert checked == len(alpaca) - over + len(chats), (checked, len(alpaca), over)
 assert len(val) == math.ceil(0.1 * n), (len(val), n)
 assert not set(val) & set(row_samples), "validation samples are trained on"
 for r in range(len(rows) - 1):
@@ -96,7 +121,7 @@ for r in range(len(rows) - 1):
 train_corpus = [i for i in range(n) if origin[i] >> 40 == 1 and i not in set(val)]
 used = [s for s in row_samples if origin[s] >> 40 == 1]
 assert len(used) == len(set(used)) == round(0.5 * len(train_corpus)), (len(used), len(train_corpus))
-print(f"checked {checked} alpaca samples, {n} samples, {len(rows) - 1} rows")
+print(f"checked {checked} alpaca and chat samples, {n} samples, {len(rows) - 1} rows")
 PY
 
 # 3. A second run reuses the cache; inspect verifies it.

@@ -3,9 +3,10 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <array>
+#include <atomic>
 #include <functional>
 #include <limits>
-#include <mutex>
 
 #include "core/error.h"
 #include "trainer/data/hf_json.h"
@@ -17,11 +18,30 @@ namespace ptrain {
 
 namespace {
 
-// Words are cached as `tokenizers` caches them (short words only); the cache stops growing when
-// full rather than evicting, which keeps lookups lock-cheap and the result independent of order.
-constexpr size_t kCacheShards = 16;
-constexpr size_t kCacheEntriesPerShard = 8192;
+// Words are cached as `tokenizers` caches them (short words only), in a cache per thread and
+// model; a cache stops growing when full rather than evicting. Caching never changes the ids.
+constexpr size_t kCacheEntries = 131072;
 constexpr size_t kMaxCachedWordBytes = 256;
+
+std::atomic<uint64_t> g_next_cache_id{1};
+
+struct WordCache {
+  uint64_t model = 0;
+  std::unordered_map<std::string, std::vector<int32_t>> words;
+};
+
+// This thread's cache for model `id`: a thread keeps the caches of the last few models it used
+// (ids are never reused, so a cache can never outlive its model's vocabulary and be mistaken).
+WordCache& thread_cache(uint64_t id) {
+  thread_local std::array<WordCache, 4> caches;
+  thread_local size_t next = 0;
+  for (WordCache& cache : caches)
+    if (cache.model == id) return cache;
+  WordCache& cache = caches[next++ % caches.size()];
+  cache.model = id;
+  cache.words.clear();
+  return cache;
+}
 
 uint64_t pair_key(int32_t left, int32_t right) {
   return (static_cast<uint64_t>(static_cast<uint32_t>(left)) << 32) | static_cast<uint32_t>(right);
@@ -35,15 +55,10 @@ uint64_t slot_of(uint64_t key, int shift) {
 
 }  // namespace
 
-struct HfBpeModel::CacheShard {
-  std::mutex mu;
-  std::unordered_map<std::string, std::vector<int32_t>> words;
-};
-
 // ---------------------------------------------------------------- loading
 
 HfBpeModel::HfBpeModel(const nlohmann::json& model, const std::string& file)
-    : file_(file), cache_(new CacheShard[kCacheShards]) {
+    : file_(file), cache_id_(g_next_cache_id.fetch_add(1)) {
   const JsonWhere where = JsonWhere(file)["model"];
   const nlohmann::json* dropout = json_field(model, "dropout");
   PTRAIN_CHECK(dropout == nullptr || (dropout->is_number() && dropout->get<double>() == 0.0),
@@ -203,14 +218,13 @@ void HfBpeModel::tokenize_piece(std::string_view word, std::vector<int64_t>& out
     }
   }
   const bool cacheable = word.size() < kMaxCachedWordBytes;
-  CacheShard* shard = nullptr;
+  WordCache* cache = nullptr;
   std::string key;
   if (cacheable) {
     key.assign(word);
-    shard = &cache_[std::hash<std::string>{}(key) % kCacheShards];
-    std::lock_guard<std::mutex> lock(shard->mu);
-    auto it = shard->words.find(key);
-    if (it != shard->words.end()) {
+    cache = &thread_cache(cache_id_);
+    auto it = cache->words.find(key);
+    if (it != cache->words.end()) {
       out.insert(out.end(), it->second.begin(), it->second.end());
       return;
     }
@@ -218,10 +232,7 @@ void HfBpeModel::tokenize_piece(std::string_view word, std::vector<int64_t>& out
   std::vector<int32_t> ids;
   merge_word(word, ids);
   out.insert(out.end(), ids.begin(), ids.end());
-  if (cacheable) {
-    std::lock_guard<std::mutex> lock(shard->mu);
-    if (shard->words.size() < kCacheEntriesPerShard) shard->words.emplace(std::move(key), ids);
-  }
+  if (cacheable && cache->words.size() < kCacheEntries) cache->words.emplace(std::move(key), ids);
 }
 
 namespace {

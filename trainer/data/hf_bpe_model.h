@@ -1,7 +1,8 @@
 // The BPE model of a Hugging Face tokenizer.json ("model": {"type": "BPE", ...}), private to
 // trainer/data.
 //
-// Owns the vocabulary, the merge table and a per-word cache. tokenize() turns one pre-token into
+// Owns the vocabulary and the merge table; merged words are cached per thread (no locks, so
+// threads tokenizing in parallel never contend). tokenize() turns one pre-token into
 // ids exactly as `tokenizers`' BPE::tokenize does: characters to ids (byte fallback to <0xNN>
 // tokens, unknown characters to the unk token, fused when fuse_unk), then merges applied lowest
 // rank first (leftmost on ties) through a heap over a linked list of symbols; with ignore_merges a
@@ -57,7 +58,6 @@ class HfBpeModel {
     uint64_t key;
     Merge merge;
   };
-  struct CacheShard;
 
   void tokenize_piece(std::string_view word, std::vector<int64_t>& out) const;
   void merge_word(std::string_view word, std::vector<int32_t>& ids) const;
@@ -77,7 +77,7 @@ class HfBpeModel {
   bool cut_before_metaspace_ = false;  // see the class comment
   int32_t byte_ids_[256];              // ids of "<0x00>".."<0xFF>" (byte_fallback), -1 where absent
   int32_t ascii_ids_[128];             // ids of the one-character ASCII tokens, -1 where absent
-  std::unique_ptr<CacheShard[]> cache_;
+  uint64_t cache_id_;                  // this model's key in the per-thread word caches
 };
 
 }  // namespace ptrain
