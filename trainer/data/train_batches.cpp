@@ -10,7 +10,9 @@ TrainBatches::TrainBatches(const PreparedDataset& data, int64_t micro_batch_size
       sampler_(data.train_rows(), micro_batch_size, rank, world, seed),
       fixed_width_(data.sample_packing() || pad_to_sequence_len) {}
 
-std::vector<int64_t> TrainBatches::next_rows() { return sampler_.next(); }
+std::vector<int64_t> TrainBatches::next_rows() {
+  return sampler_.next();
+}
 
 RowBatch TrainBatches::next() {
   const std::vector<int64_t> rows = next_rows();
