@@ -102,9 +102,13 @@ int main(int argc, char** argv) {
   std::string eval_data;
   int64_t eval_seq = 2048, eval_rows = 1;
   auto* eval = app.add_subcommand(
-      "eval", "Mean loss and perplexity of a model on pre-tokenized JSONL, over all ranks");
+      "eval",
+      "Mean loss and perplexity of a model on pre-tokenized JSONL or the config's validation "
+      "split, over all ranks");
   add_model_options(eval, eval_model);
-  eval->add_option("--data", eval_data, "JSONL, one {\"input_ids\": [...]} per line")->required();
+  eval->add_option("--data", eval_data,
+                   "JSONL, one {\"input_ids\": [...]} per line; omitted: the validation split of "
+                   "the config's datasets (val_set_size)");
   eval->add_option("--seq-len", eval_seq, "Tokens per packed row (longer samples are windowed)");
   eval->add_option("--rows", eval_rows, "Packed rows per forward pass");
   eval->add_option("--config,-c", config_path, "Job config (logging, output_dir, comm)");
@@ -176,7 +180,7 @@ int main(int argc, char** argv) {
     ResolvedConfig config = load_config(config_path, overrides);
     RankSession session(&argc, &argv, config);
     if (*env) return run_env_command(session);
-    if (*eval) return run_eval_command(session, eval_model, eval_data, eval_seq, eval_rows);
+    if (*eval) return run_eval_command(session, config, eval_model, eval_data, eval_seq, eval_rows);
     if (*preprocess) return run_preprocess_command(session, config, preprocess_options);
     return 0;
   });

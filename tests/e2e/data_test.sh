@@ -121,16 +121,30 @@ for r in range(len(rows) - 1):
 train_corpus = [i for i in range(n) if origin[i] >> 40 == 1 and i not in set(val)]
 used = [s for s in row_samples if origin[s] >> 40 == 1]
 assert len(used) == len(set(used)) == round(0.5 * len(train_corpus)), (len(used), len(train_corpus))
+open("val_learned.txt", "w").write(str(sum(tokens[t] >> 31 for s in val for t in range(offsets[s], offsets[s + 1]))))
 print(f"checked {checked} alpaca and chat samples, {n} samples, {len(rows) - 1} rows")
 PY
 
-# 3. A second run reuses the cache; inspect verifies it.
+# 3. eval on the validation split: every learned token of the validation samples is scored, the
+# same on 1 and 3 ranks.
+want=$(cat val_learned.txt)
+"$ptrain" eval --model model --config job.yaml --seq-len 512 >eval1.json 2>/dev/null || fail "eval --config"
+"${mpirun[@]}" -np 3 "$ptrain" eval --model model --config job.yaml --seq-len 512 >eval3.json 2>/dev/null ||
+  fail "eval --config on 3 ranks"
+python3 - "$want" <<'PY' || fail "eval on the validation split: $(cat eval1.json eval3.json)"
+import json, sys
+one, three = json.load(open("eval1.json")), json.load(open("eval3.json"))
+assert one["tokens"] == three["tokens"] == int(sys.argv[1]), (one["tokens"], three["tokens"], sys.argv[1])
+assert abs(one["loss"] - three["loss"]) < 1e-6 * max(1.0, one["loss"]), (one["loss"], three["loss"])
+PY
+
+# 4. A second run reuses the cache; inspect verifies it.
 "$ptrain" preprocess --config job.yaml --json >run2.json 2>/dev/null || fail "second preprocess"
 grep -q '"built":false' run2.json || fail "second run rebuilt: $(cat run2.json)"
 "$ptrain" inspect "$cache" >inspect.txt 2>&1 || fail "inspect: $(cat inspect.txt)"
 grep -q "checksums: OK" inspect.txt || fail "inspect did not verify: $(cat inspect.txt)"
 
-# 4. A damaged cache is detected and rebuilt.
+# 5. A damaged cache is detected and rebuilt.
 printf '\x01' | dd of="$cache/tokens.bin" bs=1 seek=100 conv=notrunc 2>/dev/null
 "$ptrain" inspect "$cache" >inspect.txt 2>&1 && fail "inspect accepted a damaged cache"
 grep -q "tokens.bin fails its checksum" inspect.txt || fail "inspect message: $(cat inspect.txt)"
@@ -140,7 +154,7 @@ grep -q "is damaged: tokens.bin fails its checksum; rebuilding" run3.err ||
   fail "no damage warning: $(cat run3.err)"
 "$ptrain" inspect "$cache" >/dev/null 2>&1 || fail "rebuilt cache does not verify"
 
-# 5. Changed data: a new fingerprint directory; a bad row is an error naming file:line, exit 2,
+# 6. Changed data: a new fingerprint directory; a bad row is an error naming file:line, exit 2,
 # and the committed cache stays as it was.
 sum_before=$(cat "$cache"/*.bin | md5sum)
 echo '{"instruction": "x", "output": 5}' >>alpaca.jsonl
@@ -154,7 +168,7 @@ grep -q "alpaca.jsonl:301: 'output' must be a string" bad.out || fail "bad row m
 grep -q '"skipped":{"wrong type":1}' run4.json || fail "skip summary: $(cat run4.json)"
 [ "$(ls out/prepared-data | wc -l)" = 2 ] || fail "changed data did not get its own cache"
 
-# 6. --debug shows the learned tokens.
+# 7. --debug shows the learned tokens.
 "$ptrain" preprocess --config job.yaml --set skip_invalid_rows=true --debug 2 --color never \
   >debug.txt 2>/dev/null || fail "--debug"
 grep -q "^--- sample 0 (alpaca.jsonl:1, " debug.txt || fail "--debug header: $(head -3 debug.txt)"
