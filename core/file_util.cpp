@@ -101,13 +101,17 @@ void write_file_atomic(const std::string& path, const std::string& bytes) {
   writer.commit();
 }
 
-void publish_directory(const std::string& from, const std::string& to) {
+bool publish_directory(const std::string& from, const std::string& to) {
   namespace fs = std::filesystem;
-  if (::rename(from.c_str(), to.c_str()) != 0) fail("rename to " + to + " from", from);
+  if (::rename(from.c_str(), to.c_str()) != 0) {
+    if (errno == ENOTEMPTY || errno == EEXIST) return false;
+    fail("rename to " + to + " from", from);
+  }
   for (const fs::path& path : {fs::path(to), fs::path(from)}) {
     fs::path parent = path.has_parent_path() ? path.parent_path() : fs::path(".");
     fsync_path(parent.string(), O_RDONLY | O_DIRECTORY);
   }
+  return true;
 }
 
 MappedFile::MappedFile(const std::string& path) : path_(path) {

@@ -51,10 +51,11 @@ class MappedFile {
   uint64_t size_ = 0;
 };
 
-// Publishes a directory whose files are complete and fsynced: renames `from` to `to` (which must
-// not exist) and fsyncs their parent directories, so after a crash `to` is either absent or whole.
-// RuntimeFailure naming both paths otherwise.
-void publish_directory(const std::string& from, const std::string& to);
+// Publishes a directory whose files are complete and fsynced: renames `from` to `to` and fsyncs
+// their parent directories, so after a crash `to` is either absent or whole. Returns false, leaving
+// `from` in place, when a non-empty `to` already exists (another writer published first);
+// RuntimeFailure naming both paths for any other failure.
+bool publish_directory(const std::string& from, const std::string& to);
 
 // write_file_atomic(path, bytes): AtomicFileWriter for a small file held in memory.
 void write_file_atomic(const std::string& path, const std::string& bytes);

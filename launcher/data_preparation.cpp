@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <filesystem>
+#include <future>
 
 #include "core/error.h"
 #include "parallel/communicator.h"
@@ -24,8 +25,7 @@ void broadcast_status(Communicator& comm, int64_t (&message)[2]) {
 }
 
 // Rank 0: reuse or build; returns the fingerprint.
-std::string prepare_on_rank0(const JobConfig& job, RankContext& ctx, int threads,
-                             const PrepProgress& heartbeat, bool* built) {
+std::string prepare_on_rank0(const JobConfig& job, RankContext& ctx, int threads, bool* built) {
   PTRAIN_CHECK(!job.base_model.empty(),
                "'base_model' is not set: the datasets are tokenized with the model's tokenizer");
   const DataPrepOptions options = data_prep_options(job);
@@ -47,7 +47,7 @@ std::string prepare_on_rank0(const JobConfig& job, RankContext& ctx, int threads
   ctx.log->info("prepared data: building {} with the {} tokenizer on {} threads", dir,
                 tokenizer->name(), threads);
   const PreparedSummary summary =
-      build_prepared_dataset(options, *tokenizer, fingerprint, dir, threads, heartbeat);
+      build_prepared_dataset(options, *tokenizer, fingerprint, dir, threads);
   for (const SourceSummary& s : summary.sources) {
     int64_t skipped = 0;
     for (const auto& [reason, count] : s.skipped) skipped += count;
@@ -80,15 +80,15 @@ PreparedData prepare_data(const JobConfig& job, RankContext& ctx, int threads) {
   int64_t message[2] = {kWorking, 0};
   std::string fingerprint;
   if (ctx.rank == 0) {
-    auto last = Clock::now();
-    const PrepProgress heartbeat = [&] {
-      if (ctx.world == 1 || Clock::now() - last < kHeartbeat) return;
-      int64_t beat[2] = {kWorking, 0};
-      broadcast_status(*ctx.comm, beat);
-      last = Clock::now();
-    };
+    // The whole preparation (hashing the data, verifying or building the cache) runs on a worker
+    // thread while this thread, the communicator's issuing thread, broadcasts the heartbeat.
+    auto work = std::async(std::launch::async,
+                           [&] { return prepare_on_rank0(job, ctx, threads, &out.built); });
+    while (work.wait_for(kHeartbeat) != std::future_status::ready) {
+      if (ctx.world > 1) broadcast_status(*ctx.comm, message);
+    }
     try {
-      fingerprint = prepare_on_rank0(job, ctx, threads, heartbeat, &out.built);
+      fingerprint = work.get();
     } catch (...) {
       if (ctx.world > 1) {
         message[0] = kFailed;
@@ -112,8 +112,10 @@ PreparedData prepare_data(const JobConfig& job, RankContext& ctx, int threads) {
     fingerprint = fmt::format("{:016x}", static_cast<uint64_t>(message[1]));
   }
   out.seconds = std::chrono::duration<double>(Clock::now() - start).count();
-  out.dataset =
-      std::make_unique<PreparedDataset>((fs::path(prepared_data_root(job)) / fingerprint).string());
+  // Rank 0 has verified every checksum; the others check sizes and structure only, so a job does
+  // not read the whole cache once per rank.
+  out.dataset = std::make_unique<PreparedDataset>(
+      (fs::path(prepared_data_root(job)) / fingerprint).string(), ctx.rank == 0);
   return out;
 }
 

@@ -2,10 +2,12 @@
 // fingerprint, or (when it is missing or damaged) builds it, while the other ranks wait; then every
 // rank maps it.
 //
-// Collective over ctx.comm: every rank calls it. While rank 0 builds it broadcasts a heartbeat
-// every second or so, so the waiting ranks never sit in one collective long enough for the
-// watchdog; the last broadcast carries the fingerprint (the directory name) or rank 0's failure,
-// upon which the other ranks raise an error pointing at rank 0's log. The cache directory must be
+// Collective over ctx.comm: every rank calls it. Rank 0 prepares on a worker thread while its
+// calling thread broadcasts a heartbeat every second, through every phase (hashing the data,
+// verifying or building the cache), so the waiting ranks never sit in one collective long enough
+// for the watchdog; the last broadcast carries the fingerprint (the directory name) or rank 0's
+// failure, upon which the other ranks raise an error pointing at rank 0's log. Rank 0 verifies
+// every checksum; the others check the files' sizes and structure. The cache directory must be
 // visible to every rank (a shared filesystem across hosts).
 #pragma once
 

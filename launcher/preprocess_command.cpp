@@ -45,11 +45,11 @@ std::string summary_text(const PreparedDataset& data) {
 std::string render_debug_sample(const PreparedDataset& data, const Tokenizer& tokenizer, int64_t i,
                                 bool color) {
   const SampleView sample = data.sample(i);
-  const auto [source, line] = data.origin(i);
+  const auto [file, line] = data.origin(i);
   int64_t learned = 0;
   for (int64_t t = 0; t < sample.length; ++t) learned += sample.learned(t) ? 1 : 0;
   std::string text = fmt::format("--- sample {} ({}:{}, {} tokens, {} learned)\n", i,
-                                 data.source_paths().at(static_cast<size_t>(source)), line,
+                                 data.data_files().at(static_cast<size_t>(file)).path, line,
                                  sample.length, learned);
   for (int64_t t = 0; t < sample.length;) {
     const bool run_learned = sample.learned(t);

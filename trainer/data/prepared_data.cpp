@@ -125,16 +125,16 @@ namespace {
 
 }  // namespace
 
-PreparedDataset::PreparedDataset(const std::string& dir) : dir_(dir) {
-  const std::string meta_path = (fs::path(dir) / kMetaFile).string();
-  nlohmann::json meta;
+PreparedDataset::PreparedDataset(const std::string& dir, bool verify_checksums) : dir_(dir) {
+  // Only what the directory's own contents get wrong is CorruptData (rebuilt by the caller); an
+  // error of the system (permissions, too many open files, no memory) propagates as it is.
+  const fs::path meta_path = fs::path(dir) / kMetaFile;
+  if (!fs::exists(meta_path)) corrupt(dir, fmt::format("{} is missing", kMetaFile));
+  const std::string meta_text = read_text_file(meta_path.string());
   try {
-    meta = nlohmann::json::parse(read_text_file(meta_path));
-    PTRAIN_CHECK(meta.value("format", "") == kPreparedFormat, "not a prepared dataset");
-  } catch (const std::exception& e) {
-    corrupt(dir, fmt::format("{}: {}", kMetaFile, e.what()));
-  }
-  try {
+    const nlohmann::json meta = nlohmann::json::parse(meta_text);
+    if (meta.value("format", "") != kPreparedFormat)
+      corrupt(dir, fmt::format("{} is not a prepared dataset's", kMetaFile));
     if (meta.at("version").get<int>() != kPreparedFormatVersion)
       corrupt(dir, fmt::format("format version {} (this build reads {})",
                                meta.at("version").get<int>(), kPreparedFormatVersion));
@@ -142,21 +142,22 @@ PreparedDataset::PreparedDataset(const std::string& dir) : dir_(dir) {
     sequence_len_ = meta.at("sequence_len").get<int64_t>();
     sample_packing_ = meta.at("sample_packing").get<bool>();
     summary_ = summary_from_json(meta.at("summary"));
-    for (const auto& source : summary_.sources) source_paths_.push_back(source.path);
+    for (const auto& file : meta.at("data_files"))
+      data_files_.push_back({file.at("path").get<std::string>(), file.at("source").get<int64_t>()});
     for (const auto& [name, info] : meta.at("files").items()) {
-      auto file = std::make_unique<MappedFile>((fs::path(dir) / name).string());
+      const fs::path path = fs::path(dir) / name;
+      if (!fs::exists(path)) corrupt(dir, fmt::format("{} is missing", name));
+      auto file = std::make_unique<MappedFile>(path.string());
       const uint64_t bytes = info.at("bytes").get<uint64_t>();
       if (file->size() != bytes)
         corrupt(dir, fmt::format("{} has {} bytes, meta.json says {}", name, file->size(), bytes));
-      const std::string sum = fmt::format("{:016x}", xxh3_of(file->data(), file->size()));
-      if (sum != info.at("xxh3").get<std::string>())
+      if (verify_checksums && fmt::format("{:016x}", xxh3_of(file->data(), file->size())) !=
+                                  info.at("xxh3").get<std::string>())
         corrupt(dir, fmt::format("{} fails its checksum", name));
       files_[name] = std::move(file);
     }
-  } catch (const CorruptData&) {
-    throw;
-  } catch (const std::exception& e) {
-    corrupt(dir, e.what());
+  } catch (const nlohmann::json::exception& e) {
+    corrupt(dir, fmt::format("{}: {}", kMetaFile, e.what()));
   }
   for (const char* name : {kTokensFile, kSampleOffsetsFile, kSampleOriginFile, kTrainRowOffsetsFile,
                            kTrainRowSamplesFile, kValSamplesFile}) {
@@ -170,6 +171,10 @@ PreparedDataset::PreparedDataset(const std::string& dir) : dir_(dir) {
   const int64_t tokens = static_cast<int64_t>(files_[kTokensFile]->size() / 4);
   const int64_t row_entries = static_cast<int64_t>(files_[kTrainRowSamplesFile]->size() / 8);
   if (samples_ < 1 || train_rows_ < 1) corrupt(dir, "no samples or no training rows");
+  for (int64_t i = 0; i < samples_; ++i)
+    if ((array(kSampleOriginFile)[i] >> kOriginFileShift) >=
+        static_cast<int64_t>(data_files_.size()))
+      corrupt(dir, fmt::format("sample {} names a data file meta.json does not list", i));
   if (static_cast<int64_t>(files_[kSampleOriginFile]->size() / 8) != samples_)
     corrupt(dir, "sample_origin.bin does not have one entry per sample");
   auto check_offsets = [&](const int64_t* offsets, int64_t count, int64_t end, const char* name) {
@@ -205,7 +210,7 @@ SampleView PreparedDataset::sample(int64_t i) const {
 std::pair<int64_t, int64_t> PreparedDataset::origin(int64_t i) const {
   PTRAIN_ASSERT(i >= 0 && i < samples_, "sample {} of {}", i, samples_);
   const int64_t packed = array(kSampleOriginFile)[i];
-  return {packed >> kOriginSourceShift, packed & ((int64_t{1} << kOriginSourceShift) - 1)};
+  return {packed >> kOriginFileShift, packed & ((int64_t{1} << kOriginFileShift) - 1)};
 }
 
 std::vector<int64_t> PreparedDataset::train_row(int64_t r) const {

@@ -8,8 +8,8 @@
 //   tokens.bin            uint32 per token, all samples back to back: bits 0-30 the token id,
 //                         bit 31 set when the token is learned (a loss target of the token before)
 //   sample_offsets.bin    int64 [samples + 1]: sample i is tokens [offsets[i], offsets[i + 1])
-//   sample_origin.bin     int64 per sample: source index << 40 | the row's 1-based line (for
-//                         pretokenized sources: the document's 1-based index)
+//   sample_origin.bin     int64 per sample: data file index (meta.json "data_files") << 40 | the
+//                         row's 1-based line (for pretokenized files: the document's 1-based index)
 //   train_row_offsets.bin int64 [train rows + 1] into train_row_samples.bin
 //   train_row_samples.bin int64 sample indices: the samples of each training row, in row order
 //   val_samples.bin       int64 sample indices of the validation split
@@ -18,9 +18,12 @@
 // tokenizer files' bytes, every setting in DataPrepOptions, the format version), so a directory
 // named by a fingerprint is only ever reused for identical inputs. build_prepared_dataset() writes
 // into a temporary directory and renames it into place after fsyncing every file, so a reader
-// sees a complete directory or none. open_prepared_dataset() checks every file's size and
-// checksum and throws CorruptData naming the file otherwise, so a damaged cache is rebuilt
-// rather than trained on.
+// sees a complete directory or none; when another builder publishes the same fingerprint first,
+// its directory is kept (same inputs, same data). PreparedDataset checks every file's size and
+// checksum and throws CorruptData naming the file otherwise, so a damaged cache is rebuilt rather
+// than trained on. The format version (prepared_data_files.h) is part of the fingerprint and is
+// raised whenever the layout or what the pipeline produces from the same inputs changes
+// (templates, tokenizers), so an old cache is never reused by a build that would write other data.
 #pragma once
 
 #include <cstdint>
@@ -130,21 +133,29 @@ struct RowBatch {
   std::vector<int64_t> input_ids, position_ids, sequence_ids, labels;
 };
 
+// A data file the dataset was read from, and the index of its `datasets:` entry.
+struct DataFile {
+  std::string path;
+  int64_t source = 0;
+};
+
 class PreparedDataset {
  public:
-  // Maps and verifies `dir`; CorruptData naming the file when anything fails a check.
-  explicit PreparedDataset(const std::string& dir);
+  // Maps `dir` and checks its files' sizes, offsets and indices, and (verify_checksums) their
+  // XXH3-64 checksums: CorruptData naming the file when the directory's contents fail a check.
+  // Errors of the system (permissions, resources) propagate as they are.
+  explicit PreparedDataset(const std::string& dir, bool verify_checksums = true);
 
   const std::string& dir() const { return dir_; }
   const std::string& fingerprint() const { return fingerprint_; }
   int64_t sequence_len() const { return sequence_len_; }
   bool sample_packing() const { return sample_packing_; }
   const PreparedSummary& summary() const { return summary_; }
-  const std::vector<std::string>& source_paths() const { return source_paths_; }
+  const std::vector<DataFile>& data_files() const { return data_files_; }
 
   int64_t samples() const { return samples_; }
   SampleView sample(int64_t i) const;
-  // The source index and line (document) a sample came from.
+  // The data file (index into data_files()) and line (document) a sample came from.
   std::pair<int64_t, int64_t> origin(int64_t i) const;
 
   int64_t train_rows() const { return train_rows_; }
@@ -165,7 +176,7 @@ class PreparedDataset {
   int64_t sequence_len_ = 0;
   bool sample_packing_ = false;
   PreparedSummary summary_;
-  std::vector<std::string> source_paths_;
+  std::vector<DataFile> data_files_;
   int64_t samples_ = 0, train_rows_ = 0, val_samples_ = 0;
   std::map<std::string, std::unique_ptr<MappedFile>> files_;
 };

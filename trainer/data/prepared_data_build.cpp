@@ -9,6 +9,8 @@
 #include <exception>
 #include <filesystem>
 #include <limits>
+#include <optional>
+#include <random>
 #include <thread>
 
 #include "core/error.h"
@@ -32,19 +34,26 @@ constexpr size_t kRowsPerBatch = 2048;
 struct SampleStore {
   std::vector<uint32_t> tokens;
   std::vector<int64_t> offsets{0};
-  std::vector<int64_t> origin;
-  std::vector<int64_t> source;  // source index per sample (not stored: origin holds it)
+  std::vector<int64_t> origin;  // data file index << 40 | line
+  std::vector<int64_t> source;  // source (datasets entry) index per sample; not stored
+  std::vector<std::pair<std::string, int64_t>> files;  // every data file read, with its source
 
   int64_t size() const { return static_cast<int64_t>(origin.size()); }
   int64_t length(int64_t i) const { return offsets[i + 1] - offsets[i]; }
 
-  void add(const std::vector<int64_t>& ids, const std::vector<bool>& learned, int64_t source_index,
+  // Registers the next data file of source `source_index`; returns its index.
+  int64_t add_file(const std::string& path, int64_t source_index) {
+    files.emplace_back(path, source_index);
+    return static_cast<int64_t>(files.size()) - 1;
+  }
+
+  void add(const std::vector<int64_t>& ids, const std::vector<bool>& learned, int64_t file,
            int64_t line) {
     for (size_t t = 0; t < ids.size(); ++t)
       tokens.push_back(static_cast<uint32_t>(ids[t]) | (learned[t] ? kLearnedBit : 0u));
     offsets.push_back(static_cast<int64_t>(tokens.size()));
-    origin.push_back(source_index << kOriginSourceShift | line);
-    source.push_back(source_index);
+    origin.push_back(file << kOriginFileShift | line);
+    source.push_back(files.at(static_cast<size_t>(file)).second);
   }
 };
 
@@ -57,24 +66,36 @@ void check_ids(const std::vector<int64_t>& ids, int64_t vocab, const std::string
 // ---------------------------------------------------------------- row sources
 
 // Renders rows [begin, end) of `dataset` on `threads` threads, each taking a contiguous run, so the
-// first error by row order is the first error of the first thread that failed.
-std::vector<TokenizedSample> render_rows(const Dataset& dataset, size_t begin, size_t end,
-                                         const Tokenizer& tokenizer, const RenderOptions& render,
-                                         int threads) {
-  std::vector<TokenizedSample> out(end - begin);
+// first error by row order is the first error of the first thread that failed. With `skip`, a row
+// the template rejects (a UserError naming its file:line) is left empty and counted instead.
+std::vector<std::optional<TokenizedSample>> render_rows(const Dataset& dataset, size_t begin,
+                                                        size_t end, const Tokenizer& tokenizer,
+                                                        const RenderOptions& render, int threads,
+                                                        bool skip) {
+  std::vector<std::optional<TokenizedSample>> out(end - begin);
   const size_t n = end - begin;
   const size_t workers = std::max<size_t>(1, std::min<size_t>(static_cast<size_t>(threads), n));
   std::vector<std::exception_ptr> errors(workers);
   auto work = [&](size_t w) {
     try {
-      for (size_t i = n * w / workers; i < n * (w + 1) / workers; ++i)
-        out[i] = render_row(dataset.rows[begin + i], dataset.path, tokenizer, render);
+      for (size_t i = n * w / workers; i < n * (w + 1) / workers; ++i) {
+        try {
+          out[i] = render_row(dataset.rows[begin + i], dataset.path, tokenizer, render);
+        } catch (const UserError&) {
+          if (!skip) throw;
+        }
+      }
     } catch (...) {
       errors[w] = std::current_exception();
     }
   };
   std::vector<std::thread> pool;
-  for (size_t w = 1; w < workers; ++w) pool.emplace_back(work, w);
+  try {
+    for (size_t w = 1; w < workers; ++w) pool.emplace_back(work, w);
+  } catch (...) {
+    for (auto& t : pool) t.join();
+    throw;
+  }
   work(0);
   for (auto& t : pool) t.join();
   for (auto& e : errors)
@@ -89,36 +110,43 @@ void add_row_source(const DataPrepOptions& options, const DataSource& source, in
   read.format = parse_row_format(source.type);
   read.field = source.field;
   read.skip_invalid_rows = options.skip_invalid_rows;
-  for (const std::string& file : source_files(source)) {
-    const Dataset dataset = read_dataset(file, read);
+  for (const std::string& path : source_files(source)) {
+    const Dataset dataset = read_dataset(path, read);
+    const int64_t file = store.add_file(path, index);
     summary.rows += dataset.summary.rows;
     for (const auto& [reason, count] : dataset.summary.skipped) summary.skipped[reason] += count;
     for (size_t begin = 0; begin < dataset.rows.size(); begin += kRowsPerBatch) {
       const size_t end = std::min(dataset.rows.size(), begin + kRowsPerBatch);
-      std::vector<TokenizedSample> samples =
-          render_rows(dataset, begin, end, tokenizer, options.render, threads);
+      std::vector<std::optional<TokenizedSample>> rendered = render_rows(
+          dataset, begin, end, tokenizer, options.render, threads, options.skip_invalid_rows);
+      // The rows kept, with their lines; apply_length_policy keeps the order of what it keeps.
+      std::vector<TokenizedSample> samples;
       std::vector<int64_t> lines;
-      for (size_t i = begin; i < end; ++i) lines.push_back(dataset.rows[i].line);
-      // apply_length_policy keeps order; remember which row each kept sample was.
-      std::vector<size_t> kept_rows;
-      for (size_t i = 0; i < samples.size(); ++i)
-        if (options.length_policy == LengthPolicy::kTruncate ||
-            static_cast<int64_t>(samples[i].input_ids.size()) <= options.sequence_len)
-          kept_rows.push_back(i);
+      for (size_t i = 0; i < rendered.size(); ++i) {
+        if (!rendered[i]) {
+          ++summary.skipped["rejected by the template"];
+          --summary.rows;
+          continue;
+        }
+        const bool kept =
+            options.length_policy == LengthPolicy::kTruncate ||
+            static_cast<int64_t>(rendered[i]->input_ids.size()) <= options.sequence_len;
+        if (kept) lines.push_back(dataset.rows[begin + i].line);
+        samples.push_back(std::move(*rendered[i]));
+      }
       const LengthSummary lengths =
           apply_length_policy(samples, options.sequence_len, options.length_policy);
       summary.truncated += lengths.truncated;
       summary.dropped += lengths.dropped;
-      PTRAIN_ASSERT(kept_rows.size() == samples.size(), "{} kept rows, {} samples",
-                    kept_rows.size(), samples.size());
+      PTRAIN_ASSERT(lines.size() == samples.size(), "{} kept rows, {} samples", lines.size(),
+                    samples.size());
       for (size_t k = 0; k < samples.size(); ++k) {
         const TokenizedSample& s = samples[k];
-        const int64_t line = lines[kept_rows[k]];
-        check_ids(s.input_ids, tokenizer.vocab_size(), fmt::format("{}:{}", file, line));
+        check_ids(s.input_ids, tokenizer.vocab_size(), fmt::format("{}:{}", path, lines[k]));
         std::vector<bool> learned(s.input_ids.size(), false);
         for (size_t t = 1; t < s.input_ids.size(); ++t)
           learned[t] = s.labels[t - 1] != kIgnoreLabel;
-        store.add(s.input_ids, learned, index, line);
+        store.add(s.input_ids, learned, file, lines[k]);
         summary.tokens += static_cast<int64_t>(s.input_ids.size());
         ++summary.samples;
       }
@@ -131,7 +159,8 @@ void add_row_source(const DataPrepOptions& options, const DataSource& source, in
 
 // A flat array of token ids; documents end at the tokenizer's eos (inclusive), and the tokens after
 // the last eos form a final document. Documents longer than sequence_len are cut into consecutive
-// chunks of sequence_len, each a sample. Every token but a chunk's first is learned.
+// chunks of sequence_len, each a sample. Every token but a chunk's first is learned; a one-token
+// chunk has nothing to learn and is dropped (counted).
 void add_pretokenized_source(const DataPrepOptions& options, const DataSource& source,
                              int64_t index, const Tokenizer& tokenizer,
                              const PrepProgress& progress, SampleStore& store,
@@ -142,6 +171,7 @@ void add_pretokenized_source(const DataPrepOptions& options, const DataSource& s
   const int64_t eos = *tokenizer.eos_id;
   const size_t width = source.dtype == "uint32" ? 4 : 2;
   for (const std::string& file : source_files(source)) {
+    const int64_t file_index = store.add_file(file, index);
     MappedFile map(file);
     PTRAIN_CHECK(map.size() % width == 0,
                  "pretokenized dataset '{}': {} bytes is not a whole number of {} ids", file,
@@ -157,7 +187,13 @@ void add_pretokenized_source(const DataPrepOptions& options, const DataSource& s
     int64_t document = 1;
     auto flush = [&]() {
       if (chunk.empty()) return;
-      store.add(chunk, learned, index, document);
+      if (chunk.size() == 1) {  // nothing to learn (e.g. the eos after a full chunk)
+        ++summary.dropped;
+        chunk.clear();
+        learned.clear();
+        return;
+      }
+      store.add(chunk, learned, file_index, document);
       summary.tokens += static_cast<int64_t>(chunk.size());
       ++summary.samples;
       chunk.clear();
@@ -191,8 +227,11 @@ void add_pretokenized_source(const DataPrepOptions& options, const DataSource& s
 
 int64_t val_count(double val_set_size, int64_t samples) {
   if (val_set_size <= 0) return 0;
+  // ceil(fraction x samples), with the product's rounding error (0.07 x 100 = 7.000000000000001)
+  // kept from adding a sample.
+  const double exact = val_set_size * static_cast<double>(samples);
   const int64_t count = val_set_size >= 1 ? static_cast<int64_t>(val_set_size)
-                                          : static_cast<int64_t>(std::ceil(val_set_size * samples));
+                                          : static_cast<int64_t>(std::ceil(exact - 1e-9 * exact));
   PTRAIN_CHECK(count < samples,
                "val_set_size {} leaves no training samples: the datasets give {} samples",
                val_set_size, samples);
@@ -351,6 +390,10 @@ PreparedSummary build_prepared_dataset(const DataPrepOptions& options, const Tok
     }
     const std::vector<int64_t> uses =
         weighted(own, options.sources[i].weight, options.seed ^ (kWeightSalt + i));
+    PTRAIN_CHECK(own.empty() || !uses.empty(),
+                 "dataset '{}' gets no training samples: weight {} of its {} training samples "
+                 "rounds to none; raise its weight",
+                 options.sources[i].path, options.sources[i].weight, own.size());
     summary.sources[i].train_samples = static_cast<int64_t>(uses.size());
     train.insert(train.end(), uses.begin(), uses.end());
   }
@@ -380,8 +423,16 @@ PreparedSummary build_prepared_dataset(const DataPrepOptions& options, const Tok
   summary.packing_efficiency = packing_efficiency(layout, lengths, options.sequence_len);
 
   // Write into a temporary directory, then publish it whole.
-  const std::string tmp = fmt::format("{}.tmp.{}", dir, ::getpid());
-  fs::remove_all(tmp);
+  // Write into a temporary directory of a name no other builder (this host or another sharing the
+  // filesystem) uses, then publish it whole. If another builder published the same fingerprint
+  // first, its directory holds the same data: keep it and drop ours.
+  char host[256] = "host";
+  ::gethostname(host, sizeof(host) - 1);
+  const std::string tmp =
+      fmt::format("{}.tmp.{}.{}.{:08x}", dir, host, ::getpid(), std::random_device{}());
+  nlohmann::json data_files = nlohmann::json::array();
+  for (const auto& [path, source_index] : store.files)
+    data_files.push_back({{"path", path}, {"source", source_index}});
   try {
     write_files(tmp, store, layout, row_samples, val_samples, [&](nlohmann::json files) {
       return nlohmann::json{{"format", kPreparedFormat},
@@ -394,10 +445,11 @@ PreparedSummary build_prepared_dataset(const DataPrepOptions& options, const Tok
                             {"packing_group_size", options.packing_group_size},
                             {"seed", options.seed},
                             {"val_set_size", options.val_set_size},
+                            {"data_files", data_files},
                             {"summary", summary_to_json(summary)},
                             {"files", std::move(files)}};
     });
-    publish_directory(tmp, dir);
+    if (!publish_directory(tmp, dir)) fs::remove_all(tmp);
   } catch (...) {
     std::error_code ignored;
     fs::remove_all(tmp, ignored);

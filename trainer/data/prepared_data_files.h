@@ -18,7 +18,7 @@ constexpr const char* kSampleOriginFile = "sample_origin.bin";
 constexpr const char* kTrainRowOffsetsFile = "train_row_offsets.bin";
 constexpr const char* kTrainRowSamplesFile = "train_row_samples.bin";
 constexpr const char* kValSamplesFile = "val_samples.bin";
-constexpr int kOriginSourceShift = 40;
+constexpr int kOriginFileShift = 40;
 
 uint64_t xxh3_of(const void* data, size_t size);
 

@@ -10,6 +10,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <random>
 #include <set>
@@ -17,8 +18,10 @@
 #include <vector>
 
 #include "core/error.h"
+#include "core/file_util.h"
 #include "trainer/data/prepared_data.h"
 #include "trainer/data/tokenizer.h"
+#include "trainer/data/train_batches.h"
 
 namespace fs = std::filesystem;
 
@@ -121,7 +124,8 @@ TEST_F(PreparedDataTest, CompletionSamplesAreTheBytesWithLearnedFlagsAndOrigins)
   EXPECT_EQ(d.summary().train_tokens, 12);
   EXPECT_EQ(d.summary().learned_tokens, 9);
   EXPECT_DOUBLE_EQ(d.summary().packing_efficiency, 12.0 / (3 * 64));
-  EXPECT_EQ(d.source_paths(), std::vector<std::string>{path});
+  ASSERT_EQ(d.data_files().size(), 1u);
+  EXPECT_EQ(d.data_files()[0].path, path);
 }
 
 TEST_F(PreparedDataTest, CollateLaysRowsOutWithPositionsSequenceIdsAndShiftedLabels) {
@@ -168,7 +172,7 @@ TEST_F(PreparedDataTest, PackingSplitAndWeightsKeepEverySampleAccountedFor) {
   o.length_policy = LengthPolicy::kTruncate;
   PreparedDataset d = build(o);
   ASSERT_EQ(d.samples(), 250);
-  const int64_t val = static_cast<int64_t>(std::ceil(0.1 * 250));
+  const int64_t val = 25;  // 10% of 250
   ASSERT_EQ(d.val_samples(), val);
   std::set<int64_t> val_set(d.val_samples_data(), d.val_samples_data() + val);
   ASSERT_EQ(static_cast<int64_t>(val_set.size()), val);
@@ -243,6 +247,61 @@ TEST_F(PreparedDataTest, DirectorySourcesReadTheirFilesInNameOrder) {
   ASSERT_EQ(d.samples(), 2);
   EXPECT_EQ(tokens_of(d.sample(0))[1], 'a' + 3);
   EXPECT_EQ(tokens_of(d.sample(1))[1], 'b' + 3);
+  // Lines restart in every file: the origin names the file.
+  EXPECT_EQ(d.origin(1), (std::pair<int64_t, int64_t>{1, 1}));
+  ASSERT_EQ(d.data_files().size(), 2u);
+  EXPECT_EQ(fs::path(d.data_files()[1].path).filename(), "2.jsonl");
+  EXPECT_EQ(d.data_files()[1].source, 0);
+}
+
+TEST_F(PreparedDataTest, ValidationFractionIsTheCeilingOfTheExactProduct) {
+  std::vector<std::string> texts(100, "q");
+  DataPrepOptions o = options({source(completions("a.jsonl", texts))});
+  o.val_set_size = 0.07;  // 0.07 * 100 is 7.000000000000001 in doubles
+  EXPECT_EQ(build(o, "c1").val_samples(), 7);
+  o.val_set_size = 0.071;
+  EXPECT_EQ(build(o, "c2").val_samples(), 8);
+}
+
+TEST_F(PreparedDataTest, AWeightThatLeavesASourceNoTrainingSamplesIsAnError) {
+  DataPrepOptions o = options({source(completions("a.jsonl", {"a", "b"})),
+                               source(completions("b.jsonl", {"c", "d", "e"}), "completion", 0.1)});
+  EXPECT_THAT([&] { build(o); },
+              ::testing::ThrowsMessage<UserError>(HasSubstr(
+                  "b.jsonl' gets no training samples: weight 0.1 of its 3 training samples")));
+}
+
+TEST_F(PreparedDataTest, RebuildingGivesIdenticalFilesAndAPublishedDirectoryIsKept) {
+  std::vector<std::string> texts;
+  for (int i = 0; i < 50; ++i) texts.push_back(std::string(1 + i % 13, 'k'));
+  DataPrepOptions o = options({source(completions("a.jsonl", texts))});
+  o.sample_packing = true;
+  o.val_set_size = 0.2;
+  build(o, "c1");
+  build(o, "c2");
+  for (const char* name : {"meta.json", "tokens.bin", "sample_offsets.bin", "sample_origin.bin",
+                           "train_row_offsets.bin", "train_row_samples.bin", "val_samples.bin"}) {
+    std::ifstream a(root_ / "c1" / name, std::ios::binary),
+        b(root_ / "c2" / name, std::ios::binary);
+    EXPECT_EQ(std::string(std::istreambuf_iterator<char>(a), {}),
+              std::string(std::istreambuf_iterator<char>(b), {}))
+        << name;
+  }
+  // A second builder finishing after the first keeps the first's directory.
+  EXPECT_FALSE(publish_directory((root_ / "c2").string(), (root_ / "c1").string()));
+  EXPECT_TRUE(fs::exists(root_ / "c2"));
+  EXPECT_NO_THROW(PreparedDataset((root_ / "c1").string()));
+}
+
+TEST_F(PreparedDataTest, TrainBatchesAreAsWideAsTheLongestRowUnlessPadded) {
+  const std::string path = completions("a.jsonl", {"a", "abcdef", "ab"});
+  PreparedDataset d = build(options({source(path)}, 64));
+  TrainBatches free_width(d, 3, 0, 1, 42, /*pad_to_sequence_len=*/false);
+  RowBatch b = free_width.next();
+  EXPECT_EQ(b.width, 8);  // bos + 6 bytes + eos
+  EXPECT_EQ(b.rows, 3);
+  TrainBatches padded(d, 3, 0, 1, 42, /*pad_to_sequence_len=*/true);
+  EXPECT_EQ(padded.next().width, 64);
 }
 
 // ---------------------------------------------------------------- pretokenized
@@ -253,14 +312,25 @@ TEST_F(PreparedDataTest, PretokenizedDocumentsEndAtEosAndLongOnesAreChunked) {
       write("tokens.bin", std::string(reinterpret_cast<const char*>(ids.data()), ids.size() * 2));
   DataSource s = source(path, "pretokenized");
   PreparedDataset d = build(options({s}, 4));
-  ASSERT_EQ(d.samples(), 4);
+  ASSERT_EQ(d.samples(), 3);  // the last document, [12], has nothing to learn
   EXPECT_EQ(tokens_of(d.sample(0)), (std::vector<int64_t>{5, 6, kEos}));
   EXPECT_EQ(tokens_of(d.sample(1)), (std::vector<int64_t>{7, 8, 9, 10}));
   EXPECT_EQ(tokens_of(d.sample(2)), (std::vector<int64_t>{11, kEos}));
-  EXPECT_EQ(tokens_of(d.sample(3)), (std::vector<int64_t>{12}));
   EXPECT_EQ(learned_of(d.sample(1)), (std::vector<bool>{false, true, true, true}));
   EXPECT_EQ(d.origin(2).second, 2);  // second document
   EXPECT_EQ(d.summary().sources[0].rows, 3);
+  EXPECT_EQ(d.summary().sources[0].dropped, 1);
+}
+
+TEST_F(PreparedDataTest, PretokenizedChunksWithNothingToLearnAreDropped) {
+  const std::vector<uint16_t> ids = {5, 6, 7, 8, kEos, 9, 10};
+  const std::string path =
+      write("tokens.bin", std::string(reinterpret_cast<const char*>(ids.data()), ids.size() * 2));
+  PreparedDataset d = build(options({source(path, "pretokenized")}, 4));
+  ASSERT_EQ(d.samples(), 2);
+  EXPECT_EQ(tokens_of(d.sample(0)), (std::vector<int64_t>{5, 6, 7, 8}));
+  EXPECT_EQ(tokens_of(d.sample(1)), (std::vector<int64_t>{9, 10}));
+  EXPECT_EQ(d.summary().sources[0].dropped, 1);
 }
 
 TEST_F(PreparedDataTest, PretokenizedUint32AndBadFilesNameTheProblem) {
@@ -298,6 +368,28 @@ TEST_F(PreparedDataTest, FingerprintFollowsDataSettingsAndTokenizer) {
   o.render.train_on_inputs = true;
   EXPECT_NE(data_fingerprint(o, model_dir()), changed_data);
   o.render.train_on_inputs = false;
+  ASSERT_EQ(data_fingerprint(o, model_dir()), changed_data);
+  // Every other setting, one at a time.
+  const std::vector<std::function<void(DataPrepOptions&)>> changes = {
+      [](DataPrepOptions& x) { x.sample_packing = true; },
+      [](DataPrepOptions& x) { x.packing_group_size = 7; },
+      [](DataPrepOptions& x) { x.length_policy = LengthPolicy::kTruncate; },
+      [](DataPrepOptions& x) { x.skip_invalid_rows = true; },
+      [](DataPrepOptions& x) { x.val_set_size = 0.1; },
+      [](DataPrepOptions& x) { x.seed = 43; },
+      [](DataPrepOptions& x) { x.render.chat_template = "chatml"; },
+      [](DataPrepOptions& x) { x.sources[0].weight = 2; },
+      [](DataPrepOptions& x) { x.sources[0].field = "body"; },
+      [](DataPrepOptions& x) { x.sources[0].dtype = "uint32"; },
+      [](DataPrepOptions& x) { x.sources[0].type = "alpaca"; },
+      [&](DataPrepOptions& x) { x.sources.push_back(x.sources[0]); },
+  };
+  std::set<std::string> seen = {changed_data};
+  for (size_t i = 0; i < changes.size(); ++i) {
+    DataPrepOptions changed = o;
+    changes[i](changed);
+    EXPECT_TRUE(seen.insert(data_fingerprint(changed, model_dir())).second) << "change " << i;
+  }
   std::ofstream(root_ / "model" / "tokenizer_config.json", std::ios::app) << " ";
   EXPECT_NE(data_fingerprint(o, model_dir()), changed_data);
 }
@@ -331,6 +423,21 @@ TEST_F(PreparedDataTest, BadRowsNameFileAndLineOrAreSkippedWhenAsked) {
   EXPECT_EQ(d.samples(), 1);
   EXPECT_EQ(d.summary().sources[0].skipped.at("wrong type"), 1);
   EXPECT_FALSE(fs::exists(root_ / "cache")) << "a failed build leaves no directory";
+}
+
+TEST_F(PreparedDataTest, RowsTheTemplateRejectsAreSkippedWhenAsked) {
+  const std::string path =
+      write("chat.jsonl",
+            "{\"messages\": [{\"role\": \"user\", \"content\": \"q\"}, {\"role\": \"assistant\", "
+            "\"content\": \"a\"}]}\n{\"messages\": [{\"role\": \"user\", \"content\": \"q\"}]}\n");
+  DataPrepOptions o = options({source(path, "chat_template")});
+  o.render.chat_template = "chatml";
+  EXPECT_THAT([&] { build(o); }, ::testing::ThrowsMessage<UserError>(HasSubstr("chat.jsonl:2: ")));
+  o.skip_invalid_rows = true;
+  PreparedDataset d = build(o, "c2");
+  EXPECT_EQ(d.samples(), 1);
+  EXPECT_EQ(d.summary().sources[0].rows, 1);
+  EXPECT_EQ(d.summary().sources[0].skipped.at("rejected by the template"), 1);
 }
 
 }  // namespace
