@@ -3,6 +3,7 @@
 // the files (prepared_data.h has the layout).
 #include <fmt/format.h>
 #include <unistd.h>
+#include <xxhash.h>
 
 #include <algorithm>
 #include <cmath>
@@ -30,12 +31,24 @@ constexpr uint64_t kValSplitSalt = 0x76616c2d73706c74ULL;  // "val-splt"
 constexpr uint64_t kWeightSalt = 0x7765696768742d30ULL;    // "weight-0"
 constexpr size_t kRowsPerBatch = 2048;
 
-// The samples as they accumulate, in the on-disk encoding.
-struct SampleStore {
-  std::vector<uint32_t> tokens;
+// The samples as they accumulate. Tokens go straight to tokens.bin in the on-disk encoding (a
+// corpus larger than memory can be prepared); per sample only its offsets, origin, source and
+// learned count stay in memory.
+class SampleStore {
+ public:
+  explicit SampleStore(const std::string& dir)
+      : tokens_file_((fs::path(dir) / kTokensFile).string()), hash_(XXH3_createState()) {
+    XXH3_64bits_reset(hash_);
+    buffer_.reserve(kBufferTokens);
+  }
+  ~SampleStore() { XXH3_freeState(hash_); }
+  SampleStore(const SampleStore&) = delete;
+  SampleStore& operator=(const SampleStore&) = delete;
+
   std::vector<int64_t> offsets{0};
-  std::vector<int64_t> origin;  // data file index << 40 | line
-  std::vector<int64_t> source;  // source (datasets entry) index per sample; not stored
+  std::vector<int64_t> origin;   // data file index << 40 | line
+  std::vector<int64_t> source;   // source (datasets entry) index per sample; not stored
+  std::vector<int64_t> learned;  // learned tokens per sample; not stored
   std::vector<std::pair<std::string, int64_t>> files;  // every data file read, with its source
 
   int64_t size() const { return static_cast<int64_t>(origin.size()); }
@@ -47,14 +60,40 @@ struct SampleStore {
     return static_cast<int64_t>(files.size()) - 1;
   }
 
-  void add(const std::vector<int64_t>& ids, const std::vector<bool>& learned, int64_t file,
+  void add(const std::vector<int64_t>& ids, const std::vector<bool>& flags, int64_t file,
            int64_t line) {
-    for (size_t t = 0; t < ids.size(); ++t)
-      tokens.push_back(static_cast<uint32_t>(ids[t]) | (learned[t] ? kLearnedBit : 0u));
-    offsets.push_back(static_cast<int64_t>(tokens.size()));
+    int64_t n = 0;
+    for (size_t t = 0; t < ids.size(); ++t) {
+      buffer_.push_back(static_cast<uint32_t>(ids[t]) | (flags[t] ? kLearnedBit : 0u));
+      n += flags[t] ? 1 : 0;
+      if (buffer_.size() == kBufferTokens) flush();
+    }
+    offsets.push_back(offsets.back() + static_cast<int64_t>(ids.size()));
     origin.push_back(file << kOriginFileShift | line);
     source.push_back(files.at(static_cast<size_t>(file)).second);
+    learned.push_back(n);
   }
+
+  // Completes tokens.bin and records it in `files_json`.
+  void finish(nlohmann::json& files_json) {
+    flush();
+    tokens_file_.commit();
+    files_json[kTokensFile] = {{"bytes", tokens_file_.bytes_written()},
+                               {"xxh3", fmt::format("{:016x}", XXH3_64bits_digest(hash_))}};
+  }
+
+ private:
+  static constexpr size_t kBufferTokens = size_t{1} << 20;
+  void flush() {
+    const size_t bytes = buffer_.size() * sizeof(uint32_t);
+    tokens_file_.write(buffer_.data(), bytes);
+    XXH3_64bits_update(hash_, buffer_.data(), bytes);
+    buffer_.clear();
+  }
+
+  AtomicFileWriter tokens_file_;
+  XXH3_state_t* hash_;
+  std::vector<uint32_t> buffer_;
 };
 
 void check_ids(const std::vector<int64_t>& ids, int64_t vocab, const std::string& where) {
@@ -270,11 +309,11 @@ void write_vector(const std::string& dir, const char* name, const std::vector<T>
 }
 
 // Writes the data files and then meta.json (made by `meta` from the files' sizes and checksums).
-void write_files(const std::string& dir, const SampleStore& store, const PackedLayout& layout,
+void write_files(const std::string& dir, SampleStore& store, const PackedLayout& layout,
                  const std::vector<int64_t>& row_samples, const std::vector<int64_t>& val_samples,
                  const std::function<nlohmann::json(nlohmann::json)>& meta) {
   nlohmann::json files = nlohmann::json::object();
-  write_vector(dir, kTokensFile, store.tokens, files);
+  store.finish(files);
   write_vector(dir, kSampleOffsetsFile, store.offsets, files);
   write_vector(dir, kSampleOriginFile, store.origin, files);
   write_vector(dir, kTrainRowOffsetsFile, layout.row_offsets, files);
@@ -339,14 +378,14 @@ PreparedSummary summary_from_json(const nlohmann::json& j) {
 
 // ---------------------------------------------------------------- build
 
-PreparedSummary build_prepared_dataset(const DataPrepOptions& options, const Tokenizer& tokenizer,
-                                       const std::string& fingerprint, const std::string& dir,
-                                       int threads, const PrepProgress& progress) {
-  PTRAIN_CHECK(!options.sources.empty(),
-               "no datasets configured: add a 'datasets:' list of {{path, type}} entries");
-  PTRAIN_CHECK(!fs::exists(dir), "prepared dataset directory '{}' already exists", dir);
+namespace {
+
+// Builds every file into `tmp` (a new directory).
+PreparedSummary build_into(const DataPrepOptions& options, const Tokenizer& tokenizer,
+                           const std::string& fingerprint, const std::string& tmp, int threads,
+                           const PrepProgress& progress) {
   PreparedSummary summary;
-  SampleStore store;
+  SampleStore store(tmp);
   for (size_t i = 0; i < options.sources.size(); ++i) {
     const DataSource& source = options.sources[i];
     SourceSummary src;
@@ -417,45 +456,56 @@ PreparedSummary build_prepared_dataset(const DataPrepOptions& options, const Tok
   summary.train_rows = layout.rows();
   for (int64_t s : train) {
     summary.train_tokens += store.length(s);
-    for (int64_t t = store.offsets[s]; t < store.offsets[s + 1]; ++t)
-      summary.learned_tokens += (store.tokens[t] & kLearnedBit) ? 1 : 0;
+    summary.learned_tokens += store.learned[s];
   }
   summary.packing_efficiency = packing_efficiency(layout, lengths, options.sequence_len);
 
-  // Write into a temporary directory, then publish it whole.
-  // Write into a temporary directory of a name no other builder (this host or another sharing the
-  // filesystem) uses, then publish it whole. If another builder published the same fingerprint
-  // first, its directory holds the same data: keep it and drop ours.
+  nlohmann::json data_files = nlohmann::json::array();
+  for (const auto& [path, source_index] : store.files)
+    data_files.push_back({{"path", path}, {"source", source_index}});
+  write_files(tmp, store, layout, row_samples, val_samples, [&](nlohmann::json files) {
+    return nlohmann::json{{"format", kPreparedFormat},
+                          {"version", kPreparedFormatVersion},
+                          {"fingerprint", fingerprint},
+                          {"tokenizer", tokenizer.name()},
+                          {"vocab_size", tokenizer.vocab_size()},
+                          {"sequence_len", options.sequence_len},
+                          {"sample_packing", options.sample_packing},
+                          {"packing_group_size", options.packing_group_size},
+                          {"seed", options.seed},
+                          {"val_set_size", options.val_set_size},
+                          {"data_files", data_files},
+                          {"summary", summary_to_json(summary)},
+                          {"files", std::move(files)}};
+  });
+  return summary;
+}
+
+}  // namespace
+
+PreparedSummary build_prepared_dataset(const DataPrepOptions& options, const Tokenizer& tokenizer,
+                                       const std::string& fingerprint, const std::string& dir,
+                                       int threads, const PrepProgress& progress) {
+  PTRAIN_CHECK(!options.sources.empty(),
+               "no datasets configured: add a 'datasets:' list of {{path, type}} entries");
+  PTRAIN_CHECK(!fs::exists(dir), "prepared dataset directory '{}' already exists", dir);
+  // A temporary directory of a name no other builder (this host or another sharing the
+  // filesystem) uses, published whole at the end. If another builder published the same
+  // fingerprint first, its directory holds the same data: keep it and drop ours.
   char host[256] = "host";
   ::gethostname(host, sizeof(host) - 1);
   const std::string tmp =
       fmt::format("{}.tmp.{}.{}.{:08x}", dir, host, ::getpid(), std::random_device{}());
-  nlohmann::json data_files = nlohmann::json::array();
-  for (const auto& [path, source_index] : store.files)
-    data_files.push_back({{"path", path}, {"source", source_index}});
   try {
-    write_files(tmp, store, layout, row_samples, val_samples, [&](nlohmann::json files) {
-      return nlohmann::json{{"format", kPreparedFormat},
-                            {"version", kPreparedFormatVersion},
-                            {"fingerprint", fingerprint},
-                            {"tokenizer", tokenizer.name()},
-                            {"vocab_size", tokenizer.vocab_size()},
-                            {"sequence_len", options.sequence_len},
-                            {"sample_packing", options.sample_packing},
-                            {"packing_group_size", options.packing_group_size},
-                            {"seed", options.seed},
-                            {"val_set_size", options.val_set_size},
-                            {"data_files", data_files},
-                            {"summary", summary_to_json(summary)},
-                            {"files", std::move(files)}};
-    });
+    fs::create_directories(tmp);
+    PreparedSummary summary = build_into(options, tokenizer, fingerprint, tmp, threads, progress);
     if (!publish_directory(tmp, dir)) fs::remove_all(tmp);
+    return summary;
   } catch (...) {
     std::error_code ignored;
     fs::remove_all(tmp, ignored);
     throw;
   }
-  return summary;
 }
 
 }  // namespace ptrain

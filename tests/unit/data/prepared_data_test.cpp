@@ -423,6 +423,9 @@ TEST_F(PreparedDataTest, BadRowsNameFileAndLineOrAreSkippedWhenAsked) {
   EXPECT_EQ(d.samples(), 1);
   EXPECT_EQ(d.summary().sources[0].skipped.at("wrong type"), 1);
   EXPECT_FALSE(fs::exists(root_ / "cache")) << "a failed build leaves no directory";
+  for (const auto& entry : fs::directory_iterator(root_))
+    EXPECT_EQ(entry.path().filename().string().find("cache.tmp"), std::string::npos)
+        << "a failed build leaves its temporary directory: " << entry.path();
 }
 
 TEST_F(PreparedDataTest, RowsTheTemplateRejectsAreSkippedWhenAsked) {
