@@ -326,54 +326,17 @@ void write_files(const std::string& dir, SampleStore& store, const PackedLayout&
 
 // ---------------------------------------------------------------- summary JSON
 
-nlohmann::json summary_to_json(const PreparedSummary& s) {
-  nlohmann::json sources = nlohmann::json::array();
-  for (const SourceSummary& src : s.sources) {
-    sources.push_back({{"path", src.path},
-                       {"type", src.type},
-                       {"rows", src.rows},
-                       {"skipped", src.skipped},
-                       {"samples", src.samples},
-                       {"truncated", src.truncated},
-                       {"dropped", src.dropped},
-                       {"tokens", src.tokens},
-                       {"train_samples", src.train_samples},
-                       {"val_samples", src.val_samples}});
-  }
-  return {{"sources", sources},
-          {"samples", s.samples},
-          {"train_samples", s.train_samples},
-          {"val_samples", s.val_samples},
-          {"train_rows", s.train_rows},
-          {"train_tokens", s.train_tokens},
-          {"learned_tokens", s.learned_tokens},
-          {"packing_efficiency", s.packing_efficiency}};
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(SourceSummary, path, type, rows, skipped, samples, truncated,
+                                   dropped, tokens, train_samples, val_samples)
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(PreparedSummary, sources, samples, train_samples, val_samples,
+                                   train_rows, train_tokens, learned_tokens, packing_efficiency)
+
+nlohmann::json summary_to_json(const PreparedSummary& summary) {
+  return summary;
 }
 
-PreparedSummary summary_from_json(const nlohmann::json& j) {
-  PreparedSummary s;
-  for (const auto& src : j.at("sources")) {
-    SourceSummary out;
-    out.path = src.at("path").get<std::string>();
-    out.type = src.at("type").get<std::string>();
-    out.rows = src.at("rows").get<int64_t>();
-    out.skipped = src.at("skipped").get<std::map<std::string, int64_t>>();
-    out.samples = src.at("samples").get<int64_t>();
-    out.truncated = src.at("truncated").get<int64_t>();
-    out.dropped = src.at("dropped").get<int64_t>();
-    out.tokens = src.at("tokens").get<int64_t>();
-    out.train_samples = src.at("train_samples").get<int64_t>();
-    out.val_samples = src.at("val_samples").get<int64_t>();
-    s.sources.push_back(out);
-  }
-  s.samples = j.at("samples").get<int64_t>();
-  s.train_samples = j.at("train_samples").get<int64_t>();
-  s.val_samples = j.at("val_samples").get<int64_t>();
-  s.train_rows = j.at("train_rows").get<int64_t>();
-  s.train_tokens = j.at("train_tokens").get<int64_t>();
-  s.learned_tokens = j.at("learned_tokens").get<int64_t>();
-  s.packing_efficiency = j.at("packing_efficiency").get<double>();
-  return s;
+PreparedSummary summary_from_json(const nlohmann::json& json) {
+  return json.get<PreparedSummary>();
 }
 
 // ---------------------------------------------------------------- build
