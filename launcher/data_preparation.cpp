@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <future>
@@ -18,7 +19,6 @@ using Clock = std::chrono::steady_clock;
 
 // What rank 0 broadcasts while it prepares: [status, fingerprint bits].
 enum Status : int64_t { kWorking = 0, kReady = 1, kFailed = 2 };
-constexpr auto kHeartbeat = std::chrono::seconds(1);
 
 void broadcast_status(Communicator& comm, int64_t (&message)[2]) {
   comm.broadcast(comm_buffer(message, 2), 0);
@@ -84,7 +84,10 @@ PreparedData prepare_data(const JobConfig& job, RankContext& ctx, int threads) {
     // thread while this thread, the communicator's issuing thread, broadcasts the heartbeat.
     auto work = std::async(std::launch::async,
                            [&] { return prepare_on_rank0(job, ctx, threads, &out.built); });
-    while (work.wait_for(kHeartbeat) != std::future_status::ready) {
+    // Every second, or often enough for a collective_timeout under a few seconds.
+    const auto heartbeat = std::chrono::duration_cast<std::chrono::milliseconds>(
+        std::chrono::duration<double>(std::min(1.0, job.comm.collective_timeout / 4)));
+    while (work.wait_for(heartbeat) != std::future_status::ready) {
       if (ctx.world > 1) broadcast_status(*ctx.comm, message);
     }
     try {

@@ -3,7 +3,8 @@
 // rank maps it.
 //
 // Collective over ctx.comm: every rank calls it. Rank 0 prepares on a worker thread while its
-// calling thread broadcasts a heartbeat every second, through every phase (hashing the data,
+// calling thread broadcasts a heartbeat every second (every collective_timeout / 4 when that is
+// shorter), through every phase (hashing the data,
 // verifying or building the cache), so the waiting ranks never sit in one collective long enough
 // for the watchdog; the last broadcast carries the fingerprint (the directory name) or rank 0's
 // failure, upon which the other ranks raise an error pointing at rank 0's log. Rank 0 verifies
