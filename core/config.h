@@ -17,10 +17,12 @@ struct DatasetConfig {
   std::string path;
   std::string type = "alpaca";  // alpaca | chat_template | completion | sharegpt | pretokenized
   std::string split = "train";
-  std::string field_messages = "messages";  // chat_template rows
-  std::string field = "text";               // completion rows
-  double weight = 1.0;                      // times each training row is used per epoch
-  std::string dtype = "uint16";             // pretokenized: uint16 | uint32
+  std::string field_messages = "messages";        // chat_template rows
+  std::string message_field_role = "role";        // chat_template: a message's role key
+  std::string message_field_content = "content";  // chat_template: a message's text key
+  std::string field = "text";                     // completion rows
+  double weight = 1.0;                            // times each training row is used per epoch
+  std::string dtype = "uint16";                   // pretokenized: uint16 | uint32
 };
 
 struct CommConfig {

@@ -75,24 +75,23 @@ DatasetRow alpaca_row(const json& row, const RowPlace& at) {
   return out;
 }
 
-std::optional<Role> chat_role(const std::string& name) {
+// Role names as Axolotl's chat_template and sharegpt types map them by default.
+std::optional<Role> role_of(const std::string& name) {
   if (name == "system") return Role::kSystem;
-  if (name == "user") return Role::kUser;
-  if (name == "assistant") return Role::kAssistant;
+  if (name == "user" || name == "human") return Role::kUser;
+  if (name == "assistant" || name == "gpt") return Role::kAssistant;
   return std::nullopt;
 }
 
-std::optional<Role> sharegpt_role(const std::string& name) {
-  if (name == "human") return Role::kUser;
-  if (name == "gpt") return Role::kAssistant;
-  return chat_role(name);
+constexpr const char* kExpectedRoles = "system, user, assistant, human or gpt";
+
+std::string or_default(const std::string& value, const char* fallback) {
+  return value.empty() ? fallback : value;
 }
 
-// A list of {role_key, text_key} objects under `field`, roles mapped by `role_of`.
-DatasetRow conversation_row(const json& row, const std::string& field, const char* role_key,
-                            const char* text_key,
-                            std::optional<Role> (*role_of)(const std::string&),
-                            const char* expected_roles, const RowPlace& at) {
+// A list of {role_key, text_key} objects under `field`, roles mapped by role_of().
+DatasetRow conversation_row(const json& row, const std::string& field, const std::string& role_key,
+                            const std::string& text_key, const RowPlace& at) {
   const json& list = required_field(row, field, field, at);
   if (!list.is_array()) at.fail(kWrongType, fmt::format("'{}' must be a list", field));
   if (list.empty()) at.fail(kEmptyConversation, fmt::format("'{}' is empty", field));
@@ -107,7 +106,7 @@ DatasetRow conversation_row(const json& row, const std::string& field, const cha
     std::optional<Role> mapped = role_of(role);
     if (!mapped) {
       at.fail(kUnknownRole, fmt::format("'{}': unknown role '{}' (expected {})", role_label, role,
-                                        expected_roles));
+                                        kExpectedRoles));
     }
     const std::string text_label = label + "." + text_key;
     out.turns.push_back({*mapped, required_string(message, text_key, text_label, at)});
@@ -136,12 +135,12 @@ DatasetRow parse_row(std::string_view text, const DatasetOptions& options, const
       out = alpaca_row(row, at);
       break;
     case RowFormat::kChatTemplate:
-      out = conversation_row(row, options.field.empty() ? "messages" : options.field, "role",
-                             "content", chat_role, "system, user or assistant", at);
+      out = conversation_row(row, or_default(options.field, "messages"),
+                             or_default(options.role_field, "role"),
+                             or_default(options.content_field, "content"), at);
       break;
     case RowFormat::kShareGpt:
-      out = conversation_row(row, "conversations", "from", "value", sharegpt_role,
-                             "system, human, gpt, user or assistant", at);
+      out = conversation_row(row, "conversations", "from", "value", at);
       break;
     case RowFormat::kCompletion:
       out = completion_row(row, options.field.empty() ? "text" : options.field, at);

@@ -54,6 +54,9 @@ struct DatasetOptions {
   // The row's field holding the data: for chat_template the message list (default "messages"),
   // for completion the text (default "text"); empty picks the default. Unused by other formats.
   std::string field;
+  // chat_template: the message's keys holding its role and its text (Axolotl's
+  // message_field_role / message_field_content); empty picks "role" and "content".
+  std::string role_field, content_field;
   bool skip_invalid_rows = false;
 };
 

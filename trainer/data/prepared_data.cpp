@@ -24,7 +24,11 @@ DataPrepOptions data_prep_options(const JobConfig& job) {
     DataSource source;
     source.path = d.path;
     source.type = d.type;
-    if (d.type == "chat_template") source.field = d.field_messages;
+    if (d.type == "chat_template") {
+      source.field = d.field_messages;
+      source.role_field = d.message_field_role;
+      source.content_field = d.message_field_content;
+    }
     if (d.type == "completion") source.field = d.field;
     source.weight = d.weight;
     source.dtype = d.dtype;
@@ -45,7 +49,11 @@ DataPrepOptions data_prep_options(const JobConfig& job) {
 std::vector<std::string> source_files(const DataSource& source) {
   std::error_code ec;
   const fs::file_status status = fs::status(source.path, ec);
-  PTRAIN_CHECK(!ec && fs::exists(status), "dataset '{}' does not exist", source.path);
+  PTRAIN_CHECK(!ec && fs::exists(status),
+               "dataset '{}' does not exist (datasets are local files: JSONL, a JSON array, a "
+               "directory of them, or a pretokenized .bin; Hugging Face Hub datasets must be "
+               "downloaded first)",
+               source.path);
   if (!fs::is_directory(status)) return {source.path};
   std::vector<std::string> files;
   for (const auto& entry : fs::directory_iterator(source.path)) {
@@ -94,8 +102,9 @@ std::string data_fingerprint(const DataPrepOptions& options, const std::string& 
                     options.skip_invalid_rows, options.val_set_size, options.seed,
                     options.render.train_on_inputs, options.render.chat_template));
   for (const DataSource& source : options.sources) {
-    h.add(fmt::format("source {} field '{}' weight {} dtype {}", source.type, source.field,
-                      source.weight, source.dtype));
+    h.add(fmt::format("source {} field '{}' role '{}' content '{}' weight {} dtype {}", source.type,
+                      source.field, source.role_field, source.content_field, source.weight,
+                      source.dtype));
     for (const std::string& file : source_files(source)) {
       h.add(fs::path(file).filename().string());
       h.add_file(file);

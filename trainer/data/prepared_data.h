@@ -45,11 +45,12 @@ namespace ptrain {
 
 // One configured dataset (a `datasets:` entry).
 struct DataSource {
-  std::string path;              // a file, or a directory whose files are read in name order
-  std::string type = "alpaca";   // a RowFormat name, or "pretokenized"
-  std::string field;             // chat_template / completion field; "" for the default
-  double weight = 1.0;           // times each training sample is used per epoch
-  std::string dtype = "uint16";  // pretokenized token id type: uint16 | uint32
+  std::string path;             // a file, or a directory whose files are read in name order
+  std::string type = "alpaca";  // a RowFormat name, or "pretokenized"
+  std::string field;            // chat_template / completion field; "" for the default
+  std::string role_field, content_field;  // chat_template message keys; "" for the defaults
+  double weight = 1.0;                    // times each training sample is used per epoch
+  std::string dtype = "uint16";           // pretokenized token id type: uint16 | uint32
 };
 
 struct DataPrepOptions {

@@ -148,8 +148,15 @@ void add_row_source(const DataPrepOptions& options, const DataSource& source, in
   DatasetOptions read;
   read.format = parse_row_format(source.type);
   read.field = source.field;
+  read.role_field = source.role_field;
+  read.content_field = source.content_field;
   read.skip_invalid_rows = options.skip_invalid_rows;
   for (const std::string& path : source_files(source)) {
+    const std::string extension = fs::path(path).extension().string();
+    PTRAIN_CHECK(extension != ".parquet" && extension != ".arrow",
+                 "dataset file '{}': Parquet and Arrow files are not supported; convert it to "
+                 "JSONL (e.g. datasets.load_dataset(...).to_json(\"data.jsonl\"))",
+                 path);
     const Dataset dataset = read_dataset(path, read);
     const int64_t file = store.add_file(path, index);
     summary.rows += dataset.summary.rows;

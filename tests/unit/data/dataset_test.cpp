@@ -268,9 +268,9 @@ TEST(ReadDatasetErrors, EveryMalformedRowNamesFileLineAndField) {
               "data.jsonl:1: 'messages[0]' must be an object");
   EXPECT_THAT(error_of(RowFormat::kChatTemplate,
                        "{\"messages\": [{\"role\": \"user\", \"content\": \"q\"}, "
-                       "{\"role\": \"human\", \"content\": \"a\"}]}"),
-              "data.jsonl:1: 'messages[1].role': unknown role 'human' (expected system, user or "
-              "assistant)");
+                       "{\"role\": \"bot\", \"content\": \"a\"}]}"),
+              "data.jsonl:1: 'messages[1].role': unknown role 'bot' (expected system, user, "
+              "assistant, human or gpt)");
   EXPECT_THAT(error_of(RowFormat::kChatTemplate, "{\"messages\": [{\"content\": \"q\"}]}"),
               "data.jsonl:1: missing field 'messages[0].role'");
   EXPECT_THAT(error_of(RowFormat::kChatTemplate, "{\"messages\": [{\"role\": \"user\"}]}"),
@@ -281,7 +281,7 @@ TEST(ReadDatasetErrors, EveryMalformedRowNamesFileLineAndField) {
   EXPECT_THAT(error_of(RowFormat::kShareGpt,
                        "{\"conversations\": [{\"from\": \"bot\", \"value\": \"a\"}]}"),
               "data.jsonl:1: 'conversations[0].from': unknown role 'bot' (expected system, "
-              "human, gpt, user or assistant)");
+              "user, assistant, human or gpt)");
   EXPECT_THAT(error_of(RowFormat::kShareGpt, "{\"conversations\": [{\"from\": \"gpt\"}]}"),
               "data.jsonl:1: missing field 'conversations[0].value'");
   EXPECT_THAT(error_of(RowFormat::kShareGpt, "{\"conversations\": []}"),
@@ -332,6 +332,24 @@ TEST(ReadDatasetErrors, SkipInvalidRowsCountsEachReason) {
                                                    {"missing field", 1},
                                                    {"wrong type", 2}};
   EXPECT_EQ(d.summary.skipped, expected);
+}
+
+TEST(ReadDataset, ChatTemplateMessageKeysAndShareGptRoleNamesAreConfigurable) {
+  DatasetOptions o = options(RowFormat::kChatTemplate, false, "conversations");
+  o.role_field = "from";
+  o.content_field = "value";
+  Dataset d = parse_dataset("data.jsonl",
+                            "{\"conversations\": [{\"from\": \"human\", \"value\": \"q\"}, "
+                            "{\"from\": \"gpt\", \"value\": \"a\"}]}\n",
+                            o);
+  ASSERT_EQ(d.rows.size(), 1u);
+  ASSERT_EQ(d.rows[0].turns.size(), 2u);
+  EXPECT_EQ(d.rows[0].turns[0].role, Role::kUser);
+  EXPECT_EQ(d.rows[0].turns[1].role, Role::kAssistant);
+  EXPECT_EQ(d.rows[0].turns[1].text, "a");
+  EXPECT_THAT(
+      [&] { parse_dataset("data.jsonl", "{\"conversations\": [{\"role\": \"user\"}]}", o); },
+      ::testing::ThrowsMessage<UserError>("data.jsonl:1: missing field 'conversations[0].from'"));
 }
 
 TEST(ReadDatasetErrors, UnknownNamesListTheAcceptedOnes) {

@@ -428,6 +428,16 @@ TEST_F(PreparedDataTest, BadRowsNameFileAndLineOrAreSkippedWhenAsked) {
         << "a failed build leaves its temporary directory: " << entry.path();
 }
 
+TEST_F(PreparedDataTest, MissingPathsAndParquetFilesSayWhatIsRead) {
+  EXPECT_THAT([&] { build(options({source("tatsu-lab/alpaca", "alpaca")})); },
+              ::testing::ThrowsMessage<UserError>(
+                  HasSubstr("dataset 'tatsu-lab/alpaca' does not exist (datasets are local")));
+  const std::string parquet = write("train.parquet", "PAR1");
+  EXPECT_THAT([&] { build(options({source(parquet, "alpaca")})); },
+              ::testing::ThrowsMessage<UserError>(
+                  HasSubstr("Parquet and Arrow files are not supported; convert it to JSONL")));
+}
+
 TEST_F(PreparedDataTest, RowsTheTemplateRejectsAreSkippedWhenAsked) {
   const std::string path =
       write("chat.jsonl",
