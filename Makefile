@@ -22,13 +22,16 @@ test: build format-check
 	cd $(BUILD_DIR) && ctest --output-on-failure --timeout 600
 
 # The strongest real job that exists today (until the training loop lands): every rank reports
-# itself, a tiny Llama is created and evaluated on 2 ranks, and the collectives are benchmarked.
+# itself; a tiny Llama is created; instruction data is generated, templated, tokenized and packed
+# by 2 ranks (rank 0 builds the cache) and two samples are shown with their learned tokens; the
+# model is evaluated on the validation split on 2 ranks; the collectives are benchmarked.
 quickstart: build
 	$(MPIRUN) -np 2 $(BUILD_DIR)/bin/ptrain env --set output_dir=outputs/quickstart
 	$(BUILD_DIR)/bin/ptrain init-model --preset tiny --out outputs/quickstart/tiny-llama
-	python3 -c 'import json,random; random.seed(0); [print(json.dumps({"input_ids": [random.randrange(256) for _ in range(random.randint(8, 120))]})) for _ in range(64)]' > outputs/quickstart/tokens.jsonl
 	$(BUILD_DIR)/bin/ptrain inspect outputs/quickstart/tiny-llama
-	$(MPIRUN) -np 2 $(BUILD_DIR)/bin/ptrain eval --model outputs/quickstart/tiny-llama --data outputs/quickstart/tokens.jsonl --seq-len 128 --set output_dir=outputs/quickstart
+	python3 examples/make_tiny_data.py outputs/quickstart/data
+	$(MPIRUN) -np 2 $(BUILD_DIR)/bin/ptrain preprocess --config examples/data-tiny.yaml --debug 2
+	$(MPIRUN) -np 2 $(BUILD_DIR)/bin/ptrain eval --model outputs/quickstart/tiny-llama --config examples/data-tiny.yaml --seq-len 512
 	$(MPIRUN) -np 2 $(BUILD_DIR)/bin/ptrain-bench comm --max-bytes 4194304 --seconds 0.05
 
 # Full benchmark runs; results (one JSON object per line) go to bench/results/.

@@ -98,8 +98,11 @@ int run_preprocess_command(RankSession& session, const ResolvedConfig& config,
                              prepared.seconds);
   }
   if (options.debug_samples > 0) {
-    const bool color =
-        options.color == "always" || (options.color == "auto" && ::isatty(STDOUT_FILENO));
+    // A launcher gives its ranks a pseudo-terminal even when its own output is piped, so only a
+    // process started directly trusts isatty().
+    const bool color = options.color == "always" ||
+                       (options.color == "auto" && session.info().launcher == "singleton" &&
+                        ::isatty(STDOUT_FILENO));
     const std::unique_ptr<Tokenizer> tokenizer = load_tokenizer(config.job.base_model);
     const int64_t n = std::min(options.debug_samples, data.samples());
     for (int64_t i = 0; i < n; ++i) std::cout << render_debug_sample(data, *tokenizer, i, color);
