@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "core/config.h"
+#include "core/error.h"
 #include "launcher/data_preparation.h"
 #include "parallel/communicator.h"
 #include "tests/mpi/mpi_test_env.h"
@@ -107,6 +108,27 @@ TEST_F(PreparedDataMpi, AnEpochDealsTheEpochOrderToTheRanks) {
   RowBatch b = batches.next();
   EXPECT_EQ(b.width, 128);
   EXPECT_EQ(b.rows, mbs);
+}
+
+TEST_F(PreparedDataMpi, ARankZeroFailureReachesEveryRank) {
+  if (ctx_.rank == 0) std::ofstream(root_ / "rows.jsonl", std::ios::app) << "{\"text\": 7}\n";
+  world().barrier();
+  try {
+    prepare_data(job_, ctx_, 1);
+    ADD_FAILURE() << "a bad row did not fail the preparation";
+  } catch (const UserError& e) {
+    const std::string message = e.what();
+    if (ctx_.rank == 0) {
+      EXPECT_NE(message.find("rows.jsonl:158: 'text' must be a string"), std::string::npos)
+          << message;
+    } else {
+      EXPECT_NE(message.find("rank 0 could not prepare the dataset"), std::string::npos) << message;
+    }
+  }
+  // The communicator is still in step: a collective after the failure completes on every rank.
+  int64_t one = 1;
+  world().all_reduce(comm_buffer(&one, 1), ReduceOp::kSum);
+  EXPECT_EQ(one, ctx_.world);
 }
 
 }  // namespace
