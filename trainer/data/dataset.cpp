@@ -305,7 +305,11 @@ Dataset parse_dataset(const std::string& path, std::string_view text,
 }
 
 Dataset read_dataset(const std::string& path, const DatasetOptions& options) {
-  return parse_dataset(path, read_text_file(path), options);
+  // Mapped, not copied: the rows are the only copy of the data held in memory.
+  const MappedFile file(path);
+  const char* data = reinterpret_cast<const char*>(file.data());
+  return parse_dataset(path, data ? std::string_view(data, file.size()) : std::string_view(),
+                       options);
 }
 
 }  // namespace ptrain
