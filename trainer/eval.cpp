@@ -2,34 +2,14 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <fstream>
 
 #include "core/error.h"
+#include "trainer/data/packing.h"
 
 namespace ptrain {
-namespace {
-
-// Packs sample windows first-fit into rows of seq_len tokens.
-std::vector<std::vector<SampleSpan>> first_fit(const std::vector<SampleSpan>& windows,
-                                               int64_t seq_len) {
-  std::vector<std::vector<SampleSpan>> rows;
-  std::vector<int64_t> used;
-  for (const auto& w : windows) {
-    size_t r = 0;
-    while (r < rows.size() && used[r] + w.length > seq_len) ++r;
-    if (r == rows.size()) {
-      rows.emplace_back();
-      used.push_back(0);
-    }
-    rows[r].push_back(w);
-    used[r] += w.length;
-  }
-  return rows;
-}
-
-}  // namespace
-
 double EvalResult::perplexity() const {
   return std::exp(mean_loss());
 }
@@ -91,7 +71,17 @@ EvalResult evaluate(LlamaForCausalLM& model, const std::vector<TokenSample>& sam
                          std::min(seq_len, n - begin)});
     }
   }
-  const auto rows = first_fit(windows, seq_len);
+  // Windows packed first-fit-decreasing into rows of seq_len tokens, as training rows are.
+  std::vector<int64_t> lengths;
+  for (const SampleSpan& w : windows) lengths.push_back(w.length);
+  PackingOptions packing;
+  packing.sequence_len = seq_len;
+  packing.group_size = std::max<int64_t>(1, static_cast<int64_t>(lengths.size()));
+  const PackedLayout layout = pack_samples(lengths, packing);
+  std::vector<std::vector<SampleSpan>> rows(static_cast<size_t>(layout.rows()));
+  for (int64_t r = 0; r < layout.rows(); ++r)
+    for (int64_t k = layout.row_offsets[r]; k < layout.row_offsets[r + 1]; ++k)
+      rows[r].push_back(windows[layout.samples[k]]);
   torch::NoGradGuard no_grad;
   double sums[3] = {0, 0, 0};  // loss, tokens, rows
   for (size_t first = 0; first < rows.size(); first += rows_per_step) {
