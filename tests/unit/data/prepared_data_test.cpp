@@ -67,9 +67,10 @@ class PreparedDataTest : public ::testing::Test {
   }
   std::string model_dir() const { return (root_ / "model").string(); }
   // Builds into a fresh directory and opens it.
-  PreparedDataset build(const DataPrepOptions& o, const std::string& name = "cache") {
+  PreparedDataset build(const DataPrepOptions& o, const std::string& name = "cache",
+                        int threads = 2) {
     const std::string dir = (root_ / name).string();
-    build_prepared_dataset(o, tokenizer_, data_fingerprint(o, model_dir()), dir, 2);
+    build_prepared_dataset(o, tokenizer_, data_fingerprint(o, model_dir()), dir, threads);
     return PreparedDataset(dir);
   }
 
@@ -271,14 +272,14 @@ TEST_F(PreparedDataTest, AWeightThatLeavesASourceNoTrainingSamplesIsAnError) {
                   "b.jsonl' gets no training samples: weight 0.1 of its 3 training samples")));
 }
 
-TEST_F(PreparedDataTest, RebuildingGivesIdenticalFilesAndAPublishedDirectoryIsKept) {
+TEST_F(PreparedDataTest, RebuildingOnMoreThreadsGivesIdenticalFilesAndPublishedDataIsKept) {
   std::vector<std::string> texts;
   for (int i = 0; i < 50; ++i) texts.push_back(std::string(1 + i % 13, 'k'));
   DataPrepOptions o = options({source(completions("a.jsonl", texts))});
   o.sample_packing = true;
   o.val_set_size = 0.2;
-  build(o, "c1");
-  build(o, "c2");
+  build(o, "c1", 1);
+  build(o, "c2", 5);  // rows rendered on 5 threads land in the same order
   for (const char* name : {"meta.json", "tokens.bin", "sample_offsets.bin", "sample_origin.bin",
                            "train_row_offsets.bin", "train_row_samples.bin", "val_samples.bin"}) {
     std::ifstream a(root_ / "c1" / name, std::ios::binary),
