@@ -96,7 +96,9 @@ std::vector<int64_t> epoch_order(int64_t rows, uint64_t seed, int64_t epoch) {
 // ---------------------------------------------------------------- state
 
 std::string SamplerState::to_json() const {
-  return json{{"seed", seed}, {"rows", rows}, {"epoch", epoch}, {"position", position}}.dump();
+  return json{
+      {"seed", seed}, {"rows", rows}, {"epoch", epoch}, {"position", position}, {"data", data}}
+      .dump();
 }
 
 SamplerState SamplerState::from_json(const std::string& text) {
@@ -112,6 +114,12 @@ SamplerState SamplerState::from_json(const std::string& text) {
   s.rows = state_field<int64_t>(state, "rows");
   s.epoch = state_field<int64_t>(state, "epoch");
   s.position = state_field<int64_t>(state, "position");
+  auto data = state.find("data");
+  if (data != state.end()) {
+    PTRAIN_CHECK(data->is_string(), "sampler state: field 'data' must be a string, got {}",
+                 data->dump());
+    s.data = data->get<std::string>();
+  }
   return s;
 }
 
@@ -153,7 +161,12 @@ int64_t DistributedSampler::micro_batches_per_epoch() const {
 }
 
 SamplerState DistributedSampler::state() const {
-  return {seed_, rows_, epoch_, position_};
+  SamplerState state;
+  state.seed = seed_;
+  state.rows = rows_;
+  state.epoch = epoch_;
+  state.position = position_;
+  return state;
 }
 
 void DistributedSampler::restore(const SamplerState& state) {

@@ -31,6 +31,9 @@ struct SamplerState {
   int64_t rows = 0;      // rows in the dataset, checked on restore
   int64_t epoch = 0;     // 0-based
   int64_t position = 0;  // rows of this epoch's order already dealt
+  // The prepared dataset's fingerprint when the state was saved ("" when unknown): TrainBatches
+  // refuses a state of other data. Optional in the JSON.
+  std::string data;
   std::string to_json() const;
   // UserError naming the field when `text` is not a state written by to_json().
   static SamplerState from_json(const std::string& text);

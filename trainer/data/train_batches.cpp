@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "core/error.h"
+
 namespace ptrain {
 
 TrainBatches::TrainBatches(const PreparedDataset& data, int64_t micro_batch_size, int rank,
@@ -17,6 +19,20 @@ std::vector<int64_t> TrainBatches::next_rows() {
 RowBatch TrainBatches::next() {
   const std::vector<int64_t> rows = next_rows();
   return data_.collate(rows, width(rows));
+}
+
+SamplerState TrainBatches::state() const {
+  SamplerState state = sampler_.state();
+  state.data = data_.fingerprint();
+  return state;
+}
+
+void TrainBatches::restore(const SamplerState& state) {
+  PTRAIN_CHECK(state.data.empty() || state.data == data_.fingerprint(),
+               "the sampler state was saved over prepared dataset {}, this run prepared {}: the "
+               "data files, the tokenizer or a data setting changed since it was saved",
+               state.data, data_.fingerprint());
+  sampler_.restore(state);
 }
 
 int64_t TrainBatches::width(const std::vector<int64_t>& rows) const {

@@ -27,8 +27,12 @@ class TrainBatches {
   int64_t epoch() const { return sampler_.epoch(); }
   int64_t micro_batches_left_in_epoch() const { return sampler_.micro_batches_left_in_epoch(); }
   int64_t micro_batches_per_epoch() const { return sampler_.micro_batches_per_epoch(); }
-  SamplerState state() const { return sampler_.state(); }
-  void restore(const SamplerState& state) { sampler_.restore(state); }
+  // The sampler's state, tagged with the prepared dataset's fingerprint.
+  SamplerState state() const;
+  // Continues from `state`; UserError when it was saved over other prepared data (another
+  // fingerprint: the data files, tokenizer or data settings changed), or as
+  // DistributedSampler::restore.
+  void restore(const SamplerState& state);
 
   // The width next() lays `rows` out at.
   int64_t width(const std::vector<int64_t>& rows) const;

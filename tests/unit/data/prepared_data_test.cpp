@@ -294,6 +294,27 @@ TEST_F(PreparedDataTest, RebuildingOnMoreThreadsGivesIdenticalFilesAndPublishedD
   EXPECT_NO_THROW(PreparedDataset((root_ / "c1").string()));
 }
 
+TEST_F(PreparedDataTest, TrainBatchesStateNamesItsDataAndResumesOnlyOnIt) {
+  std::vector<std::string> texts;
+  for (int i = 0; i < 30; ++i) texts.push_back(std::string(1 + i % 5, 'r'));
+  DataPrepOptions o = options({source(completions("a.jsonl", texts))});
+  PreparedDataset d = build(o, "c1");
+  TrainBatches first(d, 2, 0, 1, 42, false);
+  for (int i = 0; i < 4; ++i) first.next_rows();
+  const SamplerState saved = SamplerState::from_json(first.state().to_json());
+  EXPECT_EQ(saved.data, d.fingerprint());
+  TrainBatches resumed(d, 2, 0, 1, 42, false);
+  resumed.restore(saved);
+  EXPECT_EQ(resumed.next_rows(), first.next_rows());
+  // Same row count, other data: refused.
+  completions("a.jsonl", std::vector<std::string>(30, "x"));
+  PreparedDataset other = build(o, "c2");
+  ASSERT_EQ(other.train_rows(), d.train_rows());
+  TrainBatches elsewhere(other, 2, 0, 1, 42, false);
+  EXPECT_THAT([&] { elsewhere.restore(saved); },
+              ::testing::ThrowsMessage<UserError>(HasSubstr("the sampler state was saved over")));
+}
+
 TEST_F(PreparedDataTest, TrainBatchesAreAsWideAsTheLongestRowUnlessPadded) {
   const std::string path = completions("a.jsonl", {"a", "abcdef", "ab"});
   PreparedDataset d = build(options({source(path)}, 64));
