@@ -96,10 +96,13 @@ class SampleStore {
   std::vector<uint32_t> buffer_;
 };
 
-void check_ids(const std::vector<int64_t>& ids, int64_t vocab, const std::string& where) {
+// `path` and `line` name the row in the message (formatted only on failure: this runs per sample).
+void check_ids(const std::vector<int64_t>& ids, int64_t vocab, const std::string& path,
+               int64_t line) {
   for (int64_t id : ids)
     PTRAIN_CHECK(id >= 0 && id < vocab && id < int64_t{kLearnedBit},
-                 "{}: token id {} is outside the tokenizer's vocabulary of {}", where, id, vocab);
+                 "{}:{}: token id {} is outside the tokenizer's vocabulary of {}", path, line, id,
+                 vocab);
 }
 
 // ---------------------------------------------------------------- row sources
@@ -165,34 +168,25 @@ void add_row_source(const DataPrepOptions& options, const DataSource& source, in
       const size_t end = std::min(dataset.rows.size(), begin + kRowsPerBatch);
       std::vector<std::optional<TokenizedSample>> rendered = render_rows(
           dataset, begin, end, tokenizer, options.render, threads, options.skip_invalid_rows);
-      // The rows kept, with their lines; apply_length_policy keeps the order of what it keeps.
-      std::vector<TokenizedSample> samples;
-      std::vector<int64_t> lines;
       for (size_t i = 0; i < rendered.size(); ++i) {
         if (!rendered[i]) {
           ++summary.skipped["rejected by the template"];
           --summary.rows;
           continue;
         }
-        const bool kept =
-            options.length_policy == LengthPolicy::kTruncate ||
-            static_cast<int64_t>(rendered[i]->input_ids.size()) <= options.sequence_len;
-        if (kept) lines.push_back(dataset.rows[begin + i].line);
-        samples.push_back(std::move(*rendered[i]));
-      }
-      const LengthSummary lengths =
-          apply_length_policy(samples, options.sequence_len, options.length_policy);
-      summary.truncated += lengths.truncated;
-      summary.dropped += lengths.dropped;
-      PTRAIN_ASSERT(lines.size() == samples.size(), "{} kept rows, {} samples", lines.size(),
-                    samples.size());
-      for (size_t k = 0; k < samples.size(); ++k) {
-        const TokenizedSample& s = samples[k];
-        check_ids(s.input_ids, tokenizer.vocab_size(), fmt::format("{}:{}", path, lines[k]));
+        TokenizedSample& s = *rendered[i];
+        const LengthOutcome outcome = fit_length(s, options.sequence_len, options.length_policy);
+        if (outcome == LengthOutcome::kDropped) {
+          ++summary.dropped;
+          continue;
+        }
+        if (outcome == LengthOutcome::kTruncated) ++summary.truncated;
+        const int64_t line = dataset.rows[begin + i].line;
+        check_ids(s.input_ids, tokenizer.vocab_size(), path, line);
         std::vector<bool> learned(s.input_ids.size(), false);
         for (size_t t = 1; t < s.input_ids.size(); ++t)
           learned[t] = s.labels[t - 1] != kIgnoreLabel;
-        store.add(s.input_ids, learned, file, lines[k]);
+        store.add(s.input_ids, learned, file, line);
         summary.tokens += static_cast<int64_t>(s.input_ids.size());
         ++summary.samples;
       }

@@ -109,24 +109,30 @@ LengthPolicy parse_length_policy(std::string_view name) {
                   name));
 }
 
+LengthOutcome fit_length(TokenizedSample& sample, int64_t sequence_len, LengthPolicy policy) {
+  PTRAIN_CHECK(sequence_len > 0, "sequence_len must be positive, got {}", sequence_len);
+  const auto limit = static_cast<size_t>(sequence_len);
+  if (sample.input_ids.size() <= limit) return LengthOutcome::kFits;
+  if (policy == LengthPolicy::kDrop) return LengthOutcome::kDropped;
+  sample.input_ids.resize(limit);
+  sample.labels.resize(limit);
+  sample.labels.back() = kIgnoreLabel;
+  return LengthOutcome::kTruncated;
+}
+
 LengthSummary apply_length_policy(std::vector<TokenizedSample>& samples, int64_t sequence_len,
                                   LengthPolicy policy) {
   PTRAIN_CHECK(sequence_len > 0, "sequence_len must be positive, got {}", sequence_len);
-  const auto limit = static_cast<size_t>(sequence_len);
   LengthSummary summary;
   size_t out = 0;
   for (size_t i = 0; i < samples.size(); ++i) {
     TokenizedSample& sample = samples[i];
-    if (sample.input_ids.size() > limit) {
-      if (policy == LengthPolicy::kDrop) {
-        ++summary.dropped;
-        continue;
-      }
-      sample.input_ids.resize(limit);
-      sample.labels.resize(limit);
-      sample.labels.back() = kIgnoreLabel;
-      ++summary.truncated;
+    const LengthOutcome outcome = fit_length(sample, sequence_len, policy);
+    if (outcome == LengthOutcome::kDropped) {
+      ++summary.dropped;
+      continue;
     }
+    if (outcome == LengthOutcome::kTruncated) ++summary.truncated;
     if (out != i) samples[out] = std::move(sample);
     ++out;
   }

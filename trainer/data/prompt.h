@@ -65,6 +65,13 @@ struct LengthSummary {
   int64_t dropped = 0;    // samples removed
 };
 
+// What the length policy did to one sample.
+enum class LengthOutcome { kFits, kTruncated, kDropped };
+
+// Applies `policy` to one sample: truncates it in place (as apply_length_policy describes) or
+// says it is to be dropped.
+LengthOutcome fit_length(TokenizedSample& sample, int64_t sequence_len, LengthPolicy policy);
+
 // Applies `policy` in place, keeping the order of the samples kept. A truncated sample's last
 // label becomes -100 (its target was cut off); it is kept even when no learned token is left.
 LengthSummary apply_length_policy(std::vector<TokenizedSample>& samples, int64_t sequence_len,
