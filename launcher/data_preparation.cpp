@@ -6,6 +6,7 @@
 #include <chrono>
 #include <filesystem>
 #include <future>
+#include <sstream>
 
 #include "core/error.h"
 #include "parallel/communicator.h"
@@ -24,21 +25,21 @@ void broadcast_status(Communicator& comm, int64_t (&message)[2]) {
   comm.broadcast(comm_buffer(message, 2), 0);
 }
 
-// Rank 0: reuse or build; returns the fingerprint.
-std::string prepare_on_rank0(const JobConfig& job, RankContext& ctx, int threads, bool* built) {
+// Rank 0: the job's prepared dataset, reused when its directory verifies, else built; opened and
+// verified once either way.
+std::unique_ptr<PreparedDataset> prepare_on_rank0(const JobConfig& job, RankContext& ctx,
+                                                  int threads, bool* built) {
   PTRAIN_CHECK(!job.base_model.empty(),
                "'base_model' is not set: the datasets are tokenized with the model's tokenizer");
   const DataPrepOptions options = data_prep_options(job);
-  PTRAIN_CHECK(!options.sources.empty(),
-               "no datasets configured: add a 'datasets:' list of {{path, type}} entries");
   const std::unique_ptr<Tokenizer> tokenizer = load_tokenizer(job.base_model);
   const std::string fingerprint = data_fingerprint(options, job.base_model);
   const std::string dir = (fs::path(prepared_data_root(job)) / fingerprint).string();
   if (fs::exists(dir)) {
     try {
-      PreparedDataset existing(dir);
-      ctx.log->info("prepared data: reusing {} ({} training rows)", dir, existing.train_rows());
-      return fingerprint;
+      auto existing = std::make_unique<PreparedDataset>(dir);
+      ctx.log->info("prepared data: reusing {} ({} training rows)", dir, existing->train_rows());
+      return existing;
     } catch (const CorruptData& e) {
       ctx.log->warn("prepared data: {}; rebuilding it", e.what());
       fs::remove_all(dir);
@@ -46,25 +47,12 @@ std::string prepare_on_rank0(const JobConfig& job, RankContext& ctx, int threads
   }
   ctx.log->info("prepared data: building {} with the {} tokenizer on {} threads", dir,
                 tokenizer->name(), threads);
-  const PreparedSummary summary =
-      build_prepared_dataset(options, *tokenizer, fingerprint, dir, threads);
-  for (const SourceSummary& s : summary.sources) {
-    int64_t skipped = 0;
-    for (const auto& [reason, count] : s.skipped) skipped += count;
-    ctx.log->info(
-        "prepared data: {} ({}): {} rows, {} skipped, {} samples ({} truncated, {} dropped), "
-        "{} tokens; {} training uses, {} validation",
-        s.path, s.type, s.rows, skipped, s.samples, s.truncated, s.dropped, s.tokens,
-        s.train_samples, s.val_samples);
-  }
-  ctx.log->info(
-      "prepared data: {} training rows of {} tokens, packing efficiency {:.2f}% ({}), {} "
-      "learned tokens, {} validation samples",
-      summary.train_rows, job.sequence_len, 100.0 * summary.packing_efficiency,
-      job.sample_packing ? "packed" : "one sample per row", summary.learned_tokens,
-      summary.val_samples);
+  build_prepared_dataset(options, *tokenizer, fingerprint, dir, threads);
   *built = true;
-  return fingerprint;
+  auto dataset = std::make_unique<PreparedDataset>(dir);
+  std::istringstream text(prepared_summary_text(*dataset));
+  for (std::string line; std::getline(text, line);) ctx.log->info("prepared data: {}", line);
+  return dataset;
 }
 
 }  // namespace
@@ -78,7 +66,6 @@ PreparedData prepare_data(const JobConfig& job, RankContext& ctx, int threads) {
   PreparedData out;
   const auto start = Clock::now();
   int64_t message[2] = {kWorking, 0};
-  std::string fingerprint;
   if (ctx.rank == 0) {
     // The whole preparation (hashing the data, verifying or building the cache) runs on a worker
     // thread while this thread, the communicator's issuing thread, broadcasts the heartbeat.
@@ -91,7 +78,7 @@ PreparedData prepare_data(const JobConfig& job, RankContext& ctx, int threads) {
       if (ctx.world > 1) broadcast_status(*ctx.comm, message);
     }
     try {
-      fingerprint = work.get();
+      out.dataset = work.get();
     } catch (...) {
       if (ctx.world > 1) {
         message[0] = kFailed;
@@ -101,7 +88,7 @@ PreparedData prepare_data(const JobConfig& job, RankContext& ctx, int threads) {
     }
     if (ctx.world > 1) {
       message[0] = kReady;
-      message[1] = static_cast<int64_t>(std::stoull(fingerprint, nullptr, 16));
+      message[1] = static_cast<int64_t>(std::stoull(out.dataset->fingerprint(), nullptr, 16));
       broadcast_status(*ctx.comm, message);
     }
   } else {
@@ -112,14 +99,38 @@ PreparedData prepare_data(const JobConfig& job, RankContext& ctx, int threads) {
       throw UserError(
           "rank 0 could not prepare the dataset; its error is in its log "
           "(output_dir/logs/rank-0.log)");
-    fingerprint = fmt::format("{:016x}", static_cast<uint64_t>(message[1]));
+    // Rank 0 has verified every checksum; the others check sizes and structure only, so a job
+    // does not read the whole cache once per rank.
+    const std::string fingerprint = fmt::format("{:016x}", static_cast<uint64_t>(message[1]));
+    out.dataset = std::make_unique<PreparedDataset>(
+        (fs::path(prepared_data_root(job)) / fingerprint).string(), /*verify_checksums=*/false);
   }
   out.seconds = std::chrono::duration<double>(Clock::now() - start).count();
-  // Rank 0 has verified every checksum; the others check sizes and structure only, so a job does
-  // not read the whole cache once per rank.
-  out.dataset = std::make_unique<PreparedDataset>(
-      (fs::path(prepared_data_root(job)) / fingerprint).string(), ctx.rank == 0);
   return out;
+}
+
+std::string prepared_summary_text(const PreparedDataset& data) {
+  const PreparedSummary& s = data.summary();
+  std::ostringstream out;
+  out << fmt::format("prepared dataset {} (fingerprint {})\n", data.dir(), data.fingerprint());
+  for (const SourceSummary& src : s.sources) {
+    std::string skipped;
+    for (const auto& [reason, count] : src.skipped)
+      skipped += fmt::format("{}{} {}", skipped.empty() ? "" : ", ", count, reason);
+    out << fmt::format(
+        "  {} ({}): {} rows{}, {} samples ({} truncated, {} dropped), {} tokens; {} training "
+        "uses, {} validation\n",
+        src.path, src.type, src.rows, skipped.empty() ? "" : " (skipped: " + skipped + ")",
+        src.samples, src.truncated, src.dropped, src.tokens, src.train_samples, src.val_samples);
+  }
+  out << fmt::format(
+      "  training: {} sample uses in {} rows of {} tokens ({}), packing efficiency {:.2f}%, {} "
+      "tokens, {} learned\n",
+      s.train_samples, s.train_rows, data.sequence_len(),
+      data.sample_packing() ? "packed" : "one sample per row", 100.0 * s.packing_efficiency,
+      s.train_tokens, s.learned_tokens);
+  out << fmt::format("  validation: {} samples\n", s.val_samples);
+  return out.str();
 }
 
 }  // namespace ptrain

@@ -32,4 +32,8 @@ struct PreparedData {
 
 PreparedData prepare_data(const JobConfig& job, RankContext& ctx, int threads);
 
+// What a prepared dataset holds, per source and in all, as `ptrain preprocess` prints it (several
+// lines, each ending in a newline).
+std::string prepared_summary_text(const PreparedDataset& data);
+
 }  // namespace ptrain

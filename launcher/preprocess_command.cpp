@@ -6,7 +6,6 @@
 #include <filesystem>
 #include <iostream>
 #include <nlohmann/json.hpp>
-#include <sstream>
 
 #include "core/error.h"
 #include "core/json_file.h"
@@ -16,30 +15,6 @@ namespace fs = std::filesystem;
 
 namespace ptrain {
 namespace {
-
-std::string summary_text(const PreparedDataset& data) {
-  const PreparedSummary& s = data.summary();
-  std::ostringstream out;
-  out << fmt::format("prepared dataset {} (fingerprint {})\n", data.dir(), data.fingerprint());
-  for (const SourceSummary& src : s.sources) {
-    std::string skipped;
-    for (const auto& [reason, count] : src.skipped)
-      skipped += fmt::format("{}{} {}", skipped.empty() ? "" : ", ", count, reason);
-    out << fmt::format(
-        "  {} ({}): {} rows{}, {} samples ({} truncated, {} dropped), {} tokens; {} training "
-        "uses, {} validation\n",
-        src.path, src.type, src.rows, skipped.empty() ? "" : " (skipped: " + skipped + ")",
-        src.samples, src.truncated, src.dropped, src.tokens, src.train_samples, src.val_samples);
-  }
-  out << fmt::format(
-      "  training: {} sample uses in {} rows of {} tokens ({}), packing efficiency {:.2f}%, {} "
-      "tokens, {} learned\n",
-      s.train_samples, s.train_rows, data.sequence_len(),
-      data.sample_packing() ? "packed" : "one sample per row", 100.0 * s.packing_efficiency,
-      s.train_tokens, s.learned_tokens);
-  out << fmt::format("  validation: {} samples\n", s.val_samples);
-  return out.str();
-}
 
 // Sample i as text, the learned runs highlighted: green on a terminal, else between « and ».
 std::string render_debug_sample(const PreparedDataset& data, const Tokenizer& tokenizer, int64_t i,
@@ -93,7 +68,7 @@ int run_preprocess_command(RankSession& session, const ResolvedConfig& config,
   if (options.json) {
     std::cout << summary_json(data, prepared).dump() << std::endl;
   } else {
-    std::cout << summary_text(data)
+    std::cout << prepared_summary_text(data)
               << fmt::format("  {} in {:.2f} s\n", prepared.built ? "built" : "reused (verified)",
                              prepared.seconds);
   }
@@ -123,8 +98,9 @@ bool is_prepared_dataset(const std::string& dir) {
 
 std::string describe_prepared_dataset(const std::string& dir) {
   PreparedDataset data(dir);
-  return summary_text(data) + fmt::format("  checksums: OK ({} samples, {} training rows)\n",
-                                          data.samples(), data.train_rows());
+  return prepared_summary_text(data) +
+         fmt::format("  checksums: OK ({} samples, {} training rows)\n", data.samples(),
+                     data.train_rows());
 }
 
 }  // namespace ptrain
