@@ -68,27 +68,23 @@ std::vector<std::string> source_files(const DataSource& source) {
 
 namespace {
 
-// Feeds length-prefixed fields into one XXH3 state, so ("ab", "c") and ("a", "bc") differ.
+// Feeds length-prefixed fields into one XXH3 stream, so ("ab", "c") and ("a", "bc") differ.
 class Hasher {
  public:
-  Hasher() : state_(XXH3_createState()) { XXH3_64bits_reset(state_); }
-  ~Hasher() { XXH3_freeState(state_); }
-  Hasher(const Hasher&) = delete;
-  Hasher& operator=(const Hasher&) = delete;
   void add(const void* data, size_t size) {
     const uint64_t n = size;
-    XXH3_64bits_update(state_, &n, sizeof n);
-    XXH3_64bits_update(state_, data, size);
+    stream_.update(&n, sizeof n);
+    stream_.update(data, size);
   }
   void add(const std::string& text) { add(text.data(), text.size()); }
   void add_file(const std::string& path) {
     MappedFile file(path);
     add(file.data() ? file.data() : reinterpret_cast<const uint8_t*>(""), file.size());
   }
-  std::string hex() const { return fmt::format("{:016x}", XXH3_64bits_digest(state_)); }
+  std::string hex() const { return stream_.hex(); }
 
  private:
-  XXH3_state_t* state_;
+  Xxh3Stream stream_;
 };
 
 }  // namespace
@@ -120,8 +116,24 @@ std::string data_fingerprint(const DataPrepOptions& options, const std::string& 
   return h.hex();
 }
 
-uint64_t xxh3_of(const void* data, size_t size) {
-  return XXH3_64bits(data, size);
+Xxh3Stream::Xxh3Stream() : state_(XXH3_createState()) {
+  XXH3_64bits_reset(state_);
+}
+
+Xxh3Stream::~Xxh3Stream() {
+  XXH3_freeState(state_);
+}
+
+void Xxh3Stream::update(const void* data, size_t size) {
+  XXH3_64bits_update(state_, data, size);
+}
+
+std::string Xxh3Stream::hex() const {
+  return fmt::format("{:016x}", XXH3_64bits_digest(state_));
+}
+
+std::string xxh3_hex(const void* data, size_t size) {
+  return fmt::format("{:016x}", XXH3_64bits(data, size));
 }
 
 // ---------------------------------------------------------------- reading
@@ -160,8 +172,8 @@ PreparedDataset::PreparedDataset(const std::string& dir, bool verify_checksums) 
       const uint64_t bytes = info.at("bytes").get<uint64_t>();
       if (file->size() != bytes)
         corrupt(dir, fmt::format("{} has {} bytes, meta.json says {}", name, file->size(), bytes));
-      if (verify_checksums && fmt::format("{:016x}", xxh3_of(file->data(), file->size())) !=
-                                  info.at("xxh3").get<std::string>())
+      if (verify_checksums &&
+          xxh3_hex(file->data(), file->size()) != info.at("xxh3").get<std::string>())
         corrupt(dir, fmt::format("{} fails its checksum", name));
       files_[name] = std::move(file);
     }

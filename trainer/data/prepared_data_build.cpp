@@ -3,7 +3,6 @@
 // the files (prepared_data.h has the layout).
 #include <fmt/format.h>
 #include <unistd.h>
-#include <xxhash.h>
 
 #include <algorithm>
 #include <cmath>
@@ -37,11 +36,9 @@ constexpr size_t kRowsPerBatch = 2048;
 class SampleStore {
  public:
   explicit SampleStore(const std::string& dir)
-      : tokens_file_((fs::path(dir) / kTokensFile).string()), hash_(XXH3_createState()) {
-    XXH3_64bits_reset(hash_);
+      : tokens_file_((fs::path(dir) / kTokensFile).string()) {
     buffer_.reserve(kBufferTokens);
   }
-  ~SampleStore() { XXH3_freeState(hash_); }
   SampleStore(const SampleStore&) = delete;
   SampleStore& operator=(const SampleStore&) = delete;
 
@@ -78,8 +75,7 @@ class SampleStore {
   void finish(nlohmann::json& files_json) {
     flush();
     tokens_file_.commit();
-    files_json[kTokensFile] = {{"bytes", tokens_file_.bytes_written()},
-                               {"xxh3", fmt::format("{:016x}", XXH3_64bits_digest(hash_))}};
+    files_json[kTokensFile] = {{"bytes", tokens_file_.bytes_written()}, {"xxh3", hash_.hex()}};
   }
 
  private:
@@ -87,12 +83,12 @@ class SampleStore {
   void flush() {
     const size_t bytes = buffer_.size() * sizeof(uint32_t);
     tokens_file_.write(buffer_.data(), bytes);
-    XXH3_64bits_update(hash_, buffer_.data(), bytes);
+    hash_.update(buffer_.data(), bytes);
     buffer_.clear();
   }
 
   AtomicFileWriter tokens_file_;
-  XXH3_state_t* hash_;
+  Xxh3Stream hash_;
   std::vector<uint32_t> buffer_;
 };
 
@@ -300,7 +296,7 @@ void write_array(const std::string& dir, const char* name, const void* data, siz
   AtomicFileWriter writer((fs::path(dir) / name).string());
   writer.write(data, bytes);
   writer.commit();
-  files[name] = {{"bytes", bytes}, {"xxh3", fmt::format("{:016x}", xxh3_of(data, bytes))}};
+  files[name] = {{"bytes", bytes}, {"xxh3", xxh3_hex(data, bytes)}};
 }
 
 template <class T>
