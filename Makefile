@@ -41,7 +41,7 @@ bench: build
 	$(MPIRUN) -np 4 $(BUILD_DIR)/bin/ptrain-bench comm | tee bench/results/comm-np4.jsonl
 	$(BUILD_DIR)/bin/ptrain-bench nf4 | tee bench/results/nf4.jsonl
 	# Real vocabularies for the tokenizer figures: the npm packages the tokenizer test installs.
-	tests/unit/data/tokenizer_reference/run.sh $(BUILD_DIR)/tokenizer-reference \
+	tests/unit/tokenizer/reference/run.sh $(BUILD_DIR)/tokenizer-reference \
 	  $(BUILD_DIR)/bin/ptrain_tokenizer_reference_check >/dev/null
 	$(BUILD_DIR)/bin/ptrain-bench data --text README.md docs/*.md \
 	  $(foreach m,gpt2 llama2 mistral llama3,--tokenizer $(BUILD_DIR)/tokenizer-reference/models/$(m)) \

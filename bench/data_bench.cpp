@@ -13,9 +13,9 @@
 
 #include "bench/bench_common.h"
 #include "core/file_util.h"
-#include "trainer/data/packing.h"
-#include "trainer/data/prepared_data.h"
-#include "trainer/data/tokenizer.h"
+#include "data/packing.h"
+#include "data/prepared_data.h"
+#include "tokenizer/tokenizer.h"
 
 namespace fs = std::filesystem;
 

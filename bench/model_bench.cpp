@@ -13,7 +13,7 @@
 #include <fmt/format.h>
 
 #include "bench/bench_common.h"
-#include "trainer/model/llama.h"
+#include "model/llama.h"
 
 namespace ptrain::bench {
 namespace {}  // namespace

@@ -6,10 +6,10 @@
 #include <thread>
 
 #include "bench/bench_common.h"
-#include "trainer/model/llama.h"
-#include "trainer/quant/lora.h"
-#include "trainer/quant/nf4.h"
-#include "trainer/quant/nf4_weight.h"
+#include "model/llama.h"
+#include "peft/lora.h"
+#include "quant/nf4.h"
+#include "quant/nf4_weight.h"
 
 namespace ptrain::bench {
 namespace {

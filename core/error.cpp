@@ -5,15 +5,11 @@
 namespace ptrain::detail {
 
 std::string with_location(const std::string& message, const char* file, int line) {
-  // Strip the build-machine prefix so messages read "core/config.cpp:12" wherever we were built.
+  // Strip the source-tree prefix (PTRAIN_SOURCE_DIR, set by CMake) so messages read
+  // "core/config.cpp:12" wherever the tree was built.
   const char* shown = file;
-  for (const char* root : {"/core/", "/parallel/", "/launcher/", "/bench/", "/tests/", "/trainer/",
-                           "/checkpoint/", "/cluster/"}) {
-    if (const char* at = std::strstr(file, root)) {
-      shown = at + 1;
-      break;
-    }
-  }
+  const size_t root = std::strlen(PTRAIN_SOURCE_DIR);
+  if (std::strncmp(file, PTRAIN_SOURCE_DIR, root) == 0) shown = file + root;
   return fmt::format("{} ({}:{})", message, shown, line);
 }
 

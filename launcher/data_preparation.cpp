@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "launcher/job_options.h"
 #include "parallel/communicator.h"
 
 namespace fs = std::filesystem;

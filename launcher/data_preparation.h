@@ -17,7 +17,7 @@
 
 #include "core/config.h"
 #include "core/rank_context.h"
-#include "trainer/data/prepared_data.h"
+#include "data/prepared_data.h"
 
 namespace ptrain {
 

@@ -7,8 +7,8 @@
 #include "checkpoint/safetensors_model.h"
 #include "core/error.h"
 #include "launcher/data_preparation.h"
+#include "model/llama_weights.h"
 #include "trainer/eval.h"
-#include "trainer/model/llama_weights.h"
 
 namespace ptrain {
 

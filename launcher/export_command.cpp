@@ -5,7 +5,7 @@
 
 #include "core/error.h"
 #include "core/file_util.h"
-#include "trainer/model/llama_weights.h"
+#include "model/llama_weights.h"
 
 namespace ptrain {
 namespace {

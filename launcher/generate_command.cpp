@@ -10,9 +10,9 @@
 #include "core/error.h"
 #include "core/file_util.h"
 #include "core/json_file.h"
-#include "trainer/data/tokenizer.h"
+#include "model/llama_weights.h"
+#include "tokenizer/tokenizer.h"
 #include "trainer/generate.h"
-#include "trainer/model/llama_weights.h"
 
 namespace ptrain {
 namespace {

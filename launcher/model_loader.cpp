@@ -2,7 +2,7 @@
 
 #include "checkpoint/safetensors_model.h"
 #include "core/error.h"
-#include "trainer/model/llama_weights.h"
+#include "model/llama_weights.h"
 
 namespace ptrain {
 

@@ -4,8 +4,8 @@
 
 #include <string>
 
-#include "trainer/model/llama.h"
-#include "trainer/quant/lora.h"
+#include "model/llama.h"
+#include "peft/lora.h"
 
 namespace ptrain {
 

@@ -11,9 +11,9 @@
 #include "launcher/eval_command.h"
 #include "launcher/export_command.h"
 #include "launcher/generate_command.h"
+#include "launcher/model_tools.h"
 #include "launcher/preprocess_command.h"
 #include "launcher/rank_session.h"
-#include "trainer/model/model_tools.h"
 
 namespace {
 

@@ -7,7 +7,7 @@
 #include <fstream>
 
 #include "core/error.h"
-#include "trainer/data/packing.h"
+#include "data/packing.h"
 
 namespace ptrain {
 double EvalResult::perplexity() const {

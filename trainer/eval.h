@@ -6,8 +6,8 @@
 #include <string>
 #include <vector>
 
+#include "model/llama.h"
 #include "parallel/communicator.h"
-#include "trainer/model/llama.h"
 
 namespace ptrain {
 

@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "trainer/model/llama.h"
+#include "model/llama.h"
 
 namespace ptrain {
 

@@ -5,8 +5,8 @@
 #include <random>
 #include <vector>
 
-#include "trainer/quant/cuda/nf4_cuda.h"
-#include "trainer/quant/nf4.h"
+#include "quant/cuda/nf4_cuda.h"
+#include "quant/nf4.h"
 
 namespace ptrain {
 namespace {

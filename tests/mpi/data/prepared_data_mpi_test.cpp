@@ -13,12 +13,12 @@
 
 #include "core/config.h"
 #include "core/error.h"
+#include "data/sampler.h"
+#include "data/train_batches.h"
 #include "launcher/data_preparation.h"
 #include "parallel/communicator.h"
 #include "tests/mpi/mpi_test_env.h"
-#include "trainer/data/sampler.h"
-#include "trainer/data/tokenizer.h"
-#include "trainer/data/train_batches.h"
+#include "tokenizer/tokenizer.h"
 
 namespace fs = std::filesystem;
 

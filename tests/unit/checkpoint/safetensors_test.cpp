@@ -18,6 +18,7 @@
 
 #include "checkpoint/safetensors_model.h"
 #include "core/error.h"
+#include "test_support.h"
 
 namespace ptrain {
 namespace {
@@ -27,28 +28,7 @@ using ::testing::AllOf;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 
-fs::path test_root() {
-  return fs::path(::testing::TempDir()) / ("st_test_" + std::to_string(::getpid()));
-}
-
-// Removes every test's directory once all tests have run.
-class RemoveTestRoot : public ::testing::Environment {
-  void TearDown() override { fs::remove_all(test_root()); }
-};
-::testing::Environment* const kRemoveTestRoot =
-    ::testing::AddGlobalTestEnvironment(new RemoveTestRoot);
-
-// A fresh empty directory for the running test.
-fs::path fresh_dir() {
-  const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-  std::string name = std::string(info->test_suite_name()) + "." + info->name();
-  for (char& c : name)
-    if (c == '/') c = '_';
-  fs::path dir = test_root() / name;
-  fs::remove_all(dir);
-  fs::create_directories(dir);
-  return dir;
-}
+using ::ptrain::testing::fresh_dir;
 
 std::string le64(uint64_t n) {
   std::string out;

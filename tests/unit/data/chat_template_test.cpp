@@ -1,8 +1,8 @@
 // Chat templates against hand-computed expectations: with the byte tokenizer (ids = byte + 3, bos
 // 1, eos 2) the ids follow from the rendered text written out below, segment by segment with the
 // segments the model learns marked. (The rendering of real templates with real vocabularies is
-// compared with @huggingface/jinja and tokenizers.js in tests/unit/data/tokenizer_reference/.)
-#include "trainer/data/chat_template.h"
+// compared with @huggingface/jinja and tokenizers.js in tests/unit/tokenizer/reference/.)
+#include "data/chat_template.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -15,7 +15,7 @@
 #include <vector>
 
 #include "core/error.h"
-#include "trainer/data/prompt.h"
+#include "data/prompt.h"
 
 namespace ptrain {
 namespace {

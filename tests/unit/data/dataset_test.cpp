@@ -10,9 +10,9 @@
 #include <vector>
 
 #include "core/error.h"
-#include "trainer/data/dataset.h"
-#include "trainer/data/prompt.h"
-#include "trainer/data/tokenizer.h"
+#include "data/dataset.h"
+#include "data/prompt.h"
+#include "tokenizer/tokenizer.h"
 
 namespace ptrain {
 namespace {

@@ -10,8 +10,8 @@
 #include <vector>
 
 #include "core/error.h"
-#include "trainer/data/packing.h"
-#include "trainer/data/sampler.h"
+#include "data/packing.h"
+#include "data/sampler.h"
 
 namespace ptrain {
 namespace {

@@ -19,9 +19,9 @@
 
 #include "core/error.h"
 #include "core/file_util.h"
-#include "trainer/data/prepared_data.h"
-#include "trainer/data/tokenizer.h"
-#include "trainer/data/train_batches.h"
+#include "data/prepared_data.h"
+#include "data/train_batches.h"
+#include "tokenizer/tokenizer.h"
 
 namespace fs = std::filesystem;
 

@@ -13,7 +13,7 @@
 #include <vector>
 
 #include "core/error.h"
-#include "trainer/data/sampler.h"
+#include "data/sampler.h"
 
 namespace ptrain {
 namespace {

@@ -8,9 +8,9 @@
 #include <cmath>
 
 #include "core/error.h"
+#include "model/llama_ops.h"
 #include "trainer/generate.h"
-#include "trainer/model/llama_ops.h"
-#include "unit/trainer/model_fixtures.h"
+#include "unit/model_fixtures.h"
 
 namespace ptrain {
 namespace {

@@ -1,0 +1,145 @@
+// A Llama-family causal language model (LlamaForCausalLM and its Mistral/Qwen2 variants) as a
+// libtorch module whose parameter names are exactly the Hugging Face checkpoint names
+// ("model.layers.0.self_attn.q_proj.weight", ...), so weights load and save by name.
+//
+// Inputs are packed rows (PackedBatch): several samples per row, position_ids restarting at each
+// sample, attention never crossing a sample, padding (sequence id -1) seeing only itself. The
+// loss is the sum over labelled tokens (label != -100), computed in chunks so the full
+// [tokens, vocab] fp32 logits never exist; divide by the label count for the mean.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <map>
+
+#include "model/llama_config.h"
+#include "model/projection.h"
+
+namespace ptrain {
+
+struct PackedBatch {
+  at::Tensor input_ids;     // [B, T] int64
+  at::Tensor position_ids;  // [B, T] int64, 0 at each sample start
+  at::Tensor sequence_ids;  // [B, T] int64, sample index within the row, -1 for padding
+  at::Tensor labels;        // [B, T] int64: the target of position t (the next token of the same
+                            // sample, already shifted), -100 where no loss is taken
+};
+
+struct ModelOptions {
+  at::ScalarType dtype = at::kBFloat16;   // parameters and matmuls; kFloat/kDouble for tests
+  bool activation_checkpointing = false;  // recompute each decoder layer in backward
+  int64_t loss_chunk_tokens = 0;          // 0: as many rows as keep the chunk's logits at 64 MiB
+  int64_t attention_block = 512;          // rows longer than this use blockwise attention
+  bool nf4_base = false;                  // decoder projections stored as NF4 (QLoRA base)
+  bool nf4_double_quant = true;           // NF4 absmax double-quantized (4.127 bits/param)
+};
+
+// Keys and values of the tokens a sequence has seen so far, per layer, for incremental decoding:
+// keys[l] and values[l] are [B, KV heads, capacity, head_dim]; the first `length` positions are
+// filled.
+struct KVCache {
+  std::vector<at::Tensor> keys, values;
+  int64_t length = 0;
+  int64_t capacity = 0;
+};
+
+class LlamaDecoderLayerImpl : public torch::nn::Module {
+ public:
+  LlamaDecoderLayerImpl(const LlamaConfig& config, const ModelOptions& options);
+  at::Tensor forward(const at::Tensor& hidden, const at::Tensor& cos, const at::Tensor& sin,
+                     const at::Tensor& mask);
+  // The same layer for T new tokens at positions offset..offset+T-1: their keys and values are
+  // written into the cache tensors, and the queries attend over the cache's first offset+T keys.
+  at::Tensor forward_cached(const at::Tensor& hidden, const at::Tensor& cos, const at::Tensor& sin,
+                            const at::Tensor& bias, at::Tensor& key_cache, at::Tensor& value_cache,
+                            int64_t offset);
+
+ private:
+  // q [B, H, T, d], k and v [B, KV, T, d] of the normed input, RoPE applied to q and k.
+  std::tuple<at::Tensor, at::Tensor, at::Tensor> project_qkv(const at::Tensor& hidden,
+                                                             const at::Tensor& cos,
+                                                             const at::Tensor& sin);
+  // The output projection, the residual and the MLP block, from attention output [B, H, T, d].
+  at::Tensor finish(const at::Tensor& hidden, const at::Tensor& attn);
+
+  const LlamaConfig config_;
+  const int64_t attention_block_;
+  Projection q_proj_{nullptr}, k_proj_{nullptr}, v_proj_{nullptr}, o_proj_{nullptr};
+  Projection gate_proj_{nullptr}, up_proj_{nullptr}, down_proj_{nullptr};
+  at::Tensor input_layernorm_, post_attention_layernorm_;
+};
+TORCH_MODULE(LlamaDecoderLayer);
+
+class LlamaForCausalLMImpl : public torch::nn::Module {
+ public:
+  LlamaForCausalLMImpl(const LlamaConfig& config, const ModelOptions& options);
+
+  // Final hidden states [B, T, hidden] (after the last norm).
+  at::Tensor hidden_states(const PackedBatch& batch);
+  // Summed loss over labelled tokens (fp32 scalar) with its gradient path.
+  at::Tensor loss_sum(const PackedBatch& batch);
+  // Full logits [B, T, vocab] in fp32 (tests, evaluation of short inputs, generation).
+  at::Tensor logits(const PackedBatch& batch);
+
+  // An empty KV cache for `batch` sequences of up to `capacity` tokens.
+  KVCache make_cache(int64_t batch, int64_t capacity) const;
+  // Runs `input_ids` [B, T] (the next T tokens of each sequence) against the cache, appends their
+  // keys and values, and returns the fp32 logits of the last position [B, vocab]. Inference only
+  // (no autograd); UserError when the cache would overflow.
+  at::Tensor decode_step(const at::Tensor& input_ids, KVCache& cache);
+
+  const LlamaConfig& config() const { return config_; }
+  const ModelOptions& options() const { return options_; }
+  // The lm_head weight (the embedding matrix when tied).
+  at::Tensor output_weight() const;
+  void set_activation_checkpointing(bool on) { options_.activation_checkpointing = on; }
+
+  // Random initialisation as Hugging Face does it: normal(0, 0.02) for linear and embedding
+  // weights, zeros for biases, ones for norms; deterministic for `seed`, and the same values
+  // (before quantization) whether the projections are dense or NF4.
+  void initialize(uint64_t seed);
+
+  // The decoder projections by module name ("model.layers.0.self_attn.q_proj"), in layer order.
+  const std::map<std::string, ProjectionImpl*>& projections() const { return projections_; }
+  // Sets checkpoint tensor `name` (a Hugging Face name from llama_tensor_shapes) from `value`:
+  // copied into the parameter, or quantized into an NF4 projection.
+  void set_tensor(const std::string& name, const at::Tensor& value);
+  // Sets NF4 projection `name` ("...q_proj.weight") from an already quantized weight.
+  void set_nf4_tensor(const std::string& name, const Nf4Weight& weight);
+  // Checkpoint tensor `name` in `dtype`: dequantized for NF4 projections, with the LoRA adapter
+  // merged in when `merge_lora`.
+  at::Tensor tensor_value(const std::string& name, at::ScalarType dtype, bool merge_lora) const;
+
+ private:
+  LlamaConfig config_;
+  ModelOptions options_;
+  torch::nn::Module* model_ = nullptr;  // the "model." submodule
+  torch::nn::Embedding embed_tokens_{nullptr};
+  torch::nn::ModuleList layers_{nullptr};
+  at::Tensor norm_;
+  torch::nn::Linear lm_head_{nullptr};  // null when tied
+  at::Tensor inv_freq_;
+  std::map<std::string, ProjectionImpl*> projections_;
+};
+TORCH_MODULE(LlamaForCausalLM);
+
+// One sample's tokens as placed in a packed row: `length` ids from `ids`, and either its own
+// already-shifted labels (`labels`, may hold -100) or, when null, the sample's next tokens.
+struct SampleSpan {
+  const int64_t* ids = nullptr;
+  const int64_t* labels = nullptr;
+  int64_t length = 0;
+};
+
+// Packs `rows` (each a list of sample spans) left-aligned into [rows, seq_len]: position ids
+// restart per sample, sequence ids count samples, the rest is padding (id 0, sequence id -1,
+// label -100).
+PackedBatch pack_rows(const std::vector<std::vector<SampleSpan>>& rows, int64_t seq_len);
+
+// Packs `rows` (each a list of samples, each a list of token ids) left-aligned into [rows,
+// seq_len]: position ids restart per sample, labels are each sample's next tokens (-100 at its last
+// token), the rest is padding (id 0, sequence id -1, label -100).
+PackedBatch make_packed_batch(const std::vector<std::vector<std::vector<int64_t>>>& rows,
+                              int64_t seq_len);
+
+}  // namespace ptrain

@@ -1,0 +1,71 @@
+// The linear layers of a decoder (q/k/v/o and gate/up/down projections): y = x W^T (+ b), where W
+// is either a dense parameter or an NF4-quantized buffer (QLoRA's frozen base), optionally plus a
+// LoRA adapter: y += B A dropout(x) * scaling, exactly as PEFT computes it.
+//
+// Names follow Hugging Face and PEFT: "weight" and "bias" (dense), "lora_A.weight" [r, in] and
+// "lora_B.weight" [out, r]; the NF4 buffer is "weight_nf4" (uint8, quant/nf4.h layout).
+// LoRA parameters are fp32 master weights, cast to the input's dtype for the matmuls. The NF4
+// weight is dequantized for the matmul in forward and again in backward; the dequantized copy
+// lives only for the layer's own computation.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <optional>
+
+#include "quant/nf4_weight.h"
+
+namespace ptrain {
+
+struct LoraOptions {
+  int64_t r = 8;
+  double alpha = 16.0;
+  double dropout = 0.0;
+  bool rslora = false;  // scaling alpha / sqrt(r) instead of alpha / r
+  double scaling() const;
+};
+
+class ProjectionImpl : public torch::nn::Module {
+ public:
+  // A dense (nf4 = false) or NF4-quantized base of shape [out, in]; the NF4 buffer is allocated
+  // but holds no weight until set_weight().
+  ProjectionImpl(int64_t in, int64_t out, bool bias, at::ScalarType dtype, bool nf4,
+                 bool double_quant = true);
+
+  at::Tensor forward(const at::Tensor& x);
+
+  int64_t in_features() const { return in_; }
+  int64_t out_features() const { return out_; }
+  bool quantized() const { return nf4_.has_value(); }
+  const Nf4Weight* nf4() const { return nf4_ ? &*nf4_ : nullptr; }
+  at::Tensor& dense() { return weight_; }  // undefined when quantized
+  at::Tensor& bias() { return bias_; }
+
+  // Sets the base weight from a dense [out, in] tensor: copied, or quantized when NF4.
+  void set_weight(const at::Tensor& weight);
+  // Sets the NF4 buffer directly (a weight already quantized, e.g. by bitsandbytes).
+  void set_nf4(const Nf4Weight& weight);
+  // The base weight in `dtype` (dequantized when NF4), without the adapter.
+  at::Tensor base_weight(at::ScalarType dtype) const;
+  // base_weight + (B @ A) * scaling, computed in fp32 and rounded once to `dtype`.
+  at::Tensor merged_weight(at::ScalarType dtype) const;
+
+  // Adds a LoRA adapter: A ~ kaiming_uniform(a = sqrt(5)) (U(-1/sqrt(in), 1/sqrt(in))), B = 0, as
+  // PEFT initialises it; deterministic in `generator`.
+  void add_lora(const LoraOptions& options, at::Generator generator);
+  bool has_lora() const { return lora_a_.defined(); }
+  const LoraOptions& lora() const { return lora_; }
+  at::Tensor& lora_a() { return lora_a_; }
+  at::Tensor& lora_b() { return lora_b_; }
+
+ private:
+  int64_t in_, out_;
+  at::ScalarType dtype_;
+  at::Tensor weight_, bias_;
+  std::optional<Nf4Weight> nf4_;
+  LoraOptions lora_;
+  at::Tensor lora_a_, lora_b_;
+};
+TORCH_MODULE(Projection);
+
+}  // namespace ptrain
