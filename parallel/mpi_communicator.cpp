@@ -6,6 +6,7 @@
 
 #include "parallel/local_reduce.h"
 #include "parallel/mpi_runtime.h"
+#include "parallel/work_completion.h"
 
 namespace ptrain {
 
@@ -15,39 +16,13 @@ class MpiCommunicator::MpiWork final : public Work {
  public:
   CollectiveWatchdog::Collective collective;
   std::function<void()> body;
+  WorkCompletion completion;
 
-  void wait() override {
-    std::unique_lock<std::mutex> lock(mu_);
-    cv_.wait(lock, [&] { return done_; });
-    if (error_) std::rethrow_exception(error_);
-  }
-
-  bool wait_for(std::chrono::milliseconds timeout) override {
-    std::unique_lock<std::mutex> lock(mu_);
-    if (!cv_.wait_for(lock, timeout, [&] { return done_; })) return false;
-    if (error_) std::rethrow_exception(error_);
-    return true;
-  }
-
-  bool is_completed() override {
-    std::lock_guard<std::mutex> lock(mu_);
-    return done_;
-  }
-
-  void complete(std::exception_ptr error) {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      done_ = true;
-      error_ = std::move(error);
-    }
-    cv_.notify_all();
-  }
-
- private:
-  std::mutex mu_;
-  std::condition_variable cv_;
-  bool done_ = false;
-  std::exception_ptr error_;
+  // The host is the compute stream: ordering it after the collective means waiting for it.
+  void wait() override { completion.wait(); }
+  void synchronize() override { completion.wait(); }
+  bool wait_for(std::chrono::milliseconds timeout) override { return completion.wait_for(timeout); }
+  bool is_completed() override { return completion.is_completed(); }
 };
 
 // ---------------------------------------------------------------- helpers
@@ -109,10 +84,11 @@ MpiCommunicator::MpiCommunicator(MPI_Comm comm, std::string name,
     : comm_(comm),
       owns_comm_(comm != MPI_COMM_WORLD),
       name_(std::move(name)),
+      where_(world_rank_location()),
       watchdog_(std::move(watchdog)) {
-  PTRAIN_MPI_CHECK(MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN));
-  PTRAIN_MPI_CHECK(MPI_Comm_rank(comm_, &rank_));
-  PTRAIN_MPI_CHECK(MPI_Comm_size(comm_, &size_));
+  PTRAIN_MPI_CHECK_AT(where_, MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN));
+  PTRAIN_MPI_CHECK_AT(where_, MPI_Comm_rank(comm_, &rank_));
+  PTRAIN_MPI_CHECK_AT(where_, MPI_Comm_size(comm_, &size_));
   worker_ = std::thread([this] { worker_loop(); });
 }
 
@@ -151,7 +127,7 @@ WorkHandle MpiCommunicator::enqueue(std::shared_ptr<MpiWork> work) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (abandoned_) {
-      work->complete(std::make_exception_ptr(RuntimeFailure(
+      work->completion.complete(std::make_exception_ptr(RuntimeFailure(
           fmt::format("{} on communicator '{}' was issued after the communicator was abandoned",
                       work->collective.op, name_))));
       return work;
@@ -170,7 +146,7 @@ void MpiCommunicator::abandon() {
     dropped.swap(queue_);
   }
   for (auto& work : dropped) {
-    work->complete(std::make_exception_ptr(RuntimeFailure(fmt::format(
+    work->completion.complete(std::make_exception_ptr(RuntimeFailure(fmt::format(
         "{} #{} on communicator '{}' was abandoned before it started (the job is ending)",
         work->collective.op, work->collective.seq, name_))));
   }
@@ -185,9 +161,9 @@ void MpiCommunicator::run_blocking(std::shared_ptr<MpiWork> work) {
   // Only the issuing thread enqueues, and it is here: the worker stays idle while this runs.
   if (idle) {
     execute(*work);
-    work->wait();
+    work->synchronize();
   } else {
-    enqueue(work)->wait();
+    enqueue(work)->synchronize();
   }
 }
 
@@ -221,7 +197,7 @@ void MpiCommunicator::execute(MpiWork& work) {
     if (watchdog_) watchdog_->finish(token);
   }
   work.body = nullptr;
-  work.complete(error);
+  work.completion.complete(error);
 }
 
 void MpiCommunicator::worker_loop() {
@@ -278,13 +254,13 @@ std::shared_ptr<MpiCommunicator::MpiWork> MpiCommunicator::broadcast_work(CommBu
                root, name_, size_);
   int count = mpi_count(inout.numel, "broadcast");
   return make_work("broadcast", &inout, nullptr, root, [this, inout, root, count] {
-    PTRAIN_MPI_CHECK(MPI_Bcast(inout.data, count, mpi_type(inout.dtype), root, comm_));
+    PTRAIN_MPI_CHECK_AT(where_, MPI_Bcast(inout.data, count, mpi_type(inout.dtype), root, comm_));
   });
 }
 
 std::shared_ptr<MpiCommunicator::MpiWork> MpiCommunicator::barrier_work() {
   return make_work("barrier", nullptr, nullptr, -1,
-                   [this] { PTRAIN_MPI_CHECK(MPI_Barrier(comm_)); });
+                   [this] { PTRAIN_MPI_CHECK_AT(where_, MPI_Barrier(comm_)); });
 }
 
 WorkHandle MpiCommunicator::all_gather_async(CommBuffer out, CommBuffer in) {
@@ -323,7 +299,7 @@ std::shared_ptr<Communicator> MpiCommunicator::split(int color, int key) {
   PTRAIN_CHECK(color >= 0, "split: color must be >= 0, got {}", color);
   MPI_Comm child = MPI_COMM_NULL;
   run_blocking(make_work("split", nullptr, nullptr, -1, [this, color, key, &child] {
-    PTRAIN_MPI_CHECK(MPI_Comm_split(comm_, color, key, &child));
+    PTRAIN_MPI_CHECK_AT(where_, MPI_Comm_split(comm_, color, key, &child));
   }));
   return std::make_shared<MpiCommunicator>(child, fmt::format("{}/split(color={})", name_, color),
                                            watchdog_);
@@ -335,15 +311,16 @@ void MpiCommunicator::run_all_gather(const CommBuffer& out, const CommBuffer& in
   const MPI_Datatype type = mpi_type(in.dtype);
   const int count = static_cast<int>(in.numel);
   const void* send = in.data == out.slice(rank_ * in.numel, in.numel).data ? MPI_IN_PLACE : in.data;
-  PTRAIN_MPI_CHECK(MPI_Allgather(send, count, type, out.data, count, type, comm_));
+  PTRAIN_MPI_CHECK_AT(where_, MPI_Allgather(send, count, type, out.data, count, type, comm_));
 }
 
 void MpiCommunicator::run_reduce_scatter(const CommBuffer& out, const CommBuffer& in, ReduceOp op) {
   if (has_local_reduce(in.dtype) && in.nbytes() >= kSmallBytes)
     return run_chunked_reduce_scatter(out, in, op);
   if (is_16bit_float(in.dtype)) return run_widened_reduce_scatter(out, in, op);
-  PTRAIN_MPI_CHECK(MPI_Reduce_scatter_block(in.data, out.data, static_cast<int>(out.numel),
-                                            mpi_type(in.dtype), mpi_op(op), comm_));
+  PTRAIN_MPI_CHECK_AT(where_,
+                      MPI_Reduce_scatter_block(in.data, out.data, static_cast<int>(out.numel),
+                                               mpi_type(in.dtype), mpi_op(op), comm_));
   if (op == ReduceOp::kAvg) divide_by_size(out);
 }
 
@@ -353,8 +330,8 @@ void MpiCommunicator::run_all_reduce(const CommBuffer& inout, ReduceOp op) {
                                                          inout.nbytes() >= kLargeAllReduceBytes;
   if (chunked && inout.numel >= size_) return run_chunked_all_reduce(inout, op);
   if (is_16bit_float(inout.dtype)) return run_widened_all_reduce(inout, op);
-  PTRAIN_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, inout.data, static_cast<int>(inout.numel),
-                                 mpi_type(inout.dtype), mpi_op(op), comm_));
+  PTRAIN_MPI_CHECK_AT(where_, MPI_Allreduce(MPI_IN_PLACE, inout.data, static_cast<int>(inout.numel),
+                                            mpi_type(inout.dtype), mpi_op(op), comm_));
   if (op == ReduceOp::kAvg) divide_by_size(inout);
 }
 
@@ -372,8 +349,9 @@ void MpiCommunicator::run_chunked_reduce_scatter(const CommBuffer& out, const Co
       recv_displs[r] = r * len;
     }
     scratch_.resize(static_cast<size_t>(len) * size_ * in.element_size());
-    PTRAIN_MPI_CHECK(MPI_Alltoallv(in.data, counts.data(), displs.data(), type, scratch_.data(),
-                                   counts.data(), recv_displs.data(), type, comm_));
+    PTRAIN_MPI_CHECK_AT(where_,
+                        MPI_Alltoallv(in.data, counts.data(), displs.data(), type, scratch_.data(),
+                                      counts.data(), recv_displs.data(), type, comm_));
     reduce_rows(scratch_.data(), size_, len, len, in.dtype, op, size_, out.slice(begin, len).data);
   }
 }
@@ -396,9 +374,11 @@ void MpiCommunicator::run_chunked_all_reduce_segment(const CommBuffer& inout, Re
   if (extra == 0) {
     // The reduced chunk lands in scratch's first row and is gathered from there: Open MPI's
     // in-place all-gather is markedly slower than the out-of-place one (docs/benchmarks.md).
-    PTRAIN_MPI_CHECK(MPI_Alltoall(inout.data, mine, type, scratch_.data(), mine, type, comm_));
+    PTRAIN_MPI_CHECK_AT(where_,
+                        MPI_Alltoall(inout.data, mine, type, scratch_.data(), mine, type, comm_));
     reduce_rows(scratch_.data(), size_, mine, mine, inout.dtype, op, size_, scratch_.data());
-    PTRAIN_MPI_CHECK(MPI_Allgather(scratch_.data(), mine, type, inout.data, mine, type, comm_));
+    PTRAIN_MPI_CHECK_AT(where_,
+                        MPI_Allgather(scratch_.data(), mine, type, inout.data, mine, type, comm_));
     return;
   }
   std::vector<int> counts(size_), displs(size_), recv_counts(size_, mine), recv_displs(size_);
@@ -408,12 +388,13 @@ void MpiCommunicator::run_chunked_all_reduce_segment(const CommBuffer& inout, Re
     offset += counts[j];
     recv_displs[j] = j * mine;
   }
-  PTRAIN_MPI_CHECK(MPI_Alltoallv(inout.data, counts.data(), displs.data(), type, scratch_.data(),
-                                 recv_counts.data(), recv_displs.data(), type, comm_));
+  PTRAIN_MPI_CHECK_AT(where_,
+                      MPI_Alltoallv(inout.data, counts.data(), displs.data(), type, scratch_.data(),
+                                    recv_counts.data(), recv_displs.data(), type, comm_));
   reduce_rows(scratch_.data(), size_, mine, mine, inout.dtype, op, size_,
               inout.slice(my_offset, mine).data);
-  PTRAIN_MPI_CHECK(MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, inout.data, counts.data(),
-                                  displs.data(), type, comm_));
+  PTRAIN_MPI_CHECK_AT(where_, MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, inout.data,
+                                             counts.data(), displs.data(), type, comm_));
 }
 
 void MpiCommunicator::run_widened_reduce_scatter(const CommBuffer& out, const CommBuffer& in,
@@ -422,16 +403,17 @@ void MpiCommunicator::run_widened_reduce_scatter(const CommBuffer& out, const Co
   float* send = scratch32_.data();
   float* recv = send + in.numel;
   widen_16bit(words(in), in.numel, in.dtype, send);
-  PTRAIN_MPI_CHECK(MPI_Reduce_scatter_block(send, recv, static_cast<int>(out.numel), MPI_FLOAT,
-                                            mpi_op(op), comm_));
+  PTRAIN_MPI_CHECK_AT(where_, MPI_Reduce_scatter_block(send, recv, static_cast<int>(out.numel),
+                                                       MPI_FLOAT, mpi_op(op), comm_));
   narrow_to_16bit(recv, out.numel, out.dtype, op == ReduceOp::kAvg ? size_ : 1, words(out));
 }
 
 void MpiCommunicator::run_widened_all_reduce(const CommBuffer& inout, ReduceOp op) {
   scratch32_.resize(static_cast<size_t>(inout.numel));
   widen_16bit(words(inout), inout.numel, inout.dtype, scratch32_.data());
-  PTRAIN_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, scratch32_.data(), static_cast<int>(inout.numel),
-                                 MPI_FLOAT, mpi_op(op), comm_));
+  PTRAIN_MPI_CHECK_AT(where_,
+                      MPI_Allreduce(MPI_IN_PLACE, scratch32_.data(), static_cast<int>(inout.numel),
+                                    MPI_FLOAT, mpi_op(op), comm_));
   narrow_to_16bit(scratch32_.data(), inout.numel, inout.dtype, op == ReduceOp::kAvg ? size_ : 1,
                   words(inout));
 }

@@ -16,8 +16,12 @@
 // to fp32 and reduced by MPI instead (fewer latency-bound steps, the same single rounding); small
 // fp32/fp64 buffers and integers use MPI's own reductions.
 //
-// Errors: an MPI error fails the Work (RuntimeFailure naming the call, rank and host) and every
-// collective queued after it on this communicator, since the ranks no longer agree on the order.
+// Work: wait() and synchronize() both block until the collective is complete (the host is the
+// compute stream); set_compute_stream() is accepted and ignored.
+//
+// Errors: an MPI error fails the Work (RuntimeFailure naming the call, file:line and the world
+// rank and host captured at construction) and every collective queued after it on this
+// communicator, since the ranks no longer agree on the order.
 #pragma once
 
 #include <mpi.h>
@@ -62,6 +66,8 @@ class MpiCommunicator final : public Communicator {
   WorkHandle barrier_async() override;
   std::shared_ptr<Communicator> split(int color, int key) override;
   void set_step(int64_t step) override { step_.store(step); }
+  // Host work is ordered by the issuing thread itself: there is no stream to order against.
+  void set_compute_stream(ComputeStream) override {}
   void abandon() override;
 
   void all_gather(CommBuffer out, CommBuffer in) override;
@@ -108,6 +114,7 @@ class MpiCommunicator final : public Communicator {
   int rank_ = 0;
   int size_ = 1;
   std::string name_;
+  std::string where_;  // "rank R on host H" (world rank), for error messages
   std::shared_ptr<CollectiveWatchdog> watchdog_;
   std::atomic<int64_t> step_{-1};
   uint64_t issued_ = 0;  // issuing thread only

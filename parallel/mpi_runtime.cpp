@@ -43,16 +43,35 @@ std::string host_name() {
   return name;
 }
 
-void check_mpi(int code, const char* call, const char* file, int line) {
+std::string rank_location(int rank, const std::string& host) {
+  if (rank < 0) return fmt::format("rank unknown on host {}", host);
+  return fmt::format("rank {} on host {}", rank, host);
+}
+
+std::string world_rank_location() {
+  int rank = -1;
+  PTRAIN_MPI_CHECK(MPI_Comm_rank(MPI_COMM_WORLD, &rank));
+  return rank_location(rank, host_name());
+}
+
+void check_mpi(int code, const char* call, const char* file, int line, const std::string& where) {
   if (code == MPI_SUCCESS) return;
   char text[MPI_MAX_ERROR_STRING] = {0};
   int length = 0;
   MPI_Error_string(code, text, &length);
-  int rank = -1;
-  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
   throw RuntimeFailure(detail::with_location(
-      fmt::format("MPI call {} failed: {} (rank {} on host {})", call, text, rank, host_name()),
-      file, line));
+      fmt::format("MPI call {} failed: {} ({})", call, text, where), file, line));
+}
+
+void check_mpi(int code, const char* call, const char* file, int line) {
+  if (code == MPI_SUCCESS) return;
+  // No communicator captured the rank: ask MPI, unless it is not (or no longer) initialised, as
+  // when MPI_Init itself failed.
+  int initialized = 0, finalized = 0, rank = -1;
+  MPI_Initialized(&initialized);
+  MPI_Finalized(&finalized);
+  if (initialized && !finalized) MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  check_mpi(code, call, file, line, rank_location(rank, host_name()));
 }
 
 }  // namespace ptrain

@@ -1,6 +1,12 @@
 // MPI process lifetime and error checking. MpiRuntime initialises MPI with MPI_THREAD_MULTIPLE
 // (communication threads, the watchdog and the issuing thread all call MPI) and finalises it when
-// destroyed; every communicator must be destroyed before it. PTRAIN_MPI_CHECK wraps every MPI call.
+// destroyed; every communicator must be destroyed before it.
+//
+// Checks: every MPI call is wrapped. A communicator captures where it runs once, when it is built
+// (world_rank_location(), "rank R on host H"), and checks its calls with PTRAIN_MPI_CHECK_AT(where,
+// call), so an error path queries nothing. PTRAIN_MPI_CHECK(call) is for code that has no
+// communicator (MPI initialisation, rank discovery): it asks MPI for the world rank when the error
+// happens, and says "rank unknown" when MPI is not initialised.
 #pragma once
 
 #include <mpi.h>
@@ -25,9 +31,18 @@ class MpiRuntime {
 
 std::string host_name();
 
-// Throws RuntimeFailure "MPI call <call> failed: <MPI's message> (file:line, rank R on host H)".
+// "rank 3 on host gpu07": where a rank runs, for error messages. rank -1: "rank unknown".
+std::string rank_location(int rank, const std::string& host);
+// This process's world rank and host (MPI must be initialised).
+std::string world_rank_location();
+
+// Throws RuntimeFailure "MPI call <call> failed: <MPI's message> (<where>) (file:line)".
+void check_mpi(int code, const char* call, const char* file, int line, const std::string& where);
+// The same, with `where` found out only when `code` is an error.
 void check_mpi(int code, const char* call, const char* file, int line);
 
 }  // namespace ptrain
 
+#define PTRAIN_MPI_CHECK_AT(where, call) \
+  ::ptrain::check_mpi((call), #call, __FILE__, __LINE__, (where))
 #define PTRAIN_MPI_CHECK(call) ::ptrain::check_mpi((call), #call, __FILE__, __LINE__)

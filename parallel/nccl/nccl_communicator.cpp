@@ -2,41 +2,12 @@
 
 #include <fmt/format.h>
 
-#include <chrono>
-
+#include "parallel/cuda/cuda_check.h"
 #include "parallel/mpi_runtime.h"
 #include "parallel/nccl_backend.h"
+#include "parallel/work_completion.h"
 
 namespace ptrain {
-
-// ---------------------------------------------------------------- checks
-
-namespace {
-
-std::string where_am_i() {
-  int rank = -1;
-  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-  return fmt::format("rank {} on host {}", rank, host_name());
-}
-
-void check_cuda(cudaError_t code, const char* call, const char* file, int line) {
-  if (code == cudaSuccess) return;
-  throw RuntimeFailure(detail::with_location(
-      fmt::format("CUDA call {} failed: {} ({})", call, cudaGetErrorString(code), where_am_i()),
-      file, line));
-}
-
-void check_nccl(ncclResult_t code, const char* call, const char* file, int line) {
-  if (code == ncclSuccess) return;
-  throw RuntimeFailure(detail::with_location(
-      fmt::format("NCCL call {} failed: {} ({})", call, ncclGetErrorString(code), where_am_i()),
-      file, line));
-}
-
-}  // namespace
-
-#define PTRAIN_CUDA_CHECK(call) check_cuda((call), #call, __FILE__, __LINE__)
-#define PTRAIN_NCCL_CHECK(call) check_nccl((call), #call, __FILE__, __LINE__)
 
 namespace {
 
@@ -94,36 +65,25 @@ struct NcclCommunicator::AbortState {
 
 class NcclCommunicator::NcclWork final : public Work {
  public:
-  cudaEvent_t done = nullptr;
+  cudaEvent_t done = nullptr;  // recorded on the communicator's stream after the collective
   cudaStream_t compute_stream = nullptr;
   uint64_t watchdog_token = 0;
-  std::string label;
+  const char* op = "";
+  uint64_t seq = 0;
+  std::shared_ptr<const std::string> where;
+  WorkCompletion completion;  // completed by the watcher
 
   ~NcclWork() override {
     if (done) cudaEventDestroy(done);
   }
 
   void wait() override {
-    while (!is_completed()) std::this_thread::yield();
-    PTRAIN_CUDA_CHECK(cudaStreamWaitEvent(compute_stream, done, 0));
+    completion.rethrow_if_failed();
+    PTRAIN_CUDA_CHECK(*where, cudaStreamWaitEvent(compute_stream, done, 0));
   }
-
-  bool wait_for(std::chrono::milliseconds timeout) override {
-    auto deadline = std::chrono::steady_clock::now() + timeout;
-    while (!is_completed()) {
-      if (std::chrono::steady_clock::now() >= deadline) return false;
-      std::this_thread::yield();
-    }
-    PTRAIN_CUDA_CHECK(cudaStreamWaitEvent(compute_stream, done, 0));
-    return true;
-  }
-
-  bool is_completed() override {
-    cudaError_t state = cudaEventQuery(done);
-    if (state == cudaErrorNotReady) return false;
-    PTRAIN_CUDA_CHECK(state);
-    return true;
-  }
+  void synchronize() override { completion.wait(); }
+  bool wait_for(std::chrono::milliseconds timeout) override { return completion.wait_for(timeout); }
+  bool is_completed() override { return completion.is_completed(); }
 };
 
 // ---------------------------------------------------------------- registration point
@@ -141,31 +101,36 @@ int cuda_device_count() {
 std::shared_ptr<Communicator> make_nccl_communicator(MPI_Comm bootstrap, int device,
                                                      std::string name,
                                                      std::shared_ptr<CollectiveWatchdog> watchdog) {
+  const std::string where = world_rank_location();
   PTRAIN_CHECK(cuda_device_count() > 0,
-               "comm.backend 'nccl' needs a CUDA device, and this process sees none ({})",
-               where_am_i());
-  PTRAIN_CUDA_CHECK(cudaSetDevice(device));
+               "comm.backend 'nccl' needs a CUDA device, and this process sees none ({})", where);
+  PTRAIN_CUDA_CHECK(where, cudaSetDevice(device));
   int rank = 0, size = 1;
-  PTRAIN_MPI_CHECK(MPI_Comm_rank(bootstrap, &rank));
-  PTRAIN_MPI_CHECK(MPI_Comm_size(bootstrap, &size));
+  PTRAIN_MPI_CHECK_AT(where, MPI_Comm_rank(bootstrap, &rank));
+  PTRAIN_MPI_CHECK_AT(where, MPI_Comm_size(bootstrap, &size));
   ncclUniqueId id;
-  if (rank == 0) PTRAIN_NCCL_CHECK(ncclGetUniqueId(&id));
-  PTRAIN_MPI_CHECK(MPI_Bcast(&id, sizeof(id), MPI_BYTE, 0, bootstrap));
+  if (rank == 0) PTRAIN_NCCL_CHECK(where, ncclGetUniqueId(&id));
+  PTRAIN_MPI_CHECK_AT(where, MPI_Bcast(&id, sizeof(id), MPI_BYTE, 0, bootstrap));
   ncclComm_t comm = nullptr;
-  PTRAIN_NCCL_CHECK(ncclCommInitRank(&comm, size, id, rank));
-  return std::make_shared<NcclCommunicator>(comm, device, std::move(name), std::move(watchdog));
+  PTRAIN_NCCL_CHECK(where, ncclCommInitRank(&comm, size, id, rank));
+  return std::make_shared<NcclCommunicator>(comm, device, std::move(name), std::move(watchdog),
+                                            where);
 }
 
 // ---------------------------------------------------------------- lifetime
 
 NcclCommunicator::NcclCommunicator(ncclComm_t comm, int device, std::string name,
-                                   std::shared_ptr<CollectiveWatchdog> watchdog)
-    : comm_(comm), device_(device), name_(std::move(name)), watchdog_(std::move(watchdog)) {
-  PTRAIN_CUDA_CHECK(cudaSetDevice(device_));
-  PTRAIN_NCCL_CHECK(ncclCommUserRank(comm_, &rank_));
-  PTRAIN_NCCL_CHECK(ncclCommCount(comm_, &size_));
-  PTRAIN_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
-  PTRAIN_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&barrier_word_), sizeof(int)));
+                                   std::shared_ptr<CollectiveWatchdog> watchdog, std::string where)
+    : comm_(comm),
+      device_(device),
+      name_(std::move(name)),
+      where_(std::make_shared<const std::string>(std::move(where))),
+      watchdog_(std::move(watchdog)) {
+  PTRAIN_CUDA_CHECK(*where_, cudaSetDevice(device_));
+  PTRAIN_NCCL_CHECK(*where_, ncclCommUserRank(comm_, &rank_));
+  PTRAIN_NCCL_CHECK(*where_, ncclCommCount(comm_, &size_));
+  PTRAIN_CUDA_CHECK(*where_, cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+  PTRAIN_CUDA_CHECK(*where_, cudaMalloc(reinterpret_cast<void**>(&barrier_word_), sizeof(int)));
   abort_state_ = std::make_shared<AbortState>();
   abort_state_->comm = comm_;
   if (watchdog_) {
@@ -205,24 +170,39 @@ void NcclCommunicator::abandon() {
 }
 
 void NcclCommunicator::watcher_loop() {
-  // Reports completions to the watchdog, oldest first (the stream completes in order). The device
-  // is set first: CUDA calls on a thread otherwise create a context on device 0.
+  // Completes the Work handles oldest first (the stream completes in issue order), sleeping in
+  // cudaEventSynchronize on each blocking-sync end event. A hung collective keeps this thread
+  // asleep; the watchdog's abort ends its kernel, and so the wait. The device is set first: CUDA
+  // calls on a thread otherwise create a context on device 0.
   cudaSetDevice(device_);
   std::unique_lock<std::mutex> lock(mu_);
   for (;;) {
-    if (in_flight_.empty()) {
-      if (stopping_) return;
-      cv_.wait(lock);
-      continue;
-    }
-    auto work = in_flight_.front();
+    cv_.wait(lock, [&] { return stopping_ || !in_flight_.empty(); });
+    if (in_flight_.empty()) return;  // stopping, and every issued collective has ended
+    std::shared_ptr<NcclWork> work = std::move(in_flight_.front());
+    in_flight_.pop_front();
     lock.unlock();
-    bool done = cudaEventQuery(work->done) != cudaErrorNotReady;
-    if (done && watchdog_) watchdog_->finish(work->watchdog_token);
-    if (!done) std::this_thread::sleep_for(std::chrono::microseconds(200));  // polling interval
+    cudaError_t state = cudaEventSynchronize(work->done);
+    if (watchdog_) watchdog_->finish(work->watchdog_token);
+    work->completion.complete(failure_of(*work, state));
     lock.lock();
-    if (done) in_flight_.pop_front();
   }
+}
+
+std::exception_ptr NcclCommunicator::failure_of(const NcclWork& work, cudaError_t state) {
+  try {
+    check_cuda(state, "cudaEventSynchronize(end event)", __FILE__, __LINE__, *where_);
+  } catch (const std::exception& e) {
+    return std::make_exception_ptr(RuntimeFailure(
+        fmt::format("{} #{} on communicator '{}' failed: {}", work.op, work.seq, name_, e.what())));
+  }
+  std::lock_guard<std::mutex> lock(abort_state_->mu);
+  if (abort_state_->comm) return nullptr;
+  // It may have ended just before the abort, but nothing tells: its result is not trusted.
+  return std::make_exception_ptr(RuntimeFailure(
+      fmt::format("{} #{} on communicator '{}' was abandoned: the NCCL communicator was aborted "
+                  "before the collective was seen complete ({})",
+                  work.op, work.seq, name_, *where_)));
 }
 
 // ---------------------------------------------------------------- collectives
@@ -230,24 +210,39 @@ void NcclCommunicator::watcher_loop() {
 template <class Launch>
 WorkHandle NcclCommunicator::launch(const char* op, const CommBuffer* data, const char* reduce,
                                     int root, Launch&& enqueue_on_stream) {
-  PTRAIN_CUDA_CHECK(cudaSetDevice(device_));
   auto work = std::make_shared<NcclWork>();
+  work->op = op;
+  work->seq = ++issued_;
+  work->where = where_;
   work->compute_stream = compute_stream_;
+  {
+    std::lock_guard<std::mutex> lock(abort_state_->mu);
+    if (!abort_state_->comm) {
+      work->completion.complete(std::make_exception_ptr(RuntimeFailure(
+          fmt::format("{} #{} on communicator '{}' was issued after the communicator was abandoned",
+                      op, work->seq, name_))));
+      return work;
+    }
+  }
+  const std::string& where = *where_;
+  PTRAIN_CUDA_CHECK(where, cudaSetDevice(device_));
   cudaEvent_t ready;
-  PTRAIN_CUDA_CHECK(cudaEventCreateWithFlags(&ready, cudaEventDisableTiming));
+  PTRAIN_CUDA_CHECK(where, cudaEventCreateWithFlags(&ready, cudaEventDisableTiming));
   cudaError_t recorded = cudaEventRecord(ready, compute_stream_);
   if (recorded == cudaSuccess) recorded = cudaStreamWaitEvent(stream_, ready, 0);
   cudaEventDestroy(ready);
-  PTRAIN_CUDA_CHECK(recorded);
+  PTRAIN_CUDA_CHECK(where, recorded);
   enqueue_on_stream();
-  PTRAIN_CUDA_CHECK(cudaEventCreateWithFlags(&work->done, cudaEventDisableTiming));
-  PTRAIN_CUDA_CHECK(cudaEventRecord(work->done, stream_));
+  // Blocking sync: the watcher sleeps in cudaEventSynchronize instead of spinning.
+  PTRAIN_CUDA_CHECK(
+      where, cudaEventCreateWithFlags(&work->done, cudaEventDisableTiming | cudaEventBlockingSync));
+  PTRAIN_CUDA_CHECK(where, cudaEventRecord(work->done, stream_));
   // Registered only once enqueued: a call that failed to launch must not trip the watchdog later.
   CollectiveWatchdog::Collective c;
   c.communicator = &name_;
   c.backend = "nccl";
   c.op = op;
-  c.seq = ++issued_;
+  c.seq = work->seq;
   c.step = step_;
   c.reduce = reduce;
   c.root = root;
@@ -269,8 +264,8 @@ WorkHandle NcclCommunicator::all_gather_async(CommBuffer out, CommBuffer in) {
   check_cuda_buffer("all_gather", in);
   check_all_gather_shapes(*this, out, in);
   return launch("all_gather", &in, nullptr, -1, [&] {
-    PTRAIN_NCCL_CHECK(ncclAllGather(in.data, out.data, static_cast<size_t>(in.numel),
-                                    nccl_type(in.dtype), comm_, stream_));
+    PTRAIN_NCCL_CHECK(*where_, ncclAllGather(in.data, out.data, static_cast<size_t>(in.numel),
+                                             nccl_type(in.dtype), comm_, stream_));
   });
 }
 
@@ -279,8 +274,8 @@ WorkHandle NcclCommunicator::reduce_scatter_async(CommBuffer out, CommBuffer in,
   check_cuda_buffer("reduce_scatter", in);
   check_reduce_scatter_shapes(*this, out, in, op);
   return launch("reduce_scatter", &in, reduce_op_name(op), -1, [&] {
-    PTRAIN_NCCL_CHECK(ncclReduceScatter(in.data, out.data, static_cast<size_t>(out.numel),
-                                        nccl_type(in.dtype), nccl_op(op), comm_, stream_));
+    PTRAIN_NCCL_CHECK(*where_, ncclReduceScatter(in.data, out.data, static_cast<size_t>(out.numel),
+                                                 nccl_type(in.dtype), nccl_op(op), comm_, stream_));
   });
 }
 
@@ -288,7 +283,8 @@ WorkHandle NcclCommunicator::all_reduce_async(CommBuffer inout, ReduceOp op) {
   check_cuda_buffer("all_reduce", inout);
   check_reduction("all_reduce", inout, op);
   return launch("all_reduce", &inout, reduce_op_name(op), -1, [&] {
-    PTRAIN_NCCL_CHECK(ncclAllReduce(inout.data, inout.data, static_cast<size_t>(inout.numel),
+    PTRAIN_NCCL_CHECK(*where_,
+                      ncclAllReduce(inout.data, inout.data, static_cast<size_t>(inout.numel),
                                     nccl_type(inout.dtype), nccl_op(op), comm_, stream_));
   });
 }
@@ -298,26 +294,35 @@ WorkHandle NcclCommunicator::broadcast_async(CommBuffer inout, int root) {
   PTRAIN_CHECK(root >= 0 && root < size_, "broadcast: root {} is not a rank of '{}' (size {})",
                root, name_, size_);
   return launch("broadcast", &inout, nullptr, root, [&] {
-    PTRAIN_NCCL_CHECK(ncclBroadcast(inout.data, inout.data, static_cast<size_t>(inout.numel),
+    PTRAIN_NCCL_CHECK(*where_,
+                      ncclBroadcast(inout.data, inout.data, static_cast<size_t>(inout.numel),
                                     nccl_type(inout.dtype), root, comm_, stream_));
   });
 }
 
 WorkHandle NcclCommunicator::barrier_async() {
   return launch("barrier", nullptr, nullptr, -1, [&] {
-    PTRAIN_NCCL_CHECK(
-        ncclAllReduce(barrier_word_, barrier_word_, 1, ncclInt32, ncclSum, comm_, stream_));
+    PTRAIN_NCCL_CHECK(*where_, ncclAllReduce(barrier_word_, barrier_word_, 1, ncclInt32, ncclSum,
+                                             comm_, stream_));
   });
 }
 
 std::shared_ptr<Communicator> NcclCommunicator::split(int color, int key) {
   PTRAIN_CHECK(color >= 0, "split: color must be >= 0, got {}", color);
-  PTRAIN_CUDA_CHECK(cudaSetDevice(device_));
-  PTRAIN_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  {
+    std::lock_guard<std::mutex> lock(abort_state_->mu);
+    if (!abort_state_->comm)
+      throw RuntimeFailure(fmt::format(
+          "split of communicator '{}' was issued after the communicator was abandoned", name_));
+  }
+  PTRAIN_CUDA_CHECK(*where_, cudaSetDevice(device_));
+  PTRAIN_CUDA_CHECK(*where_, cudaStreamSynchronize(stream_));
   ncclComm_t child = nullptr;
-  PTRAIN_NCCL_CHECK(ncclCommSplit(comm_, color, key, &child, nullptr));
-  return std::make_shared<NcclCommunicator>(
-      child, device_, fmt::format("{}/split(color={})", name_, color), watchdog_);
+  PTRAIN_NCCL_CHECK(*where_, ncclCommSplit(comm_, color, key, &child, nullptr));
+  auto sub = std::make_shared<NcclCommunicator>(
+      child, device_, fmt::format("{}/split(color={})", name_, color), watchdog_, *where_);
+  sub->compute_stream_ = compute_stream_;
+  return sub;
 }
 
 }  // namespace ptrain

@@ -2,16 +2,22 @@
 //
 // Streams: collectives run on the communicator's own non-blocking stream, in issue order. Each
 // collective first waits (cudaStreamWaitEvent) for the work already queued on the compute stream
-// (the legacy default stream unless set_compute_stream() says otherwise), so inputs written by
-// earlier kernels are seen; its end is recorded in an event. Work::wait() polls that event (so a
-// hung collective still lets the watchdog act) and then makes the compute stream wait on it.
+// (the legacy default stream unless set_compute_stream() names another), so inputs written by
+// earlier kernels are seen; its end is recorded in an event.
 //
-// Failure: a watcher thread reports completed events to the watchdog; on timeout the watchdog's
-// abort hook calls ncclCommAbort on every live NCCL communicator before ending the job.
+// Completion: Work::wait() makes the compute stream wait on that event and returns at once.
+// A watcher thread blocks on the end events in issue order (cudaEventSynchronize on blocking-sync
+// events: it sleeps, it does not poll), reports each completion to the watchdog and completes the
+// Work's WorkCompletion, on which synchronize() and wait_for() sleep. A collective that ends after
+// the communicator was aborted fails its Work.
+//
+// Failure: on a timeout the watchdog (its own thread) runs its abort hooks, which call
+// ncclCommAbort on every live NCCL communicator (ending their kernels, and so the watcher's wait),
+// and then ends the job. Errors name the call, file:line and the world rank and host captured
+// when the communicator was built.
 #pragma once
 
 #include <cuda_runtime_api.h>
-#include <mpi.h>
 #include <nccl.h>
 
 #include <condition_variable>
@@ -28,9 +34,10 @@ namespace ptrain {
 
 class NcclCommunicator final : public Communicator {
  public:
-  // Adopts `comm` (already initialised on `device`); used by the factory and by split().
+  // Adopts `comm` (already initialised on `device`); used by the factory and by split(). `where`
+  // is "rank R on host H" (world rank), for error messages.
   NcclCommunicator(ncclComm_t comm, int device, std::string name,
-                   std::shared_ptr<CollectiveWatchdog> watchdog);
+                   std::shared_ptr<CollectiveWatchdog> watchdog, std::string where);
   ~NcclCommunicator() override;
 
   int rank() const override { return rank_; }
@@ -45,10 +52,13 @@ class NcclCommunicator final : public Communicator {
   WorkHandle barrier_async() override;
   std::shared_ptr<Communicator> split(int color, int key) override;
   void set_step(int64_t step) override { step_ = step; }
-  // NCCL has no queue of unstarted work on the host: abandoning aborts the NCCL communicator.
+  // `stream.handle` is a cudaStream_t of this communicator's device; null: the legacy default.
+  void set_compute_stream(ComputeStream stream) override {
+    compute_stream_ = static_cast<cudaStream_t>(stream.handle);
+  }
+  // NCCL has no queue of unstarted work on the host: abandoning aborts the NCCL communicator;
+  // collectives issued afterwards fail without reaching NCCL.
   void abandon() override;
-
-  void set_compute_stream(cudaStream_t stream) { compute_stream_ = stream; }
 
  private:
   class NcclWork;
@@ -57,6 +67,8 @@ class NcclCommunicator final : public Communicator {
   template <class Launch>
   WorkHandle launch(const char* op, const CommBuffer* data, const char* reduce, int root,
                     Launch&& enqueue_on_stream);
+  // The error of a collective whose end event returned `state`; null when it succeeded.
+  std::exception_ptr failure_of(const NcclWork& work, cudaError_t state);
   void watcher_loop();
 
   ncclComm_t comm_;
@@ -64,6 +76,7 @@ class NcclCommunicator final : public Communicator {
   int rank_ = 0;
   int size_ = 1;
   std::string name_;
+  std::shared_ptr<const std::string> where_;  // shared with the Work handles, which may outlive us
   std::shared_ptr<CollectiveWatchdog> watchdog_;
   std::shared_ptr<AbortState> abort_state_;
   int64_t step_ = -1;
@@ -74,7 +87,7 @@ class NcclCommunicator final : public Communicator {
 
   std::mutex mu_;
   std::condition_variable cv_;
-  std::deque<std::shared_ptr<NcclWork>> in_flight_;
+  std::deque<std::shared_ptr<NcclWork>> in_flight_;  // issued, not yet seen complete by the watcher
   bool stopping_ = false;
   std::thread watcher_;
 };

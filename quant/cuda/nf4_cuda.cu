@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "parallel/cuda/cuda_check.h"
 #include "quant/cuda/nf4_cuda.h"
 
 namespace ptrain {
@@ -64,6 +65,12 @@ cudaError_t nf4_dequantize_bf16_cuda(const uint8_t* buffer, const Nf4Layout& lay
                                                   layout.nested_absmax_offset,
                                                   layout.offset_offset, layout.double_quant, out);
   return cudaGetLastError();
+}
+
+void nf4_dequantize_bf16_cuda_checked(const uint8_t* buffer, const Nf4Layout& layout,
+                                      uint16_t* out, cudaStream_t stream,
+                                      const std::string& where) {
+  PTRAIN_CUDA_CHECK(where, nf4_dequantize_bf16_cuda(buffer, layout, out, stream));
 }
 
 }  // namespace ptrain

@@ -6,6 +6,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <string>
 
 #include "quant/nf4.h"
 
@@ -15,5 +16,10 @@ namespace ptrain {
 // device), asynchronously on `stream`. Returns the launch's error code.
 cudaError_t nf4_dequantize_bf16_cuda(const uint8_t* buffer, const Nf4Layout& layout, uint16_t* out,
                                      cudaStream_t stream);
+
+// The same, throwing RuntimeFailure (parallel/cuda/cuda_check.h: the call, file:line and `where`,
+// "rank R on host H") when the launch fails.
+void nf4_dequantize_bf16_cuda_checked(const uint8_t* buffer, const Nf4Layout& layout, uint16_t* out,
+                                      cudaStream_t stream, const std::string& where);
 
 }  // namespace ptrain

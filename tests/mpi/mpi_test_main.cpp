@@ -13,7 +13,9 @@
 namespace ptrain::test {
 namespace {
 
-std::shared_ptr<Communicator> g_world;  // test-binary scope only; product code passes RankContext
+// Test-binary scope only; product code passes RankContext.
+std::shared_ptr<Communicator> g_world;
+std::shared_ptr<CollectiveWatchdog> g_watchdog;
 
 class RankFailurePrinter : public ::testing::EmptyTestEventListener {
  public:
@@ -34,6 +36,10 @@ Communicator& world() {
   return *g_world;
 }
 
+std::shared_ptr<CollectiveWatchdog> job_watchdog() {
+  return g_watchdog;
+}
+
 }  // namespace ptrain::test
 
 int main(int argc, char** argv) {
@@ -47,7 +53,8 @@ int main(int argc, char** argv) {
     delete listeners.Release(listeners.default_result_printer());
     listeners.Append(new ptrain::test::RankFailurePrinter(rank));
   }
-  auto watchdog = ptrain::make_job_watchdog(120.0, rank, size, ptrain::host_name(), nullptr);
+  auto& watchdog = ptrain::test::g_watchdog;
+  watchdog = ptrain::make_job_watchdog(120.0, rank, size, ptrain::host_name(), nullptr);
   ptrain::test::g_world =
       std::make_shared<ptrain::MpiCommunicator>(MPI_COMM_WORLD, "world", watchdog);
   int failed = RUN_ALL_TESTS() != 0 ? 1 : 0;
