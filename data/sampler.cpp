@@ -123,6 +123,14 @@ SamplerState SamplerState::from_json(const std::string& text) {
   return s;
 }
 
+void to_json(json& out, const SamplerState& state) {
+  out = json::parse(state.to_json());
+}
+
+void from_json(const json& in, SamplerState& state) {
+  state = SamplerState::from_json(in.dump());
+}
+
 // ---------------------------------------------------------------- sampler
 
 DistributedSampler::DistributedSampler(int64_t rows, int64_t micro_batch_size, int rank, int world,

@@ -21,6 +21,7 @@
 #pragma once
 
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -38,6 +39,10 @@ struct SamplerState {
   // UserError naming the field when `text` is not a state written by to_json().
   static SamplerState from_json(const std::string& text);
 };
+
+// nlohmann::json conversions (the same object as to_json / from_json, with the same checks).
+void to_json(nlohmann::json& out, const SamplerState& state);
+void from_json(const nlohmann::json& in, SamplerState& state);
 
 // A permutation of 0..n-1 that is the same on every platform and standard library (never
 // std::shuffle): a Fisher-Yates shuffle from the last position down, position i swapping with j

@@ -21,13 +21,14 @@ RowBatch TrainBatches::next() {
   return data_.collate(rows, width(rows));
 }
 
-SamplerState TrainBatches::state() const {
+nlohmann::json TrainBatches::state() const {
   SamplerState state = sampler_.state();
   state.data = data_.fingerprint();
   return state;
 }
 
-void TrainBatches::restore(const SamplerState& state) {
+void TrainBatches::restore(const nlohmann::json& json) {
+  const SamplerState state = json.get<SamplerState>();
   PTRAIN_CHECK(state.data.empty() || state.data == data_.fingerprint(),
                "the sampler state was saved over prepared dataset {}, this run prepared {}: the "
                "data files, the tokenizer or a data setting changed since it was saved",

@@ -10,12 +10,13 @@
 #include <cstdint>
 #include <vector>
 
+#include "core/stateful.h"
 #include "data/prepared_data.h"
 #include "data/sampler.h"
 
 namespace ptrain {
 
-class TrainBatches {
+class TrainBatches final : public Stateful {
  public:
   TrainBatches(const PreparedDataset& data, int64_t micro_batch_size, int rank, int world,
                uint64_t seed, bool pad_to_sequence_len);
@@ -27,12 +28,12 @@ class TrainBatches {
   int64_t epoch() const { return sampler_.epoch(); }
   int64_t micro_batches_left_in_epoch() const { return sampler_.micro_batches_left_in_epoch(); }
   int64_t micro_batches_per_epoch() const { return sampler_.micro_batches_per_epoch(); }
-  // The sampler's state, tagged with the prepared dataset's fingerprint.
-  SamplerState state() const;
-  // Continues from `state`; UserError when it was saved over other prepared data (another
-  // fingerprint: the data files, tokenizer or data settings changed), or as
-  // DistributedSampler::restore.
-  void restore(const SamplerState& state);
+  // The sampler's state (a SamplerState object), tagged with the prepared dataset's fingerprint.
+  nlohmann::json state() const override;
+  // Continues from `state`; UserError when it is not a SamplerState, was saved over other
+  // prepared data (another fingerprint: the data files, tokenizer or data settings changed), or
+  // as DistributedSampler::restore.
+  void restore(const nlohmann::json& state) override;
 
   // The width next() lays `rows` out at.
   int64_t width(const std::vector<int64_t>& rows) const;

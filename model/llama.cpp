@@ -6,66 +6,15 @@
 namespace ptrain {
 namespace {
 
-torch::nn::Linear linear(int64_t in, int64_t out, bool bias, at::ScalarType dtype) {
-  torch::nn::Linear layer(torch::nn::LinearOptions(in, out).bias(bias));
-  layer->to(dtype);
-  return layer;
-}
-
 Projection projection(int64_t in, int64_t out, bool bias, const ModelOptions& options) {
   return Projection(in, out, bias, options.dtype, options.nf4_base, options.nf4_double_quant);
 }
 
-// ---------------------------------------------------------------- activation checkpointing
-
-using torch::autograd::AutogradContext;
-using torch::autograd::tensor_list;
-
-// Runs a decoder layer without keeping its activations; backward recomputes the layer with
-// gradients on and backpropagates through it, which accumulates parameter gradients directly into
-// .grad (as PyTorch's reentrant checkpoint does: use loss.backward(), not autograd::grad()).
-class CheckpointedLayer : public torch::autograd::Function<CheckpointedLayer> {
- public:
-  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& hidden,
-                            LlamaDecoderLayerImpl* layer, const at::Tensor& cos,
-                            const at::Tensor& sin, const at::Tensor& mask) {
-    ctx->save_for_backward({hidden, cos, sin, mask});
-    ctx->saved_data["layer"] = reinterpret_cast<int64_t>(layer);
-    // The recompute must draw the same dropout masks (LoRA dropout) as this forward, as
-    // torch.utils.checkpoint's preserve_rng_state does.
-    auto generator = at::detail::getDefaultCPUGenerator();
-    {
-      std::lock_guard<std::mutex> lock(generator.mutex());
-      ctx->saved_data["rng"] = generator.get_state();
-    }
-    torch::NoGradGuard no_grad;
-    return layer->forward(hidden, cos, sin, mask);
-  }
-
-  static tensor_list backward(AutogradContext* ctx, tensor_list grad_outputs) {
-    auto saved = ctx->get_saved_variables();
-    auto* layer = reinterpret_cast<LlamaDecoderLayerImpl*>(ctx->saved_data["layer"].toInt());
-    at::Tensor input = saved[0].detach().requires_grad_(true);
-    at::Tensor output;
-    {
-      auto generator = at::detail::getDefaultCPUGenerator();
-      at::Tensor current;
-      {
-        std::lock_guard<std::mutex> lock(generator.mutex());
-        current = generator.get_state();
-        generator.set_state(ctx->saved_data["rng"].toTensor());
-      }
-      torch::AutoGradMode grad_on(true);
-      output = layer->forward(input, saved[1], saved[2], saved[3]);
-      std::lock_guard<std::mutex> lock(generator.mutex());
-      generator.set_state(current);
-    }
-    torch::autograd::backward({output}, {grad_outputs[0]});
-    return {input.grad(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
-  }
-};
-
 }  // namespace
+
+at::Tensor LlamaRmsNormImpl::forward(const at::Tensor& x) const {
+  return rms_norm(x, weight(), eps_);
+}
 
 // ---------------------------------------------------------------- decoder layer
 
@@ -84,19 +33,16 @@ LlamaDecoderLayerImpl::LlamaDecoderLayerImpl(const LlamaConfig& config, const Mo
   gate_proj_ = mlp->register_module("gate_proj", projection(h, i, config.mlp_bias, options));
   up_proj_ = mlp->register_module("up_proj", projection(h, i, config.mlp_bias, options));
   down_proj_ = mlp->register_module("down_proj", projection(i, h, config.mlp_bias, options));
-  auto input_norm = register_module("input_layernorm", std::make_shared<torch::nn::Module>());
   input_layernorm_ =
-      input_norm->register_parameter("weight", torch::ones({h}, torch::dtype(dtype)));
-  auto post_norm =
-      register_module("post_attention_layernorm", std::make_shared<torch::nn::Module>());
+      register_module("input_layernorm", LlamaRmsNorm(h, config.rms_norm_eps, dtype));
   post_attention_layernorm_ =
-      post_norm->register_parameter("weight", torch::ones({h}, torch::dtype(dtype)));
+      register_module("post_attention_layernorm", LlamaRmsNorm(h, config.rms_norm_eps, dtype));
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> LlamaDecoderLayerImpl::project_qkv(
     const at::Tensor& hidden, const at::Tensor& cos, const at::Tensor& sin) {
   const int64_t b = hidden.size(0), t = hidden.size(1), d = config_.head_dim;
-  at::Tensor x = rms_norm(hidden, input_layernorm_, config_.rms_norm_eps);
+  at::Tensor x = input_layernorm_(hidden);
   // RoPE in the projections' [B, T, heads, d] layout, then the head transpose.
   at::Tensor q = apply_rope_bthd(q_proj_(x).view({b, t, config_.num_attention_heads, d}), cos, sin);
   at::Tensor k = apply_rope_bthd(k_proj_(x).view({b, t, config_.num_key_value_heads, d}), cos, sin);
@@ -109,7 +55,7 @@ at::Tensor LlamaDecoderLayerImpl::finish(const at::Tensor& hidden, const at::Ten
   at::Tensor h =
       hidden +
       o_proj_(attn.transpose(1, 2).reshape({b, t, config_.num_attention_heads * config_.head_dim}));
-  at::Tensor y = rms_norm(h, post_attention_layernorm_, config_.rms_norm_eps);
+  at::Tensor y = post_attention_layernorm_(h);
   return h + down_proj_(swiglu(gate_proj_(y), up_proj_(y)));
 }
 
@@ -141,32 +87,35 @@ at::Tensor LlamaDecoderLayerImpl::forward_cached(const at::Tensor& hidden, const
 // ---------------------------------------------------------------- causal LM
 
 LlamaForCausalLMImpl::LlamaForCausalLMImpl(const LlamaConfig& config, const ModelOptions& options)
-    : config_(config), options_(options) {
+    : config_(config),
+      options_(options),
+      generator_(at::make_generator<at::CPUGeneratorImpl>(options.rng_seed)) {
+  const auto dtype = torch::dtype(options.dtype);
   auto model = register_module("model", std::make_shared<torch::nn::Module>());
-  model_ = model.get();
   embed_tokens_ = model->register_module(
-      "embed_tokens", torch::nn::Embedding(config.vocab_size, config.hidden_size));
-  embed_tokens_->to(options.dtype);
+      "embed_tokens", WeightModule(torch::empty({config.vocab_size, config.hidden_size}, dtype)));
   layers_ = model->register_module("layers", torch::nn::ModuleList());
   for (int64_t i = 0; i < config.num_hidden_layers; ++i)
     layers_->push_back(LlamaDecoderLayer(config, options));
-  auto norm = model->register_module("norm", std::make_shared<torch::nn::Module>());
-  norm_ = norm->register_parameter("weight",
-                                   torch::ones({config.hidden_size}, torch::dtype(options.dtype)));
+  norm_ = model->register_module(
+      "norm", LlamaRmsNorm(config.hidden_size, config.rms_norm_eps, options.dtype));
   if (!config.tie_word_embeddings)
-    lm_head_ = register_module("lm_head",
-                               linear(config.hidden_size, config.vocab_size, false, options.dtype));
+    lm_head_ = register_module(
+        "lm_head", WeightModule(torch::empty({config.vocab_size, config.hidden_size}, dtype)));
   inv_freq_ = rope_inv_freq(config);
   for (const auto& named : named_modules("", /*include_self=*/false)) {
-    if (auto* p = named.value()->as<ProjectionImpl>()) projections_[named.key()] = p;
+    if (auto* p = named.value()->as<ProjectionImpl>()) {
+      projections_[named.key()] = p;
+      p->set_generator(generator_);
+    }
   }
 }
 
 at::Tensor LlamaForCausalLMImpl::output_weight() const {
-  return config_.tie_word_embeddings ? embed_tokens_->weight : lm_head_->weight;
+  return config_.tie_word_embeddings ? embed_tokens_->weight() : lm_head_->weight();
 }
 
-at::Tensor LlamaForCausalLMImpl::hidden_states(const PackedBatch& batch) {
+at::Tensor LlamaForCausalLMImpl::run_layers(const PackedBatch& batch) {
   PTRAIN_CHECK(batch.input_ids.dim() == 2 &&
                    batch.position_ids.sizes() == batch.input_ids.sizes() &&
                    batch.sequence_ids.sizes() == batch.input_ids.sizes(),
@@ -176,33 +125,52 @@ at::Tensor LlamaForCausalLMImpl::hidden_states(const PackedBatch& batch) {
   auto [cos, sin] = rope_tables(inv_freq_, batch.position_ids);
   at::Tensor mask = attention_bias(packed_causal_mask(batch.sequence_ids, config_.sliding_window),
                                    options_.dtype);
-  at::Tensor h = embed_tokens_(batch.input_ids);
-  const bool checkpoint = options_.activation_checkpointing && torch::GradMode::is_enabled();
-  for (const auto& module : *layers_) {
-    auto* layer = module->as<LlamaDecoderLayerImpl>();
-    if (checkpoint && !h.requires_grad()) {
-      // Frozen embeddings (LoRA): nothing upstream needs this gradient, but the Function's output
-      // only carries a gradient when an input does, so give it one to differentiate against.
+  if (hooks_) hooks_->pre_forward(0);
+  at::Tensor h = at::embedding(embed_tokens_->weight(), batch.input_ids);
+  const bool checkpoint = options_.activation_checkpointing;
+  const bool per_unit = torch::GradMode::is_enabled() && (checkpoint || hooks_);
+  for (size_t l = 0; l < layers_->size(); ++l) {
+    auto* layer = layers_[l]->as<LlamaDecoderLayerImpl>();
+    if (!hooks_ && !checkpoint) {
+      h = layer->forward(h, cos, sin, mask);
+      continue;
+    }
+    if (per_unit && !h.requires_grad()) {
+      // Frozen embeddings (LoRA): nothing upstream needs this gradient, but the unit function's
+      // output only carries a gradient when an input does, so give it one to differentiate
+      // against.
       h = h.detach().requires_grad_(true);
     }
-    h = checkpoint ? CheckpointedLayer::apply(h, layer, cos, sin, mask)
-                   : layer->forward(h, cos, sin, mask);
+    h = run_unit(
+        static_cast<int>(l) + 1,
+        [layer, cos = cos, sin = sin, mask](const at::Tensor& x) {
+          return layer->forward(x, cos, sin, mask);
+        },
+        h, checkpoint ? UnitActivations::kRecompute : UnitActivations::kKeep, hooks_, generator_);
   }
-  return rms_norm(h, norm_, config_.rms_norm_eps);
+  return norm_(h);
+}
+
+at::Tensor LlamaForCausalLMImpl::leave(const at::Tensor& y) {
+  return hooks_ ? leave_root(y, *hooks_) : y;
+}
+
+at::Tensor LlamaForCausalLMImpl::hidden_states(const PackedBatch& batch) {
+  return leave(run_layers(batch));
 }
 
 at::Tensor LlamaForCausalLMImpl::loss_sum(const PackedBatch& batch) {
-  at::Tensor h = hidden_states(batch);
+  at::Tensor h = run_layers(batch);
   int64_t chunk = options_.loss_chunk_tokens;
   if (chunk <= 0) chunk = std::max<int64_t>(1, (int64_t{64} << 20) / (4 * config_.vocab_size));
-  return chunked_cross_entropy_sum(h.reshape({-1, config_.hidden_size}), output_weight(),
-                                   batch.labels.reshape({-1}), chunk);
+  return leave(chunked_cross_entropy_sum(h.reshape({-1, config_.hidden_size}), output_weight(),
+                                         batch.labels.reshape({-1}), chunk));
 }
 
 at::Tensor LlamaForCausalLMImpl::logits(const PackedBatch& batch) {
-  at::Tensor h = hidden_states(batch);
+  at::Tensor h = run_layers(batch);
   const at::ScalarType acc = options_.dtype == at::kDouble ? at::kDouble : at::kFloat;
-  return at::matmul(h, output_weight().t()).to(acc);
+  return leave(at::matmul(h, output_weight().t()).to(acc));
 }
 
 KVCache LlamaForCausalLMImpl::make_cache(int64_t batch, int64_t capacity) const {
@@ -230,14 +198,21 @@ at::Tensor LlamaForCausalLMImpl::decode_step(const at::Tensor& input_ids, KVCach
   auto [cos, sin] = rope_tables(inv_freq_, positions);
   at::Tensor bias =
       attention_bias(cached_causal_mask(offset, t, config_.sliding_window), options_.dtype);
-  at::Tensor h = embed_tokens_(input_ids);
-  for (size_t l = 0; l < layers_->size(); ++l)
-    h = layers_[l]->as<LlamaDecoderLayerImpl>()->forward_cached(h, cos, sin, bias, cache.keys[l],
-                                                                cache.values[l], offset);
+  if (hooks_) hooks_->pre_forward(0);
+  at::Tensor h = at::embedding(embed_tokens_->weight(), input_ids);
+  for (size_t l = 0; l < layers_->size(); ++l) {
+    auto* layer = layers_[l]->as<LlamaDecoderLayerImpl>();
+    auto run = [&](const at::Tensor& x) {
+      return layer->forward_cached(x, cos, sin, bias, cache.keys[l], cache.values[l], offset);
+    };
+    h = hooks_
+            ? run_unit(static_cast<int>(l) + 1, run, h, UnitActivations::kKeep, hooks_, generator_)
+            : run(h);
+  }
   cache.length = offset + t;
-  at::Tensor last = rms_norm(h.select(1, t - 1), norm_, config_.rms_norm_eps);
+  at::Tensor last = norm_(h.select(1, t - 1));
   const at::ScalarType acc = options_.dtype == at::kDouble ? at::kDouble : at::kFloat;
-  return at::matmul(last, output_weight().t()).to(acc);
+  return leave(at::matmul(last, output_weight().t()).to(acc));
 }
 
 void LlamaForCausalLMImpl::initialize(uint64_t seed) {
@@ -252,6 +227,20 @@ void LlamaForCausalLMImpl::initialize(uint64_t seed) {
       set_tensor(name, at::normal(0.0, 0.02, shape, generator, torch::dtype(at::kFloat)));
     }
   }
+}
+
+std::vector<ModelUnit> LlamaForCausalLMImpl::units() const {
+  return collect_units(*this, layers_->children());
+}
+
+nlohmann::json LlamaForCausalLMImpl::state() const {
+  return {{"generator", generator_state_json(generator_)}};
+}
+
+void LlamaForCausalLMImpl::restore(const nlohmann::json& state) {
+  PTRAIN_CHECK(state.is_object() && state.contains("generator"),
+               "model state: expected an object with \"generator\", got {}", state.dump());
+  restore_generator_json(generator_, state.at("generator"));
 }
 
 namespace {

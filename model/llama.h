@@ -12,7 +12,9 @@
 
 #include <map>
 
+#include "core/stateful.h"
 #include "model/llama_config.h"
+#include "model/model_units.h"
 #include "model/projection.h"
 
 namespace ptrain {
@@ -32,7 +34,22 @@ struct ModelOptions {
   int64_t attention_block = 512;          // rows longer than this use blockwise attention
   bool nf4_base = false;                  // decoder projections stored as NF4 (QLoRA base)
   bool nf4_double_quant = true;           // NF4 absmax double-quantized (4.127 bits/param)
+  // Seed of the model's own generator (LoRA dropout). The job assembly derives it from the job
+  // seed and the rank, so ranks draw different masks and a run is reproducible.
+  uint64_t rng_seed = 0;
 };
+
+// The final norm and the decoder layers' norms: x * rsqrt(mean(x^2) + eps) * weight.
+class LlamaRmsNormImpl : public WeightModuleImpl {
+ public:
+  LlamaRmsNormImpl(int64_t size, double eps, at::ScalarType dtype)
+      : WeightModuleImpl(torch::ones({size}, torch::dtype(dtype))), eps_(eps) {}
+  at::Tensor forward(const at::Tensor& x) const;
+
+ private:
+  double eps_;
+};
+TORCH_MODULE(LlamaRmsNorm);
 
 // Keys and values of the tokens a sequence has seen so far, per layer, for incremental decoding:
 // keys[l] and values[l] are [B, KV heads, capacity, head_dim]; the first `length` positions are
@@ -66,11 +83,13 @@ class LlamaDecoderLayerImpl : public torch::nn::Module {
   const int64_t attention_block_;
   Projection q_proj_{nullptr}, k_proj_{nullptr}, v_proj_{nullptr}, o_proj_{nullptr};
   Projection gate_proj_{nullptr}, up_proj_{nullptr}, down_proj_{nullptr};
-  at::Tensor input_layernorm_, post_attention_layernorm_;
+  LlamaRmsNorm input_layernorm_{nullptr}, post_attention_layernorm_{nullptr};
 };
 TORCH_MODULE(LlamaDecoderLayer);
 
-class LlamaForCausalLMImpl : public torch::nn::Module {
+// The model's state (Stateful) is its generator's: what an exact resume needs beyond the tensors,
+// which a sharding layer or checkpoint reads through units().
+class LlamaForCausalLMImpl : public torch::nn::Module, public Stateful {
  public:
   LlamaForCausalLMImpl(const LlamaConfig& config, const ModelOptions& options);
 
@@ -94,6 +113,20 @@ class LlamaForCausalLMImpl : public torch::nn::Module {
   at::Tensor output_weight() const;
   void set_activation_checkpointing(bool on) { options_.activation_checkpointing = on; }
 
+  // ---- the sharding seam (model/model_units.h)
+  // Unit 0 is the root (embed_tokens, norm, lm_head), unit 1 + l decoder layer l; tensors split
+  // into frozen NF4 bytes, frozen and trainable by kind. List them once adapters are applied.
+  std::vector<ModelUnit> units() const;
+  // Hooks called around every unit from now on (null: none). Not owned; must outlive their use.
+  void set_unit_hooks(UnitHooks* hooks) { hooks_ = hooks; }
+
+  // ---- randomness and resumable state
+  // The generator every random draw of a forward uses (LoRA dropout); never libtorch's global one.
+  at::Generator& generator() { return generator_; }
+  // {"generator": the generator's state}; restore() puts it back (UserError when malformed).
+  nlohmann::json state() const override;
+  void restore(const nlohmann::json& state) override;
+
   // Random initialisation as Hugging Face does it: normal(0, 0.02) for linear and embedding
   // weights, zeros for biases, ones for norms; deterministic for `seed`, and the same values
   // (before quantization) whether the projections are dense or NF4.
@@ -111,15 +144,21 @@ class LlamaForCausalLMImpl : public torch::nn::Module {
   at::Tensor tensor_value(const std::string& name, at::ScalarType dtype, bool merge_lora) const;
 
  private:
+  // Final hidden states after the last norm; calls the root's pre_forward hook and the layers'.
+  at::Tensor run_layers(const PackedBatch& batch);
+  // The head's output `y`, after the root's post_forward hook.
+  at::Tensor leave(const at::Tensor& y);
+
   LlamaConfig config_;
   ModelOptions options_;
-  torch::nn::Module* model_ = nullptr;  // the "model." submodule
-  torch::nn::Embedding embed_tokens_{nullptr};
+  WeightModule embed_tokens_{nullptr};
   torch::nn::ModuleList layers_{nullptr};
-  at::Tensor norm_;
-  torch::nn::Linear lm_head_{nullptr};  // null when tied
-  at::Tensor inv_freq_;
+  LlamaRmsNorm norm_{nullptr};
+  WeightModule lm_head_{nullptr};  // null when tied
+  at::Tensor inv_freq_;            // a constant of the config, not a parameter
   std::map<std::string, ProjectionImpl*> projections_;
+  at::Generator generator_;
+  UnitHooks* hooks_ = nullptr;
 };
 TORCH_MODULE(LlamaForCausalLM);
 

@@ -25,6 +25,18 @@ struct LoraOptions {
   double scaling() const;
 };
 
+// A module that holds one registered "weight" parameter (Hugging Face's leaf modules: norms,
+// embeddings, lm_head, and PEFT's lora_A / lora_B), read from the registry at each use.
+class WeightModuleImpl : public torch::nn::Module {
+ public:
+  explicit WeightModuleImpl(at::Tensor weight) { register_parameter("weight", std::move(weight)); }
+  at::Tensor weight() const { return *parameters_.find("weight"); }
+};
+TORCH_MODULE(WeightModule);
+
+// Tensors are read from the module registry at every use and never cached (the storage-swap
+// contract of model/model_units.h): the accessors below return handles that share the registered
+// tensor, so in-place writes through them (copy_, normal_) reach the module.
 class ProjectionImpl : public torch::nn::Module {
  public:
   // A dense (nf4 = false) or NF4-quantized base of shape [out, in]; the NF4 buffer is allocated
@@ -36,10 +48,11 @@ class ProjectionImpl : public torch::nn::Module {
 
   int64_t in_features() const { return in_; }
   int64_t out_features() const { return out_; }
-  bool quantized() const { return nf4_.has_value(); }
-  const Nf4Weight* nf4() const { return nf4_ ? &*nf4_ : nullptr; }
-  at::Tensor& dense() { return weight_; }  // undefined when quantized
-  at::Tensor& bias() { return bias_; }
+  bool quantized() const { return nf4_format_.has_value(); }
+  // The NF4 weight over the registered buffer; nullopt when dense.
+  std::optional<Nf4Weight> nf4() const;
+  at::Tensor dense() const;  // undefined when quantized
+  at::Tensor bias() const;   // undefined without a bias
 
   // Sets the base weight from a dense [out, in] tensor: copied, or quantized when NF4.
   void set_weight(const at::Tensor& weight);
@@ -53,18 +66,27 @@ class ProjectionImpl : public torch::nn::Module {
   // Adds a LoRA adapter: A ~ kaiming_uniform(a = sqrt(5)) (U(-1/sqrt(in), 1/sqrt(in))), B = 0, as
   // PEFT initialises it; deterministic in `generator`.
   void add_lora(const LoraOptions& options, at::Generator generator);
-  bool has_lora() const { return lora_a_.defined(); }
-  const LoraOptions& lora() const { return lora_; }
-  at::Tensor& lora_a() { return lora_a_; }
-  at::Tensor& lora_b() { return lora_b_; }
+  bool has_lora() const { return !lora_a_.is_empty(); }
+  const LoraOptions& lora() const { return lora_options_; }
+  at::Tensor lora_a() const;  // [r, in], fp32 master
+  at::Tensor lora_b() const;  // [out, r], fp32 master
+
+  // The generator LoRA dropout draws its masks from (the model's own; a projection built alone
+  // has one seeded with 0).
+  void set_generator(at::Generator generator) { generator_ = std::move(generator); }
 
  private:
+  // A registered parameter of this module by name (undefined when absent).
+  at::Tensor parameter(const char* name) const;
+
   int64_t in_, out_;
   at::ScalarType dtype_;
-  at::Tensor weight_, bias_;
-  std::optional<Nf4Weight> nf4_;
-  LoraOptions lora_;
-  at::Tensor lora_a_, lora_b_;
+  // Shape, layout and source dtype of the NF4 base; its `storage` stays undefined (the bytes are
+  // the registered buffer "weight_nf4").
+  std::optional<Nf4Weight> nf4_format_;
+  LoraOptions lora_options_;
+  WeightModule lora_a_{nullptr}, lora_b_{nullptr};  // "lora_A", "lora_B"
+  at::Generator generator_;
 };
 TORCH_MODULE(Projection);
 

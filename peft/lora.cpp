@@ -113,13 +113,11 @@ std::vector<std::string> apply_lora(LlamaForCausalLM& model, const AdapterSpec& 
                "lora_modules_to_save: this model ties lm_head to embed_tokens; training either in "
                "full would change both, which a PEFT adapter cannot express (PEFT copies the "
                "saved module and leaves the tied one unchanged)");
-  for (auto& p : model->named_parameters()) {
-    const std::string& name = p.key();
-    const bool adapter =
-        name.find(".lora_A.") != std::string::npos || name.find(".lora_B.") != std::string::npos;
-    const bool saved = save_modules.count(name.substr(0, name.rfind('.'))) > 0;
-    p.value().set_requires_grad(adapter || saved);
-  }
+  // The adapters just added are the only parameters that require gradients; modules_to_save are
+  // trained in full.
+  for (const auto& named : model->named_modules("", /*include_self=*/false))
+    if (save_modules.count(named.key()))
+      for (auto& p : named.value()->parameters()) p.set_requires_grad(true);
   return targets;
 }
 
@@ -243,7 +241,7 @@ AdapterSpec load_peft_adapter_checked(LlamaForCausalLM& model, const std::string
   SafetensorsFile file(dir + "/adapter_model.safetensors");
   std::set<std::string> expected;
   torch::NoGradGuard no_grad;
-  auto load = [&](const std::string& key, at::Tensor& into) {
+  auto load = [&](const std::string& key, at::Tensor into) {
     expected.insert(key);
     const TensorInfo* info = file.find(key);
     PTRAIN_CHECK(info != nullptr, "'{}': missing tensor '{}'", file.path(), key);

@@ -301,7 +301,7 @@ TEST_F(PreparedDataTest, TrainBatchesStateNamesItsDataAndResumesOnlyOnIt) {
   PreparedDataset d = build(o, "c1");
   TrainBatches first(d, 2, 0, 1, 42, false);
   for (int i = 0; i < 4; ++i) first.next_rows();
-  const SamplerState saved = SamplerState::from_json(first.state().to_json());
+  const SamplerState saved = SamplerState::from_json(first.state().dump());
   EXPECT_EQ(saved.data, d.fingerprint());
   TrainBatches resumed(d, 2, 0, 1, 42, false);
   resumed.restore(saved);
