@@ -2,8 +2,17 @@
 
 namespace ptrain {
 
-ModelOptions model_options_from_config(const JobConfig& config) {
+uint64_t rank_seed(int64_t seed, int rank) {
+  uint64_t z =
+      static_cast<uint64_t>(seed) + (static_cast<uint64_t>(rank) + 1) * 0x9E3779B97F4A7C15ULL;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+  return z ^ (z >> 31);
+}
+
+ModelOptions model_options_from_config(const JobConfig& config, int rank) {
   ModelOptions options;
+  options.rng_seed = rank_seed(config.seed, rank);
   options.dtype = config.bf16 ? at::kBFloat16 : at::kFloat;
   options.nf4_base = config.load_in_4bit;
   options.activation_checkpointing = config.gradient_checkpointing;

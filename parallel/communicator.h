@@ -47,7 +47,7 @@
 //   message naming the collective, its sequence number, the training step and the rank.
 // - Errors of the runtime (MPI, CUDA, NCCL) name the call, file:line and "rank R on host H": the
 //   world rank and host, captured when the communicator is built (check macros:
-//   parallel/mpi_runtime.h, parallel/cuda/cuda_check.h).
+//   parallel/mpi_runtime.h, core/cuda/cuda_check.h).
 #pragma once
 
 #include <c10/core/ScalarType.h>

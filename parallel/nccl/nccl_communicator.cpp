@@ -2,7 +2,7 @@
 
 #include <fmt/format.h>
 
-#include "parallel/cuda/cuda_check.h"
+#include "core/cuda/cuda_check.h"
 #include "parallel/mpi_runtime.h"
 #include "parallel/nccl_backend.h"
 #include "parallel/work_completion.h"

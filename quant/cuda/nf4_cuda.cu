@@ -2,7 +2,7 @@
 
 #include <algorithm>
 
-#include "parallel/cuda/cuda_check.h"
+#include "core/cuda/cuda_check.h"
 #include "quant/cuda/nf4_cuda.h"
 
 namespace ptrain {

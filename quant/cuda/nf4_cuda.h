@@ -17,7 +17,7 @@ namespace ptrain {
 cudaError_t nf4_dequantize_bf16_cuda(const uint8_t* buffer, const Nf4Layout& layout, uint16_t* out,
                                      cudaStream_t stream);
 
-// The same, throwing RuntimeFailure (parallel/cuda/cuda_check.h: the call, file:line and `where`,
+// The same, throwing RuntimeFailure (core/cuda/cuda_check.h: the call, file:line and `where`,
 // "rank R on host H") when the launch fails.
 void nf4_dequantize_bf16_cuda_checked(const uint8_t* buffer, const Nf4Layout& layout, uint16_t* out,
                                       cudaStream_t stream, const std::string& where);

@@ -1,10 +1,10 @@
-// The CUDA and NCCL check macros (parallel/cuda/cuda_check.h): compiled when the build has CUDA and
+// The CUDA and NCCL check macros (core/cuda/cuda_check.h): compiled when the build has CUDA and
 // NCCL; no device needed (the failing calls fail on their arguments).
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include "core/error.h"
-#include "parallel/cuda/cuda_check.h"
+#include "core/cuda/cuda_check.h"
 #include "parallel/mpi_runtime.h"
 
 namespace ptrain {

@@ -9,7 +9,7 @@
 
 #include <vector>
 
-#include "parallel/cuda/cuda_check.h"
+#include "core/cuda/cuda_check.h"
 #include "parallel/mpi_runtime.h"
 #include "parallel/nccl_backend.h"
 #include "tests/mpi/mpi_test_env.h"

@@ -22,7 +22,7 @@ TEST(Qlora, AxolotlStyleConfigBecomesAQloraModelWithAdapters) {
          "lora_target_modules: [q_proj, 'model\\.layers\\.1\\.mlp\\.down_proj']\n"
          "gradient_checkpointing: true\nseed: 3\n";
   JobConfig job = load_config(dir + "/job.yaml", {}).job;
-  ModelOptions options = model_options_from_config(job);
+  ModelOptions options = model_options_from_config(job, 0);
   EXPECT_TRUE(options.nf4_base);
   EXPECT_TRUE(options.activation_checkpointing);
   EXPECT_EQ(options.dtype, at::kBFloat16);
@@ -37,6 +37,16 @@ TEST(Qlora, AxolotlStyleConfigBecomesAQloraModelWithAdapters) {
                                                                 "model.layers.1.mlp.down_proj"}));
   JobConfig full;
   EXPECT_FALSE(adapter_spec_from_config(full).has_value());
+}
+
+TEST(JobOptions, TheModelsGeneratorSeedIsSplitmix64OfTheJobSeedAndRank) {
+  // splitmix64's published first output for state 0 + gamma: 0xE220A8397B1DCDAF.
+  EXPECT_EQ(rank_seed(0, 0), 0xE220A8397B1DCDAFULL);
+  JobConfig job;
+  job.seed = 42;
+  EXPECT_EQ(model_options_from_config(job, 3).rng_seed, rank_seed(42, 3));
+  EXPECT_NE(rank_seed(42, 0), rank_seed(42, 1));
+  EXPECT_NE(rank_seed(42, 0), rank_seed(43, 0));
 }
 
 }  // namespace

@@ -1,4 +1,4 @@
-#include "parallel/cuda/cuda_check.h"
+#include "core/cuda/cuda_check.h"
 
 #include "core/error.h"
 
