@@ -1,5 +1,7 @@
-// ptrain-bench SUITE: benchmarks that print one JSON object per result line (ARCHITECTURE.md,
-// "Benchmark output"). Suites exist here once they are real.
+// ptrain-bench SUITE [--json]: benchmarks that print one JSON object per result line
+// (ARCHITECTURE.md, "Benchmark output"). JSON lines are the only output, so --json (accepted
+// before or after SUITE) changes nothing; scripts pass it as documented. Suites exist here once
+// they are real.
 #include <CLI/CLI.hpp>
 
 #include "bench/comm_bench.h"
@@ -14,22 +16,28 @@ int main(int argc, char** argv) {
   CLI::App app{"ptrain-bench: benchmarks with a baseline measured in the same run"};
   app.require_subcommand(1);
   bool json = true;
-  app.add_flag("--json", json, "One JSON object per result line (the only output format)");
+  const std::string json_help = "One JSON object per result line (the only output format)";
+  app.add_flag("--json", json, json_help);
+  auto add_suite = [&](const std::string& name, const std::string& description) {
+    CLI::App* suite = app.add_subcommand(name, description);
+    suite->add_flag("--json", json, json_help);
+    return suite;
+  };
 
   ptrain::bench::CommBenchOptions comm_options;
-  auto* comm = app.add_subcommand("comm", "all_gather / reduce_scatter / all_reduce vs raw MPI");
+  auto* comm = add_suite("comm", "all_gather / reduce_scatter / all_reduce vs raw MPI");
   comm->add_option("--min-bytes", comm_options.min_bytes, "Smallest size (bytes)");
   comm->add_option("--max-bytes", comm_options.max_bytes, "Largest size (bytes)");
   comm->add_option("--seconds", comm_options.seconds_per_point, "Timed work per measurement round");
   ptrain::bench::ModelBenchOptions model_options;
-  auto* model = app.add_subcommand("model", "Llama forward+backward throughput vs bf16 GEMM peak");
+  auto* model = add_suite("model", "Llama forward+backward throughput vs bf16 GEMM peak");
   model->add_option("--presets", model_options.presets, "Presets to run (tiny 160m 1b)");
   model->add_option("--seqs", model_options.seqs, "Sequence lengths");
   model->add_option("--tokens", model_options.tokens_per_step, "Tokens per step (rows of seq)");
   model->add_option("--steps", model_options.steps, "Timed steps");
   model->add_option("--threads", model_options.threads, "Compute threads (0: every core)");
   ptrain::bench::Nf4BenchOptions nf4_options;
-  auto* nf4 = app.add_subcommand("nf4", "NF4 quantize/dequantize vs memcpy; QLoRA vs LoRA step");
+  auto* nf4 = add_suite("nf4", "NF4 quantize/dequantize vs memcpy; QLoRA vs LoRA step");
   nf4->add_option("--rows", nf4_options.rows, "Weight rows");
   nf4->add_option("--cols", nf4_options.cols, "Weight columns");
   nf4->add_option("--preset", nf4_options.preset, "Model for the training step (tiny 160m 1b)");
@@ -37,7 +45,7 @@ int main(int argc, char** argv) {
   nf4->add_option("--steps", nf4_options.steps, "Timed steps");
   nf4->add_flag("!--no-step", nf4_options.step, "Kernels only (skip the training step)");
   ptrain::bench::DataBenchOptions data_options;
-  auto* data = app.add_subcommand(
+  auto* data = add_suite(
       "data", "Tokenizer MB/s vs memcpy; packing efficiency and time; prepared-dataset build");
   data->add_option("--tokenizer", data_options.tokenizers,
                    "Model directory whose tokenizer to time (repeatable; byte always runs)");

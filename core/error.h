@@ -1,11 +1,11 @@
 // Errors and check macros shared by every ptrain component.
 //
 // Inside the code errors are exceptions; at process and RPC boundaries they become exit codes or
-// statuses. Two kinds matter to a user:
+// statuses (docs/usage.md, "Exit codes"). Two kinds matter to a user:
 //   UserError       bad input (config, data, files): the message says what to change. Exit code 2.
+//                   CorruptData, a stored file that fails its own checks, is one.
 //   RuntimeFailure  something failed while running (a collective, an MPI/NCCL/CUDA call, a
-//   timeout),
-//                   or an internal invariant broke. Exit code 3.
+//                   timeout), or an internal invariant broke. Exit code 3.
 // PTRAIN_CHECK throws UserError; PTRAIN_ASSERT throws RuntimeFailure and marks a bug in ptrain.
 #pragma once
 
@@ -16,7 +16,7 @@
 
 namespace ptrain {
 
-// Process exit codes; scripts and batch files depend on these values (docs/operations.md).
+// Process exit codes; scripts and batch files depend on these values (docs/usage.md, "Exit codes").
 enum class ExitCode : int {
   kOk = 0,
   kBadInput = 2,
@@ -36,6 +36,15 @@ class Error : public std::runtime_error {
 class UserError : public Error {
  public:
   explicit UserError(const std::string& message) : Error(ExitCode::kBadInput, message) {}
+};
+
+// Stored data (a prepared-data cache) whose contents fail their own checks: a missing or
+// truncated file, a checksum mismatch, a malformed or foreign index. Bad input when it reaches a
+// user (`ptrain inspect` of a damaged cache); a caller that can rebuild the data catches it and
+// does.
+class CorruptData : public UserError {
+ public:
+  using UserError::UserError;
 };
 
 class RuntimeFailure : public Error {

@@ -31,10 +31,10 @@
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
-#include <stdexcept>
 #include <string>
 #include <vector>
 
+#include "core/error.h"  // CorruptData: a prepared directory that fails its checks
 #include "core/file_util.h"
 #include "data/packing.h"
 #include "data/prompt.h"
@@ -108,12 +108,6 @@ using PrepProgress = std::function<void()>;
 PreparedSummary build_prepared_dataset(const DataPrepOptions& options, const Tokenizer& tokenizer,
                                        const std::string& fingerprint, const std::string& dir,
                                        int threads = 1, const PrepProgress& progress = {});
-
-// A prepared directory that fails its checks.
-class CorruptData : public std::runtime_error {
- public:
-  using std::runtime_error::runtime_error;
-};
 
 constexpr uint32_t kLearnedBit = 1u << 31;
 

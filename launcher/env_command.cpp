@@ -11,6 +11,13 @@
 
 namespace ptrain {
 
+void register_env_command(CommandLine& cli) {
+  cli.add_job_command(
+      "env", "Print rank, local rank, world, host, backend and threads as each rank sees them",
+      ConfigArgument::kOptional,
+      [](RankSession& session, const ResolvedConfig&) { return run_env_command(session); });
+}
+
 int run_env_command(RankSession& session) {
   RankContext& ctx = session.context();
   const RankInfo& info = session.info();

@@ -1,8 +1,10 @@
 #include "launcher/eval_command.h"
 
+#include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
 #include <iostream>
+#include <memory>
 
 #include "checkpoint/safetensors_model.h"
 #include "core/error.h"
@@ -39,29 +41,47 @@ std::vector<TokenSample> validation_samples(RankSession& session, const Resolved
 
 }  // namespace
 
+void register_eval_command(CommandLine& cli) {
+  auto options = std::make_shared<EvalCommandOptions>();
+  CLI::App* eval = cli.add_job_command(
+      "eval",
+      "Mean loss and perplexity of a model on pre-tokenized JSONL or the config's validation "
+      "split, over all ranks",
+      ConfigArgument::kOptional, [options](RankSession& session, const ResolvedConfig& config) {
+        return run_eval_command(session, config, *options);
+      });
+  add_model_options(eval, options->model);
+  eval->add_option("--data", options->data,
+                   "JSONL, one {\"input_ids\": [...]} per line; omitted: the validation split of "
+                   "the config's datasets (val_set_size)");
+  eval->add_option("--seq-len", options->seq_len,
+                   "Tokens per packed row (longer samples are windowed)");
+  eval->add_option("--rows", options->rows, "Packed rows per forward pass");
+}
+
 int run_eval_command(RankSession& session, const ResolvedConfig& config,
-                     const ModelLoadOptions& model_options, const std::string& data,
-                     int64_t seq_len, int64_t rows) {
-  PTRAIN_CHECK(rows >= 1, "--rows: expected >= 1, got {}", rows);
+                     const EvalCommandOptions& options) {
+  PTRAIN_CHECK(options.rows >= 1, "--rows: expected >= 1, got {}", options.rows);
   RankContext& ctx = session.context();
-  std::vector<TokenSample> samples = data.empty()
-                                         ? validation_samples(session, config, model_options.dir)
-                                         : read_token_jsonl(data);
-  LlamaForCausalLM model = load_model(model_options).model;
+  std::vector<TokenSample> samples = options.data.empty()
+                                         ? validation_samples(session, config, options.model.dir)
+                                         : read_token_jsonl(options.data);
+  LlamaForCausalLM model = load_model(options.model).model;
   model->eval();
-  EvalResult result = evaluate(model, samples, seq_len, rows, *ctx.comm);
+  EvalResult result = evaluate(model, samples, options.seq_len, options.rows, *ctx.comm);
   if (ctx.rank == 0) {
-    nlohmann::json line = {{"model", model_options.dir},
-                           {"data", data.empty() ? config.source + " (validation split)" : data},
-                           {"samples", result.samples},
-                           {"rows", result.rows},
-                           {"tokens", result.tokens},
-                           {"loss", result.mean_loss()},
-                           {"perplexity", result.perplexity()},
-                           {"world", ctx.world},
-                           {"dtype", model_options.dtype},
-                           {"load_in_4bit", model_options.load_in_4bit}};
-    if (!model_options.adapter.empty()) line["adapter"] = model_options.adapter;
+    nlohmann::json line = {
+        {"model", options.model.dir},
+        {"data", options.data.empty() ? config.source + " (validation split)" : options.data},
+        {"samples", result.samples},
+        {"rows", result.rows},
+        {"tokens", result.tokens},
+        {"loss", result.mean_loss()},
+        {"perplexity", result.perplexity()},
+        {"world", ctx.world},
+        {"dtype", options.model.dtype},
+        {"load_in_4bit", options.model.load_in_4bit}};
+    if (!options.model.adapter.empty()) line["adapter"] = options.model.adapter;
     std::cout << line.dump() << std::endl;
   }
   ctx.log->info("eval: {} tokens, mean loss {:.6f}, perplexity {:.4f}", result.tokens,

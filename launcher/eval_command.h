@@ -1,19 +1,28 @@
+// `ptrain eval`: loads the model on every rank, evaluates data spread over the ranks, and prints
+// one JSON line (loss, perplexity, tokens, ...) on rank 0. Collective. The data is the
+// pre-tokenized JSONL `data`, or (when `data` is empty) the validation split of the config's
+// prepared dataset (built first when needed, as `ptrain preprocess` does), with its labels.
 #pragma once
 
 #include <cstdint>
 #include <string>
 
 #include "launcher/model_loader.h"
+#include "launcher/ptrain_commands.h"
 #include "launcher/rank_session.h"
 
 namespace ptrain {
 
-// `ptrain eval`: loads the model on every rank, evaluates data spread over the ranks, and prints
-// one JSON line (loss, perplexity, tokens, ...) on rank 0. Collective. The data is the
-// pre-tokenized JSONL `data`, or (when `data` is empty) the validation split of the config's
-// prepared dataset (built first when needed, as `ptrain preprocess` does), with its labels.
+struct EvalCommandOptions {
+  ModelLoadOptions model;
+  std::string data;  // pre-tokenized JSONL; empty: the config's validation split
+  int64_t seq_len = 2048;
+  int64_t rows = 1;  // packed rows per forward pass
+};
+
+void register_eval_command(CommandLine& cli);
+
 int run_eval_command(RankSession& session, const ResolvedConfig& config,
-                     const ModelLoadOptions& model, const std::string& data, int64_t seq_len,
-                     int64_t rows);
+                     const EvalCommandOptions& options);
 
 }  // namespace ptrain

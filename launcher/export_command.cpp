@@ -1,7 +1,10 @@
 #include "launcher/export_command.h"
 
+#include <CLI/CLI.hpp>
+
 #include <filesystem>
 #include <iostream>
+#include <memory>
 
 #include "core/error.h"
 #include "core/file_util.h"
@@ -18,6 +21,19 @@ bool same_directory(const std::string& a, const std::string& b) {
 }
 
 }  // namespace
+
+void register_export_command(CommandLine& cli) {
+  auto options = std::make_shared<ExportOptions>();
+  CLI::App* command = cli.add_command(
+      "export", "Write a model's LoRA adapter as a PEFT directory, or merge it into the weights",
+      [options] { return run_export_command(*options); });
+  add_model_options(command, options->model);
+  command->add_option("--format", options->format, "peft or merged")->required();
+  command->add_option("--out", options->out, "Output directory")->required();
+  command->add_option("--max-shard-bytes", options->max_shard_bytes,
+                      "merged: shard the weights past this many bytes per file");
+  command->add_flag("--force", options->force, "Write into a non-empty directory");
+}
 
 int run_export_command(const ExportOptions& o) {
   PTRAIN_CHECK(o.format == "peft" || o.format == "merged",

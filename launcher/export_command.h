@@ -6,6 +6,7 @@
 #include <string>
 
 #include "launcher/model_loader.h"
+#include "launcher/ptrain_commands.h"
 
 namespace ptrain {
 
@@ -16,6 +17,8 @@ struct ExportOptions {
   uint64_t max_shard_bytes = uint64_t{5} << 30;
   bool force = false;  // write into a non-empty output directory
 };
+
+void register_export_command(CommandLine& cli);
 
 int run_export_command(const ExportOptions& options);
 

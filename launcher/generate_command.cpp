@@ -1,10 +1,12 @@
 #include "launcher/generate_command.h"
 
 #include <fmt/format.h>
+#include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
 #include <filesystem>
 #include <iostream>
+#include <memory>
 
 #include "checkpoint/safetensors_model.h"
 #include "core/error.h"
@@ -81,6 +83,24 @@ SamplingOptions sampling_options(const GenerateCommandOptions& cli, const LlamaC
 
 }  // namespace
 
+void register_generate_command(CommandLine& cli) {
+  auto options = std::make_shared<GenerateCommandOptions>();
+  CLI::App* generate = cli.add_command(
+      "generate", "Continue prompts with a model (KV cache; greedy or sampled), in one process",
+      [options] { return run_generate_command(*options); });
+  add_model_options(generate, options->model);
+  generate->add_option("--prompt", options->prompts, "Prompt text (repeatable)");
+  generate->add_option("--prompt-ids", options->prompt_ids,
+                       "Prompt as comma-separated token ids (repeatable)");
+  generate->add_option("--max-new-tokens", options->max_new_tokens, "Tokens to generate at most");
+  generate->add_option("--temperature", options->temperature,
+                       "0: greedy; > 0: sample (default: generation_config.json, else greedy)");
+  generate->add_option("--top-k", options->top_k, "Sample among the k most likely tokens (0: off)");
+  generate->add_option("--top-p", options->top_p, "Nucleus sampling mass in (0, 1]");
+  generate->add_option("--seed", options->seed, "Sampling seed");
+  generate->add_flag("--json", options->json, "One JSON object per prompt (ids, text, timings)");
+}
+
 int run_generate_command(const GenerateCommandOptions& cli) {
   PTRAIN_CHECK(!cli.prompts.empty() || !cli.prompt_ids.empty(),
                "generate: give at least one --prompt TEXT or --prompt-ids IDS");
@@ -156,22 +176,6 @@ int run_generate_command(const GenerateCommandOptions& cli) {
           "tokens/s\n",
           prompt.size(), result.ids.size(), result.stop_reason, prefill_rate, decode_rate);
     }
-  }
-  return 0;
-}
-
-int run_tokenize_command(const std::string& model_dir, const std::vector<std::string>& texts,
-                         bool json) {
-  std::unique_ptr<Tokenizer> tokenizer = load_tokenizer(model_dir);
-  for (const auto& text : texts) {
-    std::vector<int64_t> ids = tokenizer->encode_sequence(text);
-    if (json) {
-      std::cout << nlohmann::json(ids).dump() << "\n";
-      continue;
-    }
-    std::cout << fmt::format("{} tokens:", ids.size());
-    for (int64_t id : ids) std::cout << fmt::format(" {}({})", id, tokenizer->piece(id));
-    std::cout << "\n";
   }
   return 0;
 }

@@ -1,4 +1,4 @@
-// `ptrain generate` and `ptrain tokenize`: one-process commands for trying a model directory.
+// `ptrain generate`: continues prompts with a model directory, in one process.
 #pragma once
 
 #include <cstdint>
@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "launcher/model_loader.h"
+#include "launcher/ptrain_commands.h"
 
 namespace ptrain {
 
@@ -24,12 +25,10 @@ struct GenerateCommandOptions {
   bool json = false;
 };
 
+void register_generate_command(CommandLine& cli);
+
 // Generates a continuation of every prompt in turn. Plain output streams each prompt and its
 // continuation to stdout, with timings on stderr; --json prints one object per prompt.
 int run_generate_command(const GenerateCommandOptions& options);
-
-// Prints the ids (and pieces) the model's tokenizer gives each text; --json: one array per text.
-int run_tokenize_command(const std::string& model_dir, const std::vector<std::string>& texts,
-                         bool json);
 
 }  // namespace ptrain

@@ -2,9 +2,11 @@
 
 #include <fmt/format.h>
 #include <unistd.h>
+#include <CLI/CLI.hpp>
 
 #include <filesystem>
 #include <iostream>
+#include <memory>
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
@@ -55,6 +57,20 @@ nlohmann::json summary_json(const PreparedDataset& data, const PreparedData& pre
 }
 
 }  // namespace
+
+void register_preprocess_command(CommandLine& cli) {
+  auto options = std::make_shared<PreprocessOptions>();
+  CLI::App* preprocess = cli.add_job_command(
+      "preprocess", "Tokenize, template and pack the datasets into the prepared-data cache",
+      ConfigArgument::kRequired, [options](RankSession& session, const ResolvedConfig& config) {
+        return run_preprocess_command(session, config, *options);
+      });
+  preprocess->add_option("--debug", options->debug_samples,
+                         "Print this many samples with the learned tokens highlighted");
+  preprocess->add_option("--color", options->color,
+                         "Highlight learned tokens in color: auto, always or never");
+  preprocess->add_flag("--json", options->json, "The summary as one JSON object");
+}
 
 int run_preprocess_command(RankSession& session, const ResolvedConfig& config,
                            const PreprocessOptions& options) {

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <string>
 
+#include "launcher/ptrain_commands.h"
 #include "launcher/rank_session.h"
 
 namespace ptrain {
@@ -15,6 +16,8 @@ struct PreprocessOptions {
   bool json = false;           // the summary as one JSON object
   std::string color = "auto";  // highlight learned tokens: auto (a terminal), always, never
 };
+
+void register_preprocess_command(CommandLine& cli);
 
 int run_preprocess_command(RankSession& session, const ResolvedConfig& config,
                            const PreprocessOptions& options);

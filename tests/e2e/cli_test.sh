@@ -47,6 +47,36 @@ code=$?
 code=$?
 [ $code -eq 2 ] || fail "ptrain without a subcommand exited $code, expected 2"
 
+# `ptrain --config job.yaml` alone means train (ARCHITECTURE.md); until train exists it is a usage
+# error that says so.
+err=$("$ptrain" --config "$work/same.yaml" 2>&1)
+code=$?
+[ $code -eq 2 ] || fail "ptrain --config without a subcommand exited $code, expected 2"
+grep -q "A subcommand is required: .*train" <<<"$err" || fail "ptrain --config message: $err"
+
+# The top-level --config is the default command's: beside a named subcommand it is refused.
+err=$("$ptrain" --config "$work/same.yaml" env 2>&1)
+code=$?
+[ $code -eq 2 ] || fail "ptrain --config FILE env exited $code, expected 2"
+grep -q "go after the subcommand" <<<"$err" || fail "ptrain --config FILE env message: $err"
+
+# A damaged prepared dataset reaching a user is bad input (CorruptData): exit 2, naming the damage.
+mkdir -p "$work/damaged"
+printf '{"format": "ptrain-prepared-data", "version": 0}\n' >"$work/damaged/meta.json"
+err=$("$ptrain" inspect "$work/damaged" 2>&1)
+code=$?
+[ $code -eq 2 ] || fail "inspect of a damaged prepared dataset exited $code, expected 2"
+grep -q "ptrain: error: prepared dataset '$work/damaged' is damaged: format version 0" <<<"$err" ||
+  fail "inspect of a damaged prepared dataset: $err"
+
+# ptrain-bench SUITE --json (ARCHITECTURE.md, "Benchmark output"): one JSON object per line.
+bench="$(dirname "$ptrain")/ptrain-bench"
+out=$($mpirun -np 2 "$bench" comm --max-bytes 1024 --seconds 0.01 --json 2>"$work/bench.err")
+code=$?
+[ $code -eq 0 ] || fail "ptrain-bench comm --json exited $code: $(cat "$work/bench.err")"
+[ -n "$out" ] && ! grep -qv '^{"algbw":.*"suite":"comm".*}$' <<<"$out" ||
+  fail "ptrain-bench comm --json lines: $out"
+
 # docs/config.md is what the schema generates.
 "$ptrain" config-docs >"$work/config.md" || fail "config-docs failed"
 diff -u "$src/docs/config.md" "$work/config.md" >"$work/docs.diff" ||

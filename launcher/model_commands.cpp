@@ -1,0 +1,76 @@
+#include "launcher/model_commands.h"
+
+#include <fmt/format.h>
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+#include <iostream>
+#include <memory>
+
+#include "launcher/model_tools.h"
+#include "launcher/preprocess_command.h"
+#include "tokenizer/tokenizer.h"
+
+namespace ptrain {
+
+void register_init_model_command(CommandLine& cli) {
+  auto options = std::make_shared<InitModelOptions>();
+  CLI::App* init_model = cli.add_command(
+      "init-model", "Write a randomly initialised Hugging Face Llama directory", [options] {
+        const int64_t params = write_random_llama_model(*options);
+        std::cout << "wrote " << options->out_dir << ": preset " << options->preset << ", "
+                  << params << " parameters, " << options->dtype << "\n";
+        return 0;
+      });
+  init_model->add_option("--preset", options->preset, "tiny, 160m or 1b (TinyLlama-1.1B shapes)")
+      ->required();
+  init_model->add_option("--out", options->out_dir, "Output directory")->required();
+  init_model->add_option("--seed", options->seed, "Initialisation seed");
+  init_model->add_option("--dtype", options->dtype, "Weight dtype: bf16 or fp32");
+  init_model->add_option("--max-shard-bytes", options->max_shard_bytes,
+                         "Shard the weights past this many bytes per file");
+}
+
+void register_inspect_command(CommandLine& cli) {
+  auto dir = std::make_shared<std::string>();
+  CLI::App* inspect = cli.add_command(
+      "inspect", "Describe and validate a model directory or a prepared dataset", [dir] {
+        std::cout << (is_prepared_dataset(*dir) ? describe_prepared_dataset(*dir)
+                                                : inspect_llama_model(*dir));
+        return 0;
+      });
+  inspect->add_option("dir", *dir, "Model or prepared-dataset directory")->required();
+}
+
+void register_tokenize_command(CommandLine& cli) {
+  struct TokenizeOptions {
+    std::string model;
+    std::vector<std::string> texts;
+    bool json = false;
+  };
+  auto options = std::make_shared<TokenizeOptions>();
+  CLI::App* tokenize = cli.add_command(
+      "tokenize", "Token ids (and pieces) the model's tokenizer gives each text",
+      [options] { return run_tokenize_command(options->model, options->texts, options->json); });
+  tokenize->add_option("--model", options->model, "Model directory")->required();
+  tokenize->add_option("text", options->texts, "Texts to tokenize")->required();
+  tokenize->add_flag("--json", options->json, "One JSON array of ids per text");
+}
+
+int run_tokenize_command(const std::string& model_dir, const std::vector<std::string>& texts,
+                         bool json) {
+  std::unique_ptr<Tokenizer> tokenizer = load_tokenizer(model_dir);
+  for (const auto& text : texts) {
+    std::vector<int64_t> ids = tokenizer->encode_sequence(text);
+    if (json) {
+      std::cout << nlohmann::json(ids).dump() << "\n";
+      continue;
+    }
+    std::cout << fmt::format("{} tokens:", ids.size());
+    for (int64_t id : ids) std::cout << fmt::format(" {}({})", id, tokenizer->piece(id));
+    std::cout << "\n";
+  }
+  return 0;
+}
+
+}  // namespace ptrain

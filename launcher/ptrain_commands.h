@@ -1,0 +1,110 @@
+// CommandLine: the `ptrain` command line, to which every command adds itself. A command file's
+// register_*_command(CommandLine&) declares its subcommand and flags and hands over the function
+// that runs it; ptrain_main.cpp only calls the register functions and run().
+//
+// Two kinds of command:
+//   add_command      runs in this one process, without MPI (init-model, inspect, generate, ...).
+//   add_job_command  runs once per rank: the job config (--config, --set, --log-level, declared
+//                    once, here) is loaded, a RankSession is set up, and the command is called
+//                    with both (env, preprocess, eval).
+// `ptrain --config job.yaml` with no subcommand runs the default command (ARCHITECTURE.md: train),
+// named by set_default_command(); the top-level --config, --set and --log-level belong to it and
+// are refused beside a named subcommand. No subcommand without --config, or without a default
+// command, is a usage error. Usage errors exit with 2; whatever a command throws becomes its
+// exit code through run_guarded() (core/error.h).
+#pragma once
+
+#include <cstddef>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace CLI {
+class App;
+class Option;
+}  // namespace CLI
+
+namespace ptrain {
+
+class RankSession;
+struct ModelLoadOptions;
+struct ResolvedConfig;
+
+// The job config a command reads, as its flags give it.
+struct ConfigOptions {
+  std::string path;                    // --config; empty: the embedded defaults
+  std::vector<std::string> overrides;  // --set key=value, in order
+  std::string log_level;               // --log-level: logging.level, applied after every --set
+
+  // What load_config() takes: the --set overrides, then --log-level's.
+  std::vector<std::string> all_overrides() const;
+};
+
+// How a command takes its config file.
+enum class ConfigArgument {
+  kOptional,    // --config FILE; the embedded defaults when omitted
+  kRequired,    // --config FILE
+  kPositional,  // the first positional argument (validate-config FILE)
+};
+
+class CommandLine {
+ public:
+  using Run = std::function<int()>;
+  using JobRun = std::function<int(RankSession& session, const ResolvedConfig& config)>;
+
+  explicit CommandLine(const std::string& description);
+  ~CommandLine();
+  CommandLine(const CommandLine&) = delete;
+  CommandLine& operator=(const CommandLine&) = delete;
+
+  // A one-process command; `run` is called when it is named. Its flags are the caller's to add
+  // to the returned subcommand, bound to storage that outlives run() (a shared_ptr the lambda
+  // holds).
+  CLI::App* add_command(const std::string& name, const std::string& description, Run run);
+
+  // A command run on every rank over the job config, which the command's --config, --set and
+  // --log-level give.
+  CLI::App* add_job_command(const std::string& name, const std::string& description,
+                            ConfigArgument config, JobRun run);
+
+  // --config (or the positional config), --set and --log-level on `command`, bound to config():
+  // for a command that reads a config without a rank session (validate-config).
+  void add_config_options(CLI::App* command, ConfigArgument config);
+  const ConfigOptions& config() const { return config_; }
+
+  // The job command `ptrain --config FILE` runs when no subcommand is named.
+  void set_default_command(const std::string& name);
+
+  // Parses the command line and runs the chosen command: its exit code, 2 for a usage error, 0
+  // for --help.
+  int run(int argc, char** argv);
+
+ private:
+  struct Command {
+    CLI::App* app;
+    Run run;
+    bool job;  // takes the job config (add_job_command)
+  };
+  CLI::App* add(const std::string& name, const std::string& description, Run run, bool job);
+  // The command the parsed line names, or the default one; CLI::ParseError when there is none.
+  const Command& chosen_command() const;
+  bool top_level_config_given() const;
+  // The options add_config_options() describes, with `config_help` for the config file.
+  std::vector<CLI::Option*> declare_config_options(CLI::App* command, ConfigArgument config,
+                                                   const std::string& config_help);
+
+  std::unique_ptr<CLI::App> app_;
+  ConfigOptions config_;
+  std::vector<CLI::Option*> top_level_options_;  // the default command's: --config first
+  std::vector<Command> commands_;
+  std::optional<size_t> default_command_;
+  int argc_ = 0;
+  char** argv_ = nullptr;
+};
+
+// --model, --dtype, --load-in-4bit and --adapter, shared by the commands that load a model.
+void add_model_options(CLI::App* command, ModelLoadOptions& options);
+
+}  // namespace ptrain
