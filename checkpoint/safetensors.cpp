@@ -8,8 +8,11 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <exception>
 #include <limits>
 #include <set>
+#include <unordered_set>
+#include <vector>
 
 #include "core/error.h"
 #include "core/file_util.h"
@@ -109,6 +112,155 @@ TensorInfo parse_tensor_entry(const std::string& label, const std::string& name,
   return info;
 }
 
+// The header's JSON, read as parser events: one top-level value at a time is built into a small
+// DOM, validated and dropped. Time and memory stay linear in the header size; nlohmann's callback
+// parser is quadratic in the tensor count (it scans the whole root object after every nested value
+// closes) and a DOM of the whole header costs ~600 bytes per tensor.
+//
+// Problems are reported as the whole-document parse reported them: invalid JSON first, then a
+// duplicate name, then a root that is not an object, then the first bad entry.
+class HeaderEvents {
+ public:
+  using json = nlohmann::json;
+
+  HeaderEvents(const std::string& label, SafetensorsHeader& header)
+      : label_(label), header_(header) {}
+
+  // nlohmann's SAX interface.
+  bool null() { return value(json(nullptr)); }
+  bool boolean(bool v) { return value(json(v)); }
+  bool number_integer(json::number_integer_t v) { return value(json(v)); }
+  bool number_unsigned(json::number_unsigned_t v) { return value(json(v)); }
+  bool number_float(json::number_float_t v, const json::string_t&) { return value(json(v)); }
+  bool string(json::string_t& v) { return value(json(std::move(v))); }
+  bool binary(json::binary_t&) { return value(json()); }  // JSON text has no binary values
+  bool start_object(std::size_t) { return open(json::object()); }
+  bool start_array(std::size_t) { return open(json::array()); }
+  bool end_object() { return close(); }
+  bool end_array() { return close(); }
+  bool key(json::string_t& k) {
+    if (skipping()) return true;
+    if (depth_ == 1) {
+      name_ = k;
+      if (!names_.insert(k).second && duplicate_.empty())
+        duplicate_ = fmt::format("tensor name '{}' appears twice", k);
+    } else {
+      if (open_.back()->contains(k) && duplicate_.empty())
+        duplicate_ = fmt::format("{}: key '{}' appears twice", entry_label(), k);
+      key_ = std::move(k);
+    }
+    return true;
+  }
+  bool parse_error(std::size_t, const std::string&, const json::exception& e) {
+    syntax_error_ = e.what();
+    return false;
+  }
+
+  // Throws the first problem found, if any.
+  void finish() const {
+    if (!syntax_error_.empty())
+      reject(label_, fmt::format("header is not valid UTF-8 JSON: {}", syntax_error_));
+    if (!duplicate_.empty()) reject(label_, duplicate_);
+    if (!root_is_object_) reject(label_, "header must be a JSON object");
+    if (entry_error_) std::rethrow_exception(entry_error_);
+  }
+
+ private:
+  // A valid header nests three deep (root, entry, shape or data_offsets); below that only a
+  // container's kind can matter to a message, so deeper containers are kept empty.
+  static constexpr int kMaxDepth = 3;
+
+  bool skipping() const { return !root_is_object_ || skip_ > 0; }
+
+  std::string entry_label() const {
+    return name_ == "__metadata__" ? name_ : fmt::format("tensor '{}'", name_);
+  }
+
+  bool value(json v) {
+    if (skipping() || depth_ == 0) return true;
+    if (open_.empty()) {  // a top-level entry that is not a container
+      entry_ = std::move(v);
+      finish_entry();
+    } else {
+      add(std::move(v));
+    }
+    return true;
+  }
+
+  bool open(json container) {
+    ++depth_;
+    if (depth_ == 1) {
+      root_is_object_ = container.is_object();
+      return true;
+    }
+    if (!root_is_object_) return true;
+    if (skip_ > 0) {
+      ++skip_;
+    } else if (open_.empty()) {
+      entry_ = std::move(container);
+      open_.push_back(&entry_);
+    } else if (depth_ > kMaxDepth) {
+      add(std::move(container));
+      skip_ = 1;
+    } else {
+      open_.push_back(&add(std::move(container)));
+    }
+    return true;
+  }
+
+  bool close() {
+    --depth_;
+    if (!root_is_object_ || depth_ == 0) return true;
+    if (skip_ > 0) {
+      --skip_;
+      return true;
+    }
+    open_.pop_back();
+    if (open_.empty()) finish_entry();
+    return true;
+  }
+
+  // Adds `v` to the innermost open container; the reference stays valid while that container
+  // receives no other value (the parser finishes `v` first).
+  json& add(json v) {
+    json& parent = *open_.back();
+    if (parent.is_object()) return parent[key_] = std::move(v);
+    parent.push_back(std::move(v));
+    return parent.back();
+  }
+
+  void finish_entry() {
+    try {
+      if (name_ == "__metadata__") {
+        if (!entry_.is_object()) reject(label_, "__metadata__ must be an object of strings");
+        for (auto m = entry_.begin(); m != entry_.end(); ++m) {
+          if (!m.value().is_string())
+            reject(label_, fmt::format("__metadata__ value of '{}' is not a string", m.key()));
+          header_.metadata[m.key()] = m.value().get<std::string>();
+        }
+      } else {
+        header_.tensors.push_back(parse_tensor_entry(label_, name_, entry_));
+      }
+    } catch (const UserError&) {
+      if (!entry_error_) entry_error_ = std::current_exception();
+    }
+    entry_ = json();
+  }
+
+  const std::string& label_;
+  SafetensorsHeader& header_;
+  int depth_ = 0;                // containers open, the root included
+  bool root_is_object_ = false;  // decided by the first event
+  int skip_ = 0;                 // containers open below kMaxDepth
+  std::string name_;             // the current top-level key
+  std::string key_;              // the key of the next value in the innermost open object
+  json entry_;                   // the current top-level value
+  std::vector<json*> open_;      // containers of entry_ being filled, innermost last
+  std::unordered_set<std::string> names_;
+  std::string syntax_error_, duplicate_;
+  std::exception_ptr entry_error_;
+};
+
 }  // namespace
 
 const char* dtype_name(StDtype dtype) {
@@ -156,40 +308,12 @@ SafetensorsHeader parse_safetensors_header(const uint8_t* bytes, size_t availabl
   if (std::memchr(bytes + 8, 0, n) != nullptr) reject(label, "header contains a NUL byte");
   if (n >= 3 && bytes[8] == 0xEF && bytes[9] == 0xBB && bytes[10] == 0xBF)
     reject(label, "header starts with a UTF-8 byte-order mark");
-  // Duplicate top-level keys: the JSON library would silently keep the last one.
-  std::set<std::string> names;
-  std::string duplicate;
-  nlohmann::json::parser_callback_t on_event = [&](int depth, nlohmann::json::parse_event_t event,
-                                                   nlohmann::json& parsed) {
-    if (event == nlohmann::json::parse_event_t::key && depth == 1 && duplicate.empty()) {
-      std::string key = parsed.get<std::string>();
-      if (!names.insert(key).second) duplicate = key;
-    }
-    return true;
-  };
-  nlohmann::json root;
-  try {
-    root = nlohmann::json::parse(bytes + 8, bytes + 8 + n, on_event);
-  } catch (const nlohmann::json::exception& e) {
-    reject(label, fmt::format("header is not valid UTF-8 JSON: {}", e.what()));
-  }
-  if (!duplicate.empty()) reject(label, fmt::format("tensor name '{}' appears twice", duplicate));
-  if (!root.is_object()) reject(label, "header must be a JSON object");
 
   SafetensorsHeader header;
   header.data_start = 8 + n;
-  for (auto it = root.begin(); it != root.end(); ++it) {
-    if (it.key() == "__metadata__") {
-      if (!it.value().is_object()) reject(label, "__metadata__ must be an object of strings");
-      for (auto m = it.value().begin(); m != it.value().end(); ++m) {
-        if (!m.value().is_string())
-          reject(label, fmt::format("__metadata__ value of '{}' is not a string", m.key()));
-        header.metadata[m.key()] = m.value().get<std::string>();
-      }
-      continue;
-    }
-    header.tensors.push_back(parse_tensor_entry(label, it.key(), it.value()));
-  }
+  HeaderEvents events(label, header);
+  nlohmann::json::sax_parse(bytes + 8, bytes + 8 + n, &events);
+  events.finish();
 
   // The tensors must tile the data buffer exactly: from 0, no holes, no overlaps, to the end.
   std::stable_sort(header.tensors.begin(), header.tensors.end(),

@@ -549,6 +549,59 @@ TEST(SafetensorsReject, NulByteByteOrderMarkAndDeepNesting) {
               HasSubstr("dtype must be a string"));
 }
 
+// Issue 11: a header of many zero-size tensors took time quadratic in their number (40k: 12 s);
+// a million of them (55 MB, under the 100 MB limit) must parse, well within the test's timeout.
+TEST(SafetensorsRead, MillionZeroSizeTensorsParse) {
+  constexpr size_t kTensors = 1000000;
+  std::string json = "{";
+  json.reserve(kTensors * 56);
+  for (size_t i = 0; i < kTensors; ++i) {
+    if (i > 0) json += ',';
+    json += "\"t" + std::to_string(i) + R"(":{"dtype":"U8","shape":[0],"data_offsets":[0,0]})";
+  }
+  json += '}';
+  ASSERT_LT(json.size(), 100000000u);
+  const std::string file = st_file(json);
+  const auto* bytes = reinterpret_cast<const uint8_t*>(file.data());
+  const SafetensorsHeader header =
+      parse_safetensors_header(bytes, file.size(), file.size(), "many.safetensors");
+  ASSERT_EQ(header.tensors.size(), kTensors);
+  EXPECT_EQ(header.data_start, file.size());
+  std::vector<bool> seen(kTensors, false);
+  for (const TensorInfo& t : header.tensors) {
+    ASSERT_EQ(t.name[0], 't');
+    const size_t i = std::stoul(t.name.substr(1));
+    ASSERT_LT(i, kTensors);
+    EXPECT_FALSE(seen[i]) << t.name;
+    seen[i] = true;
+    EXPECT_EQ(t.begin, 0u);
+    EXPECT_EQ(t.end, 0u);
+    EXPECT_EQ(t.shape, std::vector<int64_t>{0});
+  }
+}
+
+// Keys repeated inside an entry or __metadata__ are ambiguous (a JSON library keeps the last);
+// containers nested below any valid header's depth are rejected by their kind, not stored.
+TEST(SafetensorsReject, RepeatedKeysInsideEntriesAndDeepValues) {
+  auto error = [](const std::string& json, const std::string& data = "") {
+    const std::string file = st_file(json, data);
+    return user_error([&] {
+      parse_safetensors_header(reinterpret_cast<const uint8_t*>(file.data()), file.size(),
+                               file.size(), "k.safetensors");
+    });
+  };
+  EXPECT_THAT(error(R"({"a":{"dtype":"U8","dtype":"F32","shape":[1],"data_offsets":[0,1]}})", "x"),
+              AllOf(HasSubstr("k.safetensors"), HasSubstr("tensor 'a'"), HasSubstr("'dtype'"),
+                    HasSubstr("twice")));
+  EXPECT_THAT(error(R"({"__metadata__":{"format":"pt","format":"np"}})"),
+              AllOf(HasSubstr("__metadata__"), HasSubstr("'format'"), HasSubstr("twice")));
+  EXPECT_THAT(error(R"({"a":{"dtype":"U8","shape":[[[[1]]]],"data_offsets":[0,1]}})", "x"),
+              AllOf(HasSubstr("'a'"), HasSubstr("shape entry of type array")));
+  // Nested deeply under a root that is not an object: the root's kind is the error.
+  EXPECT_THAT(error(std::string(100000, '[') + std::string(100000, ']')),
+              HasSubstr("header must be a JSON object"));
+}
+
 TEST(SafetensorsRead, TensorsOverTheMappingMayBeModifiedWithoutTouchingTheFile) {
   const fs::path dir = fresh_dir();
   const std::string bytes =
