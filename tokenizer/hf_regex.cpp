@@ -3,7 +3,9 @@
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
 
+#include <algorithm>
 #include <cctype>
+#include <cstdint>
 
 #include "core/error.h"
 #include "tokenizer/unicode_text.h"
@@ -238,13 +240,23 @@ std::string onig_to_pcre2(const std::string& pattern, const std::string& where) 
 struct HfRegex::Compiled {
   pcre2_code* code = nullptr;
   bool jit = false;
+  std::string pattern;  // as the file spells it, and where it sits, for errors
+  std::string where;
   ~Compiled() { pcre2_code_free(code); }
 };
 
 namespace {
 
-// Per-thread match state: match data with room for the whole match, and a JIT stack large enough
-// for long whitespace or punctuation runs.
+// PCRE2 gives up on a search after kMatchLimitPerByte steps per byte of text left to search (at
+// least PCRE2's default of 10 million). Tokenizer patterns cost about one step per byte at most
+// (Llama 3's `\s*[\r\n]+` backtracks over a whole run of spaces: a fixed limit of 10 million
+// failed on a text with a 10 MB run of them); a pattern with nested repetition, such as `(a+)+$`,
+// needs exponentially many steps on some texts, and fails fast with the limit.
+constexpr uint32_t kMatchLimitPerByte = 16;
+constexpr uint32_t kMinMatchLimit = 10000000;
+
+// Per-thread match state: match data with room for the whole match, and a JIT stack (used by
+// groups, not by repeated characters or classes, so a released tokenizer's patterns need little).
 struct ThreadMatchState {
   pcre2_match_data* data = pcre2_match_data_create(1, nullptr);
   pcre2_jit_stack* stack = pcre2_jit_stack_create(32 * 1024, 8 * 1024 * 1024, nullptr);
@@ -262,25 +274,50 @@ ThreadMatchState& match_state() {
   return state;
 }
 
+// Limits on the memory a search may use: the JIT stack, the interpreter's backtracking frames.
+bool is_memory_limit(int rc) {
+  return rc == PCRE2_ERROR_JIT_STACKLIMIT || rc == PCRE2_ERROR_DEPTHLIMIT ||
+         rc == PCRE2_ERROR_HEAPLIMIT || rc == PCRE2_ERROR_NOMEMORY;
+}
+
+std::string pcre2_message(int rc) {
+  PCRE2_UCHAR message[256];
+  pcre2_get_error_message(rc, message, sizeof(message));
+  return reinterpret_cast<const char*>(message);
+}
+
 // Searches from `start`; true with the match's offsets when there is one.
-bool search(const pcre2_code* code, bool jit, std::string_view text, size_t start, uint32_t options,
+bool search(const HfRegex::Compiled& re, std::string_view text, size_t start, uint32_t options,
             size_t& match_start, size_t& match_end) {
   ThreadMatchState& state = match_state();
   const auto* subject = reinterpret_cast<PCRE2_SPTR>(text.data());
+  const uint64_t scaled = uint64_t{kMatchLimitPerByte} * (text.size() - start);
+  pcre2_set_match_limit(state.context,
+                        static_cast<uint32_t>(std::min<uint64_t>(
+                            std::max<uint64_t>(kMinMatchLimit, scaled), UINT32_MAX)));
   // The subject was validated once (encode checks its input), so PCRE2 need not re-check it.
   options |= PCRE2_NO_UTF_CHECK;
   // pcre2_jit_match takes no PCRE2_ANCHORED; pcre2_match runs such a search interpreted.
   const int rc =
-      jit && (options & PCRE2_ANCHORED) == 0
-          ? pcre2_jit_match(code, subject, text.size(), start, options, state.data, state.context)
-          : pcre2_match(code, subject, text.size(), start, options, state.data, state.context);
+      re.jit && (options & PCRE2_ANCHORED) == 0
+          ? pcre2_jit_match(re.code, subject, text.size(), start, options, state.data,
+                            state.context)
+          : pcre2_match(re.code, subject, text.size(), start, options, state.data, state.context);
   if (rc == PCRE2_ERROR_NOMATCH) return false;
-  if (rc < 0) {
-    PCRE2_UCHAR message[256];
-    pcre2_get_error_message(rc, message, sizeof(message));
-    throw RuntimeFailure(
-        fmt::format("regular expression match failed: {}", reinterpret_cast<const char*>(message)));
-  }
+  if (rc == PCRE2_ERROR_MATCHLIMIT)
+    throw UserError(fmt::format(
+        "{}: the regular expression '{}' gave up on a text of {} bytes ({}): it backtracks too "
+        "much, as nested repetition such as '(a+)+' does on some texts; rewrite it without "
+        "nested repetition, or use the tokenizer.json the model was released with",
+        re.where, re.pattern, text.size(), pcre2_message(rc)));
+  if (is_memory_limit(rc))
+    throw UserError(fmt::format(
+        "{}: the regular expression '{}' ran out of matching memory on a text of {} bytes ({}): "
+        "a repeated group such as '(?:a|b)+' keeps state for every repetition; repeat a "
+        "character class instead ('[ab]+'), or use the tokenizer.json the model was released "
+        "with",
+        re.where, re.pattern, text.size(), pcre2_message(rc)));
+  PTRAIN_ASSERT(rc >= 0, "{}: matching '{}' failed: {}", re.where, re.pattern, pcre2_message(rc));
   const PCRE2_SIZE* ovector = pcre2_get_ovector_pointer(state.data);
   match_start = ovector[0];
   match_end = ovector[1];
@@ -299,16 +336,15 @@ HfRegex HfRegex::from_pattern(const std::string& pattern, const std::string& whe
       pcre2_compile(reinterpret_cast<PCRE2_SPTR>(translated.data()), translated.size(),
                     PCRE2_UTF | PCRE2_UCP | PCRE2_MULTILINE, &error, &offset, context);
   pcre2_compile_context_free(context);
-  if (code == nullptr) {
-    PCRE2_UCHAR message[256];
-    pcre2_get_error_message(error, message, sizeof(message));
+  if (code == nullptr)
     throw UserError(fmt::format("{}: the regular expression '{}' does not compile: {}", where,
-                                pattern, reinterpret_cast<const char*>(message)));
-  }
+                                pattern, pcre2_message(error)));
   HfRegex re;
   re.compiled_ = std::make_unique<Compiled>();
   re.compiled_->code = code;
   re.compiled_->jit = pcre2_jit_compile(code, PCRE2_JIT_COMPLETE) == 0;
+  re.compiled_->pattern = pattern;
+  re.compiled_->where = where;
   return re;
 }
 
@@ -337,7 +373,7 @@ void HfRegex::find_all(std::string_view text, std::vector<std::pair<size_t, size
   size_t last_match_end = 0;
   while (last_end <= text.size()) {
     size_t s = 0, e = 0;
-    if (!search(compiled_->code, compiled_->jit, text, last_end, 0, s, e)) break;
+    if (!search(*compiled_, text, last_end, 0, s, e)) break;
     if (s == e && have_last && last_match_end == e) {
       last_end +=
           last_end < text.size() ? utf8_char_len(static_cast<unsigned char>(text[last_end])) : 1;
@@ -353,7 +389,7 @@ void HfRegex::find_all(std::string_view text, std::vector<std::pair<size_t, size
 bool HfRegex::matches_at(std::string_view text, size_t pos) const {
   if (!compiled_) return text.compare(pos, literal_.size(), literal_) == 0;
   size_t s = 0, e = 0;
-  return search(compiled_->code, compiled_->jit, text, pos, PCRE2_ANCHORED, s, e);
+  return search(*compiled_, text, pos, PCRE2_ANCHORED, s, e);
 }
 
 }  // namespace ptrain

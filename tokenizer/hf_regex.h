@@ -6,6 +6,10 @@
 // White_Space, `\w` the UTS #18 word class, `\d` \p{Nd}, `\v` the vertical tab, `\uHHHH` a code
 // point, `^`/`$` line anchors. Constructs that cannot be translated exactly (nested classes, `&&`,
 // POSIX brackets, `\h`, `\b`, `\G`, back-references, ...) are a UserError naming the pattern.
+// A search that exceeds PCRE2's limits is a UserError naming the pattern and its place. The limit
+// on backtracking steps grows with the text, so patterns whose cost is linear in the text (those
+// of released tokenizers) never reach it, while nested repetition such as `(a+)+$` does on some
+// texts; the JIT stack limits a group repeated over a very long run (`(?:a|b)+`).
 // An HfRegex is immutable and safe to use from several threads.
 #pragma once
 
@@ -38,8 +42,9 @@ class HfRegex {
   // Whether the pattern matches at exactly byte `pos` of `text` (anchored there).
   bool matches_at(std::string_view text, size_t pos) const;
 
+  struct Compiled;  // the PCRE2 program, private to hf_regex.cpp
+
  private:
-  struct Compiled;
   HfRegex() = default;
   std::unique_ptr<Compiled> compiled_;
   std::string literal_;

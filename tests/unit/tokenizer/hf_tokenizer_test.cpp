@@ -457,6 +457,41 @@ TEST(HfBpeTokenizer, UnsupportedComponentsAreErrorsNamingFileAndKey) {
       ThrowsMessage<UserError>(HasSubstr("'<nope>' is not a token of tokenizer.json")));
 }
 
+// Issue 11: a Split pattern that backtracks catastrophically ended in "match limit exceeded",
+// exit 3, naming neither the file nor the pattern.
+TEST(HfBpeTokenizer, CatastrophicSplitPatternIsAUserErrorNamingFileAndPattern) {
+  TempModelDir dir("hf_catastrophic");
+  json j = byte_level_tokenizer();
+  j["pre_tokenizer"] = {
+      {"type", "Sequence"},
+      {"pretokenizers",
+       {{{"type", "Split"},
+         {"pattern", {{"Regex", "(a+)+$"}}},
+         {"behavior", "Isolated"},
+         {"invert", false}},
+        {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", false}}}}};
+  const auto tok = dir.load(j);
+  EXPECT_EQ(tok->encode("aab"), (Ids{'a', 'a', 'b'}));
+  EXPECT_THAT(
+      [&] { tok->encode(std::string(40, 'a') + "b"); },
+      ThrowsMessage<UserError>(AllOf(HasSubstr(dir.path() + "/tokenizer.json"),
+                                     HasSubstr("pre_tokenizer.pretokenizers[0].pattern.Regex"),
+                                     HasSubstr("'(a+)+$'"), HasSubstr("nested repetition"))));
+}
+
+// PCRE2's fixed default limit (10 million steps) stopped Llama 3's pattern on a text with a
+// 12 MB run of spaces, which `tokenizers` splits; the limit grows with the text.
+TEST(HfRegex, ReleasedPatternMatchesAVeryLongRun) {
+  const std::string llama3 =
+      R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+)"
+      R"([\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
+  const size_t n = 12000000;
+  const std::string text = std::string(n, ' ') + "x";
+  std::vector<std::pair<size_t, size_t>> m;
+  HfRegex::from_pattern(llama3, "llama3").find_all(text, m);
+  EXPECT_EQ(m, (std::vector<std::pair<size_t, size_t>>{{0, n - 1}, {n - 1, n + 1}}));
+}
+
 TEST(HfRegex, OnigurumaConstructsTranslateOrAreRefused) {
   EXPECT_EQ(onig_to_pcre2(R"(\s+(?!\S))", "t"), R"(\p{White_Space}+(?!\P{White_Space}))");
   EXPECT_EQ(onig_to_pcre2(R"([^\s\p{L}\d])", "t"), R"([^\p{White_Space}\p{L}\p{Nd}])");
