@@ -4,6 +4,8 @@
 #include <yaml-cpp/yaml.h>
 
 #include <cmath>
+#include <cstring>
+#include <filesystem>
 #include <map>
 #include <set>
 
@@ -26,6 +28,32 @@ std::string location(const std::string& source, const YAML::Node& node) {
   const YAML::Mark mark = node.Mark();
   if (mark.line < 0) return source;
   return fmt::format("{}:{}:{}", source, mark.line + 1, mark.column + 1);
+}
+
+// The YAML being read: its name in messages and its text.
+struct YamlSource {
+  const std::string& name;
+  const std::string& text;
+};
+
+// Whether a null `node` was written as a null (`~`, `null`) rather than left empty (`key:` with
+// nothing after it). yaml-cpp reads both as null; an empty value's mark is the next token's.
+bool written_as_null(const YamlSource& source, const YAML::Node& node) {
+  const int pos = node.Mark().pos;
+  if (pos < 0 || static_cast<size_t>(pos) >= source.text.size()) return false;
+  for (const char* word : {"~", "null", "Null", "NULL"}) {
+    const size_t n = std::strlen(word);
+    if (source.text.compare(pos, n, word) != 0) continue;
+    const size_t end = pos + n;
+    if (end == source.text.size() ||
+        (source.text[end] != '\0' && std::strchr(" \t\r\n,]}#", source.text[end]) != nullptr))
+      return true;
+  }
+  return false;
+}
+
+std::string no_value(const std::string& label) {
+  return fmt::format("{} has no value; remove the key for the default or give a value", label);
 }
 
 std::string did_you_mean(const std::string& name, const std::vector<std::string>& candidates) {
@@ -92,12 +120,12 @@ std::string expectation(const FieldSpec<Record>& spec) {
 }
 
 void parse_datasets(const YAML::Node& node, std::vector<DatasetConfig>* out,
-                    const std::string& source, Problems& problems);
+                    const YamlSource& source, Problems& problems);
 
 // Assigns `node` to the member `spec` binds in `record`; a mismatch is a problem naming `label`.
 template <class Record>
 void assign(const FieldSpec<Record>& spec, Record& record, const YAML::Node& node,
-            const std::string& where, const std::string& label, const std::string& source,
+            const std::string& where, const std::string& label, const YamlSource& source,
             Problems& problems) {
   void* member = spec.member(record);
   auto bad = [&](const std::string& extra = "") {
@@ -166,7 +194,7 @@ void assign(const FieldSpec<Record>& spec, Record& record, const YAML::Node& nod
 }
 
 void parse_datasets(const YAML::Node& node, std::vector<DatasetConfig>* out,
-                    const std::string& source, Problems& problems) {
+                    const YamlSource& source, Problems& problems) {
   const ConfigSchema& schema = ConfigSchema::instance();
   std::vector<std::string> names;
   for (const auto& key : schema.dataset_keys()) names.push_back(key.name);
@@ -175,7 +203,7 @@ void parse_datasets(const YAML::Node& node, std::vector<DatasetConfig>* out,
     const YAML::Node item = node[i];
     const std::string label = fmt::format("datasets[{}]", i);
     if (!item.IsMap()) {
-      problems.add(location(source, item),
+      problems.add(location(source.name, item),
                    label + " must be a mapping such as {path: data.jsonl, type: alpaca}");
       continue;
     }
@@ -185,23 +213,28 @@ void parse_datasets(const YAML::Node& node, std::vector<DatasetConfig>* out,
       const std::string name = entry.first.Scalar();
       const DatasetKey* key = schema.find_dataset_key(name);
       if (key == nullptr) {
-        problems.add(location(source, entry.first),
+        problems.add(location(source.name, entry.first),
                      fmt::format("unknown key '{}.{}'{}", label, name, did_you_mean(name, names)));
         continue;
       }
       if (!seen.insert(name).second) {
-        problems.add(location(source, entry.first),
+        problems.add(location(source.name, entry.first),
                      fmt::format("key '{}.{}' is given twice", label, name));
         continue;
       }
-      if (entry.second.IsNull()) continue;
+      if (entry.second.IsNull()) {
+        // A required key without a value is reported as missing, below.
+        if (!key->required && !written_as_null(source, entry.second))
+          problems.add(location(source.name, entry.first), no_value(label + "." + name));
+        continue;
+      }
       given.insert(name);
-      assign(*key, dataset, entry.second, location(source, entry.second), label + "." + name,
+      assign(*key, dataset, entry.second, location(source.name, entry.second), label + "." + name,
              source, problems);
     }
     for (const auto& key : schema.dataset_keys()) {
       if (key.required && !given.count(key.name))
-        problems.add(location(source, item),
+        problems.add(location(source.name, item),
                      fmt::format("{} is missing the required key '{}'", label, key.name));
     }
     out->push_back(dataset);
@@ -209,7 +242,7 @@ void parse_datasets(const YAML::Node& node, std::vector<DatasetConfig>* out,
 }
 
 // Walks a mapping, resolving each key to its dotted schema name. `prefix` is "" or "comm.".
-void parse_mapping(const YAML::Node& map, const std::string& prefix, const std::string& source,
+void parse_mapping(const YAML::Node& map, const std::string& prefix, const YamlSource& source,
                    JobConfig& job, std::map<std::string, std::string>& seen,
                    std::vector<std::string>& warnings, Problems& problems) {
   const ConfigSchema& schema = ConfigSchema::instance();
@@ -217,7 +250,7 @@ void parse_mapping(const YAML::Node& map, const std::string& prefix, const std::
   for (const auto& key : schema.keys()) candidates.push_back(key.name);
 
   for (const auto& entry : map) {
-    const std::string where = location(source, entry.first);
+    const std::string where = location(source.name, entry.first);
     if (!entry.first.IsScalar()) {
       problems.add(where, "a key must be a plain name");
       continue;
@@ -232,6 +265,14 @@ void parse_mapping(const YAML::Node& map, const std::string& prefix, const std::
     const bool is_section =
         prefix.empty() && std::find(schema.sections().begin(), schema.sections().end(), name) !=
                               schema.sections().end();
+    // `key:` with nothing after it is a slip, not a request for the default (a default is had by
+    // leaving the key out, or by `key: null`): Axolotl reads it as None, which is not ptrain's
+    // default for most keys either.
+    const bool empty = entry.second.IsNull() && !written_as_null(source, entry.second);
+    if (empty && (is_section || schema.find(name) != nullptr)) {
+      problems.add(where, no_value(name));
+      continue;
+    }
     if (is_section) {
       if (entry.second.IsMap()) {
         parse_mapping(entry.second, name + ".", source, job, seen, warnings, problems);
@@ -243,8 +284,9 @@ void parse_mapping(const YAML::Node& map, const std::string& prefix, const std::
       continue;
     }
     if (const ConfigKey* key = schema.find(name)) {
-      if (!entry.second.IsNull())  // `key:` with no value keeps the default, as in Axolotl
-        assign(*key, job, entry.second, location(source, entry.second), name, source, problems);
+      if (!entry.second.IsNull())  // `key: null` keeps the default
+        assign(*key, job, entry.second, location(source.name, entry.second), name, source,
+               problems);
       continue;
     }
     if (const IgnoredKey* ignored = prefix.empty() ? schema.find_ignored(name) : nullptr) {
@@ -282,7 +324,7 @@ void apply_override(const std::string& flag, JobConfig& job,
     return;
   }
   if (value.IsNull()) value = YAML::Node(value_text);  // "--set output_dir=" is an empty string
-  assign(*key, job, value, where, name, where, problems);
+  assign(*key, job, value, where, name, YamlSource{where, value_text}, problems);
   seen[name] = where;
 }
 
@@ -383,17 +425,27 @@ ResolvedConfig load_config_text(const std::string& yaml_text, const std::string&
                                 const std::vector<std::string>& overrides) {
   ResolvedConfig resolved;
   resolved.source = source_name;
-  YAML::Node root;
+  std::vector<YAML::Node> documents;
   try {
-    root = YAML::Load(yaml_text);
+    documents = YAML::LoadAll(yaml_text);
   } catch (const YAML::ParserException& e) {
     throw UserError(fmt::format("{}:{}:{}: invalid YAML: {}", source_name, e.mark.line + 1,
                                 e.mark.column + 1, e.msg));
   }
+  const YamlSource source{source_name, yaml_text};
+  const YAML::Node root = documents.empty() ? YAML::Node() : documents[0];
   Problems problems;
+  // Only the first document would be read: one after it (past a `---` line) is refused.
+  for (size_t i = 1; i < documents.size(); ++i) {
+    if (documents[i].IsNull()) continue;  // nothing after the `---`: nothing lost
+    problems.add(location(source_name, documents[i]),
+                 "a second YAML document starts here (after a '---' line), and a config file is "
+                 "one document: merge the two or remove the '---'");
+    break;
+  }
   std::map<std::string, std::string> seen;
   if (root.IsMap()) {
-    parse_mapping(root, "", source_name, resolved.job, seen, resolved.warnings, problems);
+    parse_mapping(root, "", source, resolved.job, seen, resolved.warnings, problems);
   } else if (!root.IsNull()) {
     problems.add(source_name, "a config file must be a mapping of keys to values");
   }
@@ -413,6 +465,11 @@ ResolvedConfig load_config_text(const std::string& yaml_text, const std::string&
 
 ResolvedConfig load_config(const std::string& path, const std::vector<std::string>& overrides) {
   if (path.empty()) return load_config_text("{}", "<defaults>", overrides);
+  // Read as a file, a directory is empty text: the default config, silently.
+  std::error_code ec;
+  PTRAIN_CHECK(!std::filesystem::is_directory(path, ec),
+               "config '{}' is a directory; give the YAML file of the job (e.g. {}/job.yaml)", path,
+               path);
   return load_config_text(read_text_file(path), path, overrides);
 }
 

@@ -101,7 +101,9 @@ struct ResolvedConfig {
 
 // Loads `path` (empty: the embedded defaults), applies `overrides` ("dotted.key=yaml-value", as
 // given to --set) in order, validates every key and the relations between keys. Throws UserError
-// listing every problem found, each naming the file:line (or the --set flag) and the key.
+// listing every problem found, each naming the file:line (or the --set flag) and the key: besides
+// unknown keys, wrong types and ranges, a key with no value (`key:`; `key: null` keeps the
+// default) and a second YAML document. A directory or unreadable path is a UserError naming it.
 ResolvedConfig load_config(const std::string& path, const std::vector<std::string>& overrides = {});
 
 // Parses YAML text as if it were the file `source_name` (tests, embedded configs).

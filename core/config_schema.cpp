@@ -353,8 +353,12 @@ std::string ConfigSchema::markdown() const {
       << "command line with `--set key=value` (dotted for sections: `--set comm.backend=mpi`;\n"
       << "lists in YAML flow form: `--set lora_target_modules=[q_proj,v_proj]`).\n\n"
       << "An unknown key, a wrong type or an out-of-range value is an error naming the file, line\n"
-      << "and key (exit code 2). `ptrain validate-config job.yaml` checks a file without "
-         "running.\n\n"
+      << "and key (exit code 2); so is a key with no value (`learning_rate:` and nothing after "
+         "it):\n"
+      << "leave the key out, or write `key: null`, for its default. A config file is one YAML\n"
+      << "document (no second document after a `---` line). `ptrain validate-config job.yaml` "
+         "checks\n"
+      << "a file without running.\n\n"
       << "| key | type | default | allowed | description |\n|---|---|---|---|---|\n";
   for (const auto& key : keys_) {
     out << "| `" << key.name << "` | " << type_name(key.type) << " | `"

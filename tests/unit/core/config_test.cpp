@@ -205,6 +205,25 @@ const ErrorCase kErrorCases[] = {
             "job.yaml:1:1: 'val_set_size' >= 1 is a row count and must be a whole number"),
     in_file("EmptyOutputDirInFile", "output_dir: \"\"\n",
             "job.yaml:1:1: 'output_dir' must not be empty"),
+    // Issue 11: `key:` with nothing after it silently kept the default.
+    in_file("EmptyValue", "learning_rate:\nseed: 1\n",
+            "job.yaml:1:1: learning_rate has no value; remove the key for the default or give a "
+            "value"),
+    in_file("EmptyValueOnTheLastLine",
+            "seed: 1\nlearning_rate:", "job.yaml:2:1: learning_rate has no value"),
+    in_file("EmptyValueWithAComment", "learning_rate:   # peak\n",
+            "job.yaml:1:1: learning_rate has no value"),
+    in_file("EmptyValueInASection", "comm:\n  backend:\n",
+            "job.yaml:2:3: comm.backend has no value"),
+    in_file("EmptySection", "comm:\nseed: 1\n", "job.yaml:1:1: comm has no value"),
+    in_file("EmptyValueInADataset", "datasets:\n  - path: a.jsonl\n    type:\n",
+            "job.yaml:3:5: datasets[0].type has no value"),
+    in_file("EmptyDatasets", "datasets:\n", "job.yaml:1:1: datasets has no value"),
+    // Issue 11: a second document (after `---`) was silently dropped.
+    in_file("SecondDocument", "seed: 1\n---\nlora_r: 4\n",
+            "job.yaml:3:1: a second YAML document starts here (after a '---' line)"),
+    in_file("SecondDocumentAfterAnEmptyOne", "---\n---\nlora_r: 4\n",
+            "job.yaml:3:1: a second YAML document starts here"),
 };
 
 INSTANTIATE_TEST_SUITE_P(Config, ConfigErrorTest, ::testing::ValuesIn(kErrorCases),
@@ -258,6 +277,26 @@ TEST(ConfigErrors, DuplicateKeyInDatasetEntry) {
               HasSubstr("job.yaml:3:5: key 'datasets[0].path' is given twice"));
 }
 
+TEST(ConfigValues, EmptyDocumentAfterTheConfigIsAccepted) {
+  EXPECT_EQ(load("seed: 7\n---\n").job.seed, 7);
+  EXPECT_EQ(load("---\nseed: 7\n...\n").job.seed, 7);
+  EXPECT_EQ(load("seed: 7\n---\n# nothing here\n").hash, load("seed: 7\n").hash);
+}
+
+TEST(ConfigErrors, DirectoryIsNotAConfigFile) {
+  // Issue 11: read as a file, a directory was empty text, i.e. the default config.
+  const fs::path dir =
+      fs::path(::testing::TempDir()) / ("ptrain_config_test_dir_" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  try {
+    load_config(dir.string());
+    ADD_FAILURE() << "loading a directory succeeded";
+  } catch (const UserError& e) {
+    EXPECT_THAT(e.what(), AllOf(HasSubstr("'" + dir.string() + "'"), HasSubstr("is a directory")));
+  }
+  fs::remove_all(dir);
+}
+
 TEST(ConfigErrors, MissingFileNamesThePath) {
   const std::string path = ::testing::TempDir() + "ptrain_config_test_no_such_dir/job.yaml";
   try {
@@ -309,7 +348,9 @@ TEST(ConfigOverrides, OverrideBeatsFileAndLaterBeatsEarlier) {
 // ---------------------------------------------------------------- accepted forms
 
 TEST(ConfigValues, NullValueKeepsTheDefault) {
-  const ResolvedConfig r = load("lora_target_modules:\nlora_r:\ncomm:\noutput_dir:\n");
+  // Written as a null; `key:` with nothing after it is an error (ConfigErrors.EmptyValue...).
+  const ResolvedConfig r =
+      load("lora_target_modules: null\nlora_r: ~\ncomm: Null\noutput_dir: NULL\n");
   EXPECT_THAT(r.job.lora_target_modules, IsEmpty());
   EXPECT_EQ(r.job.lora_r, 8);
   EXPECT_EQ(r.job.comm.backend, "auto");
