@@ -1,0 +1,218 @@
+// Sharded training on N ranks against an independent reference in one process: the same model
+// trained on the same global batches with plain libtorch (the whole batch in one backward, the
+// loss divided by its token count, torch::nn::utils::clip_grad_norm_, torch::optim::AdamW with
+// a no-decay group for vectors, the learning rate set by hand each step). Losses and final weights
+// must agree to fp32 rounding (1e-5 relative: losses to their value, weights to their tensor's
+// largest element), for full training, LoRA and QLoRA, every sharding
+// strategy, HSDP, both gradient-reduction modes, with and without activation checkpointing; and in
+// (q)lora mode every frozen byte (NF4 buffers included) must be unchanged.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <map>
+#include <random>
+
+#include "model/llama.h"
+#include "parallel/fsdp_groups.h"
+#include "tests/mpi/mpi_test_env.h"
+#include "trainer/fsdp/sharded_model.h"
+#include "trainer/optim/adamw.h"
+#include "trainer/optim/lr_schedule.h"
+#include "trainer/train_step.h"
+#include "unit/model_fixtures.h"
+
+namespace ptrain {
+namespace {
+
+enum class Mode { kFull, kLora, kQlora };
+
+struct Case {
+  Mode mode;
+  int shard_size;  // 0: the world
+  bool reshard_after_forward;
+  bool reduce_every_micro_batch;
+  bool checkpointing;
+};
+
+std::string describe(const Case& c) {
+  const char* mode = c.mode == Mode::kFull ? "full" : c.mode == Mode::kLora ? "lora" : "qlora";
+  return fmt::format("{} shard_size {} reshard {} reduce_every {} checkpointing {}", mode,
+                     c.shard_size, c.reshard_after_forward, c.reduce_every_micro_batch,
+                     c.checkpointing);
+}
+
+constexpr int kMicroBatch = 1, kAccumulation = 2, kSteps = 3;
+constexpr double kMaxGradNorm = 0.5;
+
+LlamaForCausalLM make(const Case& c) {
+  LlamaConfig config = micro_config();
+  config.vocab_size = 23;
+  ModelOptions options;
+  options.dtype = at::kFloat;
+  options.nf4_base = c.mode == Mode::kQlora;
+  options.activation_checkpointing = c.checkpointing;
+  options.loss_chunk_tokens = 7;
+  LlamaForCausalLM model(config, options);
+  model->initialize(5);
+  if (c.mode != Mode::kFull) {
+    torch::NoGradGuard no_grad;
+    for (auto& p : model->parameters()) p.set_requires_grad(false);
+    LoraOptions lora;
+    lora.r = 2;
+    auto generator = at::make_generator<at::CPUGeneratorImpl>(8);
+    for (auto& [name, p] : model->projections()) {
+      p->add_lora(lora, generator);
+      p->lora_b().normal_(0, 0.2, generator);  // B = 0 would give A no gradient at step 0
+    }
+  }
+  return model;
+}
+
+// Rows of global step s: world x kAccumulation x kMicroBatch rows of random samples (several per
+// row, some rows with more learned tokens than others), the same on every rank.
+std::vector<std::vector<std::vector<int64_t>>> step_rows(int step, int world) {
+  std::mt19937 rng(100 + step);
+  std::vector<std::vector<std::vector<int64_t>>> rows(world * kAccumulation * kMicroBatch);
+  for (auto& row : rows) {
+    const int samples = 1 + static_cast<int>(rng() % 3);
+    for (int s = 0; s < samples; ++s) {
+      std::vector<int64_t> sample(2 + rng() % 4);
+      for (auto& id : sample) id = static_cast<int64_t>(rng() % 23);
+      row.push_back(sample);
+    }
+  }
+  return rows;
+}
+
+constexpr int64_t kSeq = 16;
+
+// Global micro-batch a holds rows [a * world * m, (a + 1) * world * m); rank r the r-th run of m.
+std::vector<PackedBatch> rank_micro_batches(int step, int world, int rank) {
+  const auto rows = step_rows(step, world);
+  std::vector<PackedBatch> out;
+  for (int a = 0; a < kAccumulation; ++a) {
+    const auto first = rows.begin() + (a * world + rank) * kMicroBatch;
+    out.push_back(make_packed_batch({first, first + kMicroBatch}, kSeq));
+  }
+  return out;
+}
+
+LrSchedule schedule() {
+  return LrSchedule("cosine", 5e-2, kSteps, 1);
+}
+
+AdamWOptions adamw_options() {
+  AdamWOptions o;
+  o.weight_decay = 0.1;
+  return o;
+}
+
+// The reference: plain libtorch on one process, the whole global batch in one backward.
+struct Reference {
+  std::vector<double> losses;
+  std::map<std::string, at::Tensor> weights;
+};
+
+Reference train_reference(const Case& c, int world) {
+  LlamaForCausalLM model = make(c);
+  model->train();
+  std::vector<at::Tensor> decay, no_decay;
+  for (auto& p : model->parameters())
+    if (p.requires_grad()) (p.dim() >= 2 ? decay : no_decay).push_back(p);
+  const AdamWOptions o = adamw_options();
+  std::vector<torch::optim::OptimizerParamGroup> groups;
+  groups.emplace_back(
+      decay, std::make_unique<torch::optim::AdamWOptions>(torch::optim::AdamWOptions(0.0)
+                                                              .betas({o.beta1, o.beta2})
+                                                              .eps(o.eps)
+                                                              .weight_decay(o.weight_decay)));
+  groups.emplace_back(
+      no_decay,
+      std::make_unique<torch::optim::AdamWOptions>(
+          torch::optim::AdamWOptions(0.0).betas({o.beta1, o.beta2}).eps(o.eps).weight_decay(0.0)));
+  torch::optim::AdamW optimizer(std::move(groups));
+  const LrSchedule lr = schedule();
+  Reference ref;
+  for (int s = 0; s < kSteps; ++s) {
+    const auto rows = step_rows(s, world);
+    const PackedBatch batch = make_packed_batch(rows, kSeq);
+    const double tokens = batch.labels.ne(-100).sum().item<double>();
+    optimizer.zero_grad();
+    at::Tensor loss = model->loss_sum(batch) / tokens;
+    loss.backward();
+    ref.losses.push_back(loss.item<double>());
+    std::vector<at::Tensor> params = decay;
+    params.insert(params.end(), no_decay.begin(), no_decay.end());
+    torch::nn::utils::clip_grad_norm_(params, kMaxGradNorm);
+    for (auto& group : optimizer.param_groups()) group.options().set_lr(lr.at(s));
+    optimizer.step();
+  }
+  for (const auto& p : model->named_parameters()) ref.weights[p.key()] = p.value().detach().clone();
+  for (const auto& b : model->named_buffers()) ref.weights[b.key()] = b.value().detach().clone();
+  return ref;
+}
+
+void check_case(const Case& c) {
+  SCOPED_TRACE(describe(c));
+  Communicator& world = test::world();
+  const Reference ref = train_reference(c, world.size());
+
+  LlamaForCausalLM model = make(c);
+  model->train();
+  // Frozen bytes before training (the model's own copy: sharding releases the tensors).
+  std::map<std::string, at::Tensor> frozen_before;
+  for (const auto& unit : model->units()) {
+    for (const auto& t : unit.frozen) frozen_before[t.name] = t.tensor.detach().clone();
+    for (const auto& t : unit.frozen_bytes) frozen_before[t.name] = t.tensor.detach().clone();
+  }
+  auto world_ptr = std::shared_ptr<Communicator>(&world, [](Communicator*) {});
+  FsdpGroups groups =
+      make_fsdp_groups(world_ptr, c.shard_size ? c.shard_size : world.size(), "test");
+  FsdpOptions options;
+  options.reshard_after_forward = c.reshard_after_forward;
+  options.reduce_every_micro_batch = c.reduce_every_micro_batch;
+  ShardedModel sharded(model, groups, options);
+  AdamW optimizer(optimized_tensors(sharded), adamw_options());
+  const LrSchedule lr = schedule();
+  TrainStep step(model, sharded, optimizer, lr, world, kMaxGradNorm);
+  for (int s = 0; s < kSteps; ++s) {
+    const StepResult r = step.run(rank_micro_batches(s, world.size(), world.rank()));
+    EXPECT_TRUE(r.applied);
+    EXPECT_NEAR(r.loss, ref.losses[s], 1e-5 * std::abs(ref.losses[s])) << "step " << s;
+  }
+  size_t compared = 0;
+  sharded.for_each_full_tensor(false, [&](const std::string& name, const at::Tensor& value) {
+    ASSERT_TRUE(ref.weights.count(name)) << name;
+    const at::Tensor& expected = ref.weights.at(name);
+    ++compared;
+    if (frozen_before.count(name)) {
+      EXPECT_TRUE(torch::equal(value, frozen_before.at(name))) << name << " changed";
+      return;
+    }
+    // Relative to the tensor's largest element: Adam normalises each element's step, so an
+    // element near zero moves by about lr whatever its gradient's rounding, and an elementwise
+    // relative bound would judge fp32 rounding of a tiny gradient.
+    const double difference = (value - expected).abs().max().item<double>();
+    const double magnitude = expected.abs().max().item<double>();
+    EXPECT_LE(difference, 1e-5 * magnitude)
+        << name << ": max difference " << difference << " of " << magnitude;
+  });
+  EXPECT_EQ(compared, ref.weights.size());
+}
+
+TEST(TrainStepMpi, FullTrainingMatchesOneProcessReferenceForEveryShardingStrategy) {
+  const int world = test::world().size();
+  check_case({Mode::kFull, 0, true, true, false});   // ZeRO-3
+  check_case({Mode::kFull, 0, false, true, true});   // ZeRO-2, checkpointing
+  check_case({Mode::kFull, 1, true, false, false});  // plain data parallel, one reduction per step
+  if (world % 2 == 0 && world > 2) check_case({Mode::kFull, 2, true, true, true});  // HSDP
+}
+
+TEST(TrainStepMpi, LoraAndQloraMatchTheReferenceAndLeaveEveryFrozenByteAlone) {
+  check_case({Mode::kLora, 0, true, true, true});
+  check_case({Mode::kQlora, 0, true, false, true});
+  check_case({Mode::kQlora, 0, false, true, false});
+}
+
+}  // namespace
+}  // namespace ptrain
