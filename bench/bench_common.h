@@ -6,6 +6,8 @@
 #include <chrono>
 #include <cstdint>
 
+#include "trainer/hardware.h"
+
 namespace ptrain::bench {
 
 // {"cores": N, "cpu": "model name"} of this host.
@@ -31,13 +33,9 @@ double best_seconds(Fn fn, double min_seconds = 1.0) {
   return best;
 }
 
-// bf16 GEMM throughput of this machine: the best of many large square matmuls (the best, since
-// MFU must be judged against what the hardware demonstrably reaches).
-double gemm_peak_gflops();
-
-// Peak resident memory (Linux VmHWM) since the last reset_peak_rss(), which asks the kernel to
-// restart the count (/proc/self/clear_refs; not every kernel honours it, see benchmarks.md).
-int64_t peak_rss_bytes();
-void reset_peak_rss();
+// The bf16 GEMM peak and the peak RSS are the training loop's too (trainer/hardware.h).
+using ::ptrain::gemm_peak_gflops;
+using ::ptrain::peak_rss_bytes;
+using ::ptrain::reset_peak_rss;
 
 }  // namespace ptrain::bench

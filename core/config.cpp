@@ -341,6 +341,15 @@ void check_relations(const JobConfig& job, const std::map<std::string, std::stri
     problems.add(
         where("load_in_4bit"),
         "'load_in_4bit: true' needs 'adapter: qlora' (a 4-bit base cannot be trained fully)");
+  if (job.optimizer.find("8bit") != std::string::npos)
+    problems.add(where("optimizer"),
+                 fmt::format("'{}' keeps 8-bit optimizer states (bitsandbytes), which ptrain does "
+                             "not implement: use adamw_torch or paged_adamw_32bit (the same AdamW "
+                             "update with fp32 states, sharded over the ranks)",
+                             job.optimizer));
+  if (job.adam_beta1 >= 1 || job.adam_beta2 >= 1)
+    problems.add(where(job.adam_beta1 >= 1 ? "adam_beta1" : "adam_beta2"),
+                 "AdamW betas must be below 1");
   if (job.warmup_steps > 0 && job.warmup_ratio > 0)
     problems.add(where("warmup_ratio"), "'warmup_steps' and 'warmup_ratio' are exclusive: set one");
   if (job.save_steps > 0 && job.saves_per_epoch > 0)

@@ -30,6 +30,15 @@ struct CommConfig {
   double collective_timeout = 600.0;  // seconds before the watchdog aborts a stuck collective
 };
 
+// FSDP: how parameters, gradients and optimizer state are sharded over the ranks.
+struct FsdpConfig {
+  std::string sharding = "full";         // full (ZeRO-3) | grad_op (ZeRO-2) | none (data parallel)
+  int64_t hybrid_shard_size = 0;         // shard within groups of this many ranks; 0: all ranks
+  bool reshard_after_forward = true;     // sharding full: free gathered units after forward
+  bool reduce_every_micro_batch = true;  // false: reduce gradients once per optimizer step
+  std::string reduce_dtype = "fp32";     // fp32 | bf16: dtype of the gradient reduce-scatter
+};
+
 struct LoggingConfig {
   std::string level = "info";     // trace | debug | info | warn | error
   std::string console = "rank0";  // rank0 | all | none
@@ -73,6 +82,10 @@ struct JobConfig {
   double warmup_ratio = 0.0;
   double weight_decay = 0.0;
   double max_grad_norm = 1.0;
+  double adam_beta1 = 0.9;
+  double adam_beta2 = 0.999;
+  double adam_epsilon = 1e-8;
+  int64_t max_nonfinite_steps = 3;  // consecutive skipped non-finite steps that end the job
   bool bf16 = true;
   bool gradient_checkpointing = false;
 
@@ -85,7 +98,9 @@ struct JobConfig {
   std::string resume_from_checkpoint;
   int64_t seed = 42;
   int64_t threads = 0;  // intra-op threads per rank; 0: cores on this host / ranks on this host
+  std::string device = "auto";  // auto | cpu | cuda
 
+  FsdpConfig fsdp;
   CommConfig comm;
   LoggingConfig logging;
 };

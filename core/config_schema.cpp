@@ -120,7 +120,7 @@ std::string range_text(double min, double max, std::vector<std::string> const& c
 
 ConfigSchema::ConfigSchema() {
   using J = JobConfig;
-  sections_ = {"comm", "logging"};
+  sections_ = {"fsdp", "comm", "logging"};
   keys_ = {
       // ---------------------------------------------------------------- model and adapter
       text("base_model", member_of(&J::base_model),
@@ -175,10 +175,17 @@ ConfigSchema::ConfigSchema() {
       integer("num_epochs", member_of(&J::num_epochs), 1, 100000, "Passes over the training data."),
       integer("max_steps", member_of(&J::max_steps), 0, kMaxCount,
               "Stop after this many optimizer steps; 0 runs num_epochs."),
-      one_of("optimizer", member_of(&J::optimizer), {"adamw_torch", "adamw_torch_fused", "adamw"},
-             "Optimizer (sharded AdamW)."),
-      one_of("lr_scheduler", member_of(&J::lr_scheduler), {"cosine", "linear", "constant"},
-             "Learning-rate schedule after warmup."),
+      one_of(
+          "optimizer", member_of(&J::optimizer),
+          {"adamw_torch", "adamw_torch_fused", "adamw", "paged_adamw_32bit", "paged_adamw_8bit",
+           "adamw_bnb_8bit"},
+          "Optimizer: the 32-bit AdamW names are ptrain's sharded AdamW (fp32 states); the 8-bit "
+          "ones are refused."),
+      one_of(
+          "lr_scheduler", member_of(&J::lr_scheduler),
+          {"cosine", "linear", "constant", "constant_with_warmup"},
+          "Learning-rate schedule (Hugging Face's): warmup, then cosine or linear decay to 0, or "
+          "constant."),
       number("learning_rate", member_of(&J::learning_rate), 0, 10, "Peak learning rate."),
       integer("warmup_steps", member_of(&J::warmup_steps), 0, kMaxCount,
               "Linear warmup steps (exclusive with warmup_ratio)."),
@@ -187,6 +194,12 @@ ConfigSchema::ConfigSchema() {
       number("weight_decay", member_of(&J::weight_decay), 0, 10, "AdamW decoupled weight decay."),
       number("max_grad_norm", member_of(&J::max_grad_norm), 0, 1e9,
              "Clip the global gradient norm to this; 0 disables clipping."),
+      number("adam_beta1", member_of(&J::adam_beta1), 0, 0.999999, "AdamW beta1."),
+      number("adam_beta2", member_of(&J::adam_beta2), 0, 0.999999999, "AdamW beta2."),
+      number("adam_epsilon", member_of(&J::adam_epsilon), 0, 1, "AdamW epsilon."),
+      integer("max_nonfinite_steps", member_of(&J::max_nonfinite_steps), 1, kMaxCount,
+              "A run of this many optimizer steps with a non-finite loss or gradient norm (each "
+              "skipped) ends the job."),
       boolean("bf16", member_of(&J::bf16),
               "Compute in bf16 (fp32 master weights); false computes in fp32."),
       boolean("gradient_checkpointing", member_of(&J::gradient_checkpointing),
@@ -208,7 +221,28 @@ ConfigSchema::ConfigSchema() {
               "Seed for data order, dropout and initialisation."),
       integer("threads", member_of(&J::threads), 0, 4096,
               "Compute threads per rank; 0: the host's cores divided by the ranks on the host."),
+      one_of("device", member_of(&J::device), {"auto", "cpu", "cuda"},
+             "Where training computes; auto: cuda when this libtorch has CUDA and a GPU is "
+             "visible."),
       // ---------------------------------------------------------------- ptrain sections
+      one_of("fsdp.sharding", member_of(&J::fsdp, &FsdpConfig::sharding),
+             {"full", "grad_op", "none"},
+             "full: parameters, gradients and optimizer state sharded (ZeRO-3); grad_op: "
+             "parameters stay gathered from forward to backward (ZeRO-2); none: plain data "
+             "parallelism."),
+      integer("fsdp.hybrid_shard_size", member_of(&J::fsdp, &FsdpConfig::hybrid_shard_size), 0,
+              1048576,
+              "Shard within groups of this many consecutive ranks and replicate across groups "
+              "(HSDP); 0: shard over all ranks."),
+      boolean("fsdp.reshard_after_forward", member_of(&J::fsdp, &FsdpConfig::reshard_after_forward),
+              "sharding full: free each gathered unit after its forward and gather it again for "
+              "backward."),
+      boolean("fsdp.reduce_every_micro_batch",
+              member_of(&J::fsdp, &FsdpConfig::reduce_every_micro_batch),
+              "Reduce-scatter gradients after every micro-batch (less memory); false: once per "
+              "optimizer step (less communication)."),
+      one_of("fsdp.reduce_dtype", member_of(&J::fsdp, &FsdpConfig::reduce_dtype), {"fp32", "bf16"},
+             "Dtype of the gradient reduce-scatter."),
       one_of("comm.backend", member_of(&J::comm, &CommConfig::backend), {"auto", "mpi", "nccl"},
              "Collective backend; auto picks NCCL when built with CUDA and a GPU is visible."),
       number("comm.collective_timeout", member_of(&J::comm, &CommConfig::collective_timeout), 0.01,

@@ -200,6 +200,48 @@ void check_case(const Case& c) {
   EXPECT_EQ(compared, ref.weights.size());
 }
 
+// The weights after one step over this rank's rows given as `split` micro-batches.
+std::map<std::string, at::Tensor> one_step(
+    const std::vector<std::vector<std::vector<int64_t>>>& rows, size_t split, double* loss) {
+  Communicator& world = test::world();
+  const Case c{Mode::kFull, 0, true, true, true};
+  LlamaForCausalLM model = make(c);
+  model->train();
+  auto world_ptr = std::shared_ptr<Communicator>(&world, [](Communicator*) {});
+  ShardedModel sharded(model, make_fsdp_groups(world_ptr, world.size(), "test"), FsdpOptions{});
+  AdamW optimizer(optimized_tensors(sharded), adamw_options());
+  const LrSchedule lr = schedule();
+  TrainStep step(model, sharded, optimizer, lr, world, kMaxGradNorm);
+  std::vector<PackedBatch> micro_batches;
+  const size_t per = rows.size() / split;
+  for (size_t i = 0; i < split; ++i)
+    micro_batches.push_back(
+        make_packed_batch({rows.begin() + i * per, rows.begin() + (i + 1) * per}, kSeq));
+  step.run(micro_batches);  // step 0 has lr 0 (warmup): a second step moves the weights
+  *loss = step.run(micro_batches).loss;
+  std::map<std::string, at::Tensor> weights;
+  sharded.for_each_full_tensor(true, [&](const std::string& name, const at::Tensor& value) {
+    weights[name] = value.clone();
+  });
+  return weights;
+}
+
+TEST(TrainStepMpi, FourMicroBatchesOfOneRowEqualOneOfFourRows) {
+  const int rank = test::world().rank(), world = test::world().size();
+  const auto all = step_rows(7, world * 2);  // 4 rows per rank
+  const std::vector<std::vector<std::vector<int64_t>>> rows(all.begin() + rank * 4,
+                                                            all.begin() + rank * 4 + 4);
+  double loss_split = 0, loss_whole = 0;
+  const auto split = one_step(rows, 4, &loss_split);
+  const auto whole = one_step(rows, 1, &loss_whole);
+  EXPECT_NEAR(loss_split, loss_whole, 1e-6 * std::abs(loss_whole));
+  ASSERT_EQ(split.size(), whole.size());
+  for (const auto& [name, value] : whole) {
+    const double difference = (split.at(name) - value).abs().max().item<double>();
+    EXPECT_LE(difference, 1e-6 * value.abs().max().item<double>()) << name;
+  }
+}
+
 TEST(TrainStepMpi, FullTrainingMatchesOneProcessReferenceForEveryShardingStrategy) {
   const int world = test::world().size();
   check_case({Mode::kFull, 0, true, true, false});   // ZeRO-3

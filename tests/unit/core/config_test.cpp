@@ -164,7 +164,7 @@ const ErrorCase kErrorCases[] = {
             "got '1.5' (out of range)"),
     in_file("EnumSuggests", "lr_scheduler: cosin\n",
             "job.yaml:1:15: key 'lr_scheduler' expects one of 'cosine', 'linear', 'constant', "
-            "got 'cosin'; did you mean 'cosine'?"),
+            "'constant_with_warmup', got 'cosin'; did you mean 'cosine'?"),
     in_file("SectionGivenScalar", "comm: 5\n", "job.yaml:1:1: key 'comm' is a section"),
     in_file("DuplicateKey", "seed: 1\nlora_r: 4\nseed: 2\n",
             "job.yaml:3:1: key 'seed' is given twice (first at job.yaml:1:1)"),

@@ -1,0 +1,214 @@
+#include "trainer/train_loop.h"
+
+#include <chrono>
+#include <cmath>
+
+#include "core/error.h"
+#include "data/packing.h"
+#include "trainer/hardware.h"
+
+namespace ptrain {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+at::Tensor long_tensor(const std::vector<int64_t>& values, int64_t rows, int64_t width) {
+  return torch::from_blob(const_cast<int64_t*>(values.data()), {rows, width}, torch::kLong).clone();
+}
+
+// A row of padding only: it takes part in the collectives and scores nothing.
+PackedBatch padding_batch(int64_t rows, int64_t width) {
+  PackedBatch b;
+  b.input_ids = torch::zeros({rows, width}, torch::kLong);
+  b.position_ids = torch::zeros({rows, width}, torch::kLong);
+  b.sequence_ids = torch::full({rows, width}, -1, torch::kLong);
+  b.labels = torch::full({rows, width}, -100, torch::kLong);
+  return b;
+}
+
+}  // namespace
+
+int64_t planned_steps(const LoopOptions& options, int64_t micro_batches_per_epoch) {
+  if (options.max_steps > 0) return options.max_steps;
+  const int64_t micro_batches = options.num_epochs * micro_batches_per_epoch;
+  return (micro_batches + options.gradient_accumulation_steps - 1) /
+         options.gradient_accumulation_steps;
+}
+
+PackedBatch to_packed_batch(const RowBatch& rows) {
+  PackedBatch b;
+  b.input_ids = long_tensor(rows.input_ids, rows.rows, rows.width);
+  b.position_ids = long_tensor(rows.position_ids, rows.rows, rows.width);
+  b.sequence_ids = long_tensor(rows.sequence_ids, rows.rows, rows.width);
+  b.labels = long_tensor(rows.labels, rows.rows, rows.width);
+  return b;
+}
+
+TrainLoop::TrainLoop(LlamaForCausalLM model, ShardedModel& sharded, TrainStep& step,
+                     TrainBatches& batches, std::vector<TokenSample> validation,
+                     Communicator& world, LoopOptions options)
+    : model_(std::move(model)),
+      sharded_(sharded),
+      step_(step),
+      batches_(batches),
+      validation_(std::move(validation)),
+      world_(world),
+      options_(options) {
+  total_steps_ = planned_steps(options_, batches_.micro_batches_per_epoch());
+  total_micro_batches_ = options_.max_steps > 0
+                             ? options_.max_steps * options_.gradient_accumulation_steps
+                             : options_.num_epochs * batches_.micro_batches_per_epoch();
+}
+
+// ---------------------------------------------------------------- the loop
+
+TrainEnd TrainLoop::run() {
+  const auto start = Clock::now();
+  TrainStart info;
+  info.total_steps = total_steps_;
+  info.first_step = step_.next_step();
+  info.micro_batches_per_epoch = batches_.micro_batches_per_epoch();
+  info.steps_per_epoch = (info.micro_batches_per_epoch + options_.gradient_accumulation_steps - 1) /
+                         options_.gradient_accumulation_steps;
+  info.world = world_.size();
+  info.shard_size = sharded_.groups().shard_size();
+  info.gemm_peak_gflops = options_.gemm_peak_gflops;
+  for (TrainingObserver* o : observers_) o->on_start(info);
+
+  TrainEnd end;
+  end.reason = "finished";
+  int64_t consecutive_nonfinite = 0, skipped = 0;
+  model_->train();
+  for (int64_t s = step_.next_step(); s < total_steps_; ++s) {
+    const int64_t first_micro_batch = s * options_.gradient_accumulation_steps;
+    const int64_t count =
+        std::min(options_.gradient_accumulation_steps, total_micro_batches_ - first_micro_batch);
+    const auto step_start = Clock::now();
+    const double exposed_before = sharded_.stats().exposed_seconds;
+    std::vector<PackedBatch> micro_batches;
+    for (int64_t i = 0; i < count; ++i) micro_batches.push_back(to_packed_batch(batches_.next()));
+    const StepResult result = step_.run(micro_batches);
+    const double seconds = seconds_since(step_start);
+    if (result.non_finite) {
+      ++skipped;
+      ++consecutive_nonfinite;
+      PTRAIN_CHECK(consecutive_nonfinite < options_.max_nonfinite_steps,
+                   "training diverged: {} consecutive steps (the last is step {}) had a "
+                   "non-finite loss or gradient norm (loss {}, grad norm {}); none of them "
+                   "changed the weights. Lower learning_rate, raise warmup, or set "
+                   "max_grad_norm (max_nonfinite_steps: {})",
+                   consecutive_nonfinite, result.step + 1, result.loss, result.grad_norm,
+                   options_.max_nonfinite_steps);
+    } else {
+      consecutive_nonfinite = 0;
+    }
+    const int64_t completed = s + 1;
+    if (completed % options_.logging_steps == 0 || completed == total_steps_) {
+      const StepMetrics m =
+          measure(result, seconds, sharded_.stats().exposed_seconds - exposed_before, skipped);
+      for (TrainingObserver* o : observers_) o->on_step(m);
+    }
+    end.steps = completed;
+    if (!validation_.empty() && options_.eval_steps > 0 && completed % options_.eval_steps == 0 &&
+        completed != total_steps_) {
+      const EvalMetrics e = evaluate(completed);
+      for (TrainingObserver* o : observers_) o->on_eval(e);
+    }
+    const StepDecision decision = agree(completed);
+    if (decision.checkpoint)
+      for (TrainingObserver* o : observers_) o->on_checkpoint(completed);
+    if (decision.stop && completed != total_steps_) {
+      end.reason = "stopped";
+      break;
+    }
+  }
+  if (!validation_.empty() && end.reason == "finished") {
+    const EvalMetrics e = evaluate(end.steps);
+    for (TrainingObserver* o : observers_) o->on_eval(e);
+  }
+  end.seconds = seconds_since(start);
+  for (TrainingObserver* o : observers_) o->on_end(end);
+  return end;
+}
+
+StepDecision TrainLoop::agree(int64_t completed_steps) {
+  int32_t votes[2] = {0, 0};
+  for (TrainingObserver* o : observers_) {
+    const StepDecision d = o->at_step_boundary(completed_steps);
+    votes[0] |= d.checkpoint ? 1 : 0;
+    votes[1] |= d.stop ? 1 : 0;
+  }
+  world_.all_reduce(comm_buffer(votes, 2), ReduceOp::kMax);
+  return {votes[0] != 0, votes[1] != 0};
+}
+
+StepMetrics TrainLoop::measure(const StepResult& result, double seconds, double exposed,
+                               int64_t skipped) {
+  StepMetrics m;
+  m.result = result;
+  m.epoch = batches_.epoch();
+  m.skipped_steps = skipped;
+  // The slowest rank's view: the step took as long as its slowest rank.
+  double worst[3] = {seconds, exposed, static_cast<double>(peak_rss_bytes())};
+  world_.all_reduce(comm_buffer(worst, 3), ReduceOp::kMax);
+  m.seconds = worst[0];
+  m.exposed_comm_seconds = worst[1];
+  m.exposed_comm_fraction = worst[0] > 0 ? worst[1] / worst[0] : 0;
+  m.peak_rss_bytes = static_cast<int64_t>(worst[2]);
+  m.tokens_per_second = m.seconds > 0 ? static_cast<double>(result.tokens) / m.seconds : 0;
+  if (options_.gemm_peak_gflops > 0 && m.seconds > 0)
+    m.mfu = options_.flops_per_token * m.tokens_per_second / world_.size() /
+            (options_.gemm_peak_gflops * 1e9);
+  return m;
+}
+
+// ---------------------------------------------------------------- evaluation
+
+EvalMetrics TrainLoop::evaluate(int64_t completed_steps) {
+  torch::NoGradGuard no_grad;
+  model_->eval();
+  std::vector<int64_t> lengths;
+  for (const TokenSample& s : validation_)
+    lengths.push_back(static_cast<int64_t>(s.input_ids.size()));
+  PackingOptions packing;
+  packing.sequence_len = options_.sequence_len;
+  packing.group_size = std::max<int64_t>(1, static_cast<int64_t>(lengths.size()));
+  const PackedLayout layout = pack_samples(lengths, packing);
+  const int world = world_.size(), rank = world_.rank();
+  const int64_t per_round = static_cast<int64_t>(world) * options_.micro_batch_size;
+  const int64_t rounds = (layout.rows() + per_round - 1) / per_round;
+  double sums[2] = {0, 0};  // loss sum, tokens
+  for (int64_t round = 0; round < rounds; ++round) {
+    std::vector<std::vector<SampleSpan>> rows;
+    for (int64_t j = 0; j < options_.micro_batch_size; ++j) {
+      const int64_t row = round * per_round + rank * options_.micro_batch_size + j;
+      if (row >= layout.rows()) break;
+      std::vector<SampleSpan> spans;
+      for (int64_t k = layout.row_offsets[row]; k < layout.row_offsets[row + 1]; ++k) {
+        const TokenSample& sample = validation_[static_cast<size_t>(layout.samples[k])];
+        spans.push_back({sample.input_ids.data(),
+                         sample.labels.empty() ? nullptr : sample.labels.data(),
+                         static_cast<int64_t>(sample.input_ids.size())});
+      }
+      rows.push_back(std::move(spans));
+    }
+    const PackedBatch batch = rows.empty() ? padding_batch(1, options_.sequence_len)
+                                           : pack_rows(rows, options_.sequence_len);
+    sums[0] += model_->loss_sum(batch).item<double>();
+    sums[1] += batch.labels.ne(-100).sum().item<double>();
+  }
+  world_.all_reduce(comm_buffer(sums, 2), ReduceOp::kSum);
+  model_->train();
+  EvalMetrics e;
+  e.step = completed_steps;
+  e.tokens = static_cast<int64_t>(sums[1]);
+  e.loss = sums[1] > 0 ? sums[0] / sums[1] : 0;
+  e.perplexity = std::exp(e.loss);
+  return e;
+}
+
+}  // namespace ptrain
