@@ -13,14 +13,19 @@ SafetensorsModel::SafetensorsModel(const std::string& dir, const std::string& pr
   namespace fs = std::filesystem;
   const fs::path index_path = fs::path(dir) / (prefix + ".safetensors.index.json");
   const fs::path single_path = fs::path(dir) / (prefix + ".safetensors");
+  // Paths that cannot be examined (too long, a symlink loop, no permission) count as absent: the
+  // messages below name the directory.
+  std::error_code ec;
+  const bool has_index = fs::exists(index_path, ec);
+  const bool has_single = fs::exists(single_path, ec);
   PTRAIN_CHECK(
-      !(fs::exists(index_path) && fs::exists(single_path)),
+      !(has_index && has_single),
       "'{}' holds both {} and {}: which weights are meant is ambiguous (Hugging Face loads "
       "the single file); remove one",
       dir, single_path.filename().string(), index_path.filename().string());
-  if (!fs::exists(index_path)) {
-    PTRAIN_CHECK(fs::exists(single_path), "'{}' has neither {} nor {}", dir,
-                 single_path.filename().string(), index_path.filename().string());
+  if (!has_index) {
+    PTRAIN_CHECK(has_single, "'{}' has neither {} nor {}", dir, single_path.filename().string(),
+                 index_path.filename().string());
     files_.push_back(std::make_unique<SafetensorsFile>(single_path.string()));
     for (const auto& t : files_.back()->tensors())
       tensors_[t.name] = Located{files_.back().get(), &t};
@@ -45,7 +50,7 @@ SafetensorsModel::SafetensorsModel(const std::string& dir, const std::string& pr
                  index_path.string(), it.key(), file);
     if (!by_file.count(file)) {
       const fs::path shard = fs::path(dir) / file;
-      PTRAIN_CHECK(fs::is_regular_file(shard),
+      PTRAIN_CHECK(fs::is_regular_file(shard, ec),
                    "'{}' lists shard '{}' (for '{}'), which does not exist or is not a file",
                    index_path.string(), file, it.key());
       files_.push_back(std::make_unique<SafetensorsFile>(shard.string()));

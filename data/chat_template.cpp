@@ -176,28 +176,23 @@ class PieceWriter {
     std::optional<int64_t> id = tokenizer_.token_id(spelling);
     if (!id && tokenizer_.name() == "byte") return text(spelling, learned);
     PTRAIN_CHECK(id.has_value(),
-                 "the {} chat template needs the token '{}', which tokenizer '{}'{} does not have; "
-                 "use the chat template the model was trained with (chat_template: chatml, "
-                 "llama3 or llama2)",
-                 chat_format_name(format_), spelling, tokenizer_.name(), where_loaded());
+                 "the {} chat template needs the token '{}', which {} does not have; use the "
+                 "chat template the model was trained with (chat_template: chatml, llama3 or "
+                 "llama2)",
+                 chat_format_name(format_), spelling, tokenizer_.describe());
     pieces_.push_back({spelling, id, learned});
   }
 
   // bos or eos, as the template's bos_token and eos_token.
   void special(const std::optional<int64_t>& id, const char* what, bool learned) {
-    PTRAIN_CHECK(id.has_value(),
-                 "the {} chat template needs a {} token, which tokenizer '{}'{} does not have",
-                 chat_format_name(format_), what, tokenizer_.name(), where_loaded());
+    PTRAIN_CHECK(id.has_value(), "the {} chat template needs a {} token, which {} does not have",
+                 chat_format_name(format_), what, tokenizer_.describe());
     pieces_.push_back({tokenizer_.piece(*id), id, learned});
   }
 
   std::vector<ChatPiece> take() { return std::move(pieces_); }
 
  private:
-  std::string where_loaded() const {
-    return tokenizer_.model_dir.empty() ? "" : fmt::format(" (from '{}')", tokenizer_.model_dir);
-  }
-
   ChatFormat format_;
   const Tokenizer& tokenizer_;
   std::vector<ChatPiece> pieces_;

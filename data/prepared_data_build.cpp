@@ -202,8 +202,9 @@ void add_pretokenized_source(const DataPrepOptions& options, const DataSource& s
                              const PrepProgress& progress, SampleStore& store,
                              SourceSummary& summary) {
   PTRAIN_CHECK(tokenizer.eos_id.has_value(),
-               "pretokenized dataset '{}': tokenizer '{}' has no eos token to end documents at",
-               source.path, tokenizer.name());
+               "pretokenized dataset '{}': {} has no eos token to end documents at; give it one "
+               "(tokenizer_config.json's \"eos_token\" beside a tokenizer.json)",
+               source.path, tokenizer.describe());
   const int64_t eos = *tokenizer.eos_id;
   const size_t width = source.dtype == "uint32" ? 4 : 2;
   for (const std::string& file : source_files(source)) {

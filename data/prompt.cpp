@@ -19,18 +19,30 @@ void append(std::vector<int64_t>& ids, std::vector<bool>& learned, const std::ve
 
 int64_t eos_of(const Tokenizer& tokenizer) {
   PTRAIN_CHECK(tokenizer.eos_id.has_value(),
-               "tokenizer '{}' has no eos token, which every training sample ends with",
-               tokenizer.name());
+               "{} has no eos token, which every training sample ends with; give it one "
+               "(tokenizer_config.json's \"eos_token\" beside a tokenizer.json)",
+               tokenizer.describe());
   return *tokenizer.eos_id;
+}
+
+// `encode` of a row's text: what the tokenizer refuses (a tokenizer.json pattern that gives up on
+// this text) names the row as well.
+template <typename Encode>
+auto encode_row(const std::string& source, int64_t line, Encode&& encode) {
+  try {
+    return encode();
+  } catch (const UserError& e) {
+    throw UserError(fmt::format("{}:{}: {}", source, line, e.what()));
+  }
 }
 
 // What the chat template renders, no bos or eos added (chat_template.h).
 TokenizedSample render_conversation(const DatasetRow& row, const std::string& source,
                                     const Tokenizer& tokenizer, const RenderOptions& options) {
   const ChatFormat format = resolve_chat_format(options.chat_template, tokenizer);
-  ChatTokens chat = tokenize_chat(
-      render_chat(row.turns, format, tokenizer, fmt::format("{}:{}: ", source, row.line)),
-      tokenizer);
+  const std::vector<ChatPiece> pieces =
+      render_chat(row.turns, format, tokenizer, fmt::format("{}:{}: ", source, row.line));
+  ChatTokens chat = encode_row(source, row.line, [&] { return tokenize_chat(pieces, tokenizer); });
   if (options.train_on_inputs) chat.learned.assign(chat.learned.size(), true);
   TokenizedSample sample;
   sample.labels = shifted_labels(chat.ids, chat.learned);
@@ -74,11 +86,17 @@ TokenizedSample render_row(const DatasetRow& row, const std::string& source,
   if (tokenizer.add_bos && tokenizer.bos_id) append(ids, learned, {*tokenizer.bos_id}, false);
   switch (row.kind) {
     case DatasetRow::Kind::kAlpaca:
-      append(ids, learned, tokenizer.encode(alpaca_prompt(row.alpaca)), train_on_inputs);
-      append(ids, learned, tokenizer.encode(row.alpaca.output), true);
+      append(
+          ids, learned,
+          encode_row(source, row.line, [&] { return tokenizer.encode(alpaca_prompt(row.alpaca)); }),
+          train_on_inputs);
+      append(ids, learned,
+             encode_row(source, row.line, [&] { return tokenizer.encode(row.alpaca.output); }),
+             true);
       break;
     case DatasetRow::Kind::kCompletion:
-      append(ids, learned, tokenizer.encode(row.text), true);
+      append(ids, learned, encode_row(source, row.line, [&] { return tokenizer.encode(row.text); }),
+             true);
       break;
     case DatasetRow::Kind::kConversation:
       PTRAIN_ASSERT(false, "conversation rows are rendered above");

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <limits>
 #include <optional>
 #include <unordered_map>
 #include <unordered_set>
@@ -152,12 +153,15 @@ std::optional<int64_t> template_bos(const nlohmann::json& j, const JsonWhere& wh
                where["single"].str(), single.dump());
   const std::string name = json_string(single[0]["SpecialToken"], "id", where["single"][0]);
   const nlohmann::json* specials = json_field(j, "special_tokens");
-  PTRAIN_CHECK(specials != nullptr && specials->contains(name), "{}: '{}' is not listed",
-               where["special_tokens"].str(), name);
-  const nlohmann::json& ids = (*specials)[name]["ids"];
-  PTRAIN_CHECK(ids.is_array() && ids.size() == 1 && ids[0].is_number_integer(),
-               "{}: expected one id, got {}", where["special_tokens"][name].str(), ids.dump());
-  return ids[0].get<int64_t>();
+  const nlohmann::json* entry = specials ? json_field(*specials, name.c_str()) : nullptr;
+  PTRAIN_CHECK(entry != nullptr, "{}: '{}' is not listed", where["special_tokens"].str(), name);
+  const nlohmann::json* ids = json_field(*entry, "ids");
+  PTRAIN_CHECK(ids != nullptr && ids->is_array() && ids->size() == 1 &&
+                   (*ids)[0].is_number_unsigned() &&
+                   (*ids)[0].get<uint64_t>() <= uint64_t{std::numeric_limits<int64_t>::max()},
+               "{}: expected one id, got {}", where["special_tokens"][name]["ids"].str(),
+               ids != nullptr ? ids->dump() : "nothing");
+  return (*ids)[0].get<int64_t>();
 }
 
 // ---------------------------------------------------------------- tokenizer_config.json
@@ -283,13 +287,21 @@ std::unique_ptr<HfBpeTokenizer> HfBpeTokenizer::load(const std::string& model_di
   impl->template_bos =
       template_bos(root.value("post_processor", nlohmann::json()), where["post_processor"]);
   load_added_tokens(root, *impl, where);
+  PTRAIN_CHECK(!impl->template_bos || impl->id_to_token(*impl->template_bos) != nullptr,
+               "{}: the template starts sequences with id {}, which is not a token of the "
+               "vocabulary",
+               where["post_processor"].str(), *impl->template_bos);
   build_matchers(*impl);
 
   Impl& ref = *impl;
   std::unique_ptr<HfBpeTokenizer> tok(new HfBpeTokenizer(std::move(impl)));
   const std::string config_path = model_dir + "/tokenizer_config.json";
-  const nlohmann::json config =
-      std::filesystem::exists(config_path) ? read_json_file(config_path) : nlohmann::json::object();
+  std::error_code ec;
+  const bool has_config = std::filesystem::exists(config_path, ec);
+  // Without tokenizer_config.json there are no special tokens: worth saying where they are missed.
+  tok->source = has_config ? fmt::format("'{}' and '{}'", ref.file, config_path)
+                           : fmt::format("'{}'; no tokenizer_config.json", ref.file);
+  const nlohmann::json config = has_config ? read_json_file(config_path) : nlohmann::json::object();
   PTRAIN_CHECK(config.is_object(), "'{}': expected a JSON object", config_path);
   apply_config(config, root, *tok, ref, JsonWhere(config_path));
   return tok;

@@ -427,13 +427,16 @@ std::unique_ptr<SentencePieceTokenizer> SentencePieceTokenizer::load_file(
   tok->eos_id = special(trainer.eos_id(), "eos_id");
   tok->pad_id = special(trainer.pad_id(), "pad_id");
   tok->add_bos = tok->bos_id.has_value();
+  tok->source = fmt::format("'{}'", model_file);
   return tok;
 }
 
 std::unique_ptr<SentencePieceTokenizer> SentencePieceTokenizer::load(const std::string& model_dir) {
   auto tok = load_file(model_dir + "/tokenizer.model");
   const std::string config_path = model_dir + "/tokenizer_config.json";
-  if (!std::filesystem::exists(config_path)) return tok;
+  std::error_code ec;
+  if (!std::filesystem::exists(config_path, ec)) return tok;
+  tok->source += fmt::format(" and '{}'", config_path);
   const nlohmann::json j = read_json_file(config_path);
   if (j.is_object() && j.contains("add_bos_token") && !j["add_bos_token"].is_null()) {
     PTRAIN_CHECK(j["add_bos_token"].is_boolean(), "'{}': add_bos_token must be true or false",

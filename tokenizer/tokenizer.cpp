@@ -21,6 +21,12 @@ std::vector<int64_t> Tokenizer::encode_sequence(std::string_view text) const {
   return ids;
 }
 
+std::string Tokenizer::describe() const {
+  if (!source.empty()) return fmt::format("tokenizer '{}' (from {})", name(), source);
+  if (!model_dir.empty()) return fmt::format("tokenizer '{}' (from '{}')", name(), model_dir);
+  return fmt::format("tokenizer '{}'", name());
+}
+
 ByteTokenizer::ByteTokenizer() {
   pad_id = 0;
   bos_id = 1;
@@ -98,10 +104,17 @@ std::string config_chat_template(const nlohmann::json& config) {
 std::unique_ptr<Tokenizer> load_tokenizer_files(const std::string& model_dir,
                                                 const nlohmann::json& config) {
   namespace fs = std::filesystem;
-  if (config.is_object() && config.value("ptrain_tokenizer", "") == "byte")
-    return std::make_unique<ByteTokenizer>();
-  if (fs::exists(model_dir + "/tokenizer.json")) return HfBpeTokenizer::load(model_dir);
-  if (fs::exists(model_dir + "/tokenizer.model")) return SentencePieceTokenizer::load(model_dir);
+  // Compared as JSON: a "ptrain_tokenizer" that is not a string is simply not "byte".
+  if (config.is_object() && config.contains("ptrain_tokenizer") &&
+      config["ptrain_tokenizer"] == "byte") {
+    auto tok = std::make_unique<ByteTokenizer>();
+    tok->source = fmt::format("'{}/tokenizer_config.json'", model_dir);
+    return tok;
+  }
+  std::error_code ec;  // a path that cannot be examined (too long, a loop) has no tokenizer
+  if (fs::exists(model_dir + "/tokenizer.json", ec)) return HfBpeTokenizer::load(model_dir);
+  if (fs::exists(model_dir + "/tokenizer.model", ec))
+    return SentencePieceTokenizer::load(model_dir);
   return nullptr;
 }
 
@@ -110,7 +123,8 @@ std::unique_ptr<Tokenizer> load_tokenizer_files(const std::string& model_dir,
 std::unique_ptr<Tokenizer> load_tokenizer(const std::string& model_dir) {
   namespace fs = std::filesystem;
   const std::string config_path = model_dir + "/tokenizer_config.json";
-  const nlohmann::json config = fs::exists(config_path) ? read_json_file(config_path) : nullptr;
+  std::error_code ec;
+  const nlohmann::json config = fs::exists(config_path, ec) ? read_json_file(config_path) : nullptr;
   if (std::unique_ptr<Tokenizer> tok = load_tokenizer_files(model_dir, config)) {
     tok->model_dir = model_dir;
     tok->chat_template = config_chat_template(config);
@@ -118,7 +132,7 @@ std::unique_ptr<Tokenizer> load_tokenizer(const std::string& model_dir) {
   }
   std::vector<std::string> present;
   for (const char* name : {"tokenizer.json", "tokenizer.model", "tokenizer_config.json"})
-    if (fs::exists(model_dir + "/" + name)) present.push_back(name);
+    if (fs::exists(model_dir + "/" + name, ec)) present.push_back(name);
   throw UserError(fmt::format(
       "model '{}': no supported tokenizer (found: {}); supported: a Hugging Face tokenizer.json "
       "with a BPE model, a SentencePiece tokenizer.model (unigram or BPE), and ptrain's byte "

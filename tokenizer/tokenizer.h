@@ -45,6 +45,13 @@ class Tokenizer {
   // templates; empty when absent).
   std::string model_dir;
   std::string chat_template;
+  // Set by the loaders: the files read, as messages show them ("'/m/tokenizer.json' and
+  // '/m/tokenizer_config.json'"; empty for a tokenizer built in code).
+  std::string source;
+
+  // The tokenizer as messages that ask for a fix name it: "tokenizer 'hf-bpe' (from
+  // '/m/tokenizer.json' and '/m/tokenizer_config.json')", else "(from '<model_dir>')", else bare.
+  std::string describe() const;
 };
 
 // The built-in byte tokenizer for tiny test models: id 0 <pad>, 1 <s> (bos), 2 </s> (eos), and

@@ -196,6 +196,9 @@ TEST(SafetensorsRead, MissingFileOrDirectoryIsUserError) {
   EXPECT_THAT(user_error([&] { SafetensorsFile f(dir.string()); }), HasSubstr(dir.string()));
   write_bytes(dir / "model.safetensors.index.json", R"({"weight_map":{"a":"."}})");
   EXPECT_THAT(user_error([&] { SafetensorsModel m(dir.string()); }), HasSubstr("'a'"));
+  // A path that cannot be examined (a name over 255 bytes): UserError, not a filesystem_error.
+  const std::string too_long = (dir / std::string(300, 'm')).string();
+  EXPECT_THAT(user_error([&] { SafetensorsModel m(too_long); }), HasSubstr(too_long));
 }
 
 struct BadFile {

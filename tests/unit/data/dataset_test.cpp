@@ -146,6 +146,47 @@ TEST(RenderRow, TokenizerWithoutEosIsAnError) {
               ::testing::ThrowsMessage<UserError>(HasSubstr("tokenizer 'byte' has no eos token")));
 }
 
+// What the tokenizer refuses in a row's text (a tokenizer.json pattern that gives up on it) names
+// the row as well as the tokenizer file and pattern.
+TEST(RenderRow, TokenizerErrorsNameTheRow) {
+  const std::string dir = ::testing::TempDir() + "ptrain_dataset_bad_pattern";
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  std::ofstream(dir + "/tokenizer.json") << R"({"pre_tokenizer": {"type": "Split",
+      "pattern": {"Regex": "(a+)+$"}, "behavior": "Isolated", "invert": false},
+      "model": {"type": "BPE", "vocab": {"a": 0, "b": 1, "ab": 2}, "merges": ["a b"]}})";
+  const auto tok = load_tokenizer(dir);
+  DatasetRow row;
+  row.kind = DatasetRow::Kind::kCompletion;
+  row.line = 7;
+  row.text = std::string(40, 'a') + "b";
+  EXPECT_THAT([&] { render_row(row, "data.jsonl", *tok, RenderOptions{}); },
+              ::testing::ThrowsMessage<UserError>(::testing::AllOf(
+                  StartsWith("data.jsonl:7: '" + dir + "/tokenizer.json': pre_tokenizer"),
+                  HasSubstr("'(a+)+$'"))));
+}
+
+// Issue 11: "tokenizer 'hf-bpe' has no eos token" named no file to fix.
+TEST(RenderRow, TokenizerWithoutEosIsAnErrorNamingItsFiles) {
+  const std::string dir = ::testing::TempDir() + "ptrain_dataset_no_eos";
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  std::ofstream(dir + "/tokenizer.json")
+      << R"({"model": {"type": "BPE", "vocab": {"a": 0, "b": 1, "ab": 2}, "merges": ["a b"]}})";
+  DatasetRow row;
+  row.kind = DatasetRow::Kind::kCompletion;
+  row.text = "ab";
+  EXPECT_THAT([&] { render_row(row, "data.jsonl", *load_tokenizer(dir), RenderOptions{}); },
+              ::testing::ThrowsMessage<UserError>(::testing::AllOf(
+                  HasSubstr("tokenizer 'hf-bpe' (from '" + dir +
+                            "/tokenizer.json'; no tokenizer_config.json) has no eos token"),
+                  HasSubstr("\"eos_token\""))));
+  std::ofstream(dir + "/tokenizer_config.json") << R"({"bos_token": "a"})";
+  EXPECT_THAT([&] { render_row(row, "data.jsonl", *load_tokenizer(dir), RenderOptions{}); },
+              ::testing::ThrowsMessage<UserError>(HasSubstr(
+                  "/tokenizer.json' and '" + dir + "/tokenizer_config.json') has no eos token")));
+}
+
 // ---------------------------------------------------------------- reading rows
 
 TEST(ReadDataset, JsonlAndJsonArrayGiveTheSameRowsWithTheirLines) {

@@ -457,6 +457,27 @@ TEST(HfBpeTokenizer, UnsupportedComponentsAreErrorsNamingFileAndKey) {
       ThrowsMessage<UserError>(HasSubstr("'<nope>' is not a token of tokenizer.json")));
 }
 
+// A post_processor's leading token must be listed with one vocabulary id; a malformed entry
+// was read past (an unchecked lookup) or gave a bos id outside the vocabulary.
+TEST(HfBpeTokenizer, TemplateSpecialTokenEntriesAreChecked) {
+  TempModelDir dir("hf_template_ids");
+  auto expect_error = [&](const json& entry, const std::string& what) {
+    json j = sentencepiece_tokenizer();
+    j["post_processor"]["special_tokens"]["<s>"] = entry;
+    EXPECT_THAT([&] { dir.load(j, kLlamaConfig); },
+                ThrowsMessage<UserError>(AllOf(HasSubstr("tokenizer.json"), HasSubstr(what))))
+        << entry.dump();
+  };
+  expect_error(json::object(),
+               "post_processor.special_tokens.<s>.ids: expected one id, got nothing");
+  expect_error("x", "post_processor.special_tokens.<s>.ids: expected one id, got nothing");
+  expect_error({{"ids", {-1}}}, "expected one id, got [-1]");
+  expect_error({{"ids", {1, 2}}}, "expected one id, got [1,2]");
+  expect_error({{"ids", {999999}}},
+               "post_processor: the template starts sequences with id 999999, which is not a "
+               "token of the vocabulary");
+}
+
 // Issue 11: a Split pattern that backtracks catastrophically ended in "match limit exceeded",
 // exit 3, naming neither the file nor the pattern.
 TEST(HfBpeTokenizer, CatastrophicSplitPatternIsAUserErrorNamingFileAndPattern) {

@@ -45,5 +45,43 @@ TEST(LoadTokenizer, ChoosesTheByteTokenizerFromTheDirectoryAndNamesWhatIsMissing
       ::testing::ThrowsMessage<UserError>(HasSubstr("tokenizer_config.json': not valid JSON")));
 }
 
+// Paths that cannot be examined and config values of the wrong type are bad input (exit 2), not
+// a std::filesystem or JSON library exception (exit 3).
+TEST(LoadTokenizer, UnexaminablePathsAndOddConfigValuesAreUserErrors) {
+  const std::string too_long = ::testing::TempDir() + std::string(300, 'm');  // ENAMETOOLONG
+  EXPECT_THAT([&] { load_tokenizer(too_long); },
+              ::testing::ThrowsMessage<UserError>(HasSubstr("no supported tokenizer")));
+  const std::string dir = ::testing::TempDir() + "ptrain_tokenizer_odd_config";
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  std::ofstream(dir + "/tokenizer_config.json") << R"({"ptrain_tokenizer": 5})";
+  EXPECT_THAT([&] { load_tokenizer(dir); },
+              ::testing::ThrowsMessage<UserError>(
+                  HasSubstr("no supported tokenizer (found: tokenizer_config.json)")));
+}
+
+// Issue 11: messages that ask for a fix to the tokenizer ("has no eos token") name its files.
+TEST(LoadTokenizer, DescribeNamesTheFilesRead) {
+  const std::string dir = ::testing::TempDir() + "ptrain_tokenizer_describe";
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  ByteTokenizer built;
+  EXPECT_EQ(built.describe(), "tokenizer 'byte'");
+  built.model_dir = "models/m";
+  EXPECT_EQ(built.describe(), "tokenizer 'byte' (from 'models/m')");
+  std::ofstream(dir + "/tokenizer_config.json") << byte_tokenizer_config_json();
+  EXPECT_EQ(load_tokenizer(dir)->describe(),
+            "tokenizer 'byte' (from '" + dir + "/tokenizer_config.json')");
+  std::filesystem::remove(dir + "/tokenizer_config.json");
+  std::ofstream(dir + "/tokenizer.json")
+      << R"({"model": {"type": "BPE", "vocab": {"a": 0, "b": 1, "ab": 2}, "merges": ["a b"]}})";
+  EXPECT_EQ(load_tokenizer(dir)->describe(),
+            "tokenizer 'hf-bpe' (from '" + dir + "/tokenizer.json'; no tokenizer_config.json)");
+  std::ofstream(dir + "/tokenizer_config.json") << "{}";
+  EXPECT_EQ(load_tokenizer(dir)->describe(), "tokenizer 'hf-bpe' (from '" + dir +
+                                                 "/tokenizer.json' and '" + dir +
+                                                 "/tokenizer_config.json')");
+}
+
 }  // namespace
 }  // namespace ptrain
