@@ -44,5 +44,42 @@ TEST(TokenJsonl, ReadsIdsAndLabelsAndNamesTheLineOfEachError) {
   EXPECT_THAT(error("{oops\n"), HasSubstr("d.jsonl:1: not valid JSON"));
 }
 
+// Issue 11: errors of a JSONL of token ids name the file, line and entry, and say what is wrong.
+TEST(TokenJsonl, BadIdsLabelsAndFilesAreNamed) {
+  const std::string dir = temp_dir("jsonl_bad");
+  auto error_of = [](const std::string& path) {
+    try {
+      read_token_jsonl(path);
+    } catch (const UserError& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  auto error = [&](const std::string& text) {
+    std::ofstream(dir + "/ids.jsonl") << text;
+    return error_of(dir + "/ids.jsonl");
+  };
+  // Too large for any token id: JSON gives 2^70 and 1e30 as doubles, 2^64 - 1 as unsigned.
+  for (const char* big : {"1180591620717411303424", "1e30", "18446744073709551615"}) {
+    EXPECT_THAT(error("{\"input_ids\": [1]}\n{\"input_ids\": [1, " + std::string(big) + "]}\n"),
+                ::testing::AllOf(HasSubstr("ids.jsonl:2: \"input_ids\"[1] is "),
+                                 HasSubstr("out of range for a token id")))
+        << big;
+  }
+  EXPECT_THAT(error("{\"input_ids\": [1.5]}\n"),
+              HasSubstr("ids.jsonl:1: \"input_ids\"[0] is 1.5, not a token id (an integer)"));
+  EXPECT_THAT(error("{\"input_ids\": [1, -3]}\n"),
+              HasSubstr("ids.jsonl:1: \"input_ids\"[1] is -3; token ids are >= 0"));
+  EXPECT_THAT(error("{\"input_ids\": [1, 2], \"labels\": [-100, -1]}\n"),
+              HasSubstr("ids.jsonl:1: \"labels\"[1] is -1; a label is a token id (>= 0) or -100"));
+  EXPECT_THAT(error("\n \n"), HasSubstr("data file '" + dir + "/ids.jsonl' holds no samples"));
+  // A missing file says why; a directory is not read as an empty file.
+  EXPECT_THAT(error_of(dir + "/absent.jsonl"),
+              ::testing::AllOf(HasSubstr("cannot read data file '" + dir + "/absent.jsonl'"),
+                               HasSubstr("No such file or directory")));
+  EXPECT_THAT(error_of(dir),
+              ::testing::AllOf(HasSubstr("'" + dir + "'"), HasSubstr("is a directory")));
+}
+
 }  // namespace
 }  // namespace ptrain
