@@ -43,13 +43,13 @@ std::vector<TokenSample> read_token_jsonl(const std::string& path) {
         const nlohmann::json& v = row[key][k];
         const bool whole = v.is_number_integer() ||
                            (v.is_number_float() && std::trunc(v.get<double>()) == v.get<double>());
-        PTRAIN_CHECK(whole, "{}:{}: \"{}\"[{}] is {}, not a token id (an integer)", path, number,
-                     key, k, v.is_primitive() ? v.dump() : std::string("an ") + v.type_name());
+        PTRAIN_CHECK(whole, "{}:{}: '{}' holds a non-integer: entry {} is {}", path, number, key, k,
+                     v.is_primitive() ? v.dump() : std::string("an ") + v.type_name());
         PTRAIN_CHECK(!v.is_number_float() &&
                          (!v.is_number_unsigned() ||
                           v.get<uint64_t>() <= uint64_t{std::numeric_limits<int64_t>::max()}),
-                     "{}:{}: \"{}\"[{}] is {}, out of range for a token id", path, number, key, k,
-                     v.dump());
+                     "{}:{}: '{}' entry {} is {}, out of range for a token id", path, number, key,
+                     k, v.dump());
         out.push_back(v.get<int64_t>());
       }
       return out;
@@ -60,22 +60,23 @@ std::vector<TokenSample> read_token_jsonl(const std::string& path) {
     sample.input_ids = ids("input_ids");
     PTRAIN_CHECK(!sample.input_ids.empty(), "{}:{}: \"input_ids\" is empty", path, number);
     for (size_t k = 0; k < sample.input_ids.size(); ++k)
-      PTRAIN_CHECK(sample.input_ids[k] >= 0, "{}:{}: \"input_ids\"[{}] is {}; token ids are >= 0",
-                   path, number, k, sample.input_ids[k]);
+      PTRAIN_CHECK(sample.input_ids[k] >= 0,
+                   "{}:{}: 'input_ids' entry {} is {}; token ids are >= 0", path, number, k,
+                   sample.input_ids[k]);
     if (row.contains("labels")) {
       sample.labels = ids("labels");
       PTRAIN_CHECK(sample.labels.size() == sample.input_ids.size(),
                    "{}:{}: \"labels\" has {} entries but \"input_ids\" has {}", path, number,
                    sample.labels.size(), sample.input_ids.size());
       for (size_t k = 0; k < sample.labels.size(); ++k)
-        PTRAIN_CHECK(sample.labels[k] >= 0 || sample.labels[k] == -100,
-                     "{}:{}: \"labels\"[{}] is {}; a label is a token id (>= 0) or -100 (no loss)",
-                     path, number, k, sample.labels[k]);
+        PTRAIN_CHECK(
+            sample.labels[k] >= 0 || sample.labels[k] == -100,
+            "{}:{}: 'labels' entry {} is {}; a label is a token id (>= 0) or -100 (no loss)", path,
+            number, k, sample.labels[k]);
     }
     samples.push_back(std::move(sample));
   }
   PTRAIN_CHECK(!in.bad(), "cannot read data file '{}': {}", path, std::strerror(errno));
-  PTRAIN_CHECK(!samples.empty(), "data file '{}' holds no samples (no non-blank line)", path);
   return samples;
 }
 

@@ -62,17 +62,17 @@ TEST(TokenJsonl, BadIdsLabelsAndFilesAreNamed) {
   // Too large for any token id: JSON gives 2^70 and 1e30 as doubles, 2^64 - 1 as unsigned.
   for (const char* big : {"1180591620717411303424", "1e30", "18446744073709551615"}) {
     EXPECT_THAT(error("{\"input_ids\": [1]}\n{\"input_ids\": [1, " + std::string(big) + "]}\n"),
-                ::testing::AllOf(HasSubstr("ids.jsonl:2: \"input_ids\"[1] is "),
+                ::testing::AllOf(HasSubstr("ids.jsonl:2: 'input_ids' entry 1 is "),
                                  HasSubstr("out of range for a token id")))
         << big;
   }
   EXPECT_THAT(error("{\"input_ids\": [1.5]}\n"),
-              HasSubstr("ids.jsonl:1: \"input_ids\"[0] is 1.5, not a token id (an integer)"));
+              HasSubstr("ids.jsonl:1: 'input_ids' holds a non-integer: entry 0 is 1.5"));
   EXPECT_THAT(error("{\"input_ids\": [1, -3]}\n"),
-              HasSubstr("ids.jsonl:1: \"input_ids\"[1] is -3; token ids are >= 0"));
-  EXPECT_THAT(error("{\"input_ids\": [1, 2], \"labels\": [-100, -1]}\n"),
-              HasSubstr("ids.jsonl:1: \"labels\"[1] is -1; a label is a token id (>= 0) or -100"));
-  EXPECT_THAT(error("\n \n"), HasSubstr("data file '" + dir + "/ids.jsonl' holds no samples"));
+              HasSubstr("ids.jsonl:1: 'input_ids' entry 1 is -3; token ids are >= 0"));
+  EXPECT_THAT(
+      error("{\"input_ids\": [1, 2], \"labels\": [-100, -1]}\n"),
+      HasSubstr("ids.jsonl:1: 'labels' entry 1 is -1; a label is a token id (>= 0) or -100"));
   // A missing file says why; a directory is not read as an empty file.
   EXPECT_THAT(error_of(dir + "/absent.jsonl"),
               ::testing::AllOf(HasSubstr("cannot read data file '" + dir + "/absent.jsonl'"),
