@@ -337,10 +337,8 @@ void check_relations(const JobConfig& job, const std::map<std::string, std::stri
   if (job.adapter == "qlora" && !job.load_in_4bit)
     problems.add(where("adapter"),
                  "'adapter: qlora' needs 'load_in_4bit: true' (NF4 base weights)");
-  if (job.load_in_4bit && job.adapter != "qlora")
-    problems.add(
-        where("load_in_4bit"),
-        "'load_in_4bit: true' needs 'adapter: qlora' (a 4-bit base cannot be trained fully)");
+  // 'load_in_4bit: true' without 'adapter: qlora' is valid for eval, generate and export (a 4-bit
+  // base scored or merged); only training refuses it (launcher/train_command.cpp).
   if (job.optimizer.find("8bit") != std::string::npos)
     problems.add(where("optimizer"),
                  fmt::format("'{}' keeps 8-bit optimizer states (bitsandbytes), which ptrain does "

@@ -190,8 +190,6 @@ const ErrorCase kErrorCases[] = {
             "job.yaml:1:1: 'adapter: qlora' needs 'load_in_4bit: true'"),
     with_set("QloraWithout4bitViaSet", {"adapter=qlora", "lora_target_linear=true"},
              "--set adapter=qlora: 'adapter: qlora' needs 'load_in_4bit: true'"),
-    in_file("FourBitWithoutQlora", "load_in_4bit: true\n",
-            "job.yaml:1:1: 'load_in_4bit: true' needs 'adapter: qlora'"),
     in_file("WarmupStepsAndRatio", "warmup_steps: 10\nwarmup_ratio: 0.1\n",
             "job.yaml:2:1: 'warmup_steps' and 'warmup_ratio' are exclusive"),
     in_file("SaveStepsAndSavesPerEpoch", "save_steps: 100\nsaves_per_epoch: 2\n",
@@ -369,6 +367,18 @@ TEST(ConfigValues, ValidRelationsLoad) {
   EXPECT_TRUE(q.job.load_in_4bit);
   EXPECT_EQ(load("val_set_size: 0.1\n").job.val_set_size, 0.1);
   EXPECT_EQ(load("val_set_size: 200\n").job.val_set_size, 200.0);
+  // A 4-bit base without an adapter is for eval, generate and export; train refuses it itself.
+  EXPECT_TRUE(load("load_in_4bit: true\n").job.load_in_4bit);
+}
+
+TEST(ConfigValues, EightBitOptimizersAreRefusedByName) {
+  try {
+    load("optimizer: paged_adamw_8bit\n");
+    FAIL() << "paged_adamw_8bit was accepted";
+  } catch (const UserError& e) {
+    EXPECT_THAT(e.what(), ::testing::HasSubstr("'paged_adamw_8bit' keeps 8-bit optimizer states"));
+  }
+  EXPECT_EQ(load("optimizer: paged_adamw_32bit\n").job.optimizer, "paged_adamw_32bit");
 }
 
 TEST(ConfigValues, IgnoredAxolotlKeysWarn) {

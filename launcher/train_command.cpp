@@ -1,0 +1,217 @@
+#include "launcher/train_command.h"
+
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <filesystem>
+
+#include "core/error.h"
+#include "core/file_util.h"
+#include "launcher/data_preparation.h"
+#include "launcher/job_options.h"
+#include "launcher/model_loader.h"
+#include "launcher/rank_session.h"
+#include "model/llama_weights.h"
+#include "parallel/fsdp_groups.h"
+#include "peft/lora.h"
+#include "trainer/hardware.h"
+#include "trainer/metrics_log.h"
+#include "trainer/train_loop.h"
+
+namespace ptrain {
+namespace {
+
+namespace fs = std::filesystem;
+
+// What only training needs of a config (validate-config checks the rest for every command).
+void check_training_config(const ResolvedConfig& config) {
+  const JobConfig& job = config.job;
+  PTRAIN_CHECK(!job.base_model.empty(),
+               "{}: 'base_model' is required for training (a Hugging Face model directory)",
+               config.source);
+  PTRAIN_CHECK(!job.datasets.empty(), "{}: 'datasets' is required for training", config.source);
+  PTRAIN_CHECK(!job.load_in_4bit || job.adapter == "qlora",
+               "{}: 'load_in_4bit: true' trains only with 'adapter: qlora' (a 4-bit base cannot "
+               "be trained in full, and plain LoRA keeps a bf16 base)",
+               config.source);
+  PTRAIN_CHECK(job.adapter != "qlora" || job.load_in_4bit,
+               "{}: 'adapter: qlora' needs 'load_in_4bit: true'", config.source);
+  PTRAIN_CHECK(job.device != "cuda" || torch::cuda::is_available(),
+               "{}: 'device: cuda', but this libtorch build has no CUDA or sees no GPU (build "
+               "against a CUDA libtorch: docs/gpu.md)",
+               config.source);
+}
+
+int shard_group_size(const JobConfig& job, int world) {
+  if (job.fsdp.sharding == "none") return 1;
+  return job.fsdp.hybrid_shard_size > 0 ? static_cast<int>(job.fsdp.hybrid_shard_size) : world;
+}
+
+std::vector<TokenSample> validation_samples(const PreparedDataset& data) {
+  std::vector<TokenSample> samples;
+  for (int64_t i = 0; i < data.val_samples(); ++i) {
+    const SampleView view = data.sample(data.val_samples_data()[i]);
+    TokenSample sample;
+    for (int64_t t = 0; t < view.length; ++t) sample.input_ids.push_back(view.token(t));
+    sample.labels = sample_labels(view);
+    samples.push_back(std::move(sample));
+  }
+  return samples;
+}
+
+// Bytes one rank needs while training, from what it holds (shards, optimizer moments), the
+// units gathered at once (the root, the running layer and the prefetched one) and one
+// micro-batch's activations.
+struct MemoryPlan {
+  int64_t runtime = 0, sharded = 0, optimizer = 0, gathered = 0, activations = 0;
+  int64_t total() const { return runtime + sharded + optimizer + gathered + activations; }
+};
+
+MemoryPlan plan_memory(const JobConfig& job, const LlamaConfig& model, ShardedModel& sharded,
+                       int64_t runtime_bytes) {
+  MemoryPlan plan;
+  plan.runtime = runtime_bytes;
+  plan.sharded = sharded.sharded_bytes();
+  for (FlatParameter* flat : sharded.trainable()) plan.optimizer += 2 * flat->master.nbytes();
+  plan.gathered = 3 * sharded.largest_unit_bytes();
+  const int64_t bytes = job.bf16 ? 2 : 4;
+  const int64_t tokens = job.micro_batch_size * job.sequence_len;
+  // One layer's saved activations (norm outputs, q/k/v/o, residuals, the MLP's gate/up/product):
+  // about 8 hidden-sized and 4 intermediate-sized tensors per token.
+  const int64_t layer = tokens * (8 * model.hidden_size + 4 * model.intermediate_size) * bytes;
+  plan.activations = job.gradient_checkpointing
+                         ? model.num_hidden_layers * tokens * model.hidden_size * bytes + layer
+                         : model.num_hidden_layers * layer;
+  plan.activations += int64_t{128} << 20;  // the chunked loss's logits, forward and backward
+  return plan;
+}
+
+std::string gigabytes(int64_t bytes) {
+  return fmt::format("{:.2f} GB", static_cast<double>(bytes) / 1e9);
+}
+
+void check_memory(const JobConfig& job, const MemoryPlan& plan, const RankContext& ctx) {
+  const int64_t available =
+      available_memory_bytes() / std::max(1, ctx.local_world) + current_rss_bytes();
+  const std::string text = fmt::format(
+      "memory per rank: {} expected (runtime {}, shards {}, optimizer {}, gathered units {}, "
+      "activations {}), {} available",
+      gigabytes(plan.total()), gigabytes(plan.runtime), gigabytes(plan.sharded),
+      gigabytes(plan.optimizer), gigabytes(plan.gathered), gigabytes(plan.activations),
+      gigabytes(available));
+  ctx.log->info("{}", text);
+  PTRAIN_CHECK(available <= 0 || plan.total() <= available,
+               "{}: this job will not fit; lower micro_batch_size ({}) or sequence_len ({}), set "
+               "gradient_checkpointing: true, or run on more ranks",
+               text, job.micro_batch_size, job.sequence_len);
+}
+
+// The model directory's companions a user loads next to the weights.
+void copy_model_companions(const std::string& model_dir, const std::string& out_dir) {
+  for (const char* name : {"generation_config.json", "tokenizer.json", "tokenizer_config.json",
+                           "tokenizer.model", "special_tokens_map.json"}) {
+    const fs::path source = fs::path(model_dir) / name;
+    if (fs::exists(source))
+      write_file_atomic((fs::path(out_dir) / name).string(), read_text_file(source.string()));
+  }
+}
+
+int run_train(RankSession& session, const ResolvedConfig& config) {
+  RankContext& ctx = session.context();
+  const JobConfig& job = config.job;
+  check_training_config(config);
+  const int64_t runtime_bytes = current_rss_bytes();
+
+  // Data: rank 0 builds (or reuses) the prepared cache; every rank maps it.
+  PreparedData prepared = prepare_data(job, ctx, session.threads());
+  const PreparedDataset& data = *prepared.dataset;
+  PTRAIN_CHECK(data.train_rows() > 0, "{}: the datasets left no training rows", config.source);
+  TrainBatches batches(data, job.micro_batch_size, ctx.rank, ctx.world,
+                       static_cast<uint64_t>(job.seed), job.pad_to_sequence_len);
+
+  // Model: the base (NF4 projections for qlora), the adapter or full training, then sharded.
+  ModelLoadOptions load;
+  load.dir = job.base_model;
+  load.dtype = job.bf16 ? "bf16" : "fp32";
+  load.load_in_4bit = job.load_in_4bit;
+  LlamaForCausalLM model = load_model(load).model;
+  model->set_activation_checkpointing(job.gradient_checkpointing);
+  model->generator().set_current_seed(rank_seed(job.seed, ctx.rank));
+  const std::optional<AdapterSpec> adapter = adapter_spec_from_config(job);
+  if (adapter) {
+    const auto targets = apply_lora(model, *adapter);
+    ctx.log->info("LoRA r={} alpha={} on {} projections", adapter->lora.r, adapter->lora.alpha,
+                  targets.size());
+  }
+  session.record_config();
+
+  FsdpOptions fsdp;
+  fsdp.reshard_after_forward = job.fsdp.sharding == "full" && job.fsdp.reshard_after_forward;
+  fsdp.reduce_every_micro_batch = job.fsdp.reduce_every_micro_batch;
+  fsdp.reduce_dtype = job.fsdp.reduce_dtype == "bf16" ? at::kBFloat16 : at::kFloat;
+  FsdpGroups groups =
+      make_fsdp_groups(ctx.comm, shard_group_size(job, ctx.world), "fsdp.hybrid_shard_size");
+  ShardedModel sharded(model, std::move(groups), fsdp);
+  check_memory(job, plan_memory(job, model->config(), sharded, runtime_bytes), ctx);
+
+  // Optimizer, schedule, loop.
+  AdamWOptions adam;
+  adam.beta1 = job.adam_beta1;
+  adam.beta2 = job.adam_beta2;
+  adam.eps = job.adam_epsilon;
+  adam.weight_decay = job.weight_decay;
+  AdamW optimizer(optimized_tensors(sharded), adam);
+  LoopOptions loop_options;
+  loop_options.num_epochs = job.num_epochs;
+  loop_options.max_steps = job.max_steps;
+  loop_options.gradient_accumulation_steps = job.gradient_accumulation_steps;
+  loop_options.logging_steps = job.logging_steps;
+  loop_options.eval_steps = job.eval_steps;
+  loop_options.max_nonfinite_steps = job.max_nonfinite_steps;
+  loop_options.sequence_len = job.sequence_len;
+  loop_options.micro_batch_size = job.micro_batch_size;
+  // Forward and backward: 3x the forward's FLOPs when weights take gradients, 2x with a frozen
+  // base (activation gradients only; the adapters' own FLOPs are negligible).
+  loop_options.flops_per_token =
+      (adapter ? 2.0 : 3.0) * model->config().forward_flops_per_token(job.sequence_len);
+  loop_options.gemm_peak_gflops = gemm_peak_gflops(/*rounds=*/3, /*large=*/false);
+  const int64_t total = planned_steps(loop_options, batches.micro_batches_per_epoch());
+  const LrSchedule schedule(job.lr_scheduler, job.learning_rate, total,
+                            warmup_steps_for(job.warmup_steps, job.warmup_ratio, total));
+  TrainStep step(model, sharded, optimizer, schedule, *ctx.comm, job.max_grad_norm);
+  TrainLoop loop(model, sharded, step, batches, validation_samples(data), *ctx.comm, loop_options);
+  MetricsLog metrics(
+      (fs::path(job.output_dir) / "metrics.jsonl").string(), ctx.rank == 0, ctx.log,
+      // A bar only on a terminal of a process started directly: launchers give
+      // every rank a pty whatever their own output is (a pipe, a file).
+      ctx.rank == 0 && session.info().launcher == "singleton" && isatty(STDOUT_FILENO));
+  loop.add_observer(metrics);
+  const TrainEnd end = loop.run();
+
+  // Outputs: the whole adapter (or model), gathered from every rank's shards.
+  const std::string final_dir = (fs::path(job.output_dir) / "final").string();
+  sharded.gather_all();
+  if (ctx.rank == 0) {
+    if (adapter) {
+      save_peft_adapter(model, *adapter, job.base_model, final_dir);
+    } else {
+      save_llama_model(model, final_dir, job.bf16 ? at::kBFloat16 : at::kFloat);
+      copy_model_companions(job.base_model, final_dir);
+    }
+    ctx.log->info("wrote {} ({} after {} steps)", final_dir, end.reason, end.steps);
+  }
+  ctx.comm->barrier();
+  return 0;
+}
+
+}  // namespace
+
+void register_train_command(CommandLine& cli) {
+  cli.add_job_command("train",
+                      "Train (QLoRA, LoRA or full) with FSDP over every rank; ptrain --config "
+                      "job.yaml alone means train",
+                      ConfigArgument::kRequired, JobRecord::kLogsAndConfig, run_train);
+  cli.set_default_command("train");
+}
+
+}  // namespace ptrain
