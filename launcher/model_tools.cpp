@@ -1,15 +1,11 @@
 #include "launcher/model_tools.h"
 
-#include <map>
-#include <set>
-
 #include "checkpoint/safetensors_model.h"
 #include "core/error.h"
 #include "core/file_util.h"
 #include "model/llama.h"
 #include "model/llama_config.h"
 #include "model/llama_weights.h"
-#include "quant/bnb_import.h"
 #include "tokenizer/tokenizer.h"
 
 namespace ptrain {
@@ -31,38 +27,13 @@ int64_t write_random_llama_model(const InitModelOptions& options) {
 }
 
 std::string inspect_llama_model(const std::string& dir) {
-  LlamaConfig config = load_llama_config(dir);
+  // Parsed, bounded and checked against the weights' headers; nothing is sized by the config.
+  const std::string config_path = dir + "/config.json";
+  const LlamaConfig config = parse_llama_config(read_text_file(config_path), config_path);
   SafetensorsModel weights(dir);
-  std::map<std::string, uint64_t> bytes_by_dtype;
-  int64_t params = 0;
-  const auto needed = llama_tensor_shapes(config);
-  std::set<std::string> needed_names;
-  for (const auto& entry : needed) needed_names.insert(entry.first);
-  for (const auto& name : weights.names())
-    PTRAIN_CHECK(needed_names.count(name) ||
-                     llama_ignored_tensor(name, config.tie_word_embeddings) ||
-                     (config.bnb_nf4 && bnb_aux_tensor(name)),
-                 "model '{}' has tensor '{}', which a {} with this config.json does not use", dir,
-                 name, config.model_type);
-  for (const auto& [name, shape] : needed) {
-    if (config.bnb_nf4 && llama_projection_weight(name)) {
-      Nf4Weight w = read_bnb_nf4(weights, name, shape, config.bnb_double_quant);
-      bytes_by_dtype["NF4 (bitsandbytes)"] += static_cast<uint64_t>(w.layout.bytes);
-      params += w.numel();
-      continue;
-    }
-    const SafetensorsModel::Located* located = weights.find(name);
-    PTRAIN_CHECK(located != nullptr, "model '{}' is missing tensor '{}'", dir, name);
-    PTRAIN_CHECK(located->info->shape == shape,
-                 "'{}': tensor '{}' has the wrong shape for config.json", located->file->path(),
-                 name);
-    const StDtype d = located->info->dtype;
-    PTRAIN_CHECK(d == StDtype::kBF16 || d == StDtype::kF16 || d == StDtype::kF32,
-                 "'{}': tensor '{}' is {}, expected BF16, F16 or F32", located->file->path(), name,
-                 dtype_name(d));
-    bytes_by_dtype[dtype_name(d)] += located->info->nbytes();
-    params += located->info->numel();
-  }
+  const CheckpointSummary summary = check_llama_checkpoint(config, weights, config_path);
+  const int64_t params = summary.parameters;
+  const auto& bytes_by_dtype = summary.bytes_by_dtype;
   std::string dtypes;
   for (const auto& [name, bytes] : bytes_by_dtype)
     dtypes += fmt::format("{}{} {:.1f} MiB", dtypes.empty() ? "" : ", ", name, bytes / 1048576.0);

@@ -10,6 +10,14 @@ Projection projection(int64_t in, int64_t out, bool bias, const ModelOptions& op
   return Projection(in, out, bias, options.dtype, options.nf4_base, options.nf4_double_quant);
 }
 
+// UserError naming the first id outside [0, vocab) (libtorch's embedding would throw an index
+// error without one).
+void check_input_ids(const at::Tensor& ids, int64_t vocab) {
+  at::Tensor outside = ids.lt(0) | ids.ge(vocab);
+  PTRAIN_CHECK(!outside.any().item<bool>(), "input id {} is outside [0, {}) (the vocabulary)",
+               ids.masked_select(outside)[0].item<int64_t>(), vocab);
+}
+
 }  // namespace
 
 at::Tensor LlamaRmsNormImpl::forward(const at::Tensor& x) const {
@@ -60,28 +68,30 @@ at::Tensor LlamaDecoderLayerImpl::finish(const at::Tensor& hidden, const at::Ten
 }
 
 at::Tensor LlamaDecoderLayerImpl::forward(const at::Tensor& hidden, const at::Tensor& cos,
-                                          const at::Tensor& sin, const at::Tensor& mask) {
+                                          const at::Tensor& sin, const AttentionMask& mask) {
   auto [q, k, v] = project_qkv(hidden, cos, sin);
-  at::Tensor attn = hidden.size(1) > attention_block_
-                        ? blockwise_attention(q, k, v, mask, attention_block_)
-                        : grouped_attention(q, k, v.contiguous(), mask);
+  at::Tensor attn = mask.bias.defined() ? grouped_attention(q, k, v.contiguous(), mask.bias)
+                                        : blockwise_attention(q, k, v, mask.sequence_ids,
+                                                              mask.window, attention_block_);
   return finish(hidden, attn);
 }
 
 at::Tensor LlamaDecoderLayerImpl::forward_cached(const at::Tensor& hidden, const at::Tensor& cos,
-                                                 const at::Tensor& sin, const at::Tensor& bias,
+                                                 const at::Tensor& sin, const AttentionMask& mask,
                                                  at::Tensor& key_cache, at::Tensor& value_cache,
                                                  int64_t offset) {
   const int64_t t = hidden.size(1);
   auto [q, k, v] = project_qkv(hidden, cos, sin);
   key_cache.narrow(2, offset, t).copy_(k);
   value_cache.narrow(2, offset, t).copy_(v);
-  // A long prefill (nothing cached yet) takes the blockwise path, so a prompt of T tokens never
-  // holds heads x T x T scores.
-  if (offset == 0 && t > attention_block_)
-    return finish(hidden, blockwise_attention(q, k, v, bias, attention_block_));
-  return finish(hidden, grouped_attention(q, key_cache.narrow(2, 0, offset + t),
-                                          value_cache.narrow(2, 0, offset + t), bias));
+  at::Tensor keys = key_cache.narrow(2, 0, offset + t),
+             values = value_cache.narrow(2, 0, offset + t);
+  // Many new tokens (a long prompt's prefill) take the blockwise path, so a prompt of T tokens
+  // never holds heads x T x T scores nor a T x T mask.
+  if (!mask.bias.defined())
+    return finish(hidden, blockwise_attention(q, keys, values, mask.sequence_ids, mask.window,
+                                              attention_block_));
+  return finish(hidden, grouped_attention(q, keys, values, mask.bias));
 }
 
 // ---------------------------------------------------------------- causal LM
@@ -122,9 +132,11 @@ at::Tensor LlamaForCausalLMImpl::run_layers(const PackedBatch& batch) {
                "packed batch: input_ids {}, position_ids {} and sequence_ids {} must all be [B, T]",
                shape_string(batch.input_ids.sizes()), shape_string(batch.position_ids.sizes()),
                shape_string(batch.sequence_ids.sizes()));
+  check_input_ids(batch.input_ids, config_.vocab_size);
   auto [cos, sin] = rope_tables(inv_freq_, batch.position_ids);
-  at::Tensor mask = attention_bias(packed_causal_mask(batch.sequence_ids, config_.sliding_window),
-                                   options_.dtype);
+  const AttentionMask mask = attention_mask(batch.sequence_ids, batch.input_ids.size(1), [&] {
+    return packed_causal_mask(batch.sequence_ids, config_.sliding_window);
+  });
   if (hooks_) hooks_->pre_forward(0);
   at::Tensor h = at::embedding(embed_tokens_->weight(), batch.input_ids);
   const bool checkpoint = options_.activation_checkpointing;
@@ -149,6 +161,16 @@ at::Tensor LlamaForCausalLMImpl::run_layers(const PackedBatch& batch) {
         h, checkpoint ? UnitActivations::kRecompute : UnitActivations::kKeep, hooks_, generator_);
   }
   return norm_(h);
+}
+
+AttentionMask LlamaForCausalLMImpl::attention_mask(
+    const at::Tensor& sequence_ids, int64_t queries,
+    const std::function<at::Tensor()>& dense_mask) const {
+  AttentionMask mask;
+  mask.sequence_ids = sequence_ids;
+  mask.window = config_.sliding_window;
+  if (queries <= options_.attention_block) mask.bias = attention_bias(dense_mask(), options_.dtype);
+  return mask;
 }
 
 at::Tensor LlamaForCausalLMImpl::leave(const at::Tensor& y) {
@@ -187,23 +209,29 @@ KVCache LlamaForCausalLMImpl::make_cache(int64_t batch, int64_t capacity) const 
 
 at::Tensor LlamaForCausalLMImpl::decode_step(const at::Tensor& input_ids, KVCache& cache) {
   torch::NoGradGuard no_grad;
+  PTRAIN_CHECK(input_ids.dim() == 2, "decode_step: input_ids {} must be [B, T]",
+               shape_string(input_ids.sizes()));
   const int64_t b = input_ids.size(0), t = input_ids.size(1), offset = cache.length;
   PTRAIN_CHECK(!cache.keys.empty() && cache.keys[0].size(0) == b,
                "decode_step: {} sequences for a KV cache of {}", b,
                cache.keys.empty() ? 0 : cache.keys[0].size(0));
+  PTRAIN_CHECK(t >= 1, "decode_step: no tokens to run");
   PTRAIN_CHECK(offset + t <= cache.capacity,
                "{} tokens do not fit the KV cache ({} of {} positions used)", t, offset,
                cache.capacity);
+  check_input_ids(input_ids, config_.vocab_size);
   at::Tensor positions = torch::arange(offset, offset + t, torch::kLong).expand({b, t});
   auto [cos, sin] = rope_tables(inv_freq_, positions);
-  at::Tensor bias =
-      attention_bias(cached_causal_mask(offset, t, config_.sliding_window), options_.dtype);
+  // Each sequence of the cache is one sample: sequence id 0 at every position.
+  const AttentionMask mask = attention_mask(torch::zeros({b, offset + t}, torch::kLong), t, [&] {
+    return cached_causal_mask(offset, t, config_.sliding_window);
+  });
   if (hooks_) hooks_->pre_forward(0);
   at::Tensor h = at::embedding(embed_tokens_->weight(), input_ids);
   for (size_t l = 0; l < layers_->size(); ++l) {
     auto* layer = layers_[l]->as<LlamaDecoderLayerImpl>();
     auto run = [&](const at::Tensor& x) {
-      return layer->forward_cached(x, cos, sin, bias, cache.keys[l], cache.values[l], offset);
+      return layer->forward_cached(x, cos, sin, mask, cache.keys[l], cache.values[l], offset);
     };
     h = hooks_
             ? run_unit(static_cast<int>(l) + 1, run, h, UnitActivations::kKeep, hooks_, generator_)

@@ -3,13 +3,15 @@
 // ("model.layers.0.self_attn.q_proj.weight", ...), so weights load and save by name.
 //
 // Inputs are packed rows (PackedBatch): several samples per row, position_ids restarting at each
-// sample, attention never crossing a sample, padding (sequence id -1) seeing only itself. The
-// loss is the sum over labelled tokens (label != -100), computed in chunks so the full
-// [tokens, vocab] fp32 logits never exist; divide by the label count for the mean.
+// sample, attention never crossing a sample, padding (sequence id -1) seeing only itself; an input
+// id outside the vocabulary is a UserError. The loss is the sum over labelled tokens (label !=
+// -100), computed in chunks so the full [tokens, vocab] fp32 logits never exist; divide by the
+// label count for the mean.
 #pragma once
 
 #include <torch/torch.h>
 
+#include <functional>
 #include <map>
 
 #include "core/stateful.h"
@@ -60,16 +62,26 @@ struct KVCache {
   int64_t capacity = 0;
 };
 
+// What the T queries of a layer may attend to among S keys (S = T for packed rows, cached + T with
+// a KV cache). Up to ModelOptions::attention_block queries carry the dense additive bias, built
+// once per batch and shared by the layers; longer rows carry no bias, and blockwise attention
+// builds each block's mask from the sequence ids, so nothing of size T x S exists (docs/model.md).
+struct AttentionMask {
+  at::Tensor bias;          // [B, 1, T, S] additive (0 or -inf); undefined: blockwise attention
+  at::Tensor sequence_ids;  // [B, S]: each key position's sample, -1 for padding
+  int64_t window = 0;       // sliding window (0: none)
+};
+
 class LlamaDecoderLayerImpl : public torch::nn::Module {
  public:
   LlamaDecoderLayerImpl(const LlamaConfig& config, const ModelOptions& options);
   at::Tensor forward(const at::Tensor& hidden, const at::Tensor& cos, const at::Tensor& sin,
-                     const at::Tensor& mask);
+                     const AttentionMask& mask);
   // The same layer for T new tokens at positions offset..offset+T-1: their keys and values are
   // written into the cache tensors, and the queries attend over the cache's first offset+T keys.
   at::Tensor forward_cached(const at::Tensor& hidden, const at::Tensor& cos, const at::Tensor& sin,
-                            const at::Tensor& bias, at::Tensor& key_cache, at::Tensor& value_cache,
-                            int64_t offset);
+                            const AttentionMask& mask, at::Tensor& key_cache,
+                            at::Tensor& value_cache, int64_t offset);
 
  private:
   // q [B, H, T, d], k and v [B, KV, T, d] of the normed input, RoPE applied to q and k.
@@ -104,7 +116,8 @@ class LlamaForCausalLMImpl : public torch::nn::Module, public Stateful {
   KVCache make_cache(int64_t batch, int64_t capacity) const;
   // Runs `input_ids` [B, T] (the next T tokens of each sequence) against the cache, appends their
   // keys and values, and returns the fp32 logits of the last position [B, vocab]. Inference only
-  // (no autograd); UserError when the cache would overflow.
+  // (no autograd); UserError when there are no tokens, the cache would overflow or an id is
+  // outside the vocabulary.
   at::Tensor decode_step(const at::Tensor& input_ids, KVCache& cache);
 
   const LlamaConfig& config() const { return config_; }
@@ -146,6 +159,10 @@ class LlamaForCausalLMImpl : public torch::nn::Module, public Stateful {
  private:
   // Final hidden states after the last norm; calls the root's pre_forward hook and the layers'.
   at::Tensor run_layers(const PackedBatch& batch);
+  // The mask of `queries` new tokens over keys with `sequence_ids` [B, S]: the dense bias (from
+  // `dense_mask`, [B or 1, 1, queries, S] bool) only when the rows are short enough for it.
+  AttentionMask attention_mask(const at::Tensor& sequence_ids, int64_t queries,
+                               const std::function<at::Tensor()>& dense_mask) const;
   // The head's output `y`, after the root's post_forward hook.
   at::Tensor leave(const at::Tensor& y);
 

@@ -3,9 +3,9 @@
 #include <nlohmann/json.hpp>
 
 #include <cmath>
+#include <limits>
 
 #include "core/error.h"
-#include "core/file_util.h"
 
 namespace ptrain {
 namespace {
@@ -22,19 +22,44 @@ std::string shown(const json& value) {
   return value.is_primitive() ? value.dump() : std::string("a JSON ") + value.type_name();
 }
 
+// Bounds on the sizes, far beyond any released model's (vocabularies reach ~256k tokens, layers
+// ~53k features and ~126 deep, contexts ~10M positions), so that a value past one (a typo, or a
+// hostile file) is refused before anything is sized by it.
+constexpr int64_t kMaxVocab = int64_t{1} << 24;
+constexpr int64_t kMaxWidth = int64_t{1} << 20;  // hidden_size, intermediate_size
+constexpr int64_t kMaxCount = int64_t{1} << 14;  // num_hidden_layers, heads, head_dim
+constexpr int64_t kMaxPositions = int64_t{1} << 30;
+// 2 TiB in bf16; Llama 3.1 405B has 0.37 x 2^40 parameters.
+constexpr double kMaxParameters = 1099511627776.0;  // 2^40
+
 int64_t get_int(const json& j, const std::string& source, const char* key, int64_t fallback,
-                int64_t min = 1) {
+                int64_t min = 1, int64_t max = std::numeric_limits<int64_t>::max()) {
   if (!j.contains(key) || j[key].is_null()) return fallback;
-  if (!j[key].is_number_integer())
-    bad(source, key, fmt::format("expected an integer, got {}", shown(j[key])));
-  int64_t value = j[key].get<int64_t>();
+  const json& v = j[key];
+  if (!v.is_number_integer())
+    bad(source, key, fmt::format("expected an integer, got {}", shown(v)));
+  // An unsigned value past int64 would wrap when read as one.
+  if (v.is_number_unsigned() && v.get<uint64_t>() > static_cast<uint64_t>(max))
+    bad(source, key, fmt::format("expected <= {}, got {}", max, v.dump()));
+  int64_t value = v.get<int64_t>();
   if (value < min) bad(source, key, fmt::format("expected >= {}, got {}", min, value));
+  if (value > max) bad(source, key, fmt::format("expected <= {}, got {}", max, value));
   return value;
 }
 
-int64_t require_int(const json& j, const std::string& source, const char* key) {
+int64_t require_int(const json& j, const std::string& source, const char* key, int64_t max) {
   if (!j.contains(key) || j[key].is_null()) bad(source, key, "is required");
-  return get_int(j, source, key, 0);
+  return get_int(j, source, key, 0, 1, max);
+}
+
+// num_parameters() with every bias counted, in floating point: a bound that cannot overflow.
+double parameter_bound(const LlamaConfig& c) {
+  const double h = static_cast<double>(c.hidden_size), i = static_cast<double>(c.intermediate_size);
+  const double q = static_cast<double>(c.num_attention_heads) * static_cast<double>(c.head_dim);
+  const double kv = static_cast<double>(c.num_key_value_heads) * static_cast<double>(c.head_dim);
+  const double layer = 2 * h * q + 2 * h * kv + 3 * h * i + 2 * h + q + 2 * kv + 2 * i + 2 * h;
+  return static_cast<double>(c.num_hidden_layers) * layer +
+         2 * static_cast<double>(c.vocab_size) * h + h;
 }
 
 double get_number(const json& j, const std::string& source, const char* key, double fallback) {
@@ -78,7 +103,7 @@ RopeScaling parse_rope_scaling(const json& r, const std::string& source, const s
     scaling.low_freq_factor = get_number(r, source, "low_freq_factor", 1.0);
     scaling.high_freq_factor = get_number(r, source, "high_freq_factor", 4.0);
     scaling.original_max_position_embeddings =
-        get_int(r, source, "original_max_position_embeddings", 8192);
+        get_int(r, source, "original_max_position_embeddings", 8192, 1, kMaxPositions);
     if (scaling.high_freq_factor <= scaling.low_freq_factor)
       bad(source, key, "high_freq_factor must exceed low_freq_factor");
     return scaling;
@@ -137,12 +162,13 @@ LlamaConfig parse_llama_config_json(const json& j, const std::string& source) {
     c.bnb_double_quant = q.value("bnb_4bit_use_double_quant", false);
   }
 
-  c.vocab_size = require_int(j, source, "vocab_size");
-  c.hidden_size = require_int(j, source, "hidden_size");
-  c.intermediate_size = require_int(j, source, "intermediate_size");
-  c.num_hidden_layers = require_int(j, source, "num_hidden_layers");
-  c.num_attention_heads = require_int(j, source, "num_attention_heads");
-  c.num_key_value_heads = get_int(j, source, "num_key_value_heads", c.num_attention_heads);
+  c.vocab_size = require_int(j, source, "vocab_size", kMaxVocab);
+  c.hidden_size = require_int(j, source, "hidden_size", kMaxWidth);
+  c.intermediate_size = require_int(j, source, "intermediate_size", kMaxWidth);
+  c.num_hidden_layers = require_int(j, source, "num_hidden_layers", kMaxCount);
+  c.num_attention_heads = require_int(j, source, "num_attention_heads", kMaxCount);
+  c.num_key_value_heads =
+      get_int(j, source, "num_key_value_heads", c.num_attention_heads, 1, kMaxCount);
   if (c.num_attention_heads % c.num_key_value_heads != 0)
     bad(source, "num_key_value_heads",
         fmt::format("{} does not divide num_attention_heads {}", c.num_key_value_heads,
@@ -150,9 +176,9 @@ LlamaConfig parse_llama_config_json(const json& j, const std::string& source) {
   if (!j.contains("head_dim") && c.hidden_size % c.num_attention_heads != 0)
     bad(source, "hidden_size",
         "is not a multiple of num_attention_heads and head_dim is not given");
-  c.head_dim = get_int(j, source, "head_dim", c.hidden_size / c.num_attention_heads);
+  c.head_dim = get_int(j, source, "head_dim", c.hidden_size / c.num_attention_heads, 1, kMaxCount);
   if (c.head_dim % 2 != 0) bad(source, "head_dim", "must be even for rotary embeddings");
-  c.max_position_embeddings = get_int(j, source, "max_position_embeddings", 4096);
+  c.max_position_embeddings = get_int(j, source, "max_position_embeddings", 4096, 1, kMaxPositions);
   c.rms_norm_eps = get_number(j, source, "rms_norm_eps", 1e-6);
   c.tie_word_embeddings = get_bool(j, source, "tie_word_embeddings", false);
   const bool attention_bias = get_bool(j, source, "attention_bias", false);
@@ -187,12 +213,15 @@ LlamaConfig parse_llama_config_json(const json& j, const std::string& source) {
       }
   }
   c.torch_dtype = j.value("torch_dtype", std::string("bfloat16"));
+  const double parameters = parameter_bound(c);
+  if (parameters > kMaxParameters)
+    throw UserError(fmt::format(
+        "{}: keys 'vocab_size' {}, 'hidden_size' {}, 'intermediate_size' {}, 'num_hidden_layers' "
+        "{}, 'num_attention_heads' {}, 'num_key_value_heads' {}, 'head_dim' {} describe {:.3g} "
+        "parameters; no checkpoint ptrain loads holds more than 2^40",
+        source, c.vocab_size, c.hidden_size, c.intermediate_size, c.num_hidden_layers,
+        c.num_attention_heads, c.num_key_value_heads, c.head_dim, parameters));
   return c;
-}
-
-LlamaConfig load_llama_config(const std::string& model_dir) {
-  const std::string path = model_dir + "/config.json";
-  return parse_llama_config(read_text_file(path), path);
 }
 
 std::string llama_config_json(const LlamaConfig& c) {

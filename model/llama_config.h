@@ -68,9 +68,12 @@ bool llama_ignored_tensor(const std::string& name, bool tied_embeddings);
 // "...mlp.down_proj.weight"): the tensors QLoRA quantizes.
 bool llama_projection_weight(const std::string& name);
 
-// Parses config.json text; `source` names the file in errors.
+// Parses config.json text; `source` names the file in errors. Sizes are bounded before anything
+// is built from them: each key far beyond any released model's (vocab_size 2^24, hidden_size and
+// intermediate_size 2^20, num_hidden_layers, num_attention_heads and head_dim 2^14,
+// max_position_embeddings 2^30), and at most 2^40 parameters in all. A model directory's config is
+// read with load_llama_config (model/llama_weights.h), which also checks it against the weights.
 LlamaConfig parse_llama_config(const std::string& json_text, const std::string& source);
-LlamaConfig load_llama_config(const std::string& model_dir);
 
 // The config.json text for `config` (HF key names, so HF tools load the directory).
 std::string llama_config_json(const LlamaConfig& config);

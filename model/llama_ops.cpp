@@ -120,46 +120,95 @@ namespace {
 using torch::autograd::AutogradContext;
 using torch::autograd::tensor_list;
 
+// Which keys a block of queries sees: an explicit additive bias [B, 1, T, S] narrowed to the
+// block, or packed_causal_mask's rule evaluated from sequence ids [B, S] for the block alone. The
+// T queries are the last T of the S key positions (offset = S - T).
+struct BlockVisibility {
+  at::Tensor mask;  // the bias, or the sequence ids
+  bool from_ids = false;
+  int64_t window = 0;
+  int64_t offset = 0;
+
+  // Keys [first, end) of queries [begin, begin + len): none after the block's last query, and with
+  // a window none before the first query's window.
+  std::pair<int64_t, int64_t> keys(int64_t begin, int64_t len) const {
+    const int64_t end = offset + begin + len;
+    const int64_t first =
+        from_ids && window > 0 ? std::max<int64_t>(0, offset + begin - window + 1) : 0;
+    return {first, end};
+  }
+
+  // Masks scores s [B, KV, group, len, keys] (the acc dtype) of queries [begin, begin + len)
+  // against keys [first, end) in place.
+  void apply(at::Tensor& s, int64_t begin, int64_t len, int64_t first, int64_t end) const {
+    const int64_t n = end - first;
+    if (!from_ids) {
+      s.add_(mask.narrow(2, begin, len).narrow(3, first, n).unsqueeze(1).to(s.scalar_type()));
+      return;
+    }
+    const int64_t b = mask.size(0), query = offset + begin;
+    at::Tensor query_ids = mask.narrow(1, query, len).unsqueeze(2);  // [B, len, 1]
+    at::Tensor key_ids = mask.narrow(1, first, n).unsqueeze(1);      // [B, 1, keys]
+    at::Tensor query_pos = torch::arange(query, query + len, torch::kLong).unsqueeze(1);
+    at::Tensor key_pos = torch::arange(first, end, torch::kLong).unsqueeze(0);
+    at::Tensor seen = key_pos.le(query_pos);  // [len, keys]
+    if (window > 0) seen.logical_and_(key_pos.gt(query_pos - window));
+    at::Tensor allowed = query_ids.eq(key_ids).logical_and_(query_ids.ge(0)).logical_and_(seen);
+    allowed.logical_or_(key_pos.eq(query_pos));  // a padding token sees itself
+    s.masked_fill_(allowed.logical_not_().view({b, 1, 1, len, n}),
+                   -std::numeric_limits<double>::infinity());
+  }
+};
+
 // Attention over query blocks (the flash-attention recurrence, in libtorch ops): for each block of
-// `block` queries, scores against the keys the causal mask allows (keys up to the block's last
-// query), softmax with fp32 statistics, and the weighted values. Only the output and each row's
-// log-sum-exp are kept for backward, which recomputes the block's probabilities; the [T, T]
-// scores of a head never exist in full.
+// `block` queries, scores against the keys the mask can allow (none after the block's last query),
+// softmax with fp32 statistics, and the weighted values. Only the output and each row's
+// log-sum-exp are kept for backward, which recomputes the block's probabilities; the [T, S]
+// scores of a head never exist in full, nor (with sequence ids) does a [T, S] mask.
 class BlockAttention : public torch::autograd::Function<BlockAttention> {
  public:
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& q, const at::Tensor& k,
-                            const at::Tensor& v, const at::Tensor& bias, int64_t block) {
+                            const at::Tensor& v, const at::Tensor& mask, bool from_ids,
+                            int64_t window, int64_t block) {
     const int64_t b = q.size(0), heads = q.size(1), t = q.size(2), d = q.size(3);
     const int64_t kv_heads = k.size(1), group = heads / kv_heads;
+    const BlockVisibility visibility{mask, from_ids, window, k.size(2) - t};
     const at::ScalarType acc = q.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
     const double scale = 1.0 / std::sqrt(static_cast<double>(d));
     at::Tensor out = torch::empty_like(q);
     at::Tensor lse = torch::empty({b, kv_heads, group, t}, q.options().dtype(acc));
     at::Tensor qs = q * scale;
     for (int64_t begin = 0; begin < t; begin += block) {
-      const int64_t len = std::min(block, t - begin), keys = begin + len;
+      const int64_t len = std::min(block, t - begin);
+      const auto [first, end] = visibility.keys(begin, len);
+      const int64_t n = end - first;
       at::Tensor qb = qs.narrow(2, begin, len).reshape({b, kv_heads, group * len, d});
-      at::Tensor s = at::matmul(qb, k.narrow(2, 0, keys).transpose(-1, -2)).to(acc);
-      s = (s.view({b, kv_heads, group, len, keys}) +
-           bias.narrow(2, begin, len).narrow(3, 0, keys).unsqueeze(1).to(acc));
+      at::Tensor s = at::matmul(qb, k.narrow(2, first, n).transpose(-1, -2))
+                         .to(acc)
+                         .view({b, kv_heads, group, len, n});
+      visibility.apply(s, begin, len, first, end);
       at::Tensor row_lse = at::logsumexp(s, -1);  // [B, KV, group, len]
       lse.narrow(3, begin, len).copy_(row_lse);
-      at::Tensor p = (s - row_lse.unsqueeze(-1)).exp_().to(q.scalar_type());
-      at::Tensor ob = at::matmul(p.view({b, kv_heads, group * len, keys}), v.narrow(2, 0, keys));
+      at::Tensor p = s.sub_(row_lse.unsqueeze(-1)).exp_().to(q.scalar_type());
+      at::Tensor ob = at::matmul(p.view({b, kv_heads, group * len, n}), v.narrow(2, first, n));
       out.narrow(2, begin, len).copy_(ob.view({b, heads, len, d}));
     }
-    ctx->save_for_backward({q, k, v, bias, out, lse});
+    ctx->save_for_backward({q, k, v, mask, out, lse});
+    ctx->saved_data["from_ids"] = from_ids;
+    ctx->saved_data["window"] = window;
     ctx->saved_data["block"] = block;
     return out;
   }
 
   static tensor_list backward(AutogradContext* ctx, tensor_list grad_outputs) {
     auto saved = ctx->get_saved_variables();
-    const at::Tensor &q = saved[0], &k = saved[1], &v = saved[2], &bias = saved[3], &out = saved[4],
+    const at::Tensor &q = saved[0], &k = saved[1], &v = saved[2], &mask = saved[3], &out = saved[4],
                      &lse = saved[5];
     const int64_t block = ctx->saved_data["block"].toInt();
     const int64_t b = q.size(0), heads = q.size(1), t = q.size(2), d = q.size(3);
     const int64_t kv_heads = k.size(1), group = heads / kv_heads;
+    const BlockVisibility visibility{mask, ctx->saved_data["from_ids"].toBool(),
+                                     ctx->saved_data["window"].toInt(), k.size(2) - t};
     const at::ScalarType acc = lse.scalar_type();
     const double scale = 1.0 / std::sqrt(static_cast<double>(d));
     at::Tensor dout = grad_outputs[0].contiguous();
@@ -170,35 +219,57 @@ class BlockAttention : public torch::autograd::Function<BlockAttention> {
     at::Tensor dk = torch::zeros(k.sizes(), k.options().dtype(acc));
     at::Tensor dv = torch::zeros(v.sizes(), v.options().dtype(acc));
     for (int64_t begin = 0; begin < t; begin += block) {
-      const int64_t len = std::min(block, t - begin), keys = begin + len;
-      at::Tensor kk = k.narrow(2, 0, keys), vv = v.narrow(2, 0, keys);
+      const int64_t len = std::min(block, t - begin);
+      const auto [first, end] = visibility.keys(begin, len);
+      const int64_t n = end - first;
+      at::Tensor kk = k.narrow(2, first, n), vv = v.narrow(2, first, n);
       at::Tensor qb = qs.narrow(2, begin, len).reshape({b, kv_heads, group * len, d});
       at::Tensor s =
-          at::matmul(qb, kk.transpose(-1, -2)).to(acc).view({b, kv_heads, group, len, keys}) +
-          bias.narrow(2, begin, len).narrow(3, 0, keys).unsqueeze(1).to(acc);
-      at::Tensor p = (s - lse.narrow(3, begin, len).unsqueeze(-1)).exp_();  // [B,KV,G,len,keys]
+          at::matmul(qb, kk.transpose(-1, -2)).to(acc).view({b, kv_heads, group, len, n});
+      visibility.apply(s, begin, len, first, end);
+      at::Tensor p = s.sub_(lse.narrow(3, begin, len).unsqueeze(-1)).exp_();  // [B,KV,G,len,n]
       at::Tensor dob = dout.narrow(2, begin, len).reshape({b, kv_heads, group * len, d});
-      at::Tensor p2 = p.view({b, kv_heads, group * len, keys});
-      dv.narrow(2, 0, keys).add_(at::matmul(p2.to(q.scalar_type()).transpose(-1, -2), dob).to(acc));
+      at::Tensor p2 = p.view({b, kv_heads, group * len, n});
+      dv.narrow(2, first, n)
+          .add_(at::matmul(p2.to(q.scalar_type()).transpose(-1, -2), dob).to(acc));
       at::Tensor dp =
-          at::matmul(dob, vv.transpose(-1, -2)).to(acc).view({b, kv_heads, group, len, keys});
+          at::matmul(dob, vv.transpose(-1, -2)).to(acc).view({b, kv_heads, group, len, n});
       at::Tensor ds = (p * (dp - delta.narrow(3, begin, len).unsqueeze(-1)))
-                          .view({b, kv_heads, group * len, keys})
+                          .view({b, kv_heads, group * len, n})
                           .to(q.scalar_type());
       dq.narrow(2, begin, len).copy_((at::matmul(ds, kk) * scale).view({b, heads, len, d}));
-      dk.narrow(2, 0, keys).add_(at::matmul(ds.transpose(-1, -2), qb).to(acc));
+      dk.narrow(2, first, n).add_(at::matmul(ds.transpose(-1, -2), qb).to(acc));
     }
-    return {dq, dk.to(k.scalar_type()), dv.to(v.scalar_type()), at::Tensor(), at::Tensor()};
+    return {dq,           dk.to(k.scalar_type()), dv.to(v.scalar_type()),
+            at::Tensor(), at::Tensor(),           at::Tensor(),
+            at::Tensor()};
   }
 };
+
+void check_attention_inputs(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
+  PTRAIN_ASSERT(q.dim() == 4 && k.dim() == 4 && v.sizes() == k.sizes() &&
+                    q.size(1) % k.size(1) == 0 && q.size(2) <= k.size(2),
+                "attention over q {}, k {}, v {}", shape_string(q.sizes()), shape_string(k.sizes()),
+                shape_string(v.sizes()));
+}
 
 }  // namespace
 
 at::Tensor blockwise_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                const at::Tensor& bias, int64_t block) {
-  PTRAIN_ASSERT(q.size(1) % k.size(1) == 0, "{} query heads over {} kv heads", q.size(1),
-                k.size(1));
-  return BlockAttention::apply(q, k.contiguous(), v.contiguous(), bias,
+  check_attention_inputs(q, k, v);
+  return BlockAttention::apply(q, k.contiguous(), v.contiguous(), bias, false, int64_t{0},
+                               std::max<int64_t>(1, block));
+}
+
+at::Tensor blockwise_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                               const at::Tensor& sequence_ids, int64_t window, int64_t block) {
+  check_attention_inputs(q, k, v);
+  PTRAIN_ASSERT(sequence_ids.dim() == 2 && sequence_ids.size(0) == q.size(0) &&
+                    sequence_ids.size(1) == k.size(2),
+                "sequence ids {} for keys {}", shape_string(sequence_ids.sizes()),
+                shape_string(k.sizes()));
+  return BlockAttention::apply(q, k.contiguous(), v.contiguous(), sequence_ids, true, window,
                                std::max<int64_t>(1, block));
 }
 

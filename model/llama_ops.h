@@ -56,10 +56,20 @@ at::Tensor grouped_attention(const at::Tensor& q, const at::Tensor& k, const at:
 
 // The same result as grouped_attention, computed over blocks of `block` queries (each against the
 // keys up to its last query) with fp32 softmax statistics; backward recomputes each block's
-// probabilities from the saved per-row log-sum-exp. Memory per head is block x T instead of T x T,
-// and keys after a block are never touched (causal skipping).
+// probabilities from the saved per-row log-sum-exp. Memory per head is block x S instead of
+// T x S, and keys after a block are never touched (causal skipping). The queries are the last T of
+// the S key positions. This form takes an explicit (causal) bias [B, 1, T, S], which is itself
+// T x S: the model uses the sequence-id form below.
 at::Tensor blockwise_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                const at::Tensor& bias, int64_t block);
+
+// blockwise_attention under packed_causal_mask's rule without its [T, S] matrix: `sequence_ids`
+// [B, S] names the sample of each key position (-1: padding), the queries are the last T of those
+// positions (S = T for a packed row; S = cached + T with a KV cache, all ids 0), and each block
+// builds its own [B, block, keys] mask from the ids, forward and backward. Nothing of size T x S
+// is ever allocated. With a window, keys older than the block's first query's window are skipped.
+at::Tensor blockwise_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                               const at::Tensor& sequence_ids, int64_t window, int64_t block);
 
 // silu(gate) * up, the SwiGLU activation. bf16: one fused pass forward and one backward
 // (model/fused_kernels.h), fp32 math and one rounding per output; other dtypes: the

@@ -2,6 +2,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
+#include <cctype>
 #include <set>
 
 #include "core/error.h"
@@ -11,6 +13,9 @@
 
 namespace ptrain {
 namespace {
+
+// Layer indices are read up to this: far more than any config may count (llama_config.h).
+constexpr int64_t kMaxLayer = int64_t{1} << 40;
 
 // safetensors dtypes libtorch can hold, both ways.
 constexpr std::pair<StDtype, at::ScalarType> kTorchDtypes[] = {
@@ -56,37 +61,112 @@ at::Tensor tensor_from_safetensors(const SafetensorsFile& file, const TensorInfo
   return copy;
 }
 
-void load_llama_weights(LlamaForCausalLM& model, const SafetensorsModel& weights) {
-  torch::NoGradGuard no_grad;
-  std::set<std::string> used;
-  // One tensor at a time, straight from the mapped file into the module (quantized on the way
-  // into NF4 projections), so no second copy of the model ever exists.
-  const LlamaConfig& config = model->config();
-  for (const auto& [name, shape] : llama_tensor_shapes(config)) {
+namespace {
+
+// The config.json keys a checkpoint tensor's shape follows from, for messages.
+std::string shape_keys(const std::string& name) {
+  auto ends = [&](const std::string& suffix) {
+    return name.size() >= suffix.size() &&
+           name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0;
+  };
+  const bool bias = ends(".bias");
+  const std::string q = "num_attention_heads x head_dim", kv = "num_key_value_heads x head_dim";
+  auto linear = [&](const std::string& out, const std::string& in) {
+    return bias ? "[" + out + "]" : "[" + out + ", " + in + "]";
+  };
+  if (ends("embed_tokens.weight") || ends("lm_head.weight")) return "[vocab_size, hidden_size]";
+  if (name.find(".q_proj.") != std::string::npos) return linear(q, "hidden_size");
+  if (name.find(".k_proj.") != std::string::npos || name.find(".v_proj.") != std::string::npos)
+    return linear(kv, "hidden_size");
+  if (name.find(".o_proj.") != std::string::npos) return linear("hidden_size", q);
+  if (name.find(".gate_proj.") != std::string::npos || name.find(".up_proj.") != std::string::npos)
+    return linear("intermediate_size", "hidden_size");
+  if (name.find(".down_proj.") != std::string::npos)
+    return linear("hidden_size", "intermediate_size");
+  return "[hidden_size]";  // the norms
+}
+
+// 1 + the largest l of the "model.layers.<l>." tensors (0 without any).
+int64_t stored_layers(const SafetensorsModel& weights) {
+  const std::string prefix = "model.layers.";
+  int64_t layers = 0;
+  for (const auto& name : weights.names()) {
+    if (name.compare(0, prefix.size(), prefix) != 0) continue;
+    int64_t index = 0;
+    size_t i = prefix.size();
+    for (;
+         i < name.size() && std::isdigit(static_cast<unsigned char>(name[i])) && index < kMaxLayer;
+         ++i)
+      index = index * 10 + (name[i] - '0');
+    if (i > prefix.size()) layers = std::max(layers, index + 1);
+  }
+  return layers;
+}
+
+}  // namespace
+
+CheckpointSummary check_llama_checkpoint(const LlamaConfig& config, const SafetensorsModel& weights,
+                                         const std::string& config_source) {
+  // The tensor list below grows with num_hidden_layers: bounded by the checkpoint first.
+  const int64_t layers = stored_layers(weights);
+  PTRAIN_CHECK(config.num_hidden_layers <= layers,
+               "{}: key 'num_hidden_layers' is {}, but model '{}' holds {} layers", config_source,
+               config.num_hidden_layers, weights.dir(), layers);
+  const auto needed = llama_tensor_shapes(config);
+  std::set<std::string> needed_names;
+  for (const auto& entry : needed) needed_names.insert(entry.first);
+  for (const auto& name : weights.names())
+    PTRAIN_CHECK(needed_names.count(name) ||
+                     llama_ignored_tensor(name, config.tie_word_embeddings) ||
+                     (config.bnb_nf4 && bnb_aux_tensor(name)),
+                 "model '{}' has tensor '{}', which a {} with this config.json does not use",
+                 weights.dir(), name, config.model_type);
+  CheckpointSummary summary;
+  for (const auto& [name, shape] : needed) {
     if (config.bnb_nf4 && llama_projection_weight(name)) {
-      model->set_nf4_tensor(name, read_bnb_nf4(weights, name, shape, config.bnb_double_quant));
-      used.insert(name);
+      const Nf4Layout layout = check_bnb_nf4(weights, name, shape, config.bnb_double_quant);
+      summary.bytes_by_dtype["NF4 (bitsandbytes)"] += static_cast<uint64_t>(layout.bytes);
+      summary.parameters += layout.numel;
       continue;
     }
     const SafetensorsModel::Located* located = weights.find(name);
     PTRAIN_CHECK(located != nullptr, "model '{}' is missing tensor '{}'", weights.dir(), name);
-    at::Tensor source = tensor_from_safetensors(*located->file, *located->info);
-    PTRAIN_CHECK(source.sizes() == at::IntArrayRef(shape),
-                 "'{}': tensor '{}' has shape {}, the config needs {}", located->file->path(), name,
-                 shape_string(source.sizes()), shape_string(shape));
-    PTRAIN_CHECK(at::isFloatingType(source.scalar_type()),
-                 "'{}': tensor '{}' is {}, expected a floating-point weight", located->file->path(),
-                 name, c10::toString(source.scalar_type()));
-    model->set_tensor(name, source);
-    used.insert(name);
+    PTRAIN_CHECK(located->info->shape == shape,
+                 "'{}': tensor '{}' has shape {}, the config needs {} ({} in {})",
+                 located->file->path(), name, shape_string(located->info->shape),
+                 shape_string(shape), shape_keys(name), config_source);
+    const StDtype d = located->info->dtype;
+    PTRAIN_CHECK(
+        d == StDtype::kBF16 || d == StDtype::kF16 || d == StDtype::kF32 || d == StDtype::kF64,
+        "'{}': tensor '{}' is {}, expected a floating-point weight (BF16, F16, F32 or "
+        "F64)",
+        located->file->path(), name, dtype_name(d));
+    summary.bytes_by_dtype[dtype_name(d)] += located->info->nbytes();
+    summary.parameters += located->info->numel();
   }
-  for (const auto& name : weights.names()) {
-    if (used.count(name) || llama_ignored_tensor(name, config.tie_word_embeddings)) continue;
-    if (config.bnb_nf4 && bnb_aux_tensor(name)) continue;  // read with its weight
-    throw UserError(
-        fmt::format("model '{}' has tensor '{}', which a {} with this config.json does "
-                    "not use",
-                    weights.dir(), name, model->config().model_type));
+  return summary;
+}
+
+LlamaConfig load_llama_config(const std::string& model_dir) {
+  const std::string path = model_dir + "/config.json";
+  LlamaConfig config = parse_llama_config(read_text_file(path), path);
+  check_llama_checkpoint(config, SafetensorsModel(model_dir), path);
+  return config;
+}
+
+void load_llama_weights(LlamaForCausalLM& model, const SafetensorsModel& weights) {
+  torch::NoGradGuard no_grad;
+  const LlamaConfig& config = model->config();
+  check_llama_checkpoint(config, weights, weights.dir() + "/config.json");
+  // One tensor at a time, straight from the mapped file into the module (quantized on the way
+  // into NF4 projections), so no second copy of the model ever exists.
+  for (const auto& [name, shape] : llama_tensor_shapes(config)) {
+    if (config.bnb_nf4 && llama_projection_weight(name)) {
+      model->set_nf4_tensor(name, read_bnb_nf4(weights, name, shape, config.bnb_double_quant));
+      continue;
+    }
+    const SafetensorsModel::Located* located = weights.find(name);
+    model->set_tensor(name, tensor_from_safetensors(*located->file, *located->info));
   }
 }
 

@@ -48,12 +48,23 @@ bool bnb_aux_tensor(const std::string& name) {
 
 namespace {
 
-Nf4Weight read_bnb_nf4_checked(const SafetensorsModel& weights, const std::string& name,
-                               const std::vector<int64_t>& shape, bool double_quant) {
-  Nf4Weight w;
-  w.shape = shape;
-  w.layout = Nf4Layout(c10::multiply_integers(shape), double_quant);
-  const Nf4Layout& l = w.layout;
+// The stored tensors of one 4-bit weight, each checked (presence, dtype, element count against
+// the config's shape, the quant state and the maps) from the headers and the small tensors alone:
+// nothing the size of the weight is allocated before every check has passed.
+struct BnbTensors {
+  Nf4Layout layout;
+  at::ScalarType dtype = at::kBFloat16;
+  const SafetensorsModel::Located* codes = nullptr;
+  const SafetensorsModel::Located* absmax = nullptr;
+  const SafetensorsModel::Located* nested_absmax = nullptr;  // double quant only
+  float nested_offset = 0;
+};
+
+BnbTensors locate_bnb_nf4(const SafetensorsModel& weights, const std::string& name,
+                          const std::vector<int64_t>& shape, bool double_quant) {
+  BnbTensors t;
+  t.layout = Nf4Layout(c10::multiply_integers(shape), double_quant);
+  const Nf4Layout& l = t.layout;
 
   const auto& state_tensor = require(weights, name + kStateSuffix, StDtype::kU8, -1);
   const std::string state_where =
@@ -74,16 +85,12 @@ Nf4Weight read_bnb_nf4_checked(const SafetensorsModel& weights, const std::strin
                "{}: shape {} does not match the config's {}", state_where,
                state.contains("shape") ? state["shape"].dump() : "(none)", shape_string(shape));
   const std::string dtype = state.value("dtype", "bfloat16");
-  w.dtype = dtype == "float32" ? at::kFloat : dtype == "float16" ? at::kHalf : at::kBFloat16;
+  t.dtype = dtype == "float32" ? at::kFloat : dtype == "float16" ? at::kHalf : at::kBFloat16;
   PTRAIN_CHECK(state.contains("nested_offset") == double_quant,
                "{}: nested quantization {} in the quant state but {} in config.json", state_where,
                state.contains("nested_offset") ? "present" : "absent", double_quant ? "on" : "off");
 
-  w.storage = torch::zeros({l.bytes}, torch::kUInt8);
-  uint8_t* out = w.storage.data_ptr<uint8_t>();
-  const auto& codes = require(weights, name, StDtype::kU8, l.code_bytes());
-  std::memcpy(out + l.codes_offset, codes.bytes(), static_cast<size_t>(l.code_bytes()));
-
+  t.codes = &require(weights, name, StDtype::kU8, l.code_bytes());
   const auto& quant_map = require(weights, name + ".quant_map", StDtype::kF32, 16);
   const std::vector<float> map = floats(quant_map);
   for (int i = 0; i < 16; ++i)
@@ -91,17 +98,13 @@ Nf4Weight read_bnb_nf4_checked(const SafetensorsModel& weights, const std::strin
                  "'{}': tensor '{}.quant_map' entry {} is {}, not NF4's {}", quant_map.file->path(),
                  name, i, map[i], kNf4Levels[i]);
   if (!double_quant) {
-    const auto& absmax = require(weights, name + ".absmax", StDtype::kF32, l.blocks);
-    std::memcpy(out + l.absmax_offset, absmax.bytes(), static_cast<size_t>(4 * l.blocks));
-    return w;
+    t.absmax = &require(weights, name + ".absmax", StDtype::kF32, l.blocks);
+    return t;
   }
   PTRAIN_CHECK(state.value("nested_blocksize", 0) == Nf4Layout::kNestedBlock,
                "{}: nested_blocksize must be 256", state_where);
-  const auto& absmax = require(weights, name + ".absmax", StDtype::kU8, l.blocks);
-  std::memcpy(out + l.absmax_offset, absmax.bytes(), static_cast<size_t>(l.blocks));
-  const auto& nested = require(weights, name + ".nested_absmax", StDtype::kF32, l.nested_blocks);
-  std::memcpy(out + l.nested_absmax_offset, nested.bytes(),
-              static_cast<size_t>(4 * l.nested_blocks));
+  t.absmax = &require(weights, name + ".absmax", StDtype::kU8, l.blocks);
+  t.nested_absmax = &require(weights, name + ".nested_absmax", StDtype::kF32, l.nested_blocks);
   const auto& nested_map = require(weights, name + ".nested_quant_map", StDtype::kF32, 256);
   const std::vector<float> dynamic = floats(nested_map);
   const auto& ours = signed_dynamic_map();
@@ -112,23 +115,52 @@ Nf4Weight read_bnb_nf4_checked(const SafetensorsModel& weights, const std::strin
         "'{}': tensor '{}.nested_quant_map' entry {} is {}, not the signed dynamic map's {}",
         nested_map.file->path(), name, i, dynamic[i], ours[i]);
   }
-  const float offset = state["nested_offset"].get<float>();
-  std::memcpy(out + l.offset_offset, &offset, sizeof(offset));
-  return w;
+  t.nested_offset = state["nested_offset"].get<float>();
+  return t;
 }
 
-}  // namespace
-
-Nf4Weight read_bnb_nf4(const SafetensorsModel& weights, const std::string& name,
-                       const std::vector<int64_t>& shape, bool double_quant) {
+// The checks' one conversion of a quant-state value of the wrong JSON type into a UserError.
+template <typename F>
+auto with_state_errors(const SafetensorsModel& weights, const std::string& name, F&& f) {
   try {
-    return read_bnb_nf4_checked(weights, name, shape, double_quant);
+    return f();
   } catch (const nlohmann::json::exception& e) {  // a quant-state value of the wrong JSON type
     throw UserError(
         fmt::format("model '{}': tensor '{}.quant_state.bitsandbytes__nf4': unexpected "
                     "value: {}",
                     weights.dir(), name, e.what()));
   }
+}
+
+}  // namespace
+
+Nf4Layout check_bnb_nf4(const SafetensorsModel& weights, const std::string& name,
+                        const std::vector<int64_t>& shape, bool double_quant) {
+  return with_state_errors(
+      weights, name, [&] { return locate_bnb_nf4(weights, name, shape, double_quant).layout; });
+}
+
+Nf4Weight read_bnb_nf4(const SafetensorsModel& weights, const std::string& name,
+                       const std::vector<int64_t>& shape, bool double_quant) {
+  const BnbTensors t = with_state_errors(
+      weights, name, [&] { return locate_bnb_nf4(weights, name, shape, double_quant); });
+  const Nf4Layout& l = t.layout;
+  Nf4Weight w;
+  w.shape = shape;
+  w.layout = l;
+  w.dtype = t.dtype;
+  w.storage = torch::zeros({l.bytes}, torch::kUInt8);
+  uint8_t* out = w.storage.data_ptr<uint8_t>();
+  std::memcpy(out + l.codes_offset, t.codes->bytes(), static_cast<size_t>(l.code_bytes()));
+  if (!double_quant) {
+    std::memcpy(out + l.absmax_offset, t.absmax->bytes(), static_cast<size_t>(4 * l.blocks));
+    return w;
+  }
+  std::memcpy(out + l.absmax_offset, t.absmax->bytes(), static_cast<size_t>(l.blocks));
+  std::memcpy(out + l.nested_absmax_offset, t.nested_absmax->bytes(),
+              static_cast<size_t>(4 * l.nested_blocks));
+  std::memcpy(out + l.offset_offset, &t.nested_offset, sizeof(t.nested_offset));
+  return w;
 }
 
 }  // namespace ptrain

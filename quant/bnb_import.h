@@ -17,10 +17,17 @@ namespace ptrain {
 // Whether `name` is one of the auxiliary tensors bitsandbytes stores next to a 4-bit weight.
 bool bnb_aux_tensor(const std::string& name);
 
-// The NF4 weight stored under `name`, checked against `shape` and `double_quant` (from
+// Checks the tensors stored for the 4-bit weight `name` against `shape` and `double_quant` (from
 // config.json's quantization_config) and against what ptrain decodes: quant_type nf4, blocksize
-// 64, nested blocksize 256, quant_map equal to the NF4 levels, nested_quant_map within two fp32
-// ulps of the signed dynamic map. UserError naming the file, tensor and rule otherwise.
+// 64, nested blocksize 256, every tensor present with its dtype and element count, quant_map equal
+// to the NF4 levels, nested_quant_map within two fp32 ulps of the signed dynamic map. Reads only
+// headers and the small quant-state tensors, and allocates nothing sized by `shape`. Returns the
+// layout; UserError naming the file, tensor and rule otherwise.
+Nf4Layout check_bnb_nf4(const SafetensorsModel& weights, const std::string& name,
+                        const std::vector<int64_t>& shape, bool double_quant);
+
+// The NF4 weight stored under `name`, after every check of check_bnb_nf4 (its buffer is
+// allocated only once they pass).
 Nf4Weight read_bnb_nf4(const SafetensorsModel& weights, const std::string& name,
                        const std::vector<int64_t>& shape, bool double_quant);
 

@@ -82,7 +82,16 @@ std::vector<TokenSample> read_token_jsonl(const std::string& path) {
 
 EvalResult evaluate(LlamaForCausalLM& model, const std::vector<TokenSample>& samples,
                     int64_t seq_len, int64_t rows_per_step, Communicator& comm) {
+  // Checked before anything is sized by them; every rank sees the same values, so every rank
+  // refuses together before the first collective.
   PTRAIN_CHECK(seq_len >= 2, "sequence length must be at least 2, got {}", seq_len);
+  const int64_t context = model->config().max_position_embeddings;
+  PTRAIN_CHECK(seq_len <= context,
+               "sequence length (--seq-len) {} exceeds the model's context of {} positions "
+               "(config.json max_position_embeddings): positions past it were never trained",
+               seq_len, context);
+  PTRAIN_CHECK(rows_per_step >= 1, "rows per forward pass (--rows) must be at least 1, got {}",
+               rows_per_step);
   const int64_t vocab = model->config().vocab_size;
   std::vector<SampleSpan> windows;
   for (size_t i = comm.rank(); i < samples.size(); i += comm.size()) {

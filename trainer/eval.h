@@ -33,7 +33,8 @@ struct EvalResult {
 // Rank r evaluates samples r, r + world, ...: samples longer than `seq_len` are split into
 // consecutive windows, windows are packed first-fit-decreasing (packing.h) into rows of `seq_len`
 // tokens, `rows_per_step` rows at a time. Loss sums and counts are all-reduced, so every rank
-// returns the global result.
+// returns the global result. UserError (on every rank, before any collective) when seq_len is
+// below 2 or beyond the model's max_position_embeddings, or rows_per_step below 1.
 EvalResult evaluate(LlamaForCausalLM& model, const std::vector<TokenSample>& samples,
                     int64_t seq_len, int64_t rows_per_step, Communicator& comm);
 

@@ -46,8 +46,11 @@ GenerationResult generate(LlamaForCausalLM& model, const std::vector<int64_t>& p
   PTRAIN_CHECK(static_cast<int64_t>(prompt.size()) < context,
                "the prompt has {} tokens; the model's context is {} (max_position_embeddings)",
                prompt.size(), context);
+  // The cache holds the prompt and at most the new tokens the context leaves room for (the
+  // difference, never the sum: max_new_tokens may be as large as int64 allows).
+  const int64_t prompt_tokens = static_cast<int64_t>(prompt.size());
   const int64_t capacity =
-      std::min<int64_t>(context, static_cast<int64_t>(prompt.size()) + options.max_new_tokens);
+      prompt_tokens + std::min<int64_t>(options.max_new_tokens, context - prompt_tokens);
   KVCache cache = model->make_cache(1, capacity);
   // Inference: no LoRA dropout, whatever mode the caller left the model in.
   const bool was_training = model->is_training();

@@ -36,6 +36,47 @@ code=$?
 [ $code -eq 2 ] || fail "bad data exited $code, expected 2"
 grep -q "bad.jsonl:2: 'input_ids' holds a non-integer" <<<"$err" || fail "bad data message: $err"
 
+# --seq-len past the model's context (2048) or past anything allocatable is a usage error naming
+# the flag and the limit, not a run over untrained positions or a libtorch backtrace (exit 3).
+for seq in 4096 4000000000000; do
+  err=$("$ptrain" eval --model "$work/tiny" --data "$work/data.jsonl" --seq-len $seq --set output_dir="$work/outs" 2>&1)
+  code=$?
+  [ $code -eq 2 ] && grep -q -- "--seq-len) $seq exceeds the model's context of 2048" <<<"$err" ||
+    fail "eval --seq-len $seq exited $code, expected 2 naming the limit: $err"
+done
+
+# config.json sizes are bounded, and checked against the weights' headers before anything is
+# allocated: each command exits 2 naming config.json and the key (these ate memory until killed,
+# or tried a 256 TB allocation and printed a backtrace).
+hostile() {  # hostile NAME KEY VALUE: a copy of the tiny model with config.json KEY = VALUE
+  cp -r "$work/tiny" "$work/$1"
+  python3 - "$work/$1/config.json" "$2" "$3" <<'PY'
+import json, sys
+c = json.load(open(sys.argv[1])); c[sys.argv[2]] = int(sys.argv[3])
+json.dump(c, open(sys.argv[1], "w"))
+PY
+}
+hostile layers num_hidden_layers 1000000000
+hostile vocab vocab_size 1000000000000
+hidden=$((1 << 40))
+hostile hidden hidden_size $hidden
+hostile wide intermediate_size 100000
+while read -r key dir args; do
+  eval "set -- $args"
+  err=$(timeout 60 "$ptrain" "$@" 2>&1)
+  code=$?
+  [ $code -eq 2 ] && grep -q "$work/$dir/config.json" <<<"$err" && grep -q "'$key'\|$key" <<<"$err" ||
+    fail "ptrain $args: exit $code, expected 2 naming config.json and $key: $err"
+done <<RUNS
+num_hidden_layers layers inspect $work/layers
+num_hidden_layers layers eval --model $work/layers --data $work/data.jsonl --seq-len 16 --set output_dir=$work/outh
+vocab_size vocab eval --model $work/vocab --data $work/data.jsonl --seq-len 16 --set output_dir=$work/outh
+vocab_size vocab generate --model $work/vocab --prompt-ids 1,2
+hidden_size hidden generate --model $work/hidden --prompt-ids 1,2
+intermediate_size wide inspect $work/wide
+intermediate_size wide generate --model $work/wide --prompt-ids 1,2
+RUNS
+
 # A model directory with a tensor the config does not use is rejected by inspect.
 cp -r "$work/tiny" "$work/extra"
 python3 - "$work/extra/config.json" <<'PY'

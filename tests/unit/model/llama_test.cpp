@@ -1,10 +1,12 @@
 // The Llama model against independent references: fp64 formulas written here for each op, the
 // packed row against its samples run alone, gradients against finite differences, weights against
 // the bytes written, bf16 against fp32.
+#include <c10/core/CPUAllocator.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <atomic>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -15,12 +17,14 @@
 #include "model/llama_config.h"
 #include "model/llama_ops.h"
 #include "model/llama_weights.h"
+#include "quant/bnb_import.h"
 #include "test_support.h"
 #include "unit/model_fixtures.h"
 
 namespace ptrain {
 namespace {
 
+using ::testing::AllOf;
 using ::testing::HasSubstr;
 
 using ::ptrain::testing::temp_dir;
@@ -166,6 +170,68 @@ TEST(LlamaOps, BlockwiseAttentionEqualsDenseAttentionAndItsGradients) {
       ASSERT_TRUE(torch::allclose(g_block[i], g_dense[i], 1e-10, 1e-12))
           << "block " << block << " input " << i;
   }
+}
+
+// The sequence-id form builds each block's mask itself: against grouped_attention under
+// packed_causal_mask (checked against the explicit loop above), with padding and sliding windows,
+// and with queries that are the last T of S keys (a KV cache, cached_causal_mask); values and
+// gradients.
+TEST(LlamaOps, BlockwiseAttentionFromSequenceIdsEqualsDenseAttentionAndItsGradients) {
+  torch::manual_seed(6);
+  const int64_t heads = 4, kv = 2, d = 3;
+  auto expect_equal = [&](const at::Tensor& seq, const at::Tensor& bias, int64_t t, int64_t window,
+                          int64_t block) {
+    const int64_t b = seq.size(0), s = seq.size(1);
+    at::Tensor q = torch::randn({b, heads, t, d}, torch::kDouble).requires_grad_(true);
+    at::Tensor k = torch::randn({b, kv, s, d}, torch::kDouble).requires_grad_(true);
+    at::Tensor v = torch::randn({b, kv, s, d}, torch::kDouble).requires_grad_(true);
+    at::Tensor dense = grouped_attention(q, k, v, bias);
+    at::Tensor blocked = blockwise_attention(q, k, v, seq, window, block);
+    ASSERT_TRUE(torch::allclose(blocked, dense, 1e-12, 1e-12))
+        << "t " << t << " s " << s << " window " << window << " block " << block;
+    at::Tensor upstream = torch::randn({b, heads, t, d}, torch::kDouble);
+    auto g_dense = torch::autograd::grad({dense}, {q, k, v}, {upstream});
+    auto g_block = torch::autograd::grad({blocked}, {q, k, v}, {upstream});
+    for (int i = 0; i < 3; ++i)
+      ASSERT_TRUE(torch::allclose(g_block[i], g_dense[i], 1e-10, 1e-12))
+          << "t " << t << " s " << s << " window " << window << " block " << block << " input "
+          << i;
+  };
+  at::Tensor packed = torch::tensor(
+      {{0, 0, 0, 0, 1, 1, 1, 1, 1, -1, -1}, {0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2}}, torch::kLong);
+  for (int64_t window : {0, 1, 3})
+    for (int64_t block : {1, 3, 4, 11, 16})
+      expect_equal(packed, attention_bias(packed_causal_mask(packed, window), torch::kDouble), 11,
+                   window, block);
+  at::Tensor cached = torch::zeros({1, 11}, torch::kLong);  // 4 new tokens after 7 cached
+  for (int64_t window : {0, 3})
+    for (int64_t block : {1, 2, 4})
+      expect_equal(cached, attention_bias(cached_causal_mask(7, 4, window), torch::kDouble), 4,
+                   window, block);
+}
+
+// Training through blockwise attention (sequence ids, sliding window, padding) gives the dense
+// model's loss and gradients.
+TEST(LlamaModel, BlockwiseTrainingWithAWindowMatchesDenseLossAndGradients) {
+  LlamaConfig c = llama_preset("tiny");
+  c.model_type = "mistral";
+  c.sliding_window = 3;
+  ModelOptions dense_options, block_options;
+  dense_options.dtype = block_options.dtype = at::kDouble;
+  block_options.attention_block = 4;
+  LlamaForCausalLM dense(c, dense_options), blocked(c, block_options);
+  dense->initialize(8);
+  blocked->initialize(8);
+  PackedBatch batch =
+      make_packed_batch({{{5, 9, 200, 31, 7, 1, 2}, {3, 250, 4, 4, 4, 9}}, {{17, 18, 19}}}, 20);
+  at::Tensor dense_loss = dense->loss_sum(batch), blocked_loss = blocked->loss_sum(batch);
+  EXPECT_NEAR(blocked_loss.item<double>(), dense_loss.item<double>(), 1e-10);
+  dense_loss.backward();
+  blocked_loss.backward();
+  auto expected = dense->named_parameters();
+  for (const auto& p : blocked->named_parameters())
+    ASSERT_TRUE(torch::allclose(p.value().grad(), expected[p.key()].grad(), 1e-9, 1e-12))
+        << p.key();
 }
 
 TEST(LlamaModel, BlockwiseAttentionInTheModelMatchesDense) {
@@ -364,6 +430,28 @@ TEST(LlamaModel, LabelsOutsideTheVocabularyAreUserErrors) {
               ::testing::ThrowsMessage<UserError>(HasSubstr("[0, 259) or -100")));
 }
 
+// Input ids are checked like labels, in the packed forward and in a KV-cache step (which also
+// needs at least one token): a UserError naming the id, not libtorch's index error.
+TEST(LlamaModel, InputIdsOutsideTheVocabularyAreUserErrors) {
+  auto model = make_model(llama_preset("tiny"), at::kFloat);
+  PackedBatch batch = make_packed_batch({{{1, 2, 3}}}, 4);
+  batch.input_ids[0][2] = 259;
+  EXPECT_THAT([&] { model->logits(batch); },
+              ::testing::ThrowsMessage<UserError>(HasSubstr("input id 259 is outside [0, 259)")));
+  KVCache cache = model->make_cache(1, 4);
+  EXPECT_THAT(
+      [&] {
+        model->decode_step(torch::tensor({{1, -5}}, torch::kLong), cache);
+      },
+      ::testing::ThrowsMessage<UserError>(HasSubstr("input id -5 is outside [0, 259)")));
+  EXPECT_THAT(
+      [&] {
+        model->decode_step(torch::zeros({1, 0}, torch::kLong), cache);
+      },
+      ::testing::ThrowsMessage<UserError>(HasSubstr("no tokens")));
+  EXPECT_EQ(cache.length, 0);
+}
+
 TEST(LlamaModel, Bf16ForwardStaysWithinTwoPercentOfFp32) {
   LlamaConfig c = llama_preset("tiny");
   auto fp32 = make_model(c, at::kFloat, 3);
@@ -384,6 +472,92 @@ TEST(LlamaModel, SlidingWindowHidesKeysBeyondTheWindow) {
   EXPECT_TRUE(mask[5][3].item<bool>());
   EXPECT_FALSE(mask[5][2].item<bool>());
   EXPECT_FALSE(mask[2][3].item<bool>());
+}
+
+// ---------------------------------------------------------------- attention memory
+
+// The peak of the bytes libtorch holds on the CPU while an instance lives: every CPU tensor is
+// allocated through c10's registered CPU allocator, which this wraps (the counters outlive the
+// scope, so tensors freed later are still subtracted safely).
+class PeakCpuBytes {
+ public:
+  PeakCpuBytes() : base_(c10::GetCPUAllocator()) {
+    counting().base = base_;
+    counting().peak = counting().live.load();
+    start_ = counting().live.load();
+    c10::SetCPUAllocator(&counting(), kPriority);
+  }
+  ~PeakCpuBytes() { c10::SetCPUAllocator(base_, kPriority); }
+  int64_t bytes() const { return counting().peak.load() - start_; }
+
+ private:
+  struct Counting final : c10::Allocator {
+    c10::Allocator* base = nullptr;
+    mutable std::atomic<int64_t> live{0}, peak{0};
+    struct Held {
+      c10::DataPtr inner;
+      int64_t n;
+      Counting* owner;
+    };
+    c10::DataPtr allocate(size_t n) const override {
+      c10::DataPtr inner = base->allocate(n);
+      void* data = inner.get();
+      const c10::Device device = inner.device();
+      const int64_t now = live.fetch_add(static_cast<int64_t>(n)) + static_cast<int64_t>(n);
+      for (int64_t seen = peak.load(); now > seen && !peak.compare_exchange_weak(seen, now);) {
+      }
+      auto* held = new Held{std::move(inner), static_cast<int64_t>(n), const_cast<Counting*>(this)};
+      return {data, held, &release, device};
+    }
+    static void release(void* p) {
+      auto* held = static_cast<Held*>(p);
+      held->owner->live.fetch_sub(held->n);
+      delete held;
+    }
+  };
+  static Counting& counting() {
+    static Counting* instance = new Counting();  // never destroyed: late frees still count down
+    return *instance;
+  }
+  static constexpr uint8_t kPriority = 200;
+  c10::Allocator* base_;
+  int64_t start_ = 0;
+};
+
+// docs/model.md: a layer keeps O(T x d) for attention. A row of T = 4096 tokens through the micro
+// model (forward and backward, plain, sliding-window with recompute, and a KV-cache prefill) must
+// never hold as many bytes as one [T, T] bool mask (16 MiB; the [T, T] bias of the dense mask took
+// 100 MiB here); blockwise attention in blocks of 32 needs under 9 MiB.
+TEST(LlamaModel, LongRowsNeverHoldATimesTMask) {
+  const int64_t t = 4096;
+  std::vector<int64_t> first(2500), second(1500), prompt(t);
+  for (size_t i = 0; i < first.size(); ++i) first[i] = static_cast<int64_t>(i * 7 % 11);
+  for (size_t i = 0; i < second.size(); ++i) second[i] = static_cast<int64_t>(i * 5 % 11);
+  for (size_t i = 0; i < prompt.size(); ++i) prompt[i] = static_cast<int64_t>(i * 3 % 11);
+  const PackedBatch batch = make_packed_batch({{first, second}}, t);  // 96 padding tokens
+  for (int64_t window : {0, 100}) {
+    LlamaConfig c = micro_config();
+    c.model_type = window > 0 ? "mistral" : "llama";
+    c.sliding_window = window;
+    ModelOptions options;
+    options.dtype = at::kFloat;
+    options.attention_block = 32;
+    options.activation_checkpointing = window > 0;
+    LlamaForCausalLM model(c, options);
+    model->initialize(3);
+    int64_t training_peak = 0;
+    {
+      PeakCpuBytes peak;
+      model->loss_sum(batch).backward();
+      training_peak = peak.bytes();
+    }
+    EXPECT_LT(training_peak, t * t) << "window " << window;
+    KVCache cache = model->make_cache(1, t);
+    at::Tensor ids = torch::tensor(prompt, torch::kLong).unsqueeze(0);
+    PeakCpuBytes peak;
+    model->decode_step(ids, cache);
+    EXPECT_LT(peak.bytes(), t * t) << "prefill, window " << window;
+  }
 }
 
 // ---------------------------------------------------------------- weights on disk
@@ -492,6 +666,68 @@ TEST(LlamaWeights, TruncatedFileFailsWithTheRule) {
               ::testing::ThrowsMessage<UserError>(HasSubstr("tensors cover")));
 }
 
+// A config.json whose sizes disagree with the checkpoint beside it fails when it is read (headers
+// only), naming config.json and the key, before a model the size of the config is ever built.
+TEST(LlamaWeights, ConfigSizesAreCheckedAgainstTheCheckpointWhenTheConfigIsRead) {
+  auto model = make_model(llama_preset("tiny"), at::kFloat);
+  const std::string dir = temp_dir("oversized");
+  save_llama_model(model, dir, at::kFloat);
+  const std::string path = dir + "/config.json";
+  std::string original;
+  {
+    std::ifstream in(path);
+    original.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  }
+  auto error_with = [&](const std::string& key, const std::string& value) {
+    std::string text = original;
+    const size_t at = text.find("\"" + key + "\": ");
+    EXPECT_NE(at, std::string::npos) << key;
+    const size_t begin = text.find(": ", at) + 2, end = text.find_first_of(",\n", begin);
+    text.replace(begin, end - begin, value);
+    std::ofstream(path) << text;
+    try {
+      load_llama_config(dir);
+    } catch (const UserError& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  EXPECT_THAT(error_with("vocab_size", "1000000"),
+              AllOf(HasSubstr(path), HasSubstr("vocab_size"),
+                    HasSubstr("'model.embed_tokens.weight' has shape [259, 64]")));
+  EXPECT_THAT(error_with("num_hidden_layers", "4000"),
+              AllOf(HasSubstr(path), HasSubstr("num_hidden_layers"), HasSubstr("2 layers")));
+  EXPECT_THAT(error_with("intermediate_size", "100000"),
+              AllOf(HasSubstr("intermediate_size"), HasSubstr("mlp.gate_proj.weight")));
+  EXPECT_EQ(error_with("vocab_size", "259"), "no error");
+}
+
+// A 4-bit weight whose stored tensors do not fit the config is refused before a buffer the size
+// the config implies is allocated.
+TEST(LlamaWeights, Bnb4bitTensorsAreCheckedBeforeTheConfigSizedBufferExists) {
+  const std::string dir = temp_dir("bnb_sizes");
+  const std::string name = "model.layers.0.mlp.up_proj.weight";
+  const std::string state =
+      R"({"quant_type": "nf4", "blocksize": 64, "dtype": "bfloat16", "shape": [4096, 4096]})";
+  std::vector<uint8_t> codes(10, 0);
+  write_safetensors(dir + "/model.safetensors",
+                    {{name + ".quant_state.bitsandbytes__nf4",
+                      StDtype::kU8,
+                      {static_cast<int64_t>(state.size())},
+                      state.data(),
+                      state.size(),
+                      {}},
+                     {name, StDtype::kU8, {10, 1}, codes.data(), codes.size(), {}}});
+  SafetensorsModel weights(dir);
+  PeakCpuBytes peak;
+  EXPECT_THAT(
+      [&] {
+        read_bnb_nf4(weights, name, {4096, 4096}, false);
+      },
+      ::testing::ThrowsMessage<UserError>(HasSubstr("has 10 elements, expected 8388608")));
+  EXPECT_LT(peak.bytes(), 1 << 20);  // the 8 MiB of codes the config implies never exist
+}
+
 // ---------------------------------------------------------------- config.json
 
 TEST(LlamaConfigJson, ReadsLlama31Mistral7bAndQwen2Configs) {
@@ -554,6 +790,39 @@ TEST(LlamaConfigJson, UnsupportedSettingsAreErrorsNamingTheKey) {
   EXPECT_EQ(
       parse_llama_config("{" + base + R"(, "model_type": "mistral"})", "m.json").sliding_window,
       4096);  // Mistral's default when the key is absent
+}
+
+// Sizes are bounded before anything is built from them: a key beyond any real model's, or sizes
+// whose parameter count no checkpoint could hold (the count is computed without overflow).
+TEST(LlamaConfigJson, SizesNoCheckpointCouldHoldAreErrorsNamingTheKey) {
+  auto error = [&](const std::string& vocab, const std::string& hidden, const std::string& inter,
+                   const std::string& layers, const std::string& extra = "") {
+    try {
+      parse_llama_config(R"({"model_type": "llama", "num_attention_heads": 4, "vocab_size": )" +
+                             vocab + R"(, "hidden_size": )" + hidden +
+                             R"(, "intermediate_size": )" + inter + R"(, "num_hidden_layers": )" +
+                             layers + extra + "}",
+                         "cfg.json");
+    } catch (const UserError& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  EXPECT_EQ(error("259", "64", "176", "2"), "no error");
+  EXPECT_THAT(error("259", "64", "176", "1000000000"),
+              HasSubstr("cfg.json: key 'num_hidden_layers': expected <= "));
+  EXPECT_THAT(error("1000000000000", "64", "176", "2"),
+              HasSubstr("cfg.json: key 'vocab_size': expected <= "));
+  EXPECT_THAT(error("259", "1099511627776", "176", "2"),
+              HasSubstr("cfg.json: key 'hidden_size': expected <= "));
+  EXPECT_THAT(error("259", "64", "176", "2", R"(, "max_position_embeddings": 4000000000000)"),
+              HasSubstr("cfg.json: key 'max_position_embeddings': expected <= "));
+  EXPECT_THAT(error("259", "64", "176", "2", R"(, "head_dim": 9223372036854775806)"),
+              HasSubstr("cfg.json: key 'head_dim': expected <= "));
+  // Every key within its bound, the product beyond any checkpoint.
+  EXPECT_THAT(
+      error("16000000", "1000000", "1000000", "4000", R"(, "head_dim": 128)"),
+      AllOf(HasSubstr("cfg.json: keys "), HasSubstr("num_hidden_layers"), HasSubstr("parameters")));
 }
 
 }  // namespace

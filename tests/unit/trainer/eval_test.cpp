@@ -1,17 +1,20 @@
-// Evaluation inputs: pre-tokenized JSONL.
+// Evaluation inputs: pre-tokenized JSONL, and the arguments evaluate() refuses.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include <fstream>
+#include <stdexcept>
 
 #include "core/error.h"
 #include "test_support.h"
 #include "trainer/eval.h"
+#include "unit/model_fixtures.h"
 
 namespace ptrain {
 namespace {
 
 using ::ptrain::testing::temp_dir;
+using ::testing::AllOf;
 using ::testing::HasSubstr;
 
 // ---------------------------------------------------------------- pre-tokenized data
@@ -79,6 +82,54 @@ TEST(TokenJsonl, BadIdsLabelsAndFilesAreNamed) {
                                HasSubstr("No such file or directory")));
   EXPECT_THAT(error_of(dir),
               ::testing::AllOf(HasSubstr("'" + dir + "'"), HasSubstr("is a directory")));
+}
+
+// ---------------------------------------------------------------- evaluate() arguments
+
+// evaluate() checks its arguments before its first collective; these tests never reach one.
+class NoCollectives final : public Communicator {
+ public:
+  int rank() const override { return 0; }
+  int size() const override { return 1; }
+  std::string backend_name() const override { return "none"; }
+  std::string name() const override { return "world"; }
+  WorkHandle all_gather_async(CommBuffer, CommBuffer) override { return refuse(); }
+  WorkHandle reduce_scatter_async(CommBuffer, CommBuffer, ReduceOp) override { return refuse(); }
+  WorkHandle all_reduce_async(CommBuffer, ReduceOp) override { return refuse(); }
+  WorkHandle broadcast_async(CommBuffer, int) override { return refuse(); }
+  WorkHandle barrier_async() override { return refuse(); }
+  std::shared_ptr<Communicator> split(int, int) override {
+    refuse();
+    return nullptr;
+  }
+  void set_step(int64_t) override {}
+  void set_compute_stream(ComputeStream) override {}
+  void abandon() override {}
+
+ private:
+  static WorkHandle refuse() { throw std::logic_error("evaluate() reached a collective"); }
+};
+
+TEST(Evaluate, ASequenceLengthBeyondTheContextOrNoRowsIsAUserError) {
+  LlamaConfig c = micro_config();
+  c.max_position_embeddings = 64;
+  auto model = make_model(c, at::kFloat);
+  const std::vector<TokenSample> samples = {{{1, 2, 3, 4, 5}, {}}};
+  NoCollectives comm;
+  auto error = [&](int64_t seq_len, int64_t rows) {
+    try {
+      evaluate(model, samples, seq_len, rows, comm);
+    } catch (const UserError& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  // Positions past max_position_embeddings were never trained: scoring them is refused.
+  EXPECT_THAT(error(65, 1), AllOf(HasSubstr("--seq-len"), HasSubstr("65"), HasSubstr("64"),
+                                  HasSubstr("max_position_embeddings")));
+  EXPECT_THAT(error(4000000000000, 1), AllOf(HasSubstr("--seq-len"), HasSubstr("4000000000000")));
+  EXPECT_THAT(error(1, 1), HasSubstr("at least 2"));
+  EXPECT_THAT(error(16, 0), HasSubstr("rows"));
 }
 
 }  // namespace

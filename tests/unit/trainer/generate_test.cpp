@@ -6,6 +6,7 @@
 #include <torch/torch.h>
 
 #include <cmath>
+#include <limits>
 
 #include "core/error.h"
 #include "model/llama_ops.h"
@@ -71,6 +72,27 @@ TEST(KvCache, ALongPrefillTakesTheBlockwisePathWithTheSameLogits) {
   EXPECT_TRUE(torch::allclose(got[0], reference[9], 1e-10, 1e-10));
 }
 
+// Many new tokens after cached ones (here 5 after 4, blocks of 3) run blockwise against the cache.
+TEST(KvCache, AChunkAfterCachedTokensTakesTheBlockwisePathWithTheSameLogits) {
+  LlamaConfig c = micro_config();
+  c.model_type = "mistral";
+  c.sliding_window = 4;
+  auto dense = make_model(c, at::kDouble, 5);
+  ModelOptions options;
+  options.dtype = at::kDouble;
+  options.attention_block = 3;
+  LlamaForCausalLM blockwise(c, options);
+  blockwise->initialize(5);
+  const std::vector<int64_t> ids = {1, 7, 3, 9, 2, 2, 10, 4, 6, 0};
+  at::Tensor reference = full_logits(dense, ids);
+  KVCache cache = blockwise->make_cache(1, static_cast<int64_t>(ids.size()));
+  for (auto [begin, end] : {std::pair<size_t, size_t>{0, 4}, {4, 9}, {9, 10}}) {
+    std::vector<int64_t> chunk(ids.begin() + begin, ids.begin() + end);
+    at::Tensor got = blockwise->decode_step(torch::tensor(chunk, torch::kLong).unsqueeze(0), cache);
+    EXPECT_TRUE(torch::allclose(got[0], reference[end - 1], 1e-10, 1e-10)) << "up to " << end;
+  }
+}
+
 TEST(KvCache, OverflowIsAnError) {
   auto model = make_model(micro_config(), at::kFloat);
   KVCache cache = model->make_cache(1, 3);
@@ -129,6 +151,19 @@ TEST(Generate, StopsAtAStopTokenAndAtTheContextEnd) {
         generate(short_model, {1, 999}, options);
       },
       ::testing::ThrowsMessage<UserError>(HasSubstr("token id 999")));
+}
+
+// --max-new-tokens as large as int64 allows is a request to run until the context is full: the
+// cache is sized by what the context leaves, never by the (overflowing) sum.
+TEST(Generate, TheLargestMaxNewTokensRunsToTheContextEnd) {
+  LlamaConfig c = llama_preset("tiny");
+  c.max_position_embeddings = 6;
+  auto model = make_model(c, at::kFloat, 9);
+  SamplingOptions options;
+  options.max_new_tokens = std::numeric_limits<int64_t>::max();
+  GenerationResult full = generate(model, {1, 80, 81}, options);
+  EXPECT_EQ(full.ids.size(), 3u);
+  EXPECT_EQ(full.stop_reason, "context_full");
 }
 
 TEST(Generate, SamplingIsDeterministicInTheSeed) {
