@@ -143,4 +143,54 @@ MappedFile::~MappedFile() {
   if (data_) ::munmap(const_cast<uint8_t*>(data_), size_);
 }
 
+OutputDirectory::OutputDirectory(const std::string& path, bool force, const std::string& flag)
+    : path_(path) {
+  namespace fs = std::filesystem;
+  if (path.empty())
+    throw UserError(fmt::format("{}: expected a directory, got an empty path", flag));
+  std::error_code ec;
+  const fs::file_status status = fs::status(path, ec);
+  if (fs::exists(status)) {
+    if (!fs::is_directory(status))
+      throw UserError(fmt::format("{} '{}' exists and is not a directory", flag, path));
+    const bool empty = fs::is_empty(path, ec);
+    if (ec)
+      throw UserError(
+          fmt::format("{} '{}': cannot read the directory: {}", flag, path, ec.message()));
+    if (!empty && !force)
+      throw UserError(fmt::format("{} '{}' exists and is not empty (pass --force to write into it)",
+                                  flag, path));
+  } else {
+    fs::path level = fs::path(path).lexically_normal();
+    if (!level.has_filename()) level = level.parent_path();  // "dir/"
+    for (; !level.empty() && !fs::exists(level, ec); level = level.parent_path())
+      created_.push_back(level.string());
+    fs::create_directories(path, ec);
+    if (ec) {
+      remove_created();
+      throw UserError(
+          fmt::format("{} '{}': cannot create the directory: {}", flag, path, ec.message()));
+    }
+  }
+  if (::access(path.c_str(), W_OK | X_OK) != 0) {
+    const int error = errno;
+    remove_created();
+    throw UserError(fmt::format("{} '{}': the directory is not writable: {}", flag, path,
+                                std::strerror(error)));
+  }
+}
+
+OutputDirectory::~OutputDirectory() {
+  if (!keep_) remove_created();
+}
+
+void OutputDirectory::remove_created() {
+  // Deepest first; a level that is not empty (something was written) stays, and so do its parents.
+  for (const std::string& level : created_) {
+    std::error_code ec;
+    if (!std::filesystem::remove(level, ec) || ec) break;
+  }
+  created_.clear();
+}
+
 }  // namespace ptrain

@@ -4,6 +4,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace ptrain {
 
@@ -59,5 +60,31 @@ bool publish_directory(const std::string& from, const std::string& to);
 
 // write_file_atomic(path, bytes): AtomicFileWriter for a small file held in memory.
 void write_file_atomic(const std::string& path, const std::string& bytes);
+
+// The directory a command writes its results into (`--out DIR`): a new path, created here with its
+// parents, or an existing empty directory; an existing non-empty directory (an earlier model, a
+// dataset) only with `force`. The constructor checks and creates it; UserError naming `flag` and
+// the path when the path is empty, exists and is not a directory, is a non-empty directory without
+// force, or cannot be created or written (permissions, a read-only or virtual filesystem). Until
+// keep() is called, the destructor removes the directories the constructor created, if they are
+// still empty: a command that fails after claiming its output leaves nothing behind.
+class OutputDirectory {
+ public:
+  OutputDirectory(const std::string& path, bool force, const std::string& flag);
+  ~OutputDirectory();
+  OutputDirectory(const OutputDirectory&) = delete;
+  OutputDirectory& operator=(const OutputDirectory&) = delete;
+
+  const std::string& path() const { return path_; }
+  // The command succeeded: the directory stays.
+  void keep() { keep_ = true; }
+
+ private:
+  void remove_created();
+
+  std::string path_;
+  std::vector<std::string> created_;  // the levels the constructor created, deepest first
+  bool keep_ = false;
+};
 
 }  // namespace ptrain

@@ -11,6 +11,7 @@ namespace ptrain {
 
 std::shared_ptr<spdlog::logger> make_rank_logger(const LogSettings& settings, int rank,
                                                  const std::string& host) {
+  const spdlog::level::level_enum level = parse_log_level(settings.level);
   std::vector<spdlog::sink_ptr> sinks;
   if (settings.console == "all" || (settings.console == "rank0" && rank == 0))
     sinks.push_back(std::make_shared<spdlog::sinks::stderr_color_sink_mt>());
@@ -26,14 +27,26 @@ std::shared_ptr<spdlog::logger> make_rank_logger(const LogSettings& settings, in
   auto logger =
       std::make_shared<spdlog::logger>(fmt::format("rank{}", rank), sinks.begin(), sinks.end());
   logger->set_pattern(fmt::format("[%Y-%m-%d %H:%M:%S.%e] [rank {} {}] [%^%l%$] %v", rank, host));
-  auto level = spdlog::level::from_str(settings.level);
-  PTRAIN_CHECK(level != spdlog::level::off || settings.level == "off",
-               "unknown log level '{}': expected trace, debug, info, warn or error",
-               settings.level);
   logger->set_level(level);
   // Lines must reach the file even when the job is aborted a moment later.
   logger->flush_on(spdlog::level::trace);
   return logger;
+}
+
+spdlog::level::level_enum parse_log_level(const std::string& name) {
+  for (const auto& [text, level] : {std::pair{"trace", spdlog::level::trace},
+                                    {"debug", spdlog::level::debug},
+                                    {"info", spdlog::level::info},
+                                    {"warn", spdlog::level::warn},
+                                    {"error", spdlog::level::err}})
+    if (name == text) return level;
+  throw UserError(
+      fmt::format("unknown log level '{}': expected trace, debug, info, warn or error", name));
+}
+
+std::string counted(int64_t count, const std::string& noun, const std::string& plural) {
+  if (count == 1) return fmt::format("1 {}", noun);
+  return fmt::format("{} {}", count, plural.empty() ? noun + "s" : plural);
 }
 
 }  // namespace ptrain

@@ -49,7 +49,8 @@ void register_config_docs_command(CommandLine& cli) {
   auto out = std::make_shared<std::string>();
   CLI::App* docs = cli.add_command("config-docs", "Write the config reference (docs/config.md)",
                                    [out] { return write_config_docs(*out); });
-  docs->add_option("--out,-o", *out, "Output file; stdout if omitted");
+  add_path_option(docs, "--out,-o", *out, "Output file (- for stdout); stdout if omitted",
+                  PathKind::kFile);
 }
 
 }  // namespace ptrain

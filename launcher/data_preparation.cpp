@@ -9,7 +9,9 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "core/logging.h"
 #include "launcher/job_options.h"
+#include "launcher/rank_session.h"
 #include "parallel/communicator.h"
 
 namespace fs = std::filesystem;
@@ -39,15 +41,16 @@ std::unique_ptr<PreparedDataset> prepare_on_rank0(const JobConfig& job, RankCont
   if (fs::exists(dir)) {
     try {
       auto existing = std::make_unique<PreparedDataset>(dir);
-      ctx.log->info("prepared data: reusing {} ({} training rows)", dir, existing->train_rows());
+      ctx.log->info("prepared data: reusing {} ({})", dir,
+                    counted(existing->train_rows(), "training row"));
       return existing;
     } catch (const CorruptData& e) {
       ctx.log->warn("prepared data: {}; rebuilding it", e.what());
       fs::remove_all(dir);
     }
   }
-  ctx.log->info("prepared data: building {} with the {} tokenizer on {} threads", dir,
-                tokenizer->name(), threads);
+  ctx.log->info("prepared data: building {} with the {} tokenizer on {}", dir, tokenizer->name(),
+                counted(threads, "thread"));
   build_prepared_dataset(options, *tokenizer, fingerprint, dir, threads);
   *built = true;
   auto dataset = std::make_unique<PreparedDataset>(dir);
@@ -97,9 +100,8 @@ PreparedData prepare_data(const JobConfig& job, RankContext& ctx, int threads) {
       broadcast_status(*ctx.comm, message);
     } while (message[0] == kWorking);
     if (message[0] == kFailed)
-      throw UserError(
-          "rank 0 could not prepare the dataset; its error is in its log "
-          "(output_dir/logs/rank-0.log)");
+      throw PeerReportedError(fmt::format(
+          "rank 0 could not prepare the dataset in '{}' and reports why", prepared_data_root(job)));
     // Rank 0 has verified every checksum; the others check sizes and structure only, so a job
     // does not read the whole cache once per rank.
     const std::string fingerprint = fmt::format("{:016x}", static_cast<uint64_t>(message[1]));
@@ -119,18 +121,18 @@ std::string prepared_summary_text(const PreparedDataset& data) {
     for (const auto& [reason, count] : src.skipped)
       skipped += fmt::format("{}{} {}", skipped.empty() ? "" : ", ", count, reason);
     out << fmt::format(
-        "  {} ({}): {} rows{}, {} samples ({} truncated, {} dropped), {} tokens; {} training "
-        "uses, {} validation\n",
-        src.path, src.type, src.rows, skipped.empty() ? "" : " (skipped: " + skipped + ")",
-        src.samples, src.truncated, src.dropped, src.tokens, src.train_samples, src.val_samples);
+        "  {} ({}): {}{}, {} ({} truncated, {} dropped), {}; {}, {} validation\n", src.path,
+        src.type, counted(src.rows, "row"), skipped.empty() ? "" : " (skipped: " + skipped + ")",
+        counted(src.samples, "sample"), src.truncated, src.dropped, counted(src.tokens, "token"),
+        counted(src.train_samples, "training use"), src.val_samples);
   }
   out << fmt::format(
-      "  training: {} sample uses in {} rows of {} tokens ({}), packing efficiency {:.2f}%, {} "
-      "tokens, {} learned\n",
-      s.train_samples, s.train_rows, data.sequence_len(),
+      "  training: {} in {} of {} ({}), packing efficiency {:.2f}%, {}, {} learned\n",
+      counted(s.train_samples, "sample use"), counted(s.train_rows, "row"),
+      counted(data.sequence_len(), "token"),
       data.sample_packing() ? "packed" : "one sample per row", 100.0 * s.packing_efficiency,
-      s.train_tokens, s.learned_tokens);
-  out << fmt::format("  validation: {} samples\n", s.val_samples);
+      counted(s.train_tokens, "token"), s.learned_tokens);
+  out << fmt::format("  validation: {}\n", counted(s.val_samples, "sample"));
   return out.str();
 }
 

@@ -14,7 +14,7 @@ namespace ptrain {
 void register_env_command(CommandLine& cli) {
   cli.add_job_command(
       "env", "Print rank, local rank, world, host, backend and threads as each rank sees them",
-      ConfigArgument::kOptional,
+      ConfigArgument::kOptional, JobRecord::kNone,
       [](RankSession& session, const ResolvedConfig&) { return run_env_command(session); });
 }
 

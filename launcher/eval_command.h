@@ -1,7 +1,10 @@
 // `ptrain eval`: loads the model on every rank, evaluates data spread over the ranks, and prints
 // one JSON line (loss, perplexity, tokens, ...) on rank 0. Collective. The data is the
 // pre-tokenized JSONL `data`, or (when `data` is empty) the validation split of the config's
-// prepared dataset (built first when needed, as `ptrain preprocess` does), with its labels.
+// prepared dataset (built first when needed, as `ptrain preprocess` does, but tokenized with the
+// evaluated model's tokenizer), with its labels. Data with no token to score (empty, rows of one
+// token, every label -100) and a loss that is not finite are UserErrors naming the data and the
+// model, not a loss of 0 or null.
 #pragma once
 
 #include <cstdint>

@@ -29,7 +29,8 @@ void register_export_command(CommandLine& cli) {
       [options] { return run_export_command(*options); });
   add_model_options(command, options->model);
   command->add_option("--format", options->format, "peft or merged")->required();
-  command->add_option("--out", options->out, "Output directory")->required();
+  add_path_option(command, "--out", options->out, "Output directory", PathKind::kDirectory)
+      ->required();
   command->add_option("--max-shard-bytes", options->max_shard_bytes,
                       "merged: shard the weights past this many bytes per file");
   command->add_flag("--force", options->force, "Write into a non-empty directory");
@@ -39,17 +40,14 @@ int run_export_command(const ExportOptions& o) {
   PTRAIN_CHECK(o.format == "peft" || o.format == "merged",
                "--format: expected peft or merged, got '{}'", o.format);
   PTRAIN_CHECK(!o.model.adapter.empty(), "export: --adapter DIR is required (the LoRA adapter)");
-  PTRAIN_CHECK(!o.out.empty(), "export: --out DIR is required");
   PTRAIN_CHECK(!same_directory(o.out, o.model.dir) && !same_directory(o.out, o.model.adapter),
                "export: --out '{}' is the model or adapter directory; choose a new directory",
                o.out);
-  if (fs::exists(o.out) && !fs::is_empty(o.out))
-    PTRAIN_CHECK(o.force, "export: '{}' exists and is not empty (pass --force to write into it)",
-                 o.out);
-  fs::create_directories(o.out);
+  OutputDirectory out(o.out, o.force, "export: --out");
   LoadedModel loaded = load_model(o.model);
   if (o.format == "peft") {
     save_peft_adapter(loaded.model, loaded.adapter, o.model.dir, o.out);
+    out.keep();
     std::cout << "wrote PEFT adapter " << o.out << "\n";
     return 0;
   }
@@ -62,6 +60,7 @@ int run_export_command(const ExportOptions& o) {
     if (fs::exists(source))
       write_file_atomic((fs::path(o.out) / name).string(), read_text_file(source.string()));
   }
+  out.keep();
   std::cout << "wrote merged model " << o.out << " (" << (dtype == at::kFloat ? "fp32" : "bf16")
             << (o.model.load_in_4bit ? ", merged into the NF4-dequantized base" : "") << ")\n";
   return 0;

@@ -12,6 +12,7 @@
 #include "core/error.h"
 #include "core/file_util.h"
 #include "core/json_file.h"
+#include "core/logging.h"
 #include "model/llama_weights.h"
 #include "tokenizer/tokenizer.h"
 #include "trainer/generate.h"
@@ -172,9 +173,10 @@ int run_generate_command(const GenerateCommandOptions& cli) {
       }
       std::cout << std::endl;
       std::cerr << fmt::format(
-          "[generate] {} prompt tokens, {} new tokens ({}); prefill {:.1f} tokens/s, decode {:.1f} "
-          "tokens/s\n",
-          prompt.size(), result.ids.size(), result.stop_reason, prefill_rate, decode_rate);
+          "[generate] {}, {} ({}); prefill {:.1f} tokens/s, decode {:.1f} tokens/s\n",
+          counted(static_cast<int64_t>(prompt.size()), "prompt token"),
+          counted(static_cast<int64_t>(result.ids.size()), "new token"), result.stop_reason,
+          prefill_rate, decode_rate);
     }
   }
   return 0;

@@ -7,6 +7,8 @@
 #include <iostream>
 #include <memory>
 
+#include "core/file_util.h"
+#include "core/logging.h"
 #include "launcher/model_tools.h"
 #include "launcher/preprocess_command.h"
 #include "tokenizer/tokenizer.h"
@@ -15,16 +17,22 @@ namespace ptrain {
 
 void register_init_model_command(CommandLine& cli) {
   auto options = std::make_shared<InitModelOptions>();
+  auto force = std::make_shared<bool>(false);
   CLI::App* init_model = cli.add_command(
-      "init-model", "Write a randomly initialised Hugging Face Llama directory", [options] {
+      "init-model", "Write a randomly initialised Hugging Face Llama directory", [options, force] {
+        // A new or empty directory: an existing model or dataset is not overwritten silently.
+        OutputDirectory out(options->out_dir, *force, "init-model: --out");
         const int64_t params = write_random_llama_model(*options);
+        out.keep();
         std::cout << "wrote " << options->out_dir << ": preset " << options->preset << ", "
                   << params << " parameters, " << options->dtype << "\n";
         return 0;
       });
   init_model->add_option("--preset", options->preset, "tiny, 160m or 1b (TinyLlama-1.1B shapes)")
       ->required();
-  init_model->add_option("--out", options->out_dir, "Output directory")->required();
+  add_path_option(init_model, "--out", options->out_dir, "Output directory", PathKind::kDirectory)
+      ->required();
+  init_model->add_flag("--force", *force, "Write into a non-empty directory");
   init_model->add_option("--seed", options->seed, "Initialisation seed");
   init_model->add_option("--dtype", options->dtype, "Weight dtype: bf16 or fp32");
   init_model->add_option("--max-shard-bytes", options->max_shard_bytes,
@@ -39,7 +47,8 @@ void register_inspect_command(CommandLine& cli) {
                                                 : inspect_llama_model(*dir));
         return 0;
       });
-  inspect->add_option("dir", *dir, "Model or prepared-dataset directory")->required();
+  add_path_option(inspect, "dir", *dir, "Model or prepared-dataset directory", PathKind::kDirectory)
+      ->required();
 }
 
 void register_tokenize_command(CommandLine& cli) {
@@ -52,7 +61,8 @@ void register_tokenize_command(CommandLine& cli) {
   CLI::App* tokenize = cli.add_command(
       "tokenize", "Token ids (and pieces) the model's tokenizer gives each text",
       [options] { return run_tokenize_command(options->model, options->texts, options->json); });
-  tokenize->add_option("--model", options->model, "Model directory")->required();
+  add_path_option(tokenize, "--model", options->model, "Model directory", PathKind::kDirectory)
+      ->required();
   tokenize->add_option("text", options->texts, "Texts to tokenize")->required();
   tokenize->add_flag("--json", options->json, "One JSON array of ids per text");
 }
@@ -66,7 +76,7 @@ int run_tokenize_command(const std::string& model_dir, const std::vector<std::st
       std::cout << nlohmann::json(ids).dump() << "\n";
       continue;
     }
-    std::cout << fmt::format("{} tokens:", ids.size());
+    std::cout << counted(static_cast<int64_t>(ids.size()), "token") << ":";
     for (int64_t id : ids) std::cout << fmt::format(" {}({})", id, tokenizer->piece(id));
     std::cout << "\n";
   }

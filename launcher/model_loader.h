@@ -1,5 +1,7 @@
 // Loading a model directory for the one-shot commands (eval, generate, export): dtype, NF4 base
-// (load_in_4bit: quantized tensor by tensor as it loads) and an optional PEFT adapter.
+// (load_in_4bit: quantized tensor by tensor as it loads) and an optional PEFT adapter. A weight
+// that holds NaN or inf (of the model's dense tensors, or of the adapter) is a UserError naming
+// the directory and the tensor: such a model would give a NaN loss or garbage text silently.
 #pragma once
 
 #include <string>

@@ -11,6 +11,7 @@
 
 #include "core/error.h"
 #include "core/json_file.h"
+#include "core/logging.h"
 #include "launcher/data_preparation.h"
 
 namespace fs = std::filesystem;
@@ -25,9 +26,9 @@ std::string render_debug_sample(const PreparedDataset& data, const Tokenizer& to
   const auto [file, line] = data.origin(i);
   int64_t learned = 0;
   for (int64_t t = 0; t < sample.length; ++t) learned += sample.learned(t) ? 1 : 0;
-  std::string text = fmt::format("--- sample {} ({}:{}, {} tokens, {} learned)\n", i,
+  std::string text = fmt::format("--- sample {} ({}:{}, {}, {} learned)\n", i,
                                  data.data_files().at(static_cast<size_t>(file)).path, line,
-                                 sample.length, learned);
+                                 counted(sample.length, "token"), learned);
   for (int64_t t = 0; t < sample.length;) {
     const bool run_learned = sample.learned(t);
     std::vector<int64_t> run;
@@ -62,13 +63,18 @@ void register_preprocess_command(CommandLine& cli) {
   auto options = std::make_shared<PreprocessOptions>();
   CLI::App* preprocess = cli.add_job_command(
       "preprocess", "Tokenize, template and pack the datasets into the prepared-data cache",
-      ConfigArgument::kRequired, [options](RankSession& session, const ResolvedConfig& config) {
+      ConfigArgument::kRequired, JobRecord::kLogs,
+      [options](RankSession& session, const ResolvedConfig& config) {
         return run_preprocess_command(session, config, *options);
       });
-  preprocess->add_option("--debug", options->debug_samples,
-                         "Print this many samples with the learned tokens highlighted");
-  preprocess->add_option("--color", options->color,
-                         "Highlight learned tokens in color: auto, always or never");
+  preprocess
+      ->add_option("--debug", options->debug_samples,
+                   "Print this many samples with the learned tokens highlighted")
+      ->check(at_least(0));
+  preprocess
+      ->add_option("--color", options->color,
+                   "Highlight learned tokens in color: auto, always or never")
+      ->check(one_of({"auto", "always", "never"}));
   preprocess->add_flag("--json", options->json, "The summary as one JSON object");
 }
 
@@ -114,9 +120,9 @@ bool is_prepared_dataset(const std::string& dir) {
 
 std::string describe_prepared_dataset(const std::string& dir) {
   PreparedDataset data(dir);
-  return prepared_summary_text(data) +
-         fmt::format("  checksums: OK ({} samples, {} training rows)\n", data.samples(),
-                     data.train_rows());
+  return prepared_summary_text(data) + fmt::format("  checksums: OK ({}, {})\n",
+                                                   counted(data.samples(), "sample"),
+                                                   counted(data.train_rows(), "training row"));
 }
 
 }  // namespace ptrain

@@ -4,31 +4,40 @@
 //
 // Two kinds of command:
 //   add_command      runs in this one process, without MPI (init-model, inspect, generate, ...).
-//   add_job_command  runs once per rank: the job config (--config, --set, --log-level, declared
-//                    once, here) is loaded, a RankSession is set up, and the command is called
-//                    with both (env, preprocess, eval).
+//   add_job_command  runs once per rank: the job config (--config, --set, declared once, here) is
+//                    loaded, a RankSession is set up, and the command is called with both (env,
+//                    preprocess, eval). What the session writes under output_dir (log files, the
+//                    resolved config) is the command's JobRecord, chosen when it registers.
+// Every command takes --log-level (for a job command the same as --set logging.level=LEVEL), and
+// declares each of its path flags with add_path_option(), which refuses an empty path (and a path
+// of the wrong kind) before anything runs. `--help` shows each flag's default.
+//
 // `ptrain --config job.yaml` with no subcommand runs the default command (ARCHITECTURE.md: train),
 // named by set_default_command(); the top-level --config, --set and --log-level belong to it and
-// are refused beside a named subcommand. No subcommand without --config, or without a default
-// command, is a usage error. Usage errors exit with 2; whatever a command throws becomes its
+// are refused beside a named subcommand. An unknown subcommand, or none without --config (or
+// without a default command), is a usage error. `ptrain --version` prints version_text(). Usage
+// errors exit with 2, printed once per job (error_report.h); whatever a command throws becomes its
 // exit code through run_guarded() (core/error.h).
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
+#include "launcher/rank_session.h"
+
 namespace CLI {
 class App;
 class Option;
+class Validator;
 }  // namespace CLI
 
 namespace ptrain {
 
-class RankSession;
 struct ModelLoadOptions;
 struct ResolvedConfig;
 
@@ -49,6 +58,13 @@ enum class ConfigArgument {
   kPositional,  // the first positional argument (validate-config FILE)
 };
 
+// What a path flag names. Either way an empty value is refused; a path that exists must be of
+// this kind.
+enum class PathKind {
+  kFile,       // a file to read or write (--data, --config, -o FILE)
+  kDirectory,  // a directory to read or write (--model, --adapter, --out DIR)
+};
+
 class CommandLine {
  public:
   using Run = std::function<int()>;
@@ -65,12 +81,13 @@ class CommandLine {
   CLI::App* add_command(const std::string& name, const std::string& description, Run run);
 
   // A command run on every rank over the job config, which the command's --config, --set and
-  // --log-level give.
+  // --log-level give. `record`: what its session writes under output_dir; JobRecord::kLogs keeps
+  // log files only when --config names a job (the defaults' output_dir is ./outputs).
   CLI::App* add_job_command(const std::string& name, const std::string& description,
-                            ConfigArgument config, JobRun run);
+                            ConfigArgument config, JobRecord record, JobRun run);
 
-  // --config (or the positional config), --set and --log-level on `command`, bound to config():
-  // for a command that reads a config without a rank session (validate-config).
+  // --config (or the positional config) and --set on `command`, bound to config(): for a command
+  // that reads a config without a rank session (validate-config).
   void add_config_options(CLI::App* command, ConfigArgument config);
   const ConfigOptions& config() const { return config_; }
 
@@ -78,7 +95,7 @@ class CommandLine {
   void set_default_command(const std::string& name);
 
   // Parses the command line and runs the chosen command: its exit code, 2 for a usage error, 0
-  // for --help.
+  // for --help and --version.
   int run(int argc, char** argv);
 
  private:
@@ -94,6 +111,9 @@ class CommandLine {
   // The options add_config_options() describes, with `config_help` for the config file.
   std::vector<CLI::Option*> declare_config_options(CLI::App* command, ConfigArgument config,
                                                    const std::string& config_help);
+  // "unknown command 'X'; the commands are ..." for the first word of an unparsed line.
+  std::string unknown_command_message(const std::string& word) const;
+  std::string command_list() const;
 
   std::unique_ptr<CLI::App> app_;
   ConfigOptions config_;
@@ -103,6 +123,16 @@ class CommandLine {
   int argc_ = 0;
   char** argv_ = nullptr;
 };
+
+// A path flag (or, for a name without dashes, a positional argument) bound to `path`: an empty
+// value, or an existing path of the other kind, is a usage error naming the flag.
+CLI::Option* add_path_option(CLI::App* command, const std::string& name, std::string& path,
+                             const std::string& description, PathKind kind);
+
+// Checks of a flag's value at parse time, before a job command writes anything (its log files):
+// an integer >= `min`; one of `values`. The message names the flag and what was expected.
+CLI::Validator at_least(int64_t min);
+CLI::Validator one_of(const std::vector<std::string>& values);
 
 // --model, --dtype, --load-in-4bit and --adapter, shared by the commands that load a model.
 void add_model_options(CLI::App* command, ModelLoadOptions& options);

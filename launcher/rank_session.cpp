@@ -2,41 +2,49 @@
 
 #include <ATen/Parallel.h>
 #include <sched.h>
+#include <spdlog/sinks/basic_file_sink.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
+#include <filesystem>
 #include <thread>
 
 #include "core/logging.h"
+#include "launcher/error_report.h"
 #include "parallel/communicator_factory.h"
 
 namespace ptrain {
 
-RankSession::RankSession(int* argc, char*** argv, const ResolvedConfig& config)
-    : uncaught_at_start_(std::uncaught_exceptions()) {
+RankSession::RankSession(int* argc, char*** argv, const ResolvedConfig& config, JobRecord record)
+    : uncaught_at_start_(std::uncaught_exceptions()), config_(config), record_(record) {
   mpi_ = std::make_unique<MpiRuntime>(argc, argv);
   try {
-    set_up(config);
+    set_up();
   } catch (...) {
     leave_for_abort();
     throw;
   }
 }
 
-void RankSession::set_up(const ResolvedConfig& config) {
-  const JobConfig& job = config.job;
+void RankSession::set_up() {
+  const JobConfig& job = config_.job;
   info_ = discover_ranks();
 
   LogSettings log_settings;
   log_settings.level = job.logging.level;
   log_settings.console = job.logging.console;
-  log_settings.log_dir = job.output_dir + "/logs";
+  if (record_ != JobRecord::kNone)
+    log_dir_ = log_settings.log_dir = (std::filesystem::path(job.output_dir) / "logs").string();
   context_.log = make_rank_logger(log_settings, info_.rank, info_.host);
+  for (const spdlog::sink_ptr& sink : context_.log->sinks())
+    if (std::dynamic_pointer_cast<spdlog::sinks::basic_file_sink_mt>(sink))
+      file_log_ = std::make_shared<spdlog::logger>(context_.log->name() + "-file", sink);
   for (const auto& warning : info_.warnings) context_.log->warn("rank discovery: {}", warning);
   if (info_.rank == 0)
-    for (const auto& warning : config.warnings) context_.log->warn("{}", warning);
+    for (const auto& warning : config_.warnings) context_.log->warn("{}", warning);
 
   // Cores this process may run on (srun --cpus-per-task and taskset restrict it), not the host's.
   cpu_set_t allowed;
@@ -57,11 +65,18 @@ void RankSession::set_up(const ResolvedConfig& config) {
                                 context_.log);
   context_.comm =
       make_world_communicator(resolve_backend(job.comm.backend), info_.local_rank, watchdog_);
+}
 
-  if (info_.rank == 0) {
-    std::string path = write_resolved_config(config, job.output_dir);
-    context_.log->info("config {} (hash {}) resolved to {}", config.source, config.hash, path);
-  }
+void RankSession::record_config() {
+  PTRAIN_ASSERT(record_ == JobRecord::kLogsAndConfig,
+                "record_config() by a command registered without JobRecord::kLogsAndConfig");
+  if (info_.rank != 0) return;
+  const std::string path = write_resolved_config(config_, config_.job.output_dir);
+  context_.log->info("config {} (hash {}) resolved to {}", config_.source, config_.hash, path);
+}
+
+void RankSession::log_error(const std::string& message) {
+  if (file_log_) file_log_->error("{}", message);
 }
 
 void RankSession::leave_for_abort() {
@@ -89,8 +104,13 @@ RankSession::~RankSession() {
 int run_guarded(const std::function<int()>& body) {
   ExitCode code = ExitCode::kRuntimeFailure;
   std::string message;
+  bool reported_by_peer = false;
   try {
     return body();
+  } catch (const PeerReportedError& e) {
+    code = e.exit_code();
+    message = e.what();
+    reported_by_peer = true;
   } catch (const Error& e) {
     code = e.exit_code();
     message = e.what();
@@ -107,15 +127,25 @@ int run_guarded(const std::function<int()>& body) {
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     MPI_Comm_size(MPI_COMM_WORLD, &world);
   }
-  const char* kind = code == ExitCode::kBadInput ? "error" : "fatal error";
-  if (mpi_live) {
-    std::fprintf(stderr, "ptrain: [rank %d %s] %s: %s\n", rank, host_name().c_str(), kind,
-                 message.c_str());
-  } else {
-    std::fprintf(stderr, "ptrain: %s: %s\n", kind, message.c_str());
+  // Every rank that meets the same bad input would print the same line: one prints it.
+  const bool print = !reported_by_peer && (code != ExitCode::kBadInput || claim_error_report());
+  if (print) {
+    const char* kind = code == ExitCode::kBadInput ? "error" : "fatal error";
+    if (mpi_live) {
+      std::fprintf(stderr, "ptrain: [rank %d %s] %s: %s\n", rank, host_name().c_str(), kind,
+                   message.c_str());
+    } else {
+      std::fprintf(stderr, "ptrain: %s: %s\n", kind, message.c_str());
+    }
+    std::fflush(stderr);
   }
-  std::fflush(stderr);
-  if (mpi_live && world > 1) MpiRuntime::abort_job(code);
+  if (mpi_live && world > 1) {
+    // The rank that printed ends the job; one MPI_Abort keeps mpirun's notice to one. Should that
+    // rank not get there (it failed before MPI started, under a launcher that leaves the others
+    // running), this one ends the job itself: a bounded wait, never a hang.
+    if (!print) std::this_thread::sleep_for(std::chrono::seconds(5));
+    MpiRuntime::abort_job(code);
+  }
   // One rank: nothing to take down, but MPI (left initialised on this path) must not be finalised.
   if (mpi_live) {
     std::fflush(stdout);

@@ -61,16 +61,25 @@ nlohmann::json peft_target_modules(const AdapterSpec& spec,
   return "(?:" + regex + ")";
 }
 
-}  // namespace
+// Where a spec's targets come from, for the messages: a job config's key, or a PEFT adapter's
+// adapter_config.json and its key.
+struct TargetsKey {
+  std::string key;          // "lora_target_modules", or "'DIR/adapter_config.json': target_modules"
+  std::string none_chosen;  // what to do when nothing is selected
+};
 
-std::vector<std::string> lora_targets(const LlamaForCausalLM& model, const AdapterSpec& spec) {
+TargetsKey config_targets_key() {
+  return {"lora_target_modules", "set lora_target_linear: true or lora_target_modules"};
+}
+
+std::vector<std::string> lora_targets_from(const LlamaForCausalLM& model, const AdapterSpec& spec,
+                                           const TargetsKey& from) {
   std::vector<std::regex> patterns;
   for (const auto& entry : spec.target_modules) {
     try {
       patterns.emplace_back(is_plain_name(entry) ? std::string() : entry);
     } catch (const std::regex_error& e) {
-      throw UserError(
-          fmt::format("lora_target_modules: '{}' is not a valid regex: {}", entry, e.what()));
+      throw UserError(fmt::format("{}: '{}' is not a valid regex: {}", from.key, entry, e.what()));
     }
   }
   std::vector<std::string> targets;
@@ -88,12 +97,11 @@ std::vector<std::string> lora_targets(const LlamaForCausalLM& model, const Adapt
   }
   for (size_t e = 0; e < spec.target_modules.size(); ++e)
     PTRAIN_CHECK(entry_used[e],
-                 "lora_target_modules: '{}' matches no projection (names: q_proj, k_proj, v_proj, "
-                 "o_proj, gate_proj, up_proj, down_proj, or a regex over full module names such as "
+                 "{}: '{}' matches no projection (names: q_proj, k_proj, v_proj, o_proj, "
+                 "gate_proj, up_proj, down_proj, or a regex over full module names such as "
                  "'model.layers.0.self_attn.q_proj')",
-                 spec.target_modules[e]);
-  PTRAIN_CHECK(!targets.empty(),
-               "LoRA selects no module: set lora_target_linear: true or lora_target_modules");
+                 from.key, spec.target_modules[e]);
+  PTRAIN_CHECK(!targets.empty(), "LoRA selects no module: {}", from.none_chosen);
   // std::map orders "layers.10" before "layers.2"; keep the model's order instead.
   std::vector<std::string> ordered;
   for (const auto& named : model->named_modules("", false))
@@ -102,8 +110,9 @@ std::vector<std::string> lora_targets(const LlamaForCausalLM& model, const Adapt
   return ordered;
 }
 
-std::vector<std::string> apply_lora(LlamaForCausalLM& model, const AdapterSpec& spec) {
-  std::vector<std::string> targets = lora_targets(model, spec);
+std::vector<std::string> apply_lora_from(LlamaForCausalLM& model, const AdapterSpec& spec,
+                                         const TargetsKey& from) {
+  std::vector<std::string> targets = lora_targets_from(model, spec, from);
   for (auto& p : model->parameters()) p.set_requires_grad(false);
   auto generator = at::make_generator<at::CPUGeneratorImpl>(spec.seed);
   for (const auto& name : targets) model->projections().at(name)->add_lora(spec.lora, generator);
@@ -119,6 +128,16 @@ std::vector<std::string> apply_lora(LlamaForCausalLM& model, const AdapterSpec& 
     if (save_modules.count(named.key()))
       for (auto& p : named.value()->parameters()) p.set_requires_grad(true);
   return targets;
+}
+
+}  // namespace
+
+std::vector<std::string> lora_targets(const LlamaForCausalLM& model, const AdapterSpec& spec) {
+  return lora_targets_from(model, spec, config_targets_key());
+}
+
+std::vector<std::string> apply_lora(LlamaForCausalLM& model, const AdapterSpec& spec) {
+  return apply_lora_from(model, spec, config_targets_key());
 }
 
 void save_peft_adapter(LlamaForCausalLM& model, const AdapterSpec& spec,
@@ -236,8 +255,10 @@ AdapterSpec load_peft_adapter_checked(LlamaForCausalLM& model, const std::string
     for (const auto& m : c["modules_to_save"]) spec.modules_to_save.push_back(m.get<std::string>());
 
   // A PEFT list entry that names no projection of this model (a list written for another
-  // architecture) is an error from lora_targets, as for a config.
-  apply_lora(model, spec);
+  // architecture) is an error naming this file's target_modules.
+  apply_lora_from(model, spec,
+                  {fmt::format("'{}': target_modules", config_path),
+                   fmt::format("'{}': target_modules is empty", config_path)});
   SafetensorsFile file(dir + "/adapter_model.safetensors");
   std::set<std::string> expected;
   torch::NoGradGuard no_grad;

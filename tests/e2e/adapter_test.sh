@@ -167,4 +167,39 @@ sed -i 's/"r": 4/"r": 5/' "$work/adapter/adapter_config.json"
 err=$("$ptrain" eval --data "$work/data.jsonl" --model "$work/tiny" --adapter "$work/adapter" --set output_dir="$work/ev" 2>&1)
 [ $? -eq 2 ] && grep -q "lora_A.weight' has shape \[4, [0-9]*\], expected \[5, " <<<"$err" || fail "mismatched adapter: $err"
 
+sed -i 's/"r": 5/"r": 4/' "$work/adapter/adapter_config.json"
+
+# --out naming a file, or a place that cannot hold a directory: bad input (exit 2), not exit 3.
+err=$("$ptrain" export --model "$work/tiny" --adapter "$work/adapter" --format peft --out "$work/data.jsonl" 2>&1)
+[ $? -eq 2 ] && grep -q "'$work/data.jsonl' is not a directory" <<<"$err" || fail "export --out FILE: $err"
+err=$("$ptrain" export --model "$work/tiny" --adapter "$work/adapter" --format peft --out /proc/ptrain-x 2>&1)
+[ $? -eq 2 ] && grep -q "export: --out '/proc/ptrain-x': cannot create the directory" <<<"$err" ||
+  fail "export --out /proc/x: $err"
+# A refused export leaves no --out behind (the model is read after --out is claimed).
+err=$("$ptrain" export --model "$work/missing" --adapter "$work/adapter" --format peft --out "$work/never" 2>&1)
+[ $? -eq 2 ] && [ ! -e "$work/never" ] || fail "a failed export left its --out behind: $err"
+
+# An adapter with NaN values: refused where it is read, naming the adapter directory.
+cp -r "$work/adapter" "$work/nan-adapter"
+python3 - "$work/nan-adapter/adapter_model.safetensors" <<'PY'
+import json, struct, sys
+data = bytearray(open(sys.argv[1], "rb").read())
+n = struct.unpack("<Q", data[:8])[0]
+header = json.loads(data[8:8 + n])
+info = header["base_model.model.model.layers.1.mlp.down_proj.lora_B.weight"]
+struct.pack_into("<f", data, 8 + n + info["data_offsets"][0] + 4, float("inf"))
+open(sys.argv[1], "wb").write(data)
+PY
+err=$(ev --model "$work/tiny" --adapter "$work/nan-adapter" 2>&1)
+[ $? -eq 2 ] && grep -q "adapter '$work/nan-adapter' holds NaN/inf values (tensor 'model.layers.1.mlp.down_proj.lora_B.weight')" "$work/err" ||
+  fail "eval with a NaN adapter: $err $(tail -2 "$work/err")"
+
+# Targets that came from a PEFT adapter are named by its file and key, not by the config key.
+cp -r "$work/adapter" "$work/other-arch"
+sed -i 's/"target_modules": \["q_proj", "down_proj"\]/"target_modules": ["q_proj", "c_attn"]/' "$work/other-arch/adapter_config.json"
+err=$("$ptrain" eval --data "$work/data.jsonl" --model "$work/tiny" --adapter "$work/other-arch" 2>&1)
+[ $? -eq 2 ] && grep -q "'$work/other-arch/adapter_config.json': target_modules: 'c_attn' matches no projection" <<<"$err" &&
+  ! grep -q lora_target_modules <<<"$err" || fail "adapter target error: $err"
+
+
 finish

@@ -13,16 +13,14 @@ for r in 0 1 2; do
   line=$(sed -n "$((r + 1))p" <<<"$out")
   grep -Eq "^rank=$r local_rank=$r world=3 local_world=3 host=\S+ launcher=mpirun backend=mpi threads=[0-9]+$" <<<"$line" ||
     fail "env line $r is '$line'"
-  [ -f "$work/env/logs/rank-$r.log" ] || fail "no log file for rank $r"
 done
 [ "$(wc -l <<<"$out")" -eq 3 ] || fail "expected 3 env lines, got: $out"
-
-# The resolved config written by the job carries the same hash validate-config computes.
-hash_written=$(sed -n 's/^# ptrain resolved config; hash \([0-9a-f]\{16\}\);.*/\1/p' "$work/env/config.resolved.yaml")
+# env only reads: no log files and no resolved config under output_dir (issue 11). That a job which
+# records its config writes validate-config's hash: tests/unit/launcher/command_line_test.cpp.
+[ ! -e "$work/env" ] || fail "env wrote under output_dir: $(find "$work/env")"
 printf 'output_dir: %s\n' "$work/env" >"$work/same.yaml"
 hash_validated=$("$ptrain" validate-config "$work/same.yaml" | sed -n 's/.*config hash \([0-9a-f]\{16\}\).*/\1/p')
-[ -n "$hash_written" ] && [ "$hash_written" = "$hash_validated" ] ||
-  fail "hash in config.resolved.yaml ($hash_written) != validate-config hash ($hash_validated)"
+[ -n "$hash_validated" ] || fail "validate-config printed no config hash"
 
 # Every example config validates.
 for f in "$src"/examples/*.yaml; do
@@ -82,5 +80,118 @@ code=$?
 diff -u "$src/docs/config.md" "$work/config.md" >"$work/docs.diff" ||
   fail "docs/config.md is stale; regenerate with: build/bin/ptrain config-docs -o docs/config.md
 $(head -20 "$work/docs.diff")"
+
+# ---------------------------------------------------------------- bad input from a hostile user
+"$ptrain" init-model --preset tiny --out "$work/tiny" >/dev/null || fail "init-model"
+printf '{"input_ids": [1, 2, 3]}\n' >"$work/ok.jsonl"
+mkdir -p "$work/cwd"
+
+# An empty path is a usage error on every path flag of every command, naming the flag, and nothing
+# is written (init-model --out '' wrote config.json into / and the weights into the cwd).
+root_config=$([ -e /config.json ] && echo present || echo absent)
+while read -r flag args; do
+  eval "set -- $args"
+  err=$(cd "$work/cwd" && "$ptrain" "$@" 2>&1)
+  code=$?
+  [ $code -eq 2 ] && grep -q -- "$flag: expected a path, got an empty string" <<<"$err" ||
+    fail "ptrain $args: exit $code, expected 2 naming $flag: $err"
+done <<PATHS
+--out init-model --preset tiny --out ''
+dir inspect ''
+config validate-config ''
+--out config-docs -o ''
+--model tokenize --model '' hi
+--model generate --model '' --prompt hi
+--adapter generate --model $work/tiny --adapter '' --prompt hi
+--adapter export --model $work/tiny --adapter '' --format peft --out $work/x
+--out export --model $work/tiny --adapter $work/tiny --format peft --out ''
+--model eval --model '' --data $work/ok.jsonl
+--data eval --model $work/tiny --data ''
+--config eval --model $work/tiny --data $work/ok.jsonl --config ''
+--config env --config ''
+--config preprocess --config ''
+PATHS
+[ -z "$(ls -A "$work/cwd")" ] || fail "an empty path wrote into the cwd: $(ls -A "$work/cwd")"
+[ "$root_config" = present ] || [ ! -e /config.json ] || fail "an empty path wrote /config.json"
+
+# Commands that do not train write nothing under output_dir: pointed at an earlier job's, a
+# failing eval, a good eval and env leave its resolved config and logs as they were.
+mkdir -p "$work/earlier/logs"
+printf 'sentinel\n' >"$work/earlier/config.resolved.yaml"
+printf 'old log\n' >"$work/earlier/logs/rank-0.log"
+record() { find "$work/earlier" -exec ls -ld --time-style=+%s.%N {} + | md5sum; }
+before=$(record)
+"$ptrain" eval --model "$work/missing" --data "$work/ok.jsonl" --set output_dir="$work/earlier" >/dev/null 2>&1 &&
+  fail "eval of a missing model succeeded"
+"$ptrain" eval --model "$work/tiny" --data "$work/ok.jsonl" --set output_dir="$work/earlier" >/dev/null 2>&1 ||
+  fail "eval into an earlier job's output_dir"
+$mpirun -np 2 "$ptrain" env --set output_dir="$work/earlier" >/dev/null 2>&1 || fail "env"
+[ "$(record)" = "$before" ] || fail "an earlier job's output_dir changed: $(find "$work/earlier" -newer "$work/ok.jsonl")"
+# Without a config (output_dir: the defaults' ./outputs) eval and env create nothing in the cwd.
+(cd "$work/cwd" && "$ptrain" eval --model "$work/tiny" --data "$work/ok.jsonl" >/dev/null 2>&1) ||
+  fail "eval without a config"
+(cd "$work/cwd" && $mpirun -np 2 "$ptrain" env >/dev/null 2>&1) || fail "env without a config"
+[ -z "$(ls -A "$work/cwd")" ] || fail "eval/env wrote into the cwd: $(ls -A "$work/cwd")"
+
+# An unknown command is named, with the commands listed (not "a subcommand is required").
+err=$("$ptrain" trian 2>&1)
+code=$?
+[ $code -eq 2 ] && grep -q "unknown command 'trian'.*; the commands are: .*env, validate-config, " <<<"$err" ||
+  fail "ptrain trian: exit $code: $err"
+err=$("$ptrain" evl --model "$work/tiny" 2>&1)
+[ $? -eq 2 ] && grep -q "unknown command 'evl'; did you mean 'eval'?" <<<"$err" || fail "ptrain evl: $err"
+
+# --version: version, git commit, libtorch, MPI, NCCL and CUDA.
+out=$("$ptrain" --version 2>&1)
+code=$?
+[ $code -eq 0 ] || fail "ptrain --version exited $code: $out"
+for pattern in '^ptrain [0-9]+\.[0-9]+\.[0-9]+$' '^git commit: ([0-9a-f]{12}(-dirty)?|unknown)$' \
+  '^libtorch: [0-9]+\.' '^MPI: .+' '^NCCL: .+' '^CUDA: (found|not found)'; do
+  grep -Eq "$pattern" <<<"$out" || fail "ptrain --version has no line $pattern: $out"
+done
+
+# --log-level on every command (checked), and --help shows the defaults.
+for c in env validate-config config-docs init-model inspect preprocess eval generate tokenize export; do
+  "$ptrain" "$c" --help 2>&1 | grep -q -- "--log-level" || fail "$c has no --log-level"
+done
+"$ptrain" tokenize --log-level debug --model "$work/tiny" hi >/dev/null || fail "tokenize --log-level debug"
+err=$("$ptrain" tokenize --log-level loud --model "$work/tiny" hi 2>&1)
+[ $? -eq 2 ] && grep -q "unknown log level 'loud'" <<<"$err" || fail "--log-level loud: $err"
+"$ptrain" eval --help | grep -Eq -- '--seq-len INT=2048 ' || fail "eval --help shows no defaults: $("$ptrain" eval --help)"
+"$ptrain" generate --help | grep -Eq -- '--max-new-tokens INT=128 ' || fail "generate --help shows no defaults"
+
+# One user error at -np 4, not one per rank: a missing model (every rank fails after MPI starts),
+# and a usage error (before MPI starts).
+err=$($mpirun -np 4 "$ptrain" eval --model /nonexistent 2>&1)
+code=$?
+[ $code -eq 2 ] || fail "eval of a missing model at -np 4 exited $code: $err"
+[ "$(grep -c '^ptrain: ' <<<"$err")" -eq 1 ] || fail "expected one error line at -np 4: $err"
+[ "$(grep -c 'more processes have sent help message' <<<"$err")" -eq 0 ] ||
+  fail "several ranks called MPI_Abort: $err"
+err=$($mpirun -np 4 "$ptrain" eval --model "$work/tiny" --rows 0 2>&1)
+code=$?
+[ $code -eq 2 ] || fail "eval --rows 0 at -np 4 exited $code: $err"
+[ "$(grep -c '^ptrain: ' <<<"$err")" -eq 1 ] && grep -q -- "--rows: expected >= 1, got 0" <<<"$err" ||
+  fail "expected one usage error line at -np 4: $err"
+
+# The docs link only to files inside the repository, and their mpirun examples work as root.
+python3 - "$src" <<'PY' || fail "docs link outside the repository or to a missing file"
+import pathlib, re, sys
+root = pathlib.Path(sys.argv[1]).resolve()
+bad = []
+for md in [root / "README.md", *sorted((root / "docs").glob("*.md"))]:
+    for target in re.findall(r"\]\(([^)\s]+)\)", md.read_text()):
+        if re.match(r"[a-z]+:", target) or target.startswith("#"):
+            continue
+        path = (md.parent / target.split("#")[0]).resolve()
+        if not (path == root or root in path.parents) or not path.exists():
+            bad.append(f"{md.relative_to(root)}: {target}")
+print("\n".join(bad))
+sys.exit(1 if bad else 0)
+PY
+for doc in docs/usage.md docs/communicator.md; do
+  missing=$(grep -n 'mpirun --oversubscribe' "$src/$doc" | grep -v -- '--allow-run-as-root')
+  [ -z "$missing" ] || fail "$doc: mpirun examples without --allow-run-as-root: $missing"
+done
 
 finish

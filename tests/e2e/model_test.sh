@@ -119,4 +119,94 @@ rm "$work/extra/tokenizer_config.json"
 err=$("$ptrain" generate --model "$work/extra" --prompt "hi" 2>&1)
 [ $? -eq 2 ] && grep -q "no supported tokenizer" <<<"$err" || fail "generate without a tokenizer: $err"
 
+# init-model over an existing model or a dataset: refused without --force, nothing touched; over a
+# file: bad input (exit 2), not a runtime failure.
+sum_model=$(cat "$work/tiny"/* | md5sum)
+err=$("$ptrain" init-model --preset tiny --out "$work/tiny" 2>&1)
+[ $? -eq 2 ] && grep -q "init-model: --out '$work/tiny' exists and is not empty (pass --force" <<<"$err" ||
+  fail "init-model over a model: $err"
+mkdir -p "$work/dataset" && cp "$work/data.jsonl" "$work/dataset/"
+err=$("$ptrain" init-model --preset tiny --out "$work/dataset" 2>&1)
+[ $? -eq 2 ] && grep -q "exists and is not empty" <<<"$err" || fail "init-model over a dataset: $err"
+[ "$(ls "$work/dataset")" = data.jsonl ] || fail "init-model wrote into a dataset: $(ls "$work/dataset")"
+[ "$(cat "$work/tiny"/* | md5sum)" = "$sum_model" ] || fail "a refused init-model changed the model"
+"$ptrain" init-model --preset tiny --out "$work/tiny2" --dtype fp32 --seed 4 >/dev/null || fail "init-model"
+"$ptrain" init-model --preset tiny --out "$work/tiny2" --dtype fp32 --seed 5 --force >/dev/null ||
+  fail "init-model --force over a model"
+err=$("$ptrain" init-model --preset tiny --out "$work/data.jsonl" 2>&1)
+[ $? -eq 2 ] && grep -q "'$work/data.jsonl' is not a directory" <<<"$err" || fail "init-model --out FILE: $err"
+err=$("$ptrain" init-model --preset huge --out "$work/new" 2>&1)
+[ $? -eq 2 ] && [ ! -e "$work/new" ] || fail "a refused init-model left its --out behind: $err"
+
+# eval with no token to score is an error naming the data, not a loss of 0: an empty file, rows
+# of one token, labels all -100; a directory is named as one.
+: >"$work/empty.jsonl"
+printf '{"input_ids": [5]}\n{"input_ids": [7]}\n' >"$work/short.jsonl"
+printf '{"input_ids": [5, 6, 7], "labels": [-100, -100, -100]}\n' >"$work/masked.jsonl"
+for data in empty short masked; do
+  err=$($mpirun -np 2 "$ptrain" eval --model "$work/tiny" --data "$work/$data.jsonl" 2>&1)
+  code=$?
+  [ $code -eq 2 ] && grep -q "$work/$data.jsonl" <<<"$err" || fail "eval of $data.jsonl: exit $code: $err"
+  [ $data = empty ] || grep -q "eval: '$work/$data.jsonl' has no token to score" <<<"$err" ||
+    fail "eval of $data.jsonl: $err"
+done
+err=$("$ptrain" eval --model "$work/tiny" --data "$work/dataset" 2>&1)
+[ $? -eq 2 ] && grep -q -- "--data: '$work/dataset' is a directory; expected a file" <<<"$err" ||
+  fail "eval --data DIR: $err"
+
+# NaN weights: refused where the model is read, naming the directory (eval gave "loss": null).
+cp -r "$work/tiny2" "$work/nan"
+python3 - "$work/nan/model.safetensors" <<'PY'
+import json, struct, sys
+data = bytearray(open(sys.argv[1], "rb").read())
+n = struct.unpack("<Q", data[:8])[0]
+header = json.loads(data[8:8 + n])
+info = header["model.norm.weight"]
+assert info["dtype"] == "F32"
+struct.pack_into("<f", data, 8 + n + info["data_offsets"][0], float("nan"))
+open(sys.argv[1], "wb").write(data)
+PY
+for dtype in fp32 bf16; do
+  err=$("$ptrain" eval --model "$work/nan" --data "$work/data.jsonl" --dtype $dtype 2>&1)
+  code=$?
+  [ $code -eq 2 ] && grep -q "model '$work/nan' holds NaN/inf values (tensor 'model.norm.weight')" <<<"$err" ||
+    fail "eval of a NaN model ($dtype): exit $code: $err"
+done
+err=$("$ptrain" generate --model "$work/nan" --prompt-ids 1,2 2>&1)
+[ $? -eq 2 ] && grep -q "holds NaN/inf values" <<<"$err" || fail "generate with a NaN model: $err"
+
+# eval --config tokenizes the validation split with the evaluated model's tokenizer, not with the
+# config's base_model's: here base_model has another tokenizer (no BOS), which used to change the
+# scored tokens silently. One row and one thread are worded as such.
+cp -r "$work/tiny" "$work/nobos"
+sed -i 's/"add_bos_token": true/"add_bos_token": false/' "$work/nobos/tokenizer_config.json"
+python3 - "$work/text.jsonl" <<'PY'
+import json, sys
+with open(sys.argv[1], "w") as f:
+    for i in range(20):
+        f.write(json.dumps({"text": f"sample {i}: " + "abc " * (i + 1)}) + "\n")
+PY
+job() {
+  printf 'base_model: %s\ndatasets:\n  - path: %s\n    type: completion\nval_set_size: 0.5\nsequence_len: 64\noutput_dir: %s\nthreads: 1\n' \
+    "$1" "$work/text.jsonl" "$work/out-$2" >"$work/$2.yaml"
+}
+job "$work/tiny" own
+job "$work/nobos" other
+own=$("$ptrain" eval --model "$work/tiny" --config "$work/own.yaml" --seq-len 64 2>"$work/own.err") || fail "eval --config: $(cat "$work/own.err")"
+other=$("$ptrain" eval --model "$work/tiny" --config "$work/other.yaml" --seq-len 64 2>"$work/other.err") || fail "eval --config (other base_model): $(cat "$work/other.err")"
+python3 - "$own" "$other" <<'PY' || fail "eval --config with another base_model's tokenizer: $own / $other"
+import json, sys
+own, other = (json.loads(x) for x in sys.argv[1:])
+assert own["tokens"] == other["tokens"] and abs(own["loss"] - other["loss"]) < 1e-6, (own, other)
+PY
+grep -q "tokenizing the validation split with the tokenizer of '$work/tiny'" "$work/other.err" ||
+  fail "eval did not say whose tokenizer it used: $(cat "$work/other.err")"
+printf '{"text": "one row"}\n' >"$work/one.jsonl"
+printf 'base_model: %s\ndatasets:\n  - path: %s\n    type: completion\nsequence_len: 64\noutput_dir: %s\nthreads: 1\n' \
+  "$work/tiny" "$work/one.jsonl" "$work/out-one" >"$work/one.yaml"
+"$ptrain" preprocess --config "$work/one.yaml" >"$work/one.out" 2>"$work/one.err" || fail "preprocess of one row: $(cat "$work/one.err")"
+grep -q "(completion): 1 row, 1 sample (" "$work/one.out" && grep -q "on 1 thread$" "$work/one.err" &&
+  ! grep -Eq '\b1 (rows|samples|threads|tokens)\b' "$work/one.out" "$work/one.err" ||
+  fail "one row, one thread: $(cat "$work/one.out" "$work/one.err")"
+
 finish
