@@ -156,7 +156,13 @@ class UnitFunction : public torch::autograd::Function<UnitFunction> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x,
                             c10::intrusive_ptr<UnitCall> call) {
     UnitCall& c = *call;
-    if (c.hooks) c.hooks->pre_forward(c.unit);
+    // Hooks see the caller's grad mode (on: this function is applied only then), not the one
+    // libtorch sets inside a Function's forward: a sharding layer decides by it whether a backward
+    // will follow.
+    if (c.hooks) {
+      torch::AutoGradMode caller(true);
+      c.hooks->pre_forward(c.unit);
+    }
     at::Tensor y;
     if (c.activations == UnitActivations::kRecompute) {
       c.rng_state = get_state(c.generator);
@@ -168,7 +174,10 @@ class UnitFunction : public torch::autograd::Function<UnitFunction> {
       c.output = c.layer(c.input);
       y = c.output.detach();
     }
-    if (c.hooks) c.hooks->post_forward(c.unit);
+    if (c.hooks) {
+      torch::AutoGradMode caller(true);
+      c.hooks->post_forward(c.unit);
+    }
     ctx->saved_data["call"] = c10::IValue::make_capsule(std::move(call));
     return y;
   }

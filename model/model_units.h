@@ -28,6 +28,7 @@
 // on the thread that runs it:
 //   forward:   pre_forward(0); for each layer u = 1..L: pre_forward(u), the layer,
 //              post_forward(u); the head; post_forward(0)
+// Every hook runs with the caller's grad mode (enabled exactly when a backward may follow).
 //   backward:  pre_backward(0) before any gradient of the head is computed; for each layer, last
 //              to first: pre_backward(u), the layer's backward, post_backward(u) once every
 //              gradient of unit u has been accumulated into .grad; post_backward(0) at the very

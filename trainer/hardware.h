@@ -6,8 +6,9 @@
 
 namespace ptrain {
 
-// bf16 GEMM throughput of this process's cores: the best of `rounds` square matmuls of each size
-// in `sizes` (the best, since MFU must be judged against what the hardware demonstrably reaches).
+// bf16 GEMM throughput of this process's cores: the best of `rounds` square matmuls of each of two
+// sizes (2048 and 4096 when `large`, else 1024 and 2048; the best, since MFU must be judged against
+// what the hardware demonstrably reaches).
 double gemm_peak_gflops(int rounds = 8, bool large = true);
 
 // Peak resident memory (Linux VmHWM) since the last reset_peak_rss(), which asks the kernel to

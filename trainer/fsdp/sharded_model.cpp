@@ -79,7 +79,7 @@ void ShardedModel::shard_unit(const ModelUnit& unit, Unit& out) {
   }
   out.full.resize(out.flats.size());
   out.gathers.resize(out.flats.size());
-  out.state = State::kGathered;  // the tensors still hold their own storage: release it
+  // The tensors still hold their own storage: release it.
   for (auto& flat : out.flats)
     for (auto& t : flat.tensors) t.set_data(torch::empty({0}, t.options()));
   out.state = State::kSharded;
@@ -140,6 +140,16 @@ void ShardedModel::gather_all() {
   for (size_t u = 0; u < units_.size(); ++u) ensure_gathered(static_cast<int>(u));
 }
 
+void ShardedModel::gather_trainable() {
+  torch::NoGradGuard no_grad;
+  for_each_full_tensor(true, [&](const std::string& name, const at::Tensor& value) {
+    for (Unit& u : units_)
+      for (FlatParameter& flat : u.flats)
+        for (size_t i = 0; flat.trainable && i < flat.tensors.size(); ++i)
+          if (flat.layout.entries()[i].name == name) flat.tensors[i].set_data(value);
+  });
+}
+
 // ---------------------------------------------------------------- hooks
 
 void ShardedModel::pre_forward(int unit) {
@@ -158,7 +168,11 @@ void ShardedModel::post_forward(int unit) {
     if (!backward_follows) release(0);
     return;
   }
-  if (!backward_follows || options_.reshard_after_forward) release(unit);
+  // Without activation checkpointing the layer's autograd graph holds views of the gathered
+  // buffer (matmul saves weight.t()), so freeing it would only add a second copy at backward:
+  // such a unit stays gathered until its backward (ZeRO-2 for it).
+  const bool recomputes = model_->options().activation_checkpointing;
+  if (!backward_follows || (options_.reshard_after_forward && recomputes)) release(unit);
 }
 
 void ShardedModel::pre_backward(int unit) {

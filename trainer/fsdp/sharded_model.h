@@ -13,8 +13,9 @@
 // As the model calls its hooks (this object is the model's UnitHooks while it lives):
 //   pre_forward(u)   all-gather unit u (unless still gathered), wait, point its tensors at views
 //                    of the gathered buffer; prefetch unit u + 1's all-gather (async)
-//   post_forward(u)  layers: free the gathered buffer when reshard_after_forward (ZeRO-3) or no
-//                    backward will follow; the root stays gathered until its post_backward
+//   post_forward(u)  layers: free the gathered buffer when reshard_after_forward (ZeRO-3) and the
+//                    model recomputes in backward, or when no backward will follow; the root stays
+//                    gathered until its post_backward
 //   pre_backward(u)  gather again if freed; prefetch the unit backward visits next (u - 1)
 //   post_backward(u) flatten the unit's gradients into a reduce_dtype buffer and reduce-scatter
 //                    it (async) over the shard group, then (HSDP) all-reduce across replicas;
@@ -95,12 +96,15 @@ class ShardedModel final : public UnitHooks {
   void update_compute_shards();
 
   // ---- whole tensors (collective over the shard group)
-  // Gathers unit by unit and calls visit(name, tensor) with each tensor's full value (`kinds`:
-  // trainable only, or everything), then frees it again.
+  // Gathers unit by unit and calls visit(name, tensor) with each tensor's full value (of the
+  // trainable tensors only, or of all), then frees it again.
   void for_each_full_tensor(
       bool trainable_only, const std::function<void(const std::string&, const at::Tensor&)>& visit);
   // Gathers every unit and leaves it gathered (the model works as an unsharded one; hooks stay).
   void gather_all();
+  // Points the model's trainable tensors at their full values (the frozen ones stay released):
+  // what saving an adapter reads, without gathering the base.
+  void gather_trainable();
 
   const FsdpGroups& groups() const { return groups_; }
   const CommStats& stats() const { return stats_; }
@@ -149,7 +153,6 @@ class ShardedModel final : public UnitHooks {
   std::vector<Unit> units_;
   std::vector<PendingReduction> pending_;
   CommStats stats_;
-  bool backward_pending_ = false;  // a forward with gradients ran; its backward has not ended
 };
 
 }  // namespace ptrain

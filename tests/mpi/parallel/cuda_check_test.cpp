@@ -3,8 +3,8 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
-#include "core/error.h"
 #include "core/cuda/cuda_check.h"
+#include "core/error.h"
 #include "parallel/mpi_runtime.h"
 
 namespace ptrain {

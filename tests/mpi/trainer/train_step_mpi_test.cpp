@@ -242,6 +242,33 @@ TEST(TrainStepMpi, FourMicroBatchesOfOneRowEqualOneOfFourRows) {
   }
 }
 
+// All-gathers of one step of kAccumulation micro-batches on the micro model (a root and 2 layers).
+int64_t gathers_per_step(bool reshard_after_forward, bool checkpointing) {
+  Communicator& world = test::world();
+  const Case c{Mode::kLora, 0, reshard_after_forward, true, checkpointing};
+  LlamaForCausalLM model = make(c);
+  model->train();
+  auto world_ptr = std::shared_ptr<Communicator>(&world, [](Communicator*) {});
+  FsdpOptions options;
+  options.reshard_after_forward = reshard_after_forward;
+  ShardedModel sharded(model, make_fsdp_groups(world_ptr, world.size(), "test"), options);
+  AdamW optimizer(optimized_tensors(sharded), adamw_options());
+  const LrSchedule lr = schedule();
+  TrainStep step(model, sharded, optimizer, lr, world, kMaxGradNorm);
+  step.run(rank_micro_batches(0, world.size(), world.rank()));
+  return sharded.stats().all_gathers;
+}
+
+TEST(TrainStepMpi, ZeroThreeGathersLayersAgainForBackwardAndZeroTwoDoesNot) {
+  // Per micro-batch: the root and 2 layers in forward; ZeRO-3 gathers the 2 layers again for
+  // their recompute. Without recompute the layers' graphs hold their gathered buffers anyway,
+  // so they stay gathered until backward.
+  // Counted per flat parameter: the root has one (frozen), each layer two (frozen, trainable).
+  EXPECT_EQ(gathers_per_step(true, true), kAccumulation * (1 + 2 * 2 + 2 * 2));
+  EXPECT_EQ(gathers_per_step(false, true), kAccumulation * (1 + 2 * 2));
+  EXPECT_EQ(gathers_per_step(true, false), kAccumulation * (1 + 2 * 2));
+}
+
 TEST(TrainStepMpi, FullTrainingMatchesOneProcessReferenceForEveryShardingStrategy) {
   const int world = test::world().size();
   check_case({Mode::kFull, 0, true, true, false});   // ZeRO-3
