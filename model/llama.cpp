@@ -195,6 +195,27 @@ at::Tensor LlamaForCausalLMImpl::logits(const PackedBatch& batch) {
   return leave(at::matmul(h, output_weight().t()).to(acc));
 }
 
+std::pair<double, int64_t> LlamaForCausalLMImpl::score(const PackedBatch& batch) {
+  torch::NoGradGuard no_grad;
+  const at::Tensor learned = batch.labels.ne(-100);
+  const at::Tensor hidden = run_layers(batch).index({learned});
+  const at::Tensor labels = batch.labels.index({learned});
+  const at::Tensor weight = output_weight();  // the root is still gathered until leave()
+  const at::ScalarType acc = options_.dtype == at::kDouble ? at::kDouble : at::kFloat;
+  const int64_t chunk = std::max<int64_t>(1, (int64_t{64} << 20) / (4 * config_.vocab_size));
+  double loss = 0;
+  int64_t correct = 0;
+  for (int64_t begin = 0; begin < labels.numel(); begin += chunk) {
+    const int64_t n = std::min(chunk, labels.numel() - begin);
+    const at::Tensor logits = at::matmul(hidden.narrow(0, begin, n), weight.t()).to(acc);
+    const at::Tensor target = labels.narrow(0, begin, n);
+    loss += at::cross_entropy_loss(logits, target, {}, at::Reduction::Sum).item<double>();
+    correct += logits.argmax(-1).eq(target).sum().item<int64_t>();
+  }
+  leave(at::Tensor());
+  return {loss, correct};
+}
+
 KVCache LlamaForCausalLMImpl::make_cache(int64_t batch, int64_t capacity) const {
   KVCache cache;
   cache.capacity = capacity;

@@ -111,6 +111,9 @@ class LlamaForCausalLMImpl : public torch::nn::Module, public Stateful {
   at::Tensor loss_sum(const PackedBatch& batch);
   // Full logits [B, T, vocab] in fp32 (tests, evaluation of short inputs, generation).
   at::Tensor logits(const PackedBatch& batch);
+  // Evaluation without gradients: the summed loss over labelled tokens and how many of them the
+  // model predicts exactly (argmax), both fp64 scalars; logits a chunk of positions at a time.
+  std::pair<double, int64_t> score(const PackedBatch& batch);
 
   // An empty KV cache for `batch` sequences of up to `capacity` tokens.
   KVCache make_cache(int64_t batch, int64_t capacity) const;

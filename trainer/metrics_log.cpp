@@ -103,12 +103,15 @@ void MetricsLog::on_eval(const EvalMetrics& e) {
                        {"step", e.step},
                        {"eval_loss", e.loss},
                        {"eval_perplexity", e.perplexity},
+                       {"eval_accuracy", e.accuracy},
                        {"eval_tokens", e.tokens}}
             .dump());
   if (progress_bar_) std::printf("\r\033[K");
   if (log_)
-    log_->info("eval after step {}: loss {:.4f}, perplexity {:.3f} ({} tokens)", e.step, e.loss,
-               e.perplexity, e.tokens);
+    log_->info(
+        "eval after step {}: loss {:.4f}, perplexity {:.3f}, token accuracy {:.1f}% ({} "
+        "tokens)",
+        e.step, e.loss, e.perplexity, 100 * e.accuracy, e.tokens);
 }
 
 void MetricsLog::on_end(const TrainEnd& end) {

@@ -6,8 +6,8 @@
 // metrics.jsonl fields: step lines {"type": "step", "step", "total_steps", "epoch", "loss", "lr",
 // "grad_norm", "tokens", "tokens_per_s", "mfu", "exposed_comm_s", "exposed_comm_fraction",
 // "peak_rss_bytes", "step_s", "skipped_steps", "applied"}; eval lines {"type": "eval", "step",
-// "eval_loss", "eval_perplexity", "eval_tokens"}; the file is appended line by line and flushed,
-// so a dashboard can tail it during the run.
+// "eval_loss", "eval_perplexity", "eval_accuracy", "eval_tokens"}; the file is appended line by
+// line and flushed, so a dashboard can tail it during the run.
 #pragma once
 
 #include <spdlog/logger.h>

@@ -79,6 +79,11 @@ TrainEnd TrainLoop::run() {
   info.gemm_peak_gflops = options_.gemm_peak_gflops;
   for (TrainingObserver* o : observers_) o->on_start(info);
 
+  // A baseline for the evaluations to come: the model before its first step.
+  if (!validation_.empty() && step_.next_step() == 0) {
+    const EvalMetrics e = evaluate(0);
+    for (TrainingObserver* o : observers_) o->on_eval(e);
+  }
   TrainEnd end;
   end.reason = "finished";
   int64_t consecutive_nonfinite = 0, skipped = 0;
@@ -161,8 +166,9 @@ StepMetrics TrainLoop::measure(const StepResult& result, double seconds, double 
   m.peak_rss_bytes = static_cast<int64_t>(worst[2]);
   m.tokens_per_second = m.seconds > 0 ? static_cast<double>(result.tokens) / m.seconds : 0;
   if (options_.gemm_peak_gflops > 0 && m.seconds > 0)
-    m.mfu = options_.flops_per_token * m.tokens_per_second / world_.size() /
-            (options_.gemm_peak_gflops * 1e9);
+    // FLOPs go to every token of a row, learned or not (prompts, chat markers); not to padding.
+    m.mfu = options_.flops_per_token * static_cast<double>(result.row_tokens) / m.seconds /
+            world_.size() / (options_.gemm_peak_gflops * 1e9);
   return m;
 }
 
@@ -181,7 +187,7 @@ EvalMetrics TrainLoop::evaluate(int64_t completed_steps) {
   const int world = world_.size(), rank = world_.rank();
   const int64_t per_round = static_cast<int64_t>(world) * options_.micro_batch_size;
   const int64_t rounds = (layout.rows() + per_round - 1) / per_round;
-  double sums[2] = {0, 0};  // loss sum, tokens
+  double sums[3] = {0, 0, 0};  // loss sum, learned tokens, correct predictions
   for (int64_t round = 0; round < rounds; ++round) {
     std::vector<std::vector<SampleSpan>> rows;
     for (int64_t j = 0; j < options_.micro_batch_size; ++j) {
@@ -198,16 +204,20 @@ EvalMetrics TrainLoop::evaluate(int64_t completed_steps) {
     }
     const PackedBatch batch = rows.empty() ? padding_batch(1, options_.sequence_len)
                                            : pack_rows(rows, options_.sequence_len);
-    sums[0] += model_->loss_sum(batch).item<double>();
+    // Loss and accuracy from the same fp32 logits, never [tokens, vocab] at once.
+    const auto [loss, correct] = model_->score(batch);
+    sums[0] += loss;
     sums[1] += batch.labels.ne(-100).sum().item<double>();
+    sums[2] += static_cast<double>(correct);
   }
-  world_.all_reduce(comm_buffer(sums, 2), ReduceOp::kSum);
+  world_.all_reduce(comm_buffer(sums, 3), ReduceOp::kSum);
   model_->train();
   EvalMetrics e;
   e.step = completed_steps;
   e.tokens = static_cast<int64_t>(sums[1]);
   e.loss = sums[1] > 0 ? sums[0] / sums[1] : 0;
   e.perplexity = std::exp(e.loss);
+  e.accuracy = sums[1] > 0 ? sums[2] / sums[1] : 0;
   return e;
 }
 

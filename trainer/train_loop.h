@@ -10,9 +10,10 @@
 // know it from step one. Every rank runs the same steps with the same number of micro-batches, so
 // no rank waits alone, whatever rows it got.
 //
-// Evaluation runs in lockstep too: the validation samples are packed into rows once (the same
-// layout on every rank), rank r scores rows r, r + world, ...; a rank without a row in a round
-// runs an all-padding one, since every forward of a sharded model is collective.
+// Evaluation (before the first step, every eval_steps, at the end) runs in lockstep too: the
+// validation samples are packed into rows once (the same layout on every rank), rank r scores rows
+// r, r + world, ...; a rank without a row in a round runs an all-padding one, since every forward
+// of a sharded model is collective.
 #pragma once
 
 #include <torch/torch.h>
@@ -36,7 +37,7 @@ struct LoopOptions {
   int64_t max_nonfinite_steps = 3;
   int64_t sequence_len = 2048;
   int64_t micro_batch_size = 1;
-  double flops_per_token = 0;   // model FLOPs per learned token of a step (forward + backward)
+  double flops_per_token = 0;   // model FLOPs per (non-padding) token of a step, fwd + bwd
   double gemm_peak_gflops = 0;  // this rank's bf16 GEMM peak
 };
 

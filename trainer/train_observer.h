@@ -40,6 +40,7 @@ struct StepMetrics {
 struct EvalMetrics {
   int64_t step = 0;  // optimizer steps completed when it ran
   double loss = 0, perplexity = 0;
+  double accuracy = 0;  // share of learned tokens whose most likely prediction is the label
   int64_t tokens = 0;
 };
 

@@ -42,10 +42,15 @@ StepResult TrainStep::run(const std::vector<PackedBatch>& micro_batches) {
   result.lr = schedule_.at(result.step);
 
   // 1. The global count of learned tokens normalises every micro-batch's loss.
-  int64_t tokens = 0;
-  for (const PackedBatch& b : micro_batches) tokens += learned_tokens(b);
-  world_.all_reduce(comm_buffer(&tokens, 1), ReduceOp::kSum);
+  int64_t counts[2] = {0, 0};  // learned tokens, non-padding tokens
+  for (const PackedBatch& b : micro_batches) {
+    counts[0] += learned_tokens(b);
+    counts[1] += b.sequence_ids.ge(0).sum().item<int64_t>();
+  }
+  world_.all_reduce(comm_buffer(counts, 2), ReduceOp::kSum);
+  const int64_t tokens = counts[0];
   result.tokens = tokens;
+  result.row_tokens = counts[1];
 
   // 2. Forward and backward per micro-batch; every rank runs the same number of them.
   sharded_.zero_grad();

@@ -27,11 +27,12 @@
 namespace ptrain {
 
 struct StepResult {
-  int64_t step = 0;      // the optimizer step this was (0-based), whether applied or not
-  double loss = 0;       // mean token loss over the global batch
-  double grad_norm = 0;  // before clipping
-  double lr = 0;         // the rate applied
-  int64_t tokens = 0;    // learned tokens in the global batch
+  int64_t step = 0;        // the optimizer step this was (0-based), whether applied or not
+  double loss = 0;         // mean token loss over the global batch
+  double grad_norm = 0;    // before clipping
+  double lr = 0;           // the rate applied
+  int64_t tokens = 0;      // learned tokens in the global batch
+  int64_t row_tokens = 0;  // tokens the model computed on (not padding) in the global batch
   int64_t micro_batches = 0;
   bool applied = false;     // false: skipped (non-finite, or no learned token)
   bool non_finite = false;  // skipped because the loss or the gradient norm was not finite
