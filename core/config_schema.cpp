@@ -222,8 +222,8 @@ ConfigSchema::ConfigSchema() {
       integer("threads", member_of(&J::threads), 0, 4096,
               "Compute threads per rank; 0: the host's cores divided by the ranks on the host."),
       one_of("device", member_of(&J::device), {"auto", "cpu", "cuda"},
-             "Where training computes; auto: cuda when this libtorch has CUDA and a GPU is "
-             "visible."),
+             "Where training computes; auto and cpu: the CPU (training on GPUs is not wired yet: "
+             "cuda is refused)."),
       // ---------------------------------------------------------------- ptrain sections
       one_of("fsdp.sharding", member_of(&J::fsdp, &FsdpConfig::sharding),
              {"full", "grad_op", "none"},
@@ -253,7 +253,8 @@ ConfigSchema::ConfigSchema() {
       one_of(
           "logging.console", member_of(&J::logging, &LoggingConfig::console),
           {"rank0", "all", "none"},
-          "Which ranks log to the console; every rank always logs to output_dir/logs/rank-N.log."),
+          "Which ranks log to the console; a job that writes outputs (train, preprocess) also logs "
+          "every rank to output_dir/logs/rank-N.log."),
   };
 
   using D = DatasetConfig;

@@ -73,7 +73,8 @@ void register_eval_command(CommandLine& cli) {
                   "the config's datasets (val_set_size)",
                   PathKind::kFile);
   eval->add_option("--seq-len", options->seq_len,
-                   "Tokens per packed row (longer samples are windowed)");
+                   "Tokens per packed row (longer samples are windowed); 0: 2048, or the model's "
+                   "context when shorter");
   eval->add_option("--rows", options->rows, "Packed rows per forward pass")->check(at_least(1));
 }
 
@@ -90,7 +91,10 @@ int run_eval_command(RankSession& session, const ResolvedConfig& config,
   std::vector<TokenSample> samples = options.data.empty()
                                          ? validation_samples(session, config, options.model.dir)
                                          : read_token_jsonl(options.data);
-  EvalResult result = evaluate(model, samples, options.seq_len, options.rows, *ctx.comm);
+  const int64_t seq_len = options.seq_len > 0
+                              ? options.seq_len
+                              : std::min<int64_t>(2048, model->config().max_position_embeddings);
+  EvalResult result = evaluate(model, samples, seq_len, options.rows, *ctx.comm);
   // Every rank holds the all-reduced result, so every rank refuses it alike.
   PTRAIN_CHECK(result.tokens > 0,
                "eval: {} has no token to score ({}): a sample needs 2 tokens or more, and labels "

@@ -18,9 +18,9 @@ namespace ptrain {
 
 struct EvalCommandOptions {
   ModelLoadOptions model;
-  std::string data;  // pre-tokenized JSONL; empty: the config's validation split
-  int64_t seq_len = 2048;
-  int64_t rows = 1;  // packed rows per forward pass
+  std::string data;     // pre-tokenized JSONL; empty: the config's validation split
+  int64_t seq_len = 0;  // 0: min(2048, the model's max_position_embeddings)
+  int64_t rows = 1;     // packed rows per forward pass
 };
 
 void register_eval_command(CommandLine& cli);

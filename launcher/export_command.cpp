@@ -8,6 +8,7 @@
 
 #include "core/error.h"
 #include "core/file_util.h"
+#include "launcher/model_tools.h"
 #include "model/llama_weights.h"
 
 namespace ptrain {
@@ -53,13 +54,7 @@ int run_export_command(const ExportOptions& o) {
   }
   const at::ScalarType dtype = o.model.dtype == "fp32" ? at::kFloat : at::kBFloat16;
   save_llama_model(loaded.model, o.out, dtype, o.max_shard_bytes, /*merge_lora=*/true);
-  // What a user loads next to the weights: the base's tokenizer and generation defaults.
-  for (const char* name : {"generation_config.json", "tokenizer.json", "tokenizer_config.json",
-                           "tokenizer.model", "special_tokens_map.json"}) {
-    const fs::path source = fs::path(o.model.dir) / name;
-    if (fs::exists(source))
-      write_file_atomic((fs::path(o.out) / name).string(), read_text_file(source.string()));
-  }
+  copy_model_companions(o.model.dir, o.out);
   out.keep();
   std::cout << "wrote merged model " << o.out << " (" << (dtype == at::kFloat ? "fp32" : "bf16")
             << (o.model.load_in_4bit ? ", merged into the NF4-dequantized base" : "") << ")\n";

@@ -1,5 +1,7 @@
 #include "launcher/model_tools.h"
 
+#include <filesystem>
+
 #include "checkpoint/safetensors_model.h"
 #include "core/error.h"
 #include "core/file_util.h"
@@ -49,6 +51,16 @@ std::string inspect_llama_model(const std::string& dir) {
       params >= 1e9 ? fmt::format("{:.2f} B", params / 1e9) : fmt::format("{:.2f} M", params / 1e6),
       weights.file_count(), weights.names().size(), dtypes,
       config.tie_word_embeddings ? "yes" : "no");
+}
+
+void copy_model_companions(const std::string& model_dir, const std::string& out_dir) {
+  for (const char* name : {"generation_config.json", "tokenizer.json", "tokenizer_config.json",
+                           "tokenizer.model", "special_tokens_map.json"}) {
+    const std::filesystem::path source = std::filesystem::path(model_dir) / name;
+    if (std::filesystem::exists(source))
+      write_file_atomic((std::filesystem::path(out_dir) / name).string(),
+                        read_text_file(source.string()));
+  }
 }
 
 }  // namespace ptrain

@@ -24,4 +24,8 @@ int64_t write_random_llama_model(const InitModelOptions& options);
 // the first problem otherwise.
 std::string inspect_llama_model(const std::string& dir);
 
+// Copies what a user loads next to a model's weights (the tokenizer files and generation
+// defaults) from `model_dir` to `out_dir`, each written atomically; absent ones are skipped.
+void copy_model_companions(const std::string& model_dir, const std::string& out_dir);
+
 }  // namespace ptrain

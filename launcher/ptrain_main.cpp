@@ -10,10 +10,12 @@
 #include "launcher/model_commands.h"
 #include "launcher/preprocess_command.h"
 #include "launcher/ptrain_commands.h"
+#include "launcher/train_command.h"
 
 int main(int argc, char** argv) {
   using namespace ptrain;
   CommandLine cli("ptrain: distributed fine-tuning and training of Llama-family models");
+  register_train_command(cli);
   register_env_command(cli);
   register_validate_config_command(cli);
   register_init_model_command(cli);

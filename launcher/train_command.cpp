@@ -10,6 +10,7 @@
 #include "launcher/data_preparation.h"
 #include "launcher/job_options.h"
 #include "launcher/model_loader.h"
+#include "launcher/model_tools.h"
 #include "launcher/rank_session.h"
 #include "model/llama_weights.h"
 #include "parallel/fsdp_groups.h"
@@ -36,9 +37,11 @@ void check_training_config(const ResolvedConfig& config) {
                config.source);
   PTRAIN_CHECK(job.adapter != "qlora" || job.load_in_4bit,
                "{}: 'adapter: qlora' needs 'load_in_4bit: true'", config.source);
-  PTRAIN_CHECK(job.device != "cuda" || torch::cuda::is_available(),
-               "{}: 'device: cuda', but this libtorch build has no CUDA or sees no GPU (build "
-               "against a CUDA libtorch: docs/gpu.md)",
+  // The sharded trainer runs on the CPU today; the CUDA path (a CUDA libtorch, NCCL) is not wired
+  // into training yet, and a job that asked for a GPU must not train on the CPU unnoticed.
+  PTRAIN_CHECK(job.device != "cuda",
+               "{}: 'device: cuda': training on GPUs is not available in this version yet; use "
+               "'device: auto' or 'cpu'",
                config.source);
 }
 
@@ -104,16 +107,6 @@ void check_memory(const JobConfig& job, const MemoryPlan& plan, const RankContex
                "{}: this job will not fit; lower micro_batch_size ({}) or sequence_len ({}), set "
                "gradient_checkpointing: true, or run on more ranks",
                text, job.micro_batch_size, job.sequence_len);
-}
-
-// The model directory's companions a user loads next to the weights.
-void copy_model_companions(const std::string& model_dir, const std::string& out_dir) {
-  for (const char* name : {"generation_config.json", "tokenizer.json", "tokenizer_config.json",
-                           "tokenizer.model", "special_tokens_map.json"}) {
-    const fs::path source = fs::path(model_dir) / name;
-    if (fs::exists(source))
-      write_file_atomic((fs::path(out_dir) / name).string(), read_text_file(source.string()));
-  }
 }
 
 int run_train(RankSession& session, const ResolvedConfig& config) {
@@ -190,7 +183,12 @@ int run_train(RankSession& session, const ResolvedConfig& config) {
 
   // Outputs: the whole adapter (or model), gathered from every rank's shards.
   const std::string final_dir = (fs::path(job.output_dir) / "final").string();
-  sharded.gather_all();
+  // The adapter needs only the trainable tensors; a full model every tensor.
+  if (adapter) {
+    sharded.gather_trainable();
+  } else {
+    sharded.gather_all();
+  }
   if (ctx.rank == 0) {
     if (adapter) {
       save_peft_adapter(model, *adapter, job.base_model, final_dir);

@@ -212,6 +212,15 @@ LlamaConfig parse_llama_config_json(const json& j, const std::string& source) {
         c.eos_token_ids.push_back(e.get<int64_t>());
       }
   }
+  // A special token the embedding has no row for would fail (or silently clamp) at the first use.
+  if (c.bos_token_id && (*c.bos_token_id < 0 || *c.bos_token_id >= c.vocab_size))
+    bad(source, "bos_token_id",
+        fmt::format("{} is outside the vocabulary [0, {}) ('vocab_size')", *c.bos_token_id,
+                    c.vocab_size));
+  for (int64_t eos : c.eos_token_ids)
+    if (eos < 0 || eos >= c.vocab_size)
+      bad(source, "eos_token_id",
+          fmt::format("{} is outside the vocabulary [0, {}) ('vocab_size')", eos, c.vocab_size));
   c.torch_dtype = j.value("torch_dtype", std::string("bfloat16"));
   const double parameters = parameter_bound(c);
   if (parameters > kMaxParameters)

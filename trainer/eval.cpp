@@ -57,6 +57,7 @@ std::vector<TokenSample> read_token_jsonl(const std::string& path) {
     PTRAIN_CHECK(row.is_object() && row.contains("input_ids"),
                  "{}:{}: expected an object with \"input_ids\" (pre-tokenized data)", path, number);
     TokenSample sample;
+    sample.origin = fmt::format("{}:{}", path, number);
     sample.input_ids = ids("input_ids");
     PTRAIN_CHECK(!sample.input_ids.empty(), "{}:{}: \"input_ids\" is empty", path, number);
     for (size_t k = 0; k < sample.input_ids.size(); ++k)
@@ -95,10 +96,18 @@ EvalResult evaluate(LlamaForCausalLM& model, const std::vector<TokenSample>& sam
   const int64_t vocab = model->config().vocab_size;
   std::vector<SampleSpan> windows;
   for (size_t i = comm.rank(); i < samples.size(); i += comm.size()) {
-    for (int64_t id : samples[i].input_ids)
-      PTRAIN_CHECK(id >= 0 && id < vocab, "sample {} has token id {} outside the vocabulary of {}",
-                   i + 1, id, vocab);
     const TokenSample& sample = samples[i];
+    const std::string where =
+        sample.origin.empty() ? fmt::format("sample {}", i + 1) : sample.origin;
+    for (int64_t id : sample.input_ids)
+      PTRAIN_CHECK(id >= 0 && id < vocab,
+                   "{}: token id {} is outside the model's vocabulary [0, {}) (vocab_size)", where,
+                   id, vocab);
+    for (int64_t label : sample.labels)
+      PTRAIN_CHECK(label == -100 || (label >= 0 && label < vocab),
+                   "{}: label {} is outside the model's vocabulary [0, {}) (vocab_size); a label "
+                   "is a token id or -100",
+                   where, label, vocab);
     const int64_t n = static_cast<int64_t>(sample.input_ids.size());
     for (int64_t begin = 0; begin < n; begin += seq_len) {
       // A window without labels of its own predicts its next tokens within the window.

@@ -15,6 +15,7 @@ namespace ptrain {
 struct TokenSample {
   std::vector<int64_t> input_ids;
   std::vector<int64_t> labels;  // empty: the next token of the sample at every position
+  std::string origin;           // where it was read ("data.jsonl:12"), for messages; may be empty
 };
 
 // Reads JSONL with one object per line: {"input_ids": [...]} and optionally "labels": [...] of the

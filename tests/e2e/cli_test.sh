@@ -45,12 +45,12 @@ code=$?
 code=$?
 [ $code -eq 2 ] || fail "ptrain without a subcommand exited $code, expected 2"
 
-# `ptrain --config job.yaml` alone means train (ARCHITECTURE.md); until train exists it is a usage
-# error that says so.
+# `ptrain --config job.yaml` alone means train (ARCHITECTURE.md): this config names no base_model,
+# which train (and only train) refuses.
 err=$("$ptrain" --config "$work/same.yaml" 2>&1)
 code=$?
 [ $code -eq 2 ] || fail "ptrain --config without a subcommand exited $code, expected 2"
-grep -q "A subcommand is required: .*train" <<<"$err" || fail "ptrain --config message: $err"
+grep -q "'base_model' is required for training" <<<"$err" || fail "ptrain --config message: $err"
 
 # The top-level --config is the default command's: beside a named subcommand it is refused.
 err=$("$ptrain" --config "$work/same.yaml" env 2>&1)
@@ -157,7 +157,7 @@ done
 "$ptrain" tokenize --log-level debug --model "$work/tiny" hi >/dev/null || fail "tokenize --log-level debug"
 err=$("$ptrain" tokenize --log-level loud --model "$work/tiny" hi 2>&1)
 [ $? -eq 2 ] && grep -q "unknown log level 'loud'" <<<"$err" || fail "--log-level loud: $err"
-"$ptrain" eval --help | grep -Eq -- '--seq-len INT=2048 ' || fail "eval --help shows no defaults: $("$ptrain" eval --help)"
+"$ptrain" eval --help | grep -Eq -- '--seq-len INT=0 ' || fail "eval --help shows no defaults: $("$ptrain" eval --help)"
 "$ptrain" generate --help | grep -Eq -- '--max-new-tokens INT=128 ' || fail "generate --help shows no defaults"
 
 # One user error at -np 4, not one per rank: a missing model (every rank fails after MPI starts),

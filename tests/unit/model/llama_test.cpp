@@ -786,6 +786,12 @@ TEST(LlamaConfigJson, UnsupportedSettingsAreErrorsNamingTheKey) {
       HasSubstr("'rope_scaling.low_freq_factor': is required"));
   EXPECT_THAT(error(R"(, "model_type": "llama", "eos_token_id": [1, null])"),
               HasSubstr("'eos_token_id'"));
+  EXPECT_THAT(error(R"(, "model_type": "llama", "bos_token_id": 10)"),
+              HasSubstr("cfg.json: key 'bos_token_id': 10 is outside the vocabulary [0, 10)"));
+  EXPECT_THAT(error(R"(, "model_type": "llama", "eos_token_id": [2, -1])"),
+              HasSubstr("key 'eos_token_id': -1 is outside the vocabulary"));
+  EXPECT_THAT(error(R"(, "model_type": "llama", "bos_token_id": 9, "eos_token_id": 0)"),
+              HasSubstr("no error"));
   EXPECT_THAT(error(R"(, "model_type": "llama")"), HasSubstr("no error"));
   EXPECT_EQ(
       parse_llama_config("{" + base + R"(, "model_type": "mistral"})", "m.json").sliding_window,

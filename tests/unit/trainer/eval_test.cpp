@@ -132,5 +132,26 @@ TEST(Evaluate, ASequenceLengthBeyondTheContextOrNoRowsIsAUserError) {
   EXPECT_THAT(error(16, 0), HasSubstr("rows"));
 }
 
+TEST(Evaluate, IdsAndLabelsOutsideTheVocabularyNameTheFileAndLine) {
+  auto model = make_model(micro_config(), at::kFloat);  // vocab_size 11
+  const std::string dir = temp_dir("vocab");
+  std::ofstream(dir + "/d.jsonl") << "{\"input_ids\": [1, 2]}\n"
+                                  << "{\"input_ids\": [1, 300]}\n";
+  std::ofstream(dir + "/l.jsonl") << "{\"input_ids\": [1, 2], \"labels\": [-100, 12]}\n";
+  NoCollectives comm;
+  auto error = [&](const std::string& file) {
+    try {
+      evaluate(model, read_token_jsonl(dir + "/" + file), 16, 1, comm);
+    } catch (const UserError& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  EXPECT_THAT(error("d.jsonl"),
+              HasSubstr("d.jsonl:2: token id 300 is outside the model's vocabulary [0, 11)"));
+  EXPECT_THAT(error("l.jsonl"),
+              HasSubstr("l.jsonl:1: label 12 is outside the model's vocabulary [0, 11)"));
+}
+
 }  // namespace
 }  // namespace ptrain
