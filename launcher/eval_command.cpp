@@ -29,8 +29,9 @@ bool same_directory(const std::string& a, const std::string& b) {
 // The validation samples of the config's prepared dataset, with their labels, tokenized by the
 // evaluated model's tokenizer: a loss only means something over the ids that model reads, so the
 // config's base_model (which may be another model, with another vocabulary) is not used for it.
-std::vector<TokenSample> validation_samples(RankSession& session, const ResolvedConfig& config,
-                                            const std::string& model_dir) {
+std::vector<TokenSample> config_validation_samples(RankSession& session,
+                                                   const ResolvedConfig& config,
+                                                   const std::string& model_dir) {
   PTRAIN_CHECK(!config.job.datasets.empty() && config.job.val_set_size > 0,
                "eval without --data evaluates the validation split of the config's datasets: "
                "'{}' needs 'datasets' and a 'val_set_size' > 0",
@@ -43,16 +44,7 @@ std::vector<TokenSample> validation_samples(RankSession& session, const Resolved
         model_dir, job.base_model);
   job.base_model = model_dir;
   PreparedData prepared = prepare_data(job, session.context(), session.threads());
-  const PreparedDataset& data = *prepared.dataset;
-  std::vector<TokenSample> samples;
-  for (int64_t i = 0; i < data.val_samples(); ++i) {
-    const SampleView view = data.sample(data.val_samples_data()[i]);
-    TokenSample sample;
-    for (int64_t t = 0; t < view.length; ++t) sample.input_ids.push_back(view.token(t));
-    sample.labels = sample_labels(view);
-    samples.push_back(std::move(sample));
-  }
-  return samples;
+  return validation_samples(*prepared.dataset);
 }
 
 }  // namespace
@@ -88,9 +80,9 @@ int run_eval_command(RankSession& session, const ResolvedConfig& config,
   // The model first: a model that does not load leaves nothing written (no prepared-data cache).
   LlamaForCausalLM model = load_model(options.model).model;
   model->eval();
-  std::vector<TokenSample> samples = options.data.empty()
-                                         ? validation_samples(session, config, options.model.dir)
-                                         : read_token_jsonl(options.data);
+  std::vector<TokenSample> samples =
+      options.data.empty() ? config_validation_samples(session, config, options.model.dir)
+                           : read_token_jsonl(options.data);
   const int64_t seq_len = options.seq_len > 0
                               ? options.seq_len
                               : std::min<int64_t>(2048, model->config().max_position_embeddings);

@@ -50,18 +50,6 @@ int shard_group_size(const JobConfig& job, int world) {
   return job.fsdp.hybrid_shard_size > 0 ? static_cast<int>(job.fsdp.hybrid_shard_size) : world;
 }
 
-std::vector<TokenSample> validation_samples(const PreparedDataset& data) {
-  std::vector<TokenSample> samples;
-  for (int64_t i = 0; i < data.val_samples(); ++i) {
-    const SampleView view = data.sample(data.val_samples_data()[i]);
-    TokenSample sample;
-    for (int64_t t = 0; t < view.length; ++t) sample.input_ids.push_back(view.token(t));
-    sample.labels = sample_labels(view);
-    samples.push_back(std::move(sample));
-  }
-  return samples;
-}
-
 // Bytes one rank needs while training, from what it holds (shards, optimizer moments), the
 // units gathered at once (the root, the running layer and the prefetched one) and one
 // micro-batch's activations.

@@ -18,6 +18,18 @@ double EvalResult::perplexity() const {
   return std::exp(mean_loss());
 }
 
+std::vector<TokenSample> validation_samples(const PreparedDataset& data) {
+  std::vector<TokenSample> samples;
+  for (int64_t i = 0; i < data.val_samples(); ++i) {
+    const SampleView view = data.sample(data.val_samples_data()[i]);
+    TokenSample sample;
+    for (int64_t t = 0; t < view.length; ++t) sample.input_ids.push_back(view.token(t));
+    sample.labels = sample_labels(view);
+    samples.push_back(std::move(sample));
+  }
+  return samples;
+}
+
 std::vector<TokenSample> read_token_jsonl(const std::string& path) {
   std::error_code ec;
   PTRAIN_CHECK(!std::filesystem::is_directory(path, ec),

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "data/prepared_data.h"
 #include "model/llama.h"
 #include "parallel/communicator.h"
 
@@ -17,6 +18,9 @@ struct TokenSample {
   std::vector<int64_t> labels;  // empty: the next token of the sample at every position
   std::string origin;           // where it was read ("data.jsonl:12"), for messages; may be empty
 };
+
+// The validation split of a prepared dataset, with its labels (the learned tokens' targets).
+std::vector<TokenSample> validation_samples(const PreparedDataset& data);
 
 // Reads JSONL with one object per line: {"input_ids": [...]} and optionally "labels": [...] of the
 // same length. Blank lines are skipped. UserError naming the file and line otherwise.
