@@ -4,7 +4,7 @@ JOBS ?= 2
 MPIRUN ?= mpirun --oversubscribe $(if $(filter 0,$(shell id -u)),--allow-run-as-root,)
 SOURCES = $(shell git ls-files '*.cpp' '*.h' 2>/dev/null)
 
-.PHONY: deps configure build test quickstart bench format format-check docs clean
+.PHONY: deps configure build test quickstart scale-test bench format format-check docs clean
 
 deps:
 	@bash scripts/install-deps.sh
@@ -31,6 +31,14 @@ quickstart: build
 	python3 examples/make_tiny_data.py outputs/quickstart/data
 	$(MPIRUN) -np 2 $(BUILD_DIR)/bin/ptrain train --config examples/quickstart.yaml
 	@python3 examples/quickstart_summary.py outputs/quickstart/run
+
+# Not in CI: the tiny QLoRA job at 64 ranks on this machine (docs/training.md, "Many ranks").
+scale-test: build
+	rm -rf outputs/scale-test
+	$(BUILD_DIR)/bin/ptrain init-model --preset tiny --out outputs/scale-test/tiny-llama
+	python3 examples/make_tiny_data.py outputs/scale-test/data --rows 600
+	$(MPIRUN) -np 64 $(BUILD_DIR)/bin/ptrain --config examples/scale-test.yaml
+	@python3 examples/quickstart_summary.py outputs/scale-test/run
 
 # Full benchmark runs; results (one JSON object per line) go to bench/results/.
 bench: build

@@ -13,7 +13,7 @@ def main():
     steps = [l for l in lines if l["type"] == "step"]
     evals = [l for l in lines if l["type"] == "eval"]
     end = [l for l in lines if l["type"] == "end"][-1]
-    print(f"\nptrain quickstart: {end['steps']} optimizer steps in {end['seconds']:.0f} s "
+    print(f"\nptrain: {end['steps']} optimizer steps in {end['seconds']:.0f} s "
           f"({end['reason']}), {lines[0]['world']} ranks")
     if steps:
         rate = sum(s["tokens_per_s"] for s in steps) / len(steps)
