@@ -86,11 +86,13 @@ std::vector<int64_t> shuffled_indices(int64_t n, uint64_t seed) {
   return order;
 }
 
+uint64_t splitmix64_output(uint64_t seed, uint64_t index) {
+  return splitmix64_mix(seed + (index + 1) * kGoldenGamma);
+}
+
 std::vector<int64_t> epoch_order(int64_t rows, uint64_t seed, int64_t epoch) {
   PTRAIN_ASSERT(epoch >= 0, "epoch {}", epoch);
-  const uint64_t epoch_seed =
-      splitmix64_mix(seed + (static_cast<uint64_t>(epoch) + 1) * kGoldenGamma);
-  return shuffled_indices(rows, epoch_seed);
+  return shuffled_indices(rows, splitmix64_output(seed, static_cast<uint64_t>(epoch)));
 }
 
 // ---------------------------------------------------------------- state

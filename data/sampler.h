@@ -51,6 +51,11 @@ void from_json(const nlohmann::json& in, SamplerState& state);
 // sampler's epochs and packing's groups).
 std::vector<int64_t> shuffled_indices(int64_t n, uint64_t seed);
 
+// Output number `index` (0-based) of a splitmix64 generator seeded with `seed`, i.e.
+// mix(seed + (index + 1) * gamma): the way seeds are derived from the one job seed (each epoch's
+// shuffle here; each rank's model generator in launcher/job_options).
+uint64_t splitmix64_output(uint64_t seed, uint64_t index);
+
 // Epoch `epoch`'s order of the rows: shuffled_indices(rows, s) where s is output number `epoch`
 // (0-based) of a splitmix64 generator seeded with `seed`, i.e. mix(seed + (epoch + 1) * gamma).
 // Each epoch's shuffle thus starts at an unrelated point of the splitmix64 sequence.

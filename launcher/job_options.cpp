@@ -1,13 +1,11 @@
 #include "launcher/job_options.h"
 
+#include "data/sampler.h"
+
 namespace ptrain {
 
 uint64_t rank_seed(int64_t seed, int rank) {
-  uint64_t z =
-      static_cast<uint64_t>(seed) + (static_cast<uint64_t>(rank) + 1) * 0x9E3779B97F4A7C15ULL;
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-  return z ^ (z >> 31);
+  return splitmix64_output(static_cast<uint64_t>(seed), static_cast<uint64_t>(rank));
 }
 
 ModelOptions model_options_from_config(const JobConfig& config, int rank) {

@@ -177,21 +177,28 @@ at::Tensor LlamaForCausalLMImpl::leave(const at::Tensor& y) {
   return hooks_ ? leave_root(y, *hooks_) : y;
 }
 
+int64_t LlamaForCausalLMImpl::loss_chunk_tokens() const {
+  if (options_.loss_chunk_tokens > 0) return options_.loss_chunk_tokens;
+  return std::max<int64_t>(1, (int64_t{64} << 20) / (4 * config_.vocab_size));
+}
+
+at::ScalarType LlamaForCausalLMImpl::accumulation_dtype() const {
+  return options_.dtype == at::kDouble ? at::kDouble : at::kFloat;
+}
+
 at::Tensor LlamaForCausalLMImpl::hidden_states(const PackedBatch& batch) {
   return leave(run_layers(batch));
 }
 
 at::Tensor LlamaForCausalLMImpl::loss_sum(const PackedBatch& batch) {
   at::Tensor h = run_layers(batch);
-  int64_t chunk = options_.loss_chunk_tokens;
-  if (chunk <= 0) chunk = std::max<int64_t>(1, (int64_t{64} << 20) / (4 * config_.vocab_size));
   return leave(chunked_cross_entropy_sum(h.reshape({-1, config_.hidden_size}), output_weight(),
-                                         batch.labels.reshape({-1}), chunk));
+                                         batch.labels.reshape({-1}), loss_chunk_tokens()));
 }
 
 at::Tensor LlamaForCausalLMImpl::logits(const PackedBatch& batch) {
   at::Tensor h = run_layers(batch);
-  const at::ScalarType acc = options_.dtype == at::kDouble ? at::kDouble : at::kFloat;
+  const at::ScalarType acc = accumulation_dtype();
   return leave(at::matmul(h, output_weight().t()).to(acc));
 }
 
@@ -201,8 +208,8 @@ std::pair<double, int64_t> LlamaForCausalLMImpl::score(const PackedBatch& batch)
   const at::Tensor hidden = run_layers(batch).index({learned});
   const at::Tensor labels = batch.labels.index({learned});
   const at::Tensor weight = output_weight();  // the root is still gathered until leave()
-  const at::ScalarType acc = options_.dtype == at::kDouble ? at::kDouble : at::kFloat;
-  const int64_t chunk = std::max<int64_t>(1, (int64_t{64} << 20) / (4 * config_.vocab_size));
+  const at::ScalarType acc = accumulation_dtype();
+  const int64_t chunk = loss_chunk_tokens();
   double loss = 0;
   int64_t correct = 0;
   for (int64_t begin = 0; begin < labels.numel(); begin += chunk) {
@@ -260,7 +267,7 @@ at::Tensor LlamaForCausalLMImpl::decode_step(const at::Tensor& input_ids, KVCach
   }
   cache.length = offset + t;
   at::Tensor last = norm_(h.select(1, t - 1));
-  const at::ScalarType acc = options_.dtype == at::kDouble ? at::kDouble : at::kFloat;
+  const at::ScalarType acc = accumulation_dtype();
   return leave(at::matmul(last, output_weight().t()).to(acc));
 }
 

@@ -168,6 +168,11 @@ class LlamaForCausalLMImpl : public torch::nn::Module, public Stateful {
                                const std::function<at::Tensor()>& dense_mask) const;
   // The head's output `y`, after the root's post_forward hook.
   at::Tensor leave(const at::Tensor& y);
+  // Positions per chunk of the loss's logits: loss_chunk_tokens, or as many as keep a chunk's
+  // fp32 logits at 64 MiB.
+  int64_t loss_chunk_tokens() const;
+  // fp64 for an fp64 model (tests), else fp32: where logits and losses are computed.
+  at::ScalarType accumulation_dtype() const;
 
   LlamaConfig config_;
   ModelOptions options_;

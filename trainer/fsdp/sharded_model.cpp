@@ -236,12 +236,8 @@ void ShardedModel::complete_reductions() {
   torch::NoGradGuard no_grad;
   for (PendingReduction& r : pending_) {
     wait(r.work);
-    if (groups_.replicate) {
-      const auto start = std::chrono::steady_clock::now();
-      groups_.replicate->all_reduce(comm_buffer_of(r.output), ReduceOp::kSum);
-      stats_.exposed_seconds +=
-          std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    }
+    if (groups_.replicate)
+      wait(groups_.replicate->all_reduce_async(comm_buffer_of(r.output), ReduceOp::kSum));
     r.flat->grad.add_(r.output.to(at::kFloat));
   }
   pending_.clear();
