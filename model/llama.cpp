@@ -18,6 +18,13 @@ void check_input_ids(const at::Tensor& ids, int64_t vocab) {
                ids.masked_select(outside)[0].item<int64_t>(), vocab);
 }
 
+// The rope inverse frequencies on `device`: a constant of the config, built on the CPU with the
+// model, moved once to the device the inputs arrive on rather than copied at every step.
+const at::Tensor& rope_frequencies_on(at::Tensor& inv_freq, at::Device device) {
+  if (inv_freq.device() != device) inv_freq = inv_freq.to(device);
+  return inv_freq;
+}
+
 }  // namespace
 
 at::Tensor LlamaRmsNormImpl::forward(const at::Tensor& x) const {
@@ -133,7 +140,8 @@ at::Tensor LlamaForCausalLMImpl::run_layers(const PackedBatch& batch) {
                shape_string(batch.input_ids.sizes()), shape_string(batch.position_ids.sizes()),
                shape_string(batch.sequence_ids.sizes()));
   check_input_ids(batch.input_ids, config_.vocab_size);
-  auto [cos, sin] = rope_tables(inv_freq_, batch.position_ids);
+  auto [cos, sin] =
+      rope_tables(rope_frequencies_on(inv_freq_, batch.position_ids.device()), batch.position_ids);
   const AttentionMask mask = attention_mask(batch.sequence_ids, batch.input_ids.size(1), [&] {
     return packed_causal_mask(batch.sequence_ids, config_.sliding_window);
   });
@@ -226,7 +234,8 @@ std::pair<double, int64_t> LlamaForCausalLMImpl::score(const PackedBatch& batch)
 KVCache LlamaForCausalLMImpl::make_cache(int64_t batch, int64_t capacity) const {
   KVCache cache;
   cache.capacity = capacity;
-  const auto options = torch::dtype(options_.dtype);
+  // With the model: where the embedding (and so every layer's output) lives.
+  const auto options = torch::dtype(options_.dtype).device(embed_tokens_->weight().device());
   for (int64_t l = 0; l < config_.num_hidden_layers; ++l) {
     cache.keys.push_back(
         torch::empty({batch, config_.num_key_value_heads, capacity, config_.head_dim}, options));
@@ -247,13 +256,18 @@ at::Tensor LlamaForCausalLMImpl::decode_step(const at::Tensor& input_ids, KVCach
   PTRAIN_CHECK(offset + t <= cache.capacity,
                "{} tokens do not fit the KV cache ({} of {} positions used)", t, offset,
                cache.capacity);
+  PTRAIN_CHECK(cache.keys[0].device() == input_ids.device(),
+               "decode_step: the KV cache is on {} but the input ids are on {}",
+               cache.keys[0].device().str(), input_ids.device().str());
   check_input_ids(input_ids, config_.vocab_size);
-  at::Tensor positions = torch::arange(offset, offset + t, torch::kLong).expand({b, t});
-  auto [cos, sin] = rope_tables(inv_freq_, positions);
+  const at::Device device = input_ids.device();
+  at::Tensor positions =
+      torch::arange(offset, offset + t, input_ids.options().dtype(at::kLong)).expand({b, t});
+  auto [cos, sin] = rope_tables(rope_frequencies_on(inv_freq_, device), positions);
   // Each sequence of the cache is one sample: sequence id 0 at every position.
-  const AttentionMask mask = attention_mask(torch::zeros({b, offset + t}, torch::kLong), t, [&] {
-    return cached_causal_mask(offset, t, config_.sliding_window);
-  });
+  const AttentionMask mask =
+      attention_mask(torch::zeros({b, offset + t}, positions.options()), t,
+                     [&] { return cached_causal_mask(offset, t, config_.sliding_window, device); });
   if (hooks_) hooks_->pre_forward(0);
   at::Tensor h = at::embedding(embed_tokens_->weight(), input_ids);
   for (size_t l = 0; l < layers_->size(); ++l) {

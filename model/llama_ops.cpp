@@ -1,12 +1,9 @@
 #include "model/llama_ops.h"
 
-#include <ATen/Parallel.h>
-
 #include <cmath>
 #include <limits>
 
 #include "core/error.h"
-#include "model/fused_kernels.h"
 
 namespace ptrain {
 
@@ -49,7 +46,9 @@ at::Tensor rope_inv_freq(const LlamaConfig& config) {
 
 std::pair<at::Tensor, at::Tensor> rope_tables(const at::Tensor& inv_freq,
                                               const at::Tensor& position_ids) {
-  at::Tensor freqs = position_ids.to(at::kFloat).unsqueeze(-1) * inv_freq;  // [B, T, d/2]
+  // inv_freq is a CPU constant of the config; the tables live with the positions.
+  at::Tensor freqs = position_ids.to(at::kFloat).unsqueeze(-1) *
+                     inv_freq.to(position_ids.device());  // [B, T, d/2]
   at::Tensor emb = at::cat({freqs, freqs}, -1);
   return {emb.cos(), emb.sin()};
 }
@@ -73,25 +72,26 @@ at::Tensor sequence_ids_from_positions(const at::Tensor& position_ids) {
 
 at::Tensor packed_causal_mask(const at::Tensor& sequence_ids, int64_t window) {
   const int64_t t = sequence_ids.size(1);
-  at::Tensor idx = torch::arange(t, torch::kLong);
+  at::Tensor idx = torch::arange(t, sequence_ids.options().dtype(at::kLong));
   at::Tensor causal = idx.unsqueeze(1) >= idx.unsqueeze(0);  // [T, T], query i, key j <= i
   if (window > 0) causal = causal & ((idx.unsqueeze(1) - idx.unsqueeze(0)) < window);
   at::Tensor same = sequence_ids.unsqueeze(2) == sequence_ids.unsqueeze(1);  // [B, T, T]
   at::Tensor real = (sequence_ids >= 0).unsqueeze(2);
-  at::Tensor self = torch::eye(t, torch::kBool);
+  at::Tensor self = torch::eye(t, sequence_ids.options().dtype(at::kBool));
   return ((same & real & causal) | self).unsqueeze(1);
 }
 
-at::Tensor cached_causal_mask(int64_t offset, int64_t t, int64_t window) {
-  at::Tensor query = torch::arange(offset, offset + t, torch::kLong).unsqueeze(1);
-  at::Tensor key = torch::arange(offset + t, torch::kLong).unsqueeze(0);
+at::Tensor cached_causal_mask(int64_t offset, int64_t t, int64_t window, at::Device device) {
+  const auto options = torch::dtype(at::kLong).device(device);
+  at::Tensor query = torch::arange(offset, offset + t, options).unsqueeze(1);
+  at::Tensor key = torch::arange(offset + t, options).unsqueeze(0);
   at::Tensor allowed = key <= query;
   if (window > 0) allowed = allowed & ((query - key) < window);
   return allowed.view({1, 1, t, offset + t});
 }
 
 at::Tensor attention_bias(const at::Tensor& mask, at::ScalarType dtype) {
-  return torch::zeros(mask.sizes(), torch::dtype(dtype))
+  return torch::zeros(mask.sizes(), mask.options().dtype(dtype))
       .masked_fill_(mask.logical_not(), -std::numeric_limits<double>::infinity());
 }
 
@@ -149,8 +149,8 @@ struct BlockVisibility {
     const int64_t b = mask.size(0), query = offset + begin;
     at::Tensor query_ids = mask.narrow(1, query, len).unsqueeze(2);  // [B, len, 1]
     at::Tensor key_ids = mask.narrow(1, first, n).unsqueeze(1);      // [B, 1, keys]
-    at::Tensor query_pos = torch::arange(query, query + len, torch::kLong).unsqueeze(1);
-    at::Tensor key_pos = torch::arange(first, end, torch::kLong).unsqueeze(0);
+    at::Tensor query_pos = torch::arange(query, query + len, mask.options()).unsqueeze(1);
+    at::Tensor key_pos = torch::arange(first, end, mask.options()).unsqueeze(0);
     at::Tensor seen = key_pos.le(query_pos);  // [len, keys]
     if (window > 0) seen.logical_and_(key_pos.gt(query_pos - window));
     at::Tensor allowed = query_ids.eq(key_ids).logical_and_(query_ids.ge(0)).logical_and_(seen);
@@ -271,102 +271,6 @@ at::Tensor blockwise_attention(const at::Tensor& q, const at::Tensor& k, const a
                 shape_string(k.sizes()));
   return BlockAttention::apply(q, k.contiguous(), v.contiguous(), sequence_ids, true, window,
                                std::max<int64_t>(1, block));
-}
-
-// ---------------------------------------------------------------- fused RoPE
-
-namespace {
-
-using torch::autograd::AutogradContext;
-using torch::autograd::tensor_list;
-
-class FusedRope : public torch::autograd::Function<FusedRope> {
- public:
-  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x_in, const at::Tensor& cos,
-                            const at::Tensor& sin) {
-    at::Tensor x = x_in.contiguous();
-    at::Tensor out = torch::empty_like(x);
-    run(x, cos, sin, out, false);
-    ctx->save_for_backward({cos, sin});
-    return out;
-  }
-
-  static tensor_list backward(AutogradContext* ctx, tensor_list grad_outputs) {
-    auto saved = ctx->get_saved_variables();
-    at::Tensor grad = grad_outputs[0].contiguous();
-    at::Tensor dx = torch::empty_like(grad);
-    run(grad, saved[0], saved[1], dx, true);
-    return {dx, at::Tensor(), at::Tensor()};
-  }
-
-  static void run(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
-                  at::Tensor& out, bool inverse) {
-    const int64_t heads = x.size(2), dim = x.size(3), rows = x.numel() / dim;
-    const uint16_t* in = reinterpret_cast<const uint16_t*>(x.data_ptr<at::BFloat16>());
-    uint16_t* o = reinterpret_cast<uint16_t*>(out.data_ptr<at::BFloat16>());
-    const float *c = cos.data_ptr<float>(), *s = sin.data_ptr<float>();
-    at::parallel_for(0, rows / heads, 64, [&](int64_t begin, int64_t end) {
-      rope_bf16(in + begin * heads * dim, c + begin * dim, s + begin * dim, o + begin * heads * dim,
-                (end - begin) * heads, heads, dim, inverse);
-    });
-  }
-};
-
-}  // namespace
-
-at::Tensor apply_rope_bthd(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) {
-  if (x.scalar_type() == at::kBFloat16 && cos.scalar_type() == at::kFloat &&
-      sin.scalar_type() == at::kFloat && x.size(-1) % 2 == 0)
-    return FusedRope::apply(x, cos.contiguous(), sin.contiguous());
-  return apply_rope(x.transpose(1, 2), cos, sin).transpose(1, 2);
-}
-
-// ---------------------------------------------------------------- SwiGLU
-
-namespace {
-
-uint16_t* bf16_bits(const at::Tensor& t) {
-  return reinterpret_cast<uint16_t*>(t.data_ptr<at::BFloat16>());
-}
-
-constexpr int64_t kElementwiseGrain = 32768;
-
-class FusedSwiglu : public torch::autograd::Function<FusedSwiglu> {
- public:
-  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& gate_in,
-                            const at::Tensor& up_in) {
-    at::Tensor gate = gate_in.contiguous(), up = up_in.contiguous();
-    at::Tensor out = torch::empty_like(gate);
-    const uint16_t *g = bf16_bits(gate), *u = bf16_bits(up);
-    uint16_t* o = bf16_bits(out);
-    at::parallel_for(0, gate.numel(), kElementwiseGrain, [&](int64_t begin, int64_t end) {
-      swiglu_forward_bf16(g + begin, u + begin, o + begin, end - begin);
-    });
-    ctx->save_for_backward({gate, up});
-    return out;
-  }
-
-  static tensor_list backward(AutogradContext* ctx, tensor_list grad_outputs) {
-    auto saved = ctx->get_saved_variables();
-    const at::Tensor &gate = saved[0], &up = saved[1];
-    at::Tensor grad = grad_outputs[0].contiguous();
-    at::Tensor d_gate = torch::empty_like(gate), d_up = torch::empty_like(up);
-    const uint16_t *dy = bf16_bits(grad), *g = bf16_bits(gate), *u = bf16_bits(up);
-    uint16_t *dg = bf16_bits(d_gate), *du = bf16_bits(d_up);
-    at::parallel_for(0, gate.numel(), kElementwiseGrain, [&](int64_t begin, int64_t end) {
-      swiglu_backward_bf16(dy + begin, g + begin, u + begin, dg + begin, du + begin, end - begin);
-    });
-    return {d_gate, d_up};
-  }
-};
-
-}  // namespace
-
-at::Tensor swiglu(const at::Tensor& gate, const at::Tensor& up) {
-  if (gate.scalar_type() == at::kBFloat16 && up.scalar_type() == at::kBFloat16 &&
-      gate.sizes() == up.sizes())
-    return FusedSwiglu::apply(gate, up);
-  return at::silu(gate) * up;
 }
 
 // ---------------------------------------------------------------- loss

@@ -1,6 +1,14 @@
 // The numerical pieces of a Llama decoder, as free functions over tensors, so tests can compare
 // each against an independent fp64 reference. Precision policy: statistics (RMSNorm variance,
 // softmax, log-sum-exp, the loss) in fp32 whatever the compute dtype; matmuls in the compute dtype.
+//
+// Devices: every op runs on the device of its inputs, and every tensor it creates takes its device
+// from an input. The ops with a fused CPU kernel (swiglu and apply_rope_bthd here, implemented in
+// model/elementwise_ops.cpp; NF4 dequantization in model/projection.cpp) choose by tensor: the
+// fused kernel for bf16 CPU tensors, else the device-generic path (`*_generic`: libtorch ops with
+// the fused kernel's precision policy, fp32 math and one rounding per output), which is what a GPU
+// runs. PortableKernelsGuard forces the generic path on the CPU too, so a CPU test runs a GPU's
+// math (docs/gpu.md).
 #pragma once
 
 #include <torch/torch.h>
@@ -20,13 +28,41 @@ at::Tensor rope_inv_freq(const LlamaConfig& config);
 std::pair<at::Tensor, at::Tensor> rope_tables(const at::Tensor& inv_freq,
                                               const at::Tensor& position_ids);
 
+// ---- kernel choice
+
+// While alive, the ops of this thread that have a fused CPU kernel take their device-generic path
+// on the CPU as well (a GPU's math, for tests and comparisons); nests, restoring the previous
+// choice. Autograd runs a CPU backward on the thread that called backward(): keep the guard alive
+// over both. An op's backward always takes the path its forward took.
+class PortableKernelsGuard {
+ public:
+  explicit PortableKernelsGuard(bool portable = true);
+  ~PortableKernelsGuard();
+  PortableKernelsGuard(const PortableKernelsGuard&) = delete;
+  PortableKernelsGuard& operator=(const PortableKernelsGuard&) = delete;
+
+ private:
+  bool previous_;
+};
+
+// True while a PortableKernelsGuard(true) is the innermost guard of this thread.
+bool portable_kernels_forced();
+
+// Whether the fused CPU kernel serves `t`: a CPU tensor of `dtype` with no guard forcing the
+// generic path.
+bool use_fused_cpu_kernel(const at::Tensor& t, at::ScalarType dtype);
+
 // q' = q * cos + rotate_half(q) * sin for x [B, heads, T, d], in x's dtype (as Hugging Face).
 at::Tensor apply_rope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin);
 
 // The same rotation for x in [B, T, heads, d] layout (the projections' output before the head
-// transpose), cos and sin [B, T, d] fp32. bf16 runs one fused pass (fp32 math, one rounding per
-// output) forward and backward; other dtypes use apply_rope.
+// transpose), cos and sin [B, T, d] fp32; the backward applies the inverse rotation. Math in fp32
+// (fp64 for fp64 x) with one rounding to x's dtype per output, forward and backward. bf16 on the
+// CPU: one fused pass (model/fused_kernels.h); otherwise apply_rope_bthd_generic.
 at::Tensor apply_rope_bthd(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin);
+// The device-generic form of apply_rope_bthd (libtorch ops, any device and dtype), the same math.
+at::Tensor apply_rope_bthd_generic(const at::Tensor& x, const at::Tensor& cos,
+                                   const at::Tensor& sin);
 
 // Which key each query may see in a packed row: a [B, 1, T, T] bool mask, true where query i and
 // key j belong to the same sample (sequence_ids[b, i] == sequence_ids[b, j] >= 0), j <= i, and
@@ -34,8 +70,10 @@ at::Tensor apply_rope_bthd(const at::Tensor& x, const at::Tensor& cos, const at:
 at::Tensor packed_causal_mask(const at::Tensor& sequence_ids, int64_t window);
 
 // The causal mask of T new queries at absolute positions offset..offset+T-1 over the offset+T
-// keys of a KV cache (one sample): [1, 1, T, offset + T] bool, with the same window rule.
-at::Tensor cached_causal_mask(int64_t offset, int64_t t, int64_t window);
+// keys of a KV cache (one sample): [1, 1, T, offset + T] bool on `device`, with the same window
+// rule.
+at::Tensor cached_causal_mask(int64_t offset, int64_t t, int64_t window,
+                              at::Device device = at::kCPU);
 
 // Sequence ids for packed rows from position_ids that restart at 0 for every sample:
 // [3 4 0 1 2 0] -> [0 0 1 1 1 2]. Rows start a sample at their first token.
@@ -71,10 +109,13 @@ at::Tensor blockwise_attention(const at::Tensor& q, const at::Tensor& k, const a
 at::Tensor blockwise_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                const at::Tensor& sequence_ids, int64_t window, int64_t block);
 
-// silu(gate) * up, the SwiGLU activation. bf16: one fused pass forward and one backward
-// (model/fused_kernels.h), fp32 math and one rounding per output; other dtypes: the
-// libtorch ops.
+// silu(gate) * up, the SwiGLU activation, with gate and up of one shape: math in fp32 (fp64 for
+// fp64 inputs) and one rounding per output, forward and backward (which recomputes from the saved
+// inputs). bf16 on the CPU: one fused pass each way (model/fused_kernels.h); otherwise
+// swiglu_generic. Inputs of different shapes broadcast through the plain libtorch ops.
 at::Tensor swiglu(const at::Tensor& gate, const at::Tensor& up);
+// The device-generic form of swiglu (libtorch ops, any device and dtype), the same math.
+at::Tensor swiglu_generic(const at::Tensor& gate, const at::Tensor& up);
 
 // Sum over tokens with label != -100 of cross_entropy(hidden @ weight^T, label), computed over
 // chunks of `chunk_tokens` rows so no more than chunk_tokens x vocab fp32 logits exist at once, in

@@ -11,6 +11,13 @@ namespace {
 using torch::autograd::AutogradContext;
 using torch::autograd::tensor_list;
 
+// W in `dtype` on its buffer's device: the kernel Nf4Weight chooses by device, or the libtorch
+// ops when the forward ran under a PortableKernelsGuard (the same values either way, bit for bit;
+// model/llama_ops.h).
+at::Tensor dequantize(const Nf4Weight& weight, at::ScalarType dtype, bool portable) {
+  return portable ? nf4_dequantize_generic(weight, dtype) : weight.dequantize(dtype);
+}
+
 // x W^T with W dequantized from NF4 for the forward matmul and again for backward: no dense copy
 // of W outlives the call, and W gets no gradient (the base is frozen). The byte buffer is saved as
 // the registered tensor itself (not a copy of its data), so backward reads whatever storage it
@@ -18,7 +25,9 @@ using torch::autograd::tensor_list;
 class Nf4Linear : public torch::autograd::Function<Nf4Linear> {
  public:
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, Nf4Weight weight) {
-    at::Tensor out = at::matmul(x, weight.dequantize(x.scalar_type()).t());
+    const bool portable = portable_kernels_forced();
+    at::Tensor out = at::matmul(x, dequantize(weight, x.scalar_type(), portable).t());
+    ctx->saved_data["portable"] = portable;
     ctx->saved_data["bytes"] = weight.storage;
     ctx->saved_data["numel"] = weight.layout.numel;
     ctx->saved_data["double_quant"] = weight.layout.double_quant;
@@ -33,7 +42,8 @@ class Nf4Linear : public torch::autograd::Function<Nf4Linear> {
         Nf4Layout(ctx->saved_data["numel"].toInt(), ctx->saved_data["double_quant"].toBool());
     weight.shape = ctx->saved_data["shape"].toIntVector();
     at::Tensor grad = grad_outputs[0];
-    return {at::matmul(grad, weight.dequantize(grad.scalar_type())), at::Tensor()};
+    const bool portable = ctx->saved_data["portable"].toBool();
+    return {at::matmul(grad, dequantize(weight, grad.scalar_type(), portable)), at::Tensor()};
   }
 };
 

@@ -1,6 +1,8 @@
 // NF4 against its definition (FORMATS.md): codes and bytes computed by hand or by brute-force
 // nearest-level search in fp64, the dynamic map against bitsandbytes' recipe written with libtorch
-// ops, every dequantization kernel against fp32 dequantization rounded by libtorch.
+// ops, every dequantization kernel against fp32 dequantization rounded by libtorch, and the
+// device-generic dequantization (libtorch ops, what a GPU without a kernel of its own runs)
+// against the CPU kernels bit for bit.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <torch/torch.h>
@@ -204,6 +206,60 @@ TEST(Nf4, RoundTripErrorIsWithinHalfTheLevelGapTimesAbsmax) {
   EXPECT_NEAR(Nf4Layout(4096 * 4096, true).bits_per_param(), 4 + 8.0 / 64 + 32.0 / (64 * 256),
               1e-4);
   EXPECT_NEAR(Nf4Layout(4096 * 4096, false).bits_per_param(), 4.5, 1e-6);
+}
+
+// The values' bits, so -0 and +0 (and NaN payloads) count as different.
+at::Tensor value_bits(const at::Tensor& t) {
+  switch (t.scalar_type()) {
+    case at::kBFloat16:
+      return t.contiguous().view(at::kShort);
+    case at::kFloat:
+      return t.contiguous().view(at::kInt);
+    default:
+      return t.contiguous().view(at::kLong);
+  }
+}
+
+TEST(Nf4, GenericDequantizationEqualsTheCpuKernelsBitForBit) {
+  // Tolerance zero: both paths compute level * absmax as one fp32 product (with double
+  // quantization absmax = code * scale + offset, two separate fp32 roundings) and round it once,
+  // to nearest even, into the output dtype. Sizes: one value, a partial block, a partial nested
+  // block with an odd count, and more than two of the generic path's 16384-block chunks.
+  for (int64_t n :
+       {int64_t{1}, int64_t{63}, int64_t{64 * 257 + 31}, int64_t{64 * 16384 * 2 + 64 * 3 + 17}}) {
+    torch::manual_seed(n);
+    // Scales that vary by block, and one all-zero block where there are several.
+    at::Tensor w = torch::randn({n}) * torch::rand({n}).add(0.05) * 0.03;
+    if (n > 128) w.narrow(0, 64, 64).zero_();
+    for (bool double_quant : {false, true}) {
+      Nf4Weight q = Nf4Weight::quantize(w.view({1, n}), double_quant);
+      for (at::ScalarType dtype : {at::kBFloat16, at::kFloat, at::kDouble}) {
+        at::Tensor cpu = q.dequantize(dtype), generic = nf4_dequantize_generic(q, dtype);
+        ASSERT_EQ(generic.sizes(), cpu.sizes());
+        ASSERT_EQ(generic.scalar_type(), dtype);
+        EXPECT_TRUE(value_bits(generic).equal(value_bits(cpu)))
+            << "n=" << n << " double_quant=" << double_quant << " " << c10::toString(dtype);
+      }
+    }
+  }
+}
+
+TEST(Nf4, BothPathsReadABufferAtAnyByteOffsetOfAFlatParameter) {
+  // A sharded model's NF4 buffer is a slice of a flat uint8 parameter: its fp32 statistics need
+  // not be 4-byte aligned in memory.
+  torch::manual_seed(6);
+  const int64_t n = 64 * 300 + 5;
+  for (bool double_quant : {false, true}) {
+    Nf4Weight q = Nf4Weight::quantize(torch::randn({n}) * 0.02, double_quant);
+    at::Tensor flat = torch::full({q.layout.bytes + 10}, 0xAB, torch::kUInt8);
+    Nf4Weight sliced = q;
+    sliced.storage = flat.narrow(0, 3, q.layout.bytes);
+    sliced.storage.copy_(q.storage);
+    const at::Tensor expected = value_bits(q.dequantize(at::kBFloat16));
+    EXPECT_TRUE(value_bits(sliced.dequantize(at::kBFloat16)).equal(expected)) << double_quant;
+    EXPECT_TRUE(value_bits(nf4_dequantize_generic(sliced, at::kBFloat16)).equal(expected))
+        << double_quant;
+  }
 }
 
 TEST(Nf4, AllZeroBlockDequantizesToZero) {
