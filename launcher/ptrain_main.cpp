@@ -8,6 +8,7 @@
 #include "launcher/export_command.h"
 #include "launcher/generate_command.h"
 #include "launcher/model_commands.h"
+#include "launcher/plot_command.h"
 #include "launcher/preprocess_command.h"
 #include "launcher/ptrain_commands.h"
 #include "launcher/train_command.h"
@@ -25,6 +26,7 @@ int main(int argc, char** argv) {
   register_generate_command(cli);
   register_tokenize_command(cli);
   register_export_command(cli);
+  register_plot_command(cli);
   register_config_docs_command(cli);
   return cli.run(argc, argv);
 }

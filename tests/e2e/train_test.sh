@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # End-to-end checks of `ptrain train`: train_test.sh PTRAIN MPIEXEC REPO
 # QLoRA with packing and accumulation on 3 ranks (odd) and 8 ranks, full training, the
-# no-subcommand form, metrics.jsonl, and the final adapter/model loaded back by eval; a config that
-# cannot train is refused before anything is written.
+# no-subcommand form, metrics.jsonl, training_curves.svg and `ptrain plot`, and the final
+# adapter/model loaded back by eval; a config that cannot train is refused before anything is
+# written.
 source "$(dirname "$0")/common.sh"
 ptrain=$1
 mpiexec=${2:-mpirun}
@@ -59,6 +60,23 @@ PY
 [ -f out-qlora/final/adapter_config.json ] && [ -f out-qlora/final/adapter_model.safetensors ] ||
   fail "qlora: final/ holds no PEFT adapter"
 [ -f out-qlora/config.resolved.yaml ] || fail "qlora: no config.resolved.yaml"
+# The training curves: drawn at the end of training, redrawn by `ptrain plot` from metrics.jsonl
+# (which writes nothing else: no ./outputs, no log files); a run without metrics is exit 2.
+svg_parses() { python3 -c 'import sys, xml.etree.ElementTree as E; E.parse(sys.argv[1])' "$1"; }
+[ -f out-qlora/training_curves.svg ] && svg_parses out-qlora/training_curves.svg ||
+  fail "qlora: no training_curves.svg that parses"
+rm -f out-qlora/training_curves.svg
+before=$(ls -A . out-qlora)
+"$ptrain" plot out-qlora >plot.out 2>plot.log || { cat plot.log; fail "ptrain plot"; }
+grep -qx "wrote out-qlora/training_curves.svg" plot.out ||
+  fail "ptrain plot does not name the svg it wrote: $(cat plot.out)"
+[ -f out-qlora/training_curves.svg ] && svg_parses out-qlora/training_curves.svg ||
+  fail "ptrain plot: no training_curves.svg that parses"
+[ "$(ls -A . out-qlora | grep -v -x -e training_curves.svg -e plot.out -e plot.log)" = "$before" ] ||
+  fail "ptrain plot wrote other files"
+mkdir -p no-run && "$ptrain" plot no-run >/dev/null 2>plot-missing.log
+[ $? -eq 2 ] && grep -q "no-run/metrics.jsonl" plot-missing.log ||
+  fail "plot of a directory without metrics.jsonl: expected exit 2 naming the file"
 # The adapter loads back onto the NF4 base and scores the validation split like the last eval.
 "$ptrain" eval --model model --load-in-4bit --adapter out-qlora/final --config qlora.yaml \
   --seq-len 256 >eval.json 2>eval.log || { cat eval.log; fail "eval of the trained adapter"; }
