@@ -8,6 +8,7 @@
 #include "bench/data_bench.h"
 #include "bench/model_bench.h"
 #include "bench/nf4_bench.h"
+#include "bench/train_bench.h"
 #include "core/error.h"
 #include "launcher/rank_session.h"
 #include "parallel/mpi_runtime.h"
@@ -55,6 +56,20 @@ int main(int argc, char** argv) {
   data->add_option("--sequence-len", data_options.sequence_len, "Row length for packing");
   data->add_option("--prepare-rows", data_options.prepare_rows, "Rows in the prepare build");
   data->add_option("--threads", data_options.threads, "Threads (0: every core)");
+  ptrain::bench::TrainBenchOptions train_options;
+  auto* train = add_suite("train",
+                          "ptrain train under mpirun at 1, 2, 4 ranks: tokens/s, MFU, exposed "
+                          "communication, peak RSS vs the ideal; run it without mpirun");
+  train->add_option("--cases", train_options.cases, "mode:preset pairs (qlora:1b full:160m)");
+  train->add_option("--worlds", train_options.worlds, "Rank counts (1 2 4)");
+  train->add_option("--seq", train_options.seq, "Sequence length");
+  train->add_option("--micro-batch-size", train_options.micro_batch_size, "Rows per rank per step");
+  train->add_option("--warmup-steps", train_options.warmup_steps, "Untimed steps first");
+  train->add_option("--steps", train_options.steps, "Timed steps");
+  train->add_option("--work-dir", train_options.work_dir,
+                    "Models, data and runs (default: a new directory under $TMPDIR, removed)");
+  train->add_flag("--keep", train_options.keep, "Keep the default work directory");
+  train->add_option("--mpirun", train_options.mpirun, "The MPI launcher");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -65,6 +80,7 @@ int main(int argc, char** argv) {
     if (*model) return ptrain::bench::run_model_bench(model_options);
     if (*nf4) return ptrain::bench::run_nf4_bench(nf4_options);
     if (*data) return ptrain::bench::run_data_bench(data_options);
+    if (*train) return ptrain::bench::run_train_bench(train_options);
     ptrain::MpiRuntime mpi(&argc, &argv);
     if (*comm) return ptrain::bench::run_comm_bench(comm_options);
     return 0;

@@ -16,7 +16,28 @@
 #include "model/llama.h"
 
 namespace ptrain::bench {
-namespace {}  // namespace
+
+PackedBatch random_batch(int64_t vocab, int64_t rows, int64_t seq, uint64_t seed) {
+  auto generator = at::make_generator<at::CPUGeneratorImpl>(seed);
+  at::Tensor ids = at::randint(vocab, {rows, seq}, generator, torch::kLong);
+  PackedBatch batch;
+  batch.input_ids = ids;
+  batch.position_ids = torch::arange(seq, torch::kLong).repeat({rows, 1});
+  batch.sequence_ids = torch::zeros({rows, seq}, torch::kLong);
+  batch.labels = ids.roll(-1, 1);
+  return batch;
+}
+
+double forward_backward_seconds(LlamaForCausalLM& model, const PackedBatch& batch, int steps) {
+  auto step = [&] {
+    model->zero_grad();
+    model->loss_sum(batch).backward();
+  };
+  step();  // warm-up
+  auto start = Clock::now();
+  for (int s = 0; s < steps; ++s) step();
+  return seconds_since(start) / steps;
+}
 
 int run_model_bench(const ModelBenchOptions& options) {
   torch::manual_seed(0);
@@ -41,12 +62,7 @@ int run_model_bench(const ModelBenchOptions& options) {
     model->initialize(0);
     for (int64_t seq : options.seqs) {
       const int64_t rows = std::max<int64_t>(1, options.tokens_per_step / seq);
-      at::Tensor ids = torch::randint(config.vocab_size, {rows, seq}, torch::kLong);
-      PackedBatch batch;
-      batch.input_ids = ids;
-      batch.position_ids = torch::arange(seq, torch::kLong).repeat({rows, 1});
-      batch.sequence_ids = torch::zeros({rows, seq}, torch::kLong);
-      batch.labels = ids.roll(-1, 1);
+      const PackedBatch batch = random_batch(config.vocab_size, rows, seq, /*seed=*/0);
       for (bool checkpointing : {false, true}) {
         // Without checkpointing every layer keeps its activations, and rows up to the attention
         // block size also keep their [heads, T, T] probabilities; skip, and say so, when that
@@ -75,14 +91,7 @@ int run_model_bench(const ModelBenchOptions& options) {
         }
         model->set_activation_checkpointing(checkpointing);
         reset_peak_rss();
-        auto step = [&] {
-          model->zero_grad();
-          model->loss_sum(batch).backward();
-        };
-        step();  // warm-up
-        auto start = Clock::now();
-        for (int s = 0; s < options.steps; ++s) step();
-        const double per_step = seconds_since(start) / options.steps;
+        const double per_step = forward_backward_seconds(model, batch, options.steps);
         const double tokens = static_cast<double>(rows * seq);
         const double flops = 3.0 * config.forward_flops_per_token(seq) * tokens;  // fwd + 2x bwd
         const double gflops = flops / per_step / 1e9;
@@ -101,6 +110,9 @@ int run_model_bench(const ModelBenchOptions& options) {
             {"gflops", gflops},
             {"gemm_peak_gflops", peak},
             {"mfu", gflops / peak},
+            {"baseline", "bf16 GEMM peak"},
+            {"baseline_gflops", peak},
+            {"vs_baseline", gflops / peak},
             {"peak_rss_bytes", peak_rss_bytes()},
         };
         std::printf("%s\n", line.dump().c_str());

@@ -3,6 +3,8 @@
 #include <string>
 #include <vector>
 
+#include "model/llama.h"
+
 namespace ptrain::bench {
 
 struct ModelBenchOptions {
@@ -16,5 +18,12 @@ struct ModelBenchOptions {
 // ptrain-bench model: forward+backward of the Llama presets in bf16 on one rank, with and without
 // activation checkpointing, beside the bf16 GEMM peak measured at start (a large torch matmul).
 int run_model_bench(const ModelBenchOptions& options);
+
+// `rows` packed rows of `seq` random ids (one sample per row), labels the next id.
+PackedBatch random_batch(int64_t vocab, int64_t rows, int64_t seq, uint64_t seed);
+
+// Mean seconds of one forward+backward of `model` (zero_grad, loss_sum, backward) on `batch` over
+// `steps` timed steps after one warm-up step.
+double forward_backward_seconds(LlamaForCausalLM& model, const PackedBatch& batch, int steps);
 
 }  // namespace ptrain::bench

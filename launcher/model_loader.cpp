@@ -31,19 +31,37 @@ void check_adapter_finite(const LlamaForCausalLM& model, const AdapterSpec& adap
         check_finite(named.value(), named.key(), what);
 }
 
-}  // namespace
-
-LoadedModel load_model(const ModelLoadOptions& options) {
+LlamaForCausalLM build_model(const ModelLoadOptions& options, bool defer_weights) {
   PTRAIN_CHECK(options.dtype == "bf16" || options.dtype == "fp32",
                "--dtype: expected bf16 or fp32, got '{}'", options.dtype);
   ModelOptions model_options;
   model_options.dtype = options.dtype == "bf16" ? at::kBFloat16 : at::kFloat;
+  model_options.defer_weights = defer_weights;
   LlamaConfig config = load_llama_config(options.dir);
   // A model bitsandbytes saved in 4 bits loads as it is stored, with or without --load-in-4bit.
   model_options.nf4_base = options.load_in_4bit || config.bnb_nf4;
   if (config.bnb_nf4) model_options.nf4_double_quant = config.bnb_double_quant;
+  return LlamaForCausalLM(config, model_options);
+}
+
+}  // namespace
+
+LlamaForCausalLM deferred_model(const ModelLoadOptions& options) {
+  PTRAIN_ASSERT(options.adapter.empty(), "deferred_model loads no adapter");
+  return build_model(options, /*defer_weights=*/true);
+}
+
+void load_model_unit(LlamaForCausalLM& model, const ModelLoadOptions& options, int unit) {
+  load_llama_unit_weights(model, SafetensorsModel(options.dir), unit);
+  torch::NoGradGuard no_grad;
+  for (const auto& named : model->named_parameters())
+    if (llama_unit_of(named.key()) == unit)
+      check_finite(named.value(), named.key(), fmt::format("model '{}'", options.dir));
+}
+
+LoadedModel load_model(const ModelLoadOptions& options) {
   LoadedModel loaded;
-  loaded.model = LlamaForCausalLM(config, model_options);
+  loaded.model = build_model(options, /*defer_weights=*/false);
   load_llama_weights(loaded.model, SafetensorsModel(options.dir));
   {
     torch::NoGradGuard no_grad;

@@ -25,4 +25,15 @@ struct LoadedModel {
 
 LoadedModel load_model(const ModelLoadOptions& options);
 
+// The training load (options.adapter must be empty): the model's structure from the directory's
+// config.json, checked against its weights' headers, with deferred weights
+// (model/deferred_weights.h): nothing of the model's size is allocated. load_model_unit() fills
+// one unit at a time, as ShardedModel shards it.
+LlamaForCausalLM deferred_model(const ModelLoadOptions& options);
+
+// Loads unit `unit`'s checkpoint tensors of options.dir into a deferred_model(), refusing NaN/inf
+// as load_model does. The directory is mapped for this unit only, so its pages do not stay
+// resident after it.
+void load_model_unit(LlamaForCausalLM& model, const ModelLoadOptions& options, int unit);
+
 }  // namespace ptrain

@@ -18,6 +18,7 @@
 #include "trainer/hardware.h"
 #include "trainer/metrics_log.h"
 #include "trainer/train_loop.h"
+#include "trainer/training_curves.h"
 
 namespace ptrain {
 namespace {
@@ -50,8 +51,9 @@ int shard_group_size(const JobConfig& job, int world) {
   return job.fsdp.hybrid_shard_size > 0 ? static_cast<int>(job.fsdp.hybrid_shard_size) : world;
 }
 
-// Bytes one rank needs while training, from what it holds (shards, optimizer moments), the
-// units gathered at once (the root, the running layer and the prefetched one) and one
+// Bytes one rank needs while training (the benchmark's "ideal"): the runtime before the model
+// loads, what it holds (shards, masters, gradient shards, optimizer moments), two unsharded units
+// (the running one and the prefetched one, each counted at the largest unit's size) and one
 // micro-batch's activations.
 struct MemoryPlan {
   int64_t runtime = 0, sharded = 0, optimizer = 0, gathered = 0, activations = 0;
@@ -64,7 +66,7 @@ MemoryPlan plan_memory(const JobConfig& job, const LlamaConfig& model, ShardedMo
   plan.runtime = runtime_bytes;
   plan.sharded = sharded.sharded_bytes();
   for (FlatParameter* flat : sharded.trainable()) plan.optimizer += 2 * flat->master.nbytes();
-  plan.gathered = 3 * sharded.largest_unit_bytes();
+  plan.gathered = 2 * sharded.largest_unit_bytes();
   const int64_t bytes = job.bf16 ? 2 : 4;
   const int64_t tokens = job.micro_batch_size * job.sequence_len;
   // One layer's saved activations (norm outputs, q/k/v/o, residuals, the MLP's gate/up/product):
@@ -101,7 +103,6 @@ int run_train(RankSession& session, const ResolvedConfig& config) {
   RankContext& ctx = session.context();
   const JobConfig& job = config.job;
   check_training_config(config);
-  const int64_t runtime_bytes = current_rss_bytes();
 
   // Data: rank 0 builds (or reuses) the prepared cache; every rank maps it.
   PreparedData prepared = prepare_data(job, ctx, session.threads());
@@ -110,12 +111,14 @@ int run_train(RankSession& session, const ResolvedConfig& config) {
   TrainBatches batches(data, job.micro_batch_size, ctx.rank, ctx.world,
                        static_cast<uint64_t>(job.seed), job.pad_to_sequence_len);
 
-  // Model: the base (NF4 projections for qlora), the adapter or full training, then sharded.
+  // Model: the structure with deferred weights (NF4 projections for qlora), the adapter or full
+  // training; then loaded, sharded and released unit by unit, so no rank holds it all.
+  const int64_t runtime_bytes = current_rss_bytes();
   ModelLoadOptions load;
   load.dir = job.base_model;
   load.dtype = job.bf16 ? "bf16" : "fp32";
   load.load_in_4bit = job.load_in_4bit;
-  LlamaForCausalLM model = load_model(load).model;
+  LlamaForCausalLM model = deferred_model(load);
   model->set_activation_checkpointing(job.gradient_checkpointing);
   model->generator().set_current_seed(rank_seed(job.seed, ctx.rank));
   const std::optional<AdapterSpec> adapter = adapter_spec_from_config(job);
@@ -132,8 +135,10 @@ int run_train(RankSession& session, const ResolvedConfig& config) {
   fsdp.reduce_dtype = job.fsdp.reduce_dtype == "bf16" ? at::kBFloat16 : at::kFloat;
   FsdpGroups groups =
       make_fsdp_groups(ctx.comm, shard_group_size(job, ctx.world), "fsdp.hybrid_shard_size");
-  ShardedModel sharded(model, std::move(groups), fsdp);
-  check_memory(job, plan_memory(job, model->config(), sharded, runtime_bytes), ctx);
+  ShardedModel sharded(model, std::move(groups), fsdp,
+                       [&](int unit) { load_model_unit(model, load, unit); });
+  const MemoryPlan memory = plan_memory(job, model->config(), sharded, runtime_bytes);
+  check_memory(job, memory, ctx);
 
   // Optimizer, schedule, loop.
   AdamWOptions adam;
@@ -156,6 +161,7 @@ int run_train(RankSession& session, const ResolvedConfig& config) {
   loop_options.flops_per_token =
       (adapter ? 2.0 : 3.0) * model->config().forward_flops_per_token(job.sequence_len);
   loop_options.gemm_peak_gflops = gemm_peak_gflops(/*rounds=*/3, /*large=*/false);
+  loop_options.ideal_bytes = memory.total();
   const int64_t total = planned_steps(loop_options, batches.micro_batches_per_epoch());
   const LrSchedule schedule(job.lr_scheduler, job.learning_rate, total,
                             warmup_steps_for(job.warmup_steps, job.warmup_ratio, total));
@@ -185,6 +191,12 @@ int run_train(RankSession& session, const ResolvedConfig& config) {
       copy_model_companions(job.base_model, final_dir);
     }
     ctx.log->info("wrote {} ({} after {} steps)", final_dir, end.reason, end.steps);
+    // The plot only reads the metrics: a finished run does not fail over it.
+    try {
+      ctx.log->info("wrote {}", write_training_curves(job.output_dir));
+    } catch (const UserError& e) {
+      ctx.log->warn("training_curves.svg not written: {}", e.what());
+    }
   }
   ctx.comm->barrier();
   return 0;

@@ -1,13 +1,15 @@
 #include "model/llama.h"
 
 #include "core/error.h"
+#include "model/deferred_weights.h"
 #include "model/llama_ops.h"
 
 namespace ptrain {
 namespace {
 
 Projection projection(int64_t in, int64_t out, bool bias, const ModelOptions& options) {
-  return Projection(in, out, bias, options.dtype, options.nf4_base, options.nf4_double_quant);
+  return Projection(in, out, bias, options.dtype, options.nf4_base, options.nf4_double_quant,
+                    options.defer_weights);
 }
 
 // UserError naming the first id outside [0, vocab) (libtorch's embedding would throw an index
@@ -48,10 +50,11 @@ LlamaDecoderLayerImpl::LlamaDecoderLayerImpl(const LlamaConfig& config, const Mo
   gate_proj_ = mlp->register_module("gate_proj", projection(h, i, config.mlp_bias, options));
   up_proj_ = mlp->register_module("up_proj", projection(h, i, config.mlp_bias, options));
   down_proj_ = mlp->register_module("down_proj", projection(i, h, config.mlp_bias, options));
-  input_layernorm_ =
-      register_module("input_layernorm", LlamaRmsNorm(h, config.rms_norm_eps, dtype));
+  input_layernorm_ = register_module(
+      "input_layernorm", LlamaRmsNorm(h, config.rms_norm_eps, dtype, options.defer_weights));
   post_attention_layernorm_ =
-      register_module("post_attention_layernorm", LlamaRmsNorm(h, config.rms_norm_eps, dtype));
+      register_module("post_attention_layernorm",
+                      LlamaRmsNorm(h, config.rms_norm_eps, dtype, options.defer_weights));
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> LlamaDecoderLayerImpl::project_qkv(
@@ -107,18 +110,21 @@ LlamaForCausalLMImpl::LlamaForCausalLMImpl(const LlamaConfig& config, const Mode
     : config_(config),
       options_(options),
       generator_(at::make_generator<at::CPUGeneratorImpl>(options.rng_seed)) {
-  const auto dtype = torch::dtype(options.dtype);
+  auto checkpoint_tensor = [&](at::IntArrayRef shape) {
+    return options.defer_weights ? deferred_tensor(shape, options.dtype)
+                                 : torch::empty(shape, torch::dtype(options.dtype));
+  };
   auto model = register_module("model", std::make_shared<torch::nn::Module>());
   embed_tokens_ = model->register_module(
-      "embed_tokens", WeightModule(torch::empty({config.vocab_size, config.hidden_size}, dtype)));
+      "embed_tokens", WeightModule(checkpoint_tensor({config.vocab_size, config.hidden_size})));
   layers_ = model->register_module("layers", torch::nn::ModuleList());
   for (int64_t i = 0; i < config.num_hidden_layers; ++i)
     layers_->push_back(LlamaDecoderLayer(config, options));
-  norm_ = model->register_module(
-      "norm", LlamaRmsNorm(config.hidden_size, config.rms_norm_eps, options.dtype));
+  norm_ = model->register_module("norm", LlamaRmsNorm(config.hidden_size, config.rms_norm_eps,
+                                                      options.dtype, options.defer_weights));
   if (!config.tie_word_embeddings)
     lm_head_ = register_module(
-        "lm_head", WeightModule(torch::empty({config.vocab_size, config.hidden_size}, dtype)));
+        "lm_head", WeightModule(checkpoint_tensor({config.vocab_size, config.hidden_size})));
   inv_freq_ = rope_inv_freq(config);
   for (const auto& named : named_modules("", /*include_self=*/false)) {
     if (auto* p = named.value()->as<ProjectionImpl>()) {
@@ -340,6 +346,7 @@ void LlamaForCausalLMImpl::set_tensor(const std::string& name, const at::Tensor&
   }
   at::Tensor* param = named_parameters().find(name);
   PTRAIN_ASSERT(param != nullptr, "model has no tensor '{}'", name);
+  allocate_if_deferred(*param);
   param->copy_(value);
 }
 

@@ -15,6 +15,7 @@
 #include <map>
 
 #include "core/stateful.h"
+#include "model/deferred_weights.h"
 #include "model/llama_config.h"
 #include "model/model_units.h"
 #include "model/projection.h"
@@ -36,6 +37,9 @@ struct ModelOptions {
   int64_t attention_block = 512;          // rows longer than this use blockwise attention
   bool nf4_base = false;                  // decoder projections stored as NF4 (QLoRA base)
   bool nf4_double_quant = true;           // NF4 absmax double-quantized (4.127 bits/param)
+  // Checkpoint tensors without memory until loaded (model/deferred_weights.h): for loading and
+  // sharding one unit at a time.
+  bool defer_weights = false;
   // Seed of the model's own generator (LoRA dropout). The job assembly derives it from the job
   // seed and the rank, so ranks draw different masks and a run is reproducible.
   uint64_t rng_seed = 0;
@@ -44,8 +48,10 @@ struct ModelOptions {
 // The final norm and the decoder layers' norms: x * rsqrt(mean(x^2) + eps) * weight.
 class LlamaRmsNormImpl : public WeightModuleImpl {
  public:
-  LlamaRmsNormImpl(int64_t size, double eps, at::ScalarType dtype)
-      : WeightModuleImpl(torch::ones({size}, torch::dtype(dtype))), eps_(eps) {}
+  LlamaRmsNormImpl(int64_t size, double eps, at::ScalarType dtype, bool deferred = false)
+      : WeightModuleImpl(deferred ? deferred_tensor({size}, dtype)
+                                  : torch::ones({size}, torch::dtype(dtype))),
+        eps_(eps) {}
   at::Tensor forward(const at::Tensor& x) const;
 
  private:

@@ -154,13 +154,21 @@ LlamaConfig load_llama_config(const std::string& model_dir) {
   return config;
 }
 
-void load_llama_weights(LlamaForCausalLM& model, const SafetensorsModel& weights) {
+int llama_unit_of(const std::string& name) {
+  const std::string prefix = "model.layers.";
+  if (name.compare(0, prefix.size(), prefix) != 0) return 0;
+  return 1 + std::stoi(name.substr(prefix.size()));
+}
+
+namespace {
+
+// One tensor at a time, straight from the mapped file into the module (quantized on the way
+// into NF4 projections), so no second copy of the model ever exists.
+void load_tensors(LlamaForCausalLM& model, const SafetensorsModel& weights, int unit) {
   torch::NoGradGuard no_grad;
   const LlamaConfig& config = model->config();
-  check_llama_checkpoint(config, weights, weights.dir() + "/config.json");
-  // One tensor at a time, straight from the mapped file into the module (quantized on the way
-  // into NF4 projections), so no second copy of the model ever exists.
   for (const auto& [name, shape] : llama_tensor_shapes(config)) {
+    if (unit >= 0 && llama_unit_of(name) != unit) continue;
     if (config.bnb_nf4 && llama_projection_weight(name)) {
       model->set_nf4_tensor(name, read_bnb_nf4(weights, name, shape, config.bnb_double_quant));
       continue;
@@ -168,6 +176,17 @@ void load_llama_weights(LlamaForCausalLM& model, const SafetensorsModel& weights
     const SafetensorsModel::Located* located = weights.find(name);
     model->set_tensor(name, tensor_from_safetensors(*located->file, *located->info));
   }
+}
+
+}  // namespace
+
+void load_llama_weights(LlamaForCausalLM& model, const SafetensorsModel& weights) {
+  check_llama_checkpoint(model->config(), weights, weights.dir() + "/config.json");
+  load_tensors(model, weights, -1);
+}
+
+void load_llama_unit_weights(LlamaForCausalLM& model, const SafetensorsModel& weights, int unit) {
+  load_tensors(model, weights, unit);
 }
 
 void save_llama_model(LlamaForCausalLM& model, const std::string& dir, at::ScalarType dtype,

@@ -46,6 +46,15 @@ LlamaConfig load_llama_config(const std::string& model_dir);
 // config, so a bad checkpoint changes nothing.
 void load_llama_weights(LlamaForCausalLM& model, const SafetensorsModel& weights);
 
+// The unit of model->units() a checkpoint tensor belongs to: decoder layer l's tensors
+// ("model.layers.<l>.*") to unit l + 1, the rest (embeddings, final norm, lm_head) to the root, 0.
+int llama_unit_of(const std::string& name);
+
+// load_llama_weights for the tensors of one unit only (llama_unit_of), for a model built with
+// deferred weights that is loaded, sharded and released unit by unit. The checkpoint must have
+// passed check_llama_checkpoint for the model's config (load_llama_config does it).
+void load_llama_unit_weights(LlamaForCausalLM& model, const SafetensorsModel& weights, int unit);
+
 // Writes `model`'s checkpoint tensors (as `dtype`, e.g. bf16; NF4 projections dequantized; LoRA
 // adapters merged when `merge_lora`) plus config.json and generation_config.json to `dir` in
 // Hugging Face layout, sharding past `max_shard_bytes`.

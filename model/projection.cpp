@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "core/error.h"
+#include "model/deferred_weights.h"
 #include "model/llama_ops.h"
 
 namespace ptrain {
@@ -62,19 +63,23 @@ double LoraOptions::scaling() const {
 }
 
 ProjectionImpl::ProjectionImpl(int64_t in, int64_t out, bool bias, at::ScalarType dtype, bool nf4,
-                               bool double_quant)
+                               bool double_quant, bool deferred)
     : in_(in), out_(out), dtype_(dtype), generator_(at::make_generator<at::CPUGeneratorImpl>(0)) {
   if (nf4) {
     Nf4Weight format;
     format.shape = {out, in};
     format.dtype = dtype;
     format.layout = Nf4Layout(out * in, double_quant);
-    register_buffer("weight_nf4", torch::zeros({format.layout.bytes}, torch::kUInt8));
+    register_buffer("weight_nf4", deferred ? deferred_tensor({format.layout.bytes}, torch::kUInt8)
+                                           : torch::zeros({format.layout.bytes}, torch::kUInt8));
     nf4_format_ = std::move(format);
   } else {
-    register_parameter("weight", torch::empty({out, in}, torch::dtype(dtype)));
+    register_parameter("weight", deferred ? deferred_tensor({out, in}, dtype)
+                                          : torch::empty({out, in}, torch::dtype(dtype)));
   }
-  if (bias) register_parameter("bias", torch::zeros({out}, torch::dtype(dtype)));
+  if (bias)
+    register_parameter("bias", deferred ? deferred_tensor({out}, dtype)
+                                        : torch::zeros({out}, torch::dtype(dtype)));
 }
 
 at::Tensor ProjectionImpl::parameter(const char* name) const {
@@ -127,10 +132,12 @@ void ProjectionImpl::set_weight(const at::Tensor& weight) {
                 "projection [{}, {}] given {}", out_, in_, shape_string(weight.sizes()));
   torch::NoGradGuard no_grad;
   if (!nf4_format_) {
+    allocate_if_deferred(dense());
     dense().copy_(weight);
     return;
   }
   Nf4Weight q = Nf4Weight::quantize(weight, nf4_format_->layout.double_quant);
+  allocate_if_deferred(nf4()->storage);
   nf4()->storage.copy_(q.storage);  // the registered buffer keeps its identity
   nf4_format_->dtype = weight.scalar_type();
 }
@@ -142,6 +149,7 @@ void ProjectionImpl::set_nf4(const Nf4Weight& weight) {
           weight.layout.double_quant == nf4_format_->layout.double_quant,
       "NF4 weight {} does not fit projection [{}, {}]", shape_string(weight.shape), out_, in_);
   torch::NoGradGuard no_grad;
+  allocate_if_deferred(nf4()->storage);
   nf4()->storage.copy_(weight.storage);
   nf4_format_->dtype = weight.dtype;
 }

@@ -40,9 +40,10 @@ TORCH_MODULE(WeightModule);
 class ProjectionImpl : public torch::nn::Module {
  public:
   // A dense (nf4 = false) or NF4-quantized base of shape [out, in]; the NF4 buffer is allocated
-  // but holds no weight until set_weight().
+  // but holds no weight until set_weight(). `deferred`: the weight (or NF4 buffer) and bias are
+  // deferred tensors (model/deferred_weights.h) until set.
   ProjectionImpl(int64_t in, int64_t out, bool bias, at::ScalarType dtype, bool nf4,
-                 bool double_quant = true);
+                 bool double_quant = true, bool deferred = false);
 
   at::Tensor forward(const at::Tensor& x);
 

@@ -47,7 +47,8 @@ void MetricsLog::on_start(const TrainStart& start) {
                        {"steps_per_epoch", start.steps_per_epoch},
                        {"world", start.world},
                        {"shard_size", start.shard_size},
-                       {"gemm_peak_gflops", start.gemm_peak_gflops}}
+                       {"gemm_peak_gflops", start.gemm_peak_gflops},
+                       {"ideal_bytes", start.ideal_bytes}}
             .dump());
   if (log_)
     log_->info("training: {} optimizer steps ({} per epoch) on {} ranks (shard groups of {})",

@@ -77,6 +77,7 @@ TrainEnd TrainLoop::run() {
   info.world = world_.size();
   info.shard_size = sharded_.groups().shard_size();
   info.gemm_peak_gflops = options_.gemm_peak_gflops;
+  info.ideal_bytes = options_.ideal_bytes;
   for (TrainingObserver* o : observers_) o->on_start(info);
 
   // A baseline for the evaluations to come: the model before its first step.

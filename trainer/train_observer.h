@@ -24,6 +24,7 @@ struct TrainStart {
   int world = 1;
   int shard_size = 1;
   double gemm_peak_gflops = 0;  // this rank's bf16 GEMM peak, measured at start-up
+  int64_t ideal_bytes = 0;      // the memory pre-flight's estimate of a rank's peak RSS
 };
 
 struct StepMetrics {

@@ -4,6 +4,7 @@
 #include <map>
 
 #include "core/error.h"
+#include "model/deferred_weights.h"
 
 namespace ptrain {
 namespace {
@@ -29,11 +30,15 @@ struct KindList {
 
 // ---------------------------------------------------------------- construction
 
-ShardedModel::ShardedModel(LlamaForCausalLM model, FsdpGroups groups, FsdpOptions options)
+ShardedModel::ShardedModel(LlamaForCausalLM model, FsdpGroups groups, FsdpOptions options,
+                           const UnitLoader& load)
     : model_(std::move(model)), groups_(std::move(groups)), options_(options) {
   const std::vector<ModelUnit> units = model_->units();
   units_.resize(units.size());
-  for (size_t u = 0; u < units.size(); ++u) shard_unit(units[u], units_[u]);
+  for (size_t u = 0; u < units.size(); ++u) {
+    if (load) load(static_cast<int>(u));
+    shard_unit(units[u], units_[u]);
+  }
   model_->set_unit_hooks(this);
 }
 
@@ -50,7 +55,11 @@ void ShardedModel::shard_unit(const ModelUnit& unit, Unit& out) {
         KindList{"frozen", &unit.frozen, false}, KindList{"trainable", &unit.trainable, true}}) {
     // One flat parameter per dtype of the kind, tensors in their listed order.
     std::map<at::ScalarType, std::vector<const UnitTensor*>> by_dtype;
-    for (const UnitTensor& t : *kind.tensors) by_dtype[t.tensor.scalar_type()].push_back(&t);
+    for (const UnitTensor& t : *kind.tensors) {
+      PTRAIN_ASSERT(!is_deferred(t.tensor), "unit {}: tensor '{}' was never loaded", unit.name,
+                    t.name);
+      by_dtype[t.tensor.scalar_type()].push_back(&t);
+    }
     for (const auto& [dtype, tensors] : by_dtype) {
       std::vector<std::pair<std::string, std::vector<int64_t>>> shapes;
       for (const UnitTensor* t : tensors) shapes.emplace_back(t->name, t->tensor.sizes().vec());

@@ -75,10 +75,17 @@ struct CommStats {
 
 class ShardedModel final : public UnitHooks {
  public:
-  // Shards `model` (complete: adapters applied, trainability set) unit by unit: each unit's
-  // tensors are copied into flat buffers on options.device, this rank keeps its shards, and the
-  // tensors are released. Installs itself as the model's hooks. Collective-free.
-  ShardedModel(LlamaForCausalLM model, FsdpGroups groups, FsdpOptions options);
+  // Called with a unit's index before that unit is sharded: it gives the unit's deferred tensors
+  // (model/deferred_weights.h) their values, e.g. from the checkpoint.
+  using UnitLoader = std::function<void(int unit)>;
+
+  // Shards `model` (complete: adapters applied, trainability set) unit by unit: `load` (when
+  // given) fills the unit's tensors, they are copied into flat buffers on options.device, this
+  // rank keeps its shards, and the tensors are released; so with a model built with deferred
+  // weights no more than one unit is ever whole on this rank. Installs itself as the model's
+  // hooks. Collective-free.
+  ShardedModel(LlamaForCausalLM model, FsdpGroups groups, FsdpOptions options,
+               const UnitLoader& load = {});
   // Removes the hooks; the model's tensors stay released (call gather_all() first to use it).
   ~ShardedModel() override;
   ShardedModel(const ShardedModel&) = delete;
