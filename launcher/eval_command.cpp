@@ -77,12 +77,13 @@ int run_eval_command(RankSession& session, const ResolvedConfig& config,
   const std::string data_name = options.data.empty()
                                     ? fmt::format("'{}' (validation split)", config.source)
                                     : fmt::format("'{}'", options.data);
+  const ModelLoadOptions load = model_load_options(options.model, config);
   // The model first: a model that does not load leaves nothing written (no prepared-data cache).
-  LlamaForCausalLM model = load_model(options.model).model;
+  LlamaForCausalLM model = load_model(load).model;
   model->eval();
-  std::vector<TokenSample> samples =
-      options.data.empty() ? config_validation_samples(session, config, options.model.dir)
-                           : read_token_jsonl(options.data);
+  std::vector<TokenSample> samples = options.data.empty()
+                                         ? config_validation_samples(session, config, load.dir)
+                                         : read_token_jsonl(options.data);
   const int64_t seq_len = options.seq_len > 0
                               ? options.seq_len
                               : std::min<int64_t>(2048, model->config().max_position_embeddings);
@@ -92,16 +93,15 @@ int run_eval_command(RankSession& session, const ResolvedConfig& config,
                "eval: {} has no token to score ({}): a sample needs 2 tokens or more, and labels "
                "other than -100",
                data_name, counted(result.samples, "sample"));
-  PTRAIN_CHECK(
-      std::isfinite(result.mean_loss()),
-      "eval: the loss on {} is {}: model '{}'{} holds NaN/inf values, or the activations "
-      "overflow in {} (try --dtype fp32)",
-      data_name, result.mean_loss(), options.model.dir,
-      options.model.adapter.empty() ? "" : fmt::format(" or adapter '{}'", options.model.adapter),
-      options.model.dtype);
+  PTRAIN_CHECK(std::isfinite(result.mean_loss()),
+               "eval: the loss on {} is {}: model '{}'{} holds NaN/inf values, or the activations "
+               "overflow in {} (try --dtype fp32)",
+               data_name, result.mean_loss(), load.dir,
+               load.adapter.empty() ? "" : fmt::format(" or adapter '{}'", load.adapter),
+               load.dtype);
   if (ctx.rank == 0) {
     nlohmann::json line = {
-        {"model", options.model.dir},
+        {"model", load.dir},
         {"data", options.data.empty() ? config.source + " (validation split)" : options.data},
         {"samples", result.samples},
         {"rows", result.rows},
@@ -109,9 +109,9 @@ int run_eval_command(RankSession& session, const ResolvedConfig& config,
         {"loss", result.mean_loss()},
         {"perplexity", result.perplexity()},
         {"world", ctx.world},
-        {"dtype", options.model.dtype},
-        {"load_in_4bit", options.model.load_in_4bit}};
-    if (!options.model.adapter.empty()) line["adapter"] = options.model.adapter;
+        {"dtype", load.dtype},
+        {"load_in_4bit", load.load_in_4bit}};
+    if (!load.adapter.empty()) line["adapter"] = load.adapter;
     std::cout << line.dump() << std::endl;
   }
   ctx.log->info("eval: {}, mean loss {:.6f}, perplexity {:.4f}", counted(result.tokens, "token"),

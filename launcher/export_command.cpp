@@ -6,6 +6,7 @@
 #include <iostream>
 #include <memory>
 
+#include "core/config.h"
 #include "core/error.h"
 #include "core/file_util.h"
 #include "launcher/model_tools.h"
@@ -27,8 +28,12 @@ void register_export_command(CommandLine& cli) {
   auto options = std::make_shared<ExportOptions>();
   CLI::App* command = cli.add_command(
       "export", "Write a model's LoRA adapter as a PEFT directory, or merge it into the weights",
-      [options] { return run_export_command(*options); });
+      [options, &cli] {
+        const ConfigOptions& config = cli.config();
+        return run_export_command(*options, load_config(config.path, config.all_overrides()));
+      });
   add_model_options(command, options->model);
+  cli.add_config_options(command, ConfigArgument::kOptional);
   command->add_option("--format", options->format, "peft or merged")->required();
   add_path_option(command, "--out", options->out, "Output directory", PathKind::kDirectory)
       ->required();
@@ -37,27 +42,28 @@ void register_export_command(CommandLine& cli) {
   command->add_flag("--force", options->force, "Write into a non-empty directory");
 }
 
-int run_export_command(const ExportOptions& o) {
+int run_export_command(const ExportOptions& o, const ResolvedConfig& config) {
   PTRAIN_CHECK(o.format == "peft" || o.format == "merged",
                "--format: expected peft or merged, got '{}'", o.format);
   PTRAIN_CHECK(!o.model.adapter.empty(), "export: --adapter DIR is required (the LoRA adapter)");
-  PTRAIN_CHECK(!same_directory(o.out, o.model.dir) && !same_directory(o.out, o.model.adapter),
+  const ModelLoadOptions load = model_load_options(o.model, config);
+  PTRAIN_CHECK(!same_directory(o.out, load.dir) && !same_directory(o.out, load.adapter),
                "export: --out '{}' is the model or adapter directory; choose a new directory",
                o.out);
   OutputDirectory out(o.out, o.force, "export: --out");
-  LoadedModel loaded = load_model(o.model);
+  LoadedModel loaded = load_model(load);
   if (o.format == "peft") {
-    save_peft_adapter(loaded.model, loaded.adapter, o.model.dir, o.out);
+    save_peft_adapter(loaded.model, loaded.adapter, load.dir, o.out);
     out.keep();
     std::cout << "wrote PEFT adapter " << o.out << "\n";
     return 0;
   }
-  const at::ScalarType dtype = o.model.dtype == "fp32" ? at::kFloat : at::kBFloat16;
+  const at::ScalarType dtype = load.dtype == "fp32" ? at::kFloat : at::kBFloat16;
   save_llama_model(loaded.model, o.out, dtype, o.max_shard_bytes, /*merge_lora=*/true);
-  copy_model_companions(o.model.dir, o.out);
+  copy_model_companions(load.dir, o.out);
   out.keep();
   std::cout << "wrote merged model " << o.out << " (" << (dtype == at::kFloat ? "fp32" : "bf16")
-            << (o.model.load_in_4bit ? ", merged into the NF4-dequantized base" : "") << ")\n";
+            << (load.load_in_4bit ? ", merged into the NF4-dequantized base" : "") << ")\n";
   return 0;
 }
 

@@ -9,6 +9,7 @@
 #include <memory>
 
 #include "checkpoint/safetensors_model.h"
+#include "core/config.h"
 #include "core/error.h"
 #include "core/file_util.h"
 #include "core/json_file.h"
@@ -45,12 +46,13 @@ std::vector<int64_t> parse_ids(const std::string& text) {
 
 // The sampling defaults a model ships in generation_config.json (as Hugging Face's generate()
 // reads them), overridden by the command line; eos ids from there or config.json.
-SamplingOptions sampling_options(const GenerateCommandOptions& cli, const LlamaConfig& config) {
+SamplingOptions sampling_options(const GenerateCommandOptions& cli, const std::string& model_dir,
+                                 const LlamaConfig& config) {
   SamplingOptions options;
   options.max_new_tokens = cli.max_new_tokens;
   options.seed = cli.seed;
   options.stop_ids = config.eos_token_ids;
-  const std::string path = cli.model.dir + "/generation_config.json";
+  const std::string path = model_dir + "/generation_config.json";
   if (std::filesystem::exists(path)) {
     const nlohmann::json j = read_json_file(path);
     auto number = [&](const char* key, auto fallback) {
@@ -88,8 +90,12 @@ void register_generate_command(CommandLine& cli) {
   auto options = std::make_shared<GenerateCommandOptions>();
   CLI::App* generate = cli.add_command(
       "generate", "Continue prompts with a model (KV cache; greedy or sampled), in one process",
-      [options] { return run_generate_command(*options); });
+      [options, &cli] {
+        const ConfigOptions& config = cli.config();
+        return run_generate_command(*options, load_config(config.path, config.all_overrides()));
+      });
   add_model_options(generate, options->model);
+  cli.add_config_options(generate, ConfigArgument::kOptional);
   generate->add_option("--prompt", options->prompts, "Prompt text (repeatable)");
   generate->add_option("--prompt-ids", options->prompt_ids,
                        "Prompt as comma-separated token ids (repeatable)");
@@ -102,18 +108,19 @@ void register_generate_command(CommandLine& cli) {
   generate->add_flag("--json", options->json, "One JSON object per prompt (ids, text, timings)");
 }
 
-int run_generate_command(const GenerateCommandOptions& cli) {
+int run_generate_command(const GenerateCommandOptions& cli, const ResolvedConfig& config) {
   PTRAIN_CHECK(!cli.prompts.empty() || !cli.prompt_ids.empty(),
                "generate: give at least one --prompt TEXT or --prompt-ids IDS");
+  const ModelLoadOptions load = model_load_options(cli.model, config);
   std::unique_ptr<Tokenizer> tokenizer;
-  if (!cli.prompts.empty()) tokenizer = load_tokenizer(cli.model.dir);
+  if (!cli.prompts.empty()) tokenizer = load_tokenizer(load.dir);
   std::vector<std::vector<int64_t>> prompts;
   for (const auto& text : cli.prompts) prompts.push_back(tokenizer->encode_sequence(text));
   for (const auto& text : cli.prompt_ids) prompts.push_back(parse_ids(text));
 
-  LlamaForCausalLM model = load_model(cli.model).model;
+  LlamaForCausalLM model = load_model(load).model;
   model->eval();
-  const SamplingOptions sampling = sampling_options(cli, model->config());
+  const SamplingOptions sampling = sampling_options(cli, load.dir, model->config());
 
   for (size_t p = 0; p < prompts.size(); ++p) {
     const std::vector<int64_t>& prompt = prompts[p];

@@ -244,16 +244,34 @@ CLI::Validator one_of(const std::vector<std::string>& values) {
       "");
 }
 
-void add_model_options(CLI::App* command, ModelLoadOptions& options) {
-  add_path_option(command, "--model", options.dir, "Model directory (Hugging Face layout)",
-                  PathKind::kDirectory)
-      ->required();
-  command->add_option("--dtype", options.dtype, "Compute dtype: bf16 or fp32")
-      ->check(one_of({"bf16", "fp32"}));
-  command->add_flag("--load-in-4bit", options.load_in_4bit,
-                    "Quantize the decoder projections to NF4 while loading (QLoRA base)");
-  add_path_option(command, "--adapter", options.adapter, "PEFT LoRA adapter directory to apply",
+void add_model_options(CLI::App* command, ModelFlags& flags) {
+  add_path_option(command, "--model", flags.model,
+                  "Model directory (Hugging Face layout); omitted: the config's base_model",
                   PathKind::kDirectory);
+  command->add_option("--dtype", flags.dtype, "Compute dtype: bf16 or fp32")
+      ->check(one_of({"bf16", "fp32"}));
+  // --load-in-4bit=false turns off a config's load_in_4bit: true.
+  command->add_flag_function(
+      "--load-in-4bit", [&flags](int64_t count) { flags.load_in_4bit = count > 0; },
+      "Quantize the decoder projections to NF4 while loading (QLoRA base); omitted: the "
+      "config's load_in_4bit");
+  add_path_option(command, "--adapter", flags.adapter, "PEFT LoRA adapter directory to apply",
+                  PathKind::kDirectory);
+}
+
+ModelLoadOptions model_load_options(const ModelFlags& flags, const ResolvedConfig& config) {
+  ModelLoadOptions options;
+  options.dir = flags.model.empty() ? config.job.base_model : flags.model;
+  PTRAIN_CHECK(!options.dir.empty(),
+               "no model to load: give --model DIR, or --config FILE whose base_model names the "
+               "model directory{}",
+               config.source == "<defaults>"
+                   ? " (no --config was given)"
+                   : fmt::format(" ('{}' sets no base_model)", config.source));
+  options.dtype = flags.dtype;
+  options.load_in_4bit = flags.load_in_4bit.value_or(config.job.load_in_4bit);
+  options.adapter = flags.adapter;
+  return options;
 }
 
 }  // namespace ptrain

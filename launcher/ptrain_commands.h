@@ -87,7 +87,8 @@ class CommandLine {
                             ConfigArgument config, JobRecord record, JobRun run);
 
   // --config (or the positional config) and --set on `command`, bound to config(): for a command
-  // that reads a config without a rank session (validate-config).
+  // that reads a config without a rank session (validate-config; generate and export, for the
+  // model's base_model and load_in_4bit).
   void add_config_options(CLI::App* command, ConfigArgument config);
   const ConfigOptions& config() const { return config_; }
 
@@ -134,7 +135,20 @@ CLI::Option* add_path_option(CLI::App* command, const std::string& name, std::st
 CLI::Validator at_least(int64_t min);
 CLI::Validator one_of(const std::vector<std::string>& values);
 
-// --model, --dtype, --load-in-4bit and --adapter, shared by the commands that load a model.
-void add_model_options(CLI::App* command, ModelLoadOptions& options);
+// The model flags of a command that loads a model (eval, generate, export), as its command line
+// gives them; what they leave out comes from the job config (model_load_options()).
+struct ModelFlags {
+  std::string model;                 // --model; empty: the config's base_model
+  std::string dtype = "bf16";        // --dtype: bf16 | fp32
+  std::optional<bool> load_in_4bit;  // --load-in-4bit; unset: the config's load_in_4bit
+  std::string adapter;               // --adapter: PEFT adapter directory, or empty
+};
+
+// --model, --dtype, --load-in-4bit and --adapter, bound to `flags`.
+void add_model_options(CLI::App* command, ModelFlags& flags);
+
+// The model to load: `flags`, with the job config's base_model when --model is absent and its
+// load_in_4bit when --load-in-4bit is. Neither --model nor a base_model: a UserError naming both.
+ModelLoadOptions model_load_options(const ModelFlags& flags, const ResolvedConfig& config);
 
 }  // namespace ptrain

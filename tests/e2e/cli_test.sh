@@ -133,6 +133,100 @@ $mpirun -np 2 "$ptrain" env --set output_dir="$work/earlier" >/dev/null 2>&1 || 
 (cd "$work/cwd" && $mpirun -np 2 "$ptrain" env >/dev/null 2>&1) || fail "env without a config"
 [ -z "$(ls -A "$work/cwd")" ] || fail "eval/env wrote into the cwd: $(ls -A "$work/cwd")"
 
+# ---------------------------------------------------------------- the model from the config
+# eval, generate and export take the model from the config's base_model when --model is absent, and
+# its load_in_4bit when --load-in-4bit is: the same figures as the flags give.
+python3 - "$work/ids.jsonl" "$work/adapter" <<'PY'
+import json, os, random, struct, sys
+random.seed(4)
+with open(sys.argv[1], "w") as f:
+    for n in [12, 30, 7, 20]:
+        f.write(json.dumps({"input_ids": [1] + [random.randrange(3, 259) for _ in range(n)]}) + "\n")
+# A PEFT adapter (r=2 on q_proj of both layers), written from the formats' definitions.
+out = sys.argv[2]; os.makedirs(out)
+header, blobs, offset = {}, [], 0
+for layer in range(2):
+    for part, shape in (("lora_A", [2, 64]), ("lora_B", [64, 2])):
+        n = shape[0] * shape[1]
+        blob = struct.pack(f"<{n}f", *[random.gauss(0, 0.3) for _ in range(n)])
+        header[f"base_model.model.model.layers.{layer}.self_attn.q_proj.{part}.weight"] = {
+            "dtype": "F32", "shape": shape, "data_offsets": [offset, offset + len(blob)]}
+        blobs.append(blob); offset += len(blob)
+text = json.dumps(header).encode()
+text += b" " * (-len(text) % 8)
+with open(os.path.join(out, "adapter_model.safetensors"), "wb") as f:
+    f.write(struct.pack("<Q", len(text)) + text + b"".join(blobs))
+json.dump({"peft_type": "LORA", "task_type": "CAUSAL_LM", "r": 2, "lora_alpha": 4,
+           "lora_dropout": 0.0, "target_modules": ["q_proj"], "bias": "none"},
+          open(os.path.join(out, "adapter_config.json"), "w"))
+PY
+printf 'base_model: %s\noutput_dir: %s\n' "$work/tiny" "$work/base-out" >"$work/base.yaml"
+printf 'base_model: %s\nload_in_4bit: true\noutput_dir: %s\n' "$work/tiny" "$work/base-out" >"$work/base4.yaml"
+ev() { "$ptrain" eval --data "$work/ids.jsonl" --dtype fp32 "$@" 2>"$work/ev.err"; }
+flag=$(ev --model "$work/tiny") || fail "eval --model: $(cat "$work/ev.err")"
+config=$(ev --config "$work/base.yaml") || fail "eval --config (base_model): $(cat "$work/ev.err")"
+flag4=$(ev --model "$work/tiny" --load-in-4bit) || fail "eval --load-in-4bit: $(cat "$work/ev.err")"
+config4=$(ev --config "$work/base4.yaml") || fail "eval --config (load_in_4bit): $(cat "$work/ev.err")"
+off4=$(ev --config "$work/base4.yaml" --load-in-4bit=false) || fail "eval --load-in-4bit=false: $(cat "$work/ev.err")"
+adapter=$(ev --config "$work/base4.yaml" --adapter "$work/adapter") || fail "eval --config --adapter: $(cat "$work/ev.err")"
+python3 - "$work/tiny" "$flag" "$config" "$flag4" "$config4" "$off4" "$adapter" <<'PY' ||
+import json, sys
+tiny = sys.argv[1]
+flag, config, flag4, config4, off4, adapter = (json.loads(x) for x in sys.argv[2:])
+def same(a, b):
+    return a["tokens"] == b["tokens"] and a["loss"] == b["loss"] and a["load_in_4bit"] == b["load_in_4bit"]
+assert config["model"] == tiny and same(flag, config), ("base_model", flag, config)
+assert config4["load_in_4bit"] and same(flag4, config4), ("load_in_4bit", flag4, config4)
+assert flag4["loss"] != flag["loss"], ("NF4 changed nothing", flag, flag4)
+assert not off4["load_in_4bit"] and same(flag, off4), ("--load-in-4bit=false", flag, off4)
+assert adapter["load_in_4bit"] and adapter["loss"] != config4["loss"], ("adapter", config4, adapter)
+PY
+  fail "eval with the model from the config: $flag / $config / $flag4 / $config4 / $off4 / $adapter"
+gen() { "$ptrain" generate --prompt-ids 1,107,108 --max-new-tokens 8 --dtype fp32 --temperature 0 --json "$@" 2>"$work/ev.err"; }
+flag=$(gen --model "$work/tiny") || fail "generate --model: $(cat "$work/ev.err")"
+config=$(gen --config "$work/base.yaml") || fail "generate --config (base_model): $(cat "$work/ev.err")"
+python3 -c 'import json, sys; a, b = (json.loads(x) for x in sys.argv[1:]); assert a["ids"] == b["ids"]' \
+  "$flag" "$config" 2>/dev/null || fail "generate with the model from the config: $flag / $config"
+"$ptrain" export --model "$work/tiny" --adapter "$work/adapter" --format merged --out "$work/exp-flag" >/dev/null 2>"$work/ev.err" &&
+  "$ptrain" export --config "$work/base4.yaml" --load-in-4bit=false --adapter "$work/adapter" --format merged --out "$work/exp-config" >/dev/null 2>"$work/ev.err" &&
+  diff -r "$work/exp-flag" "$work/exp-config" >/dev/null ||
+  fail "export with the model from the config: $(cat "$work/ev.err")"
+
+# Neither --model nor a base_model: exit 2, naming both, and nothing written.
+mkdir -p "$work/bare"
+while read -r config args; do
+  eval "set -- $args"
+  for c in "" "--config $config"; do
+    err=$(cd "$work/bare" && "$ptrain" "$@" $c 2>&1)
+    code=$?
+    [ $code -eq 2 ] && grep -q -- "give --model DIR, or --config FILE whose base_model" <<<"$err" ||
+      fail "ptrain $args $c: exit $code, expected 2 naming --model and base_model: $err"
+  done
+done <<ARGS
+$work/same.yaml eval --data $work/ids.jsonl
+$work/same.yaml generate --prompt-ids 1,2
+$work/same.yaml export --adapter $work/adapter --format peft --out $work/never
+ARGS
+grep -q "'$work/same.yaml' sets no base_model" <<<"$err" || fail "the config without base_model is not named: $err"
+[ ! -e "$work/never" ] || fail "export without a model left --out behind"
+
+# Without --config (or with one that sets no output_dir), no command that only reads creates the
+# defaults' ./outputs, or anything else, in the cwd.
+printf 'base_model: %s\n' "$work/tiny" >"$work/no-output-dir.yaml"
+(
+  cd "$work/bare" || exit 1
+  "$ptrain" init-model --preset tiny --out "$work/bare-model" >/dev/null &&
+    "$ptrain" validate-config "$work/no-output-dir.yaml" >/dev/null &&
+    "$ptrain" eval --model "$work/tiny" --data "$work/ids.jsonl" >/dev/null &&
+    "$ptrain" eval --config "$work/no-output-dir.yaml" --data "$work/ids.jsonl" >/dev/null &&
+    "$ptrain" generate --model "$work/tiny" --prompt-ids 1,2 --max-new-tokens 2 >/dev/null &&
+    "$ptrain" generate --config "$work/no-output-dir.yaml" --prompt hi --max-new-tokens 2 >/dev/null &&
+    "$ptrain" tokenize --model "$work/tiny" hi >/dev/null &&
+    "$ptrain" inspect "$work/tiny" >/dev/null &&
+    "$ptrain" export --model "$work/tiny" --adapter "$work/adapter" --format peft --out "$work/bare-peft" >/dev/null
+) 2>"$work/bare.err" || fail "a command in a bare cwd failed: $(cat "$work/bare.err")"
+[ -z "$(ls -A "$work/bare")" ] || fail "a command that only reads wrote into the cwd: $(ls -A "$work/bare")"
+
 # An unknown command is named, with the commands listed (not "a subcommand is required").
 err=$("$ptrain" trian 2>&1)
 code=$?
