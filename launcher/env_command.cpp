@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "parallel/communicator.h"
+#include "parallel/communicator_factory.h"
 #include "parallel/mpi_runtime.h"
 
 namespace ptrain {
@@ -15,17 +16,19 @@ void register_env_command(CommandLine& cli) {
   cli.add_job_command(
       "env", "Print rank, local rank, world, host, backend and threads as each rank sees them",
       ConfigArgument::kOptional, JobRecord::kNone,
-      [](RankSession& session, const ResolvedConfig&) { return run_env_command(session); });
+      [](RankSession& session, const ResolvedConfig& config) {
+        return run_env_command(session, config);
+      });
 }
 
-int run_env_command(RankSession& session) {
+int run_env_command(RankSession& session, const ResolvedConfig& config) {
   RankContext& ctx = session.context();
   const RankInfo& info = session.info();
   constexpr int64_t kLine = 512;
   std::string line = fmt::format(
       "rank={} local_rank={} world={} local_world={} host={} launcher={} backend={} threads={}",
       info.rank, info.local_rank, info.world, info.local_world, info.host, info.launcher,
-      ctx.comm->backend_name(), session.threads());
+      resolve_backend(config.job.comm.backend), session.threads());
   std::vector<uint8_t> mine(kLine, 0);
   std::memcpy(mine.data(), line.data(), std::min<size_t>(line.size(), kLine - 1));
   // Host strings travel over MPI whatever the compute backend is (NCCL moves device buffers only).

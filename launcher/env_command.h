@@ -9,6 +9,6 @@ namespace ptrain {
 
 void register_env_command(CommandLine& cli);
 
-int run_env_command(RankSession& session);
+int run_env_command(RankSession& session, const ResolvedConfig& config);
 
 }  // namespace ptrain

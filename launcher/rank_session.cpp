@@ -63,8 +63,9 @@ void RankSession::set_up() {
   context_.host = info_.host;
   watchdog_ = make_job_watchdog(job.comm.collective_timeout, info_.rank, info_.world, info_.host,
                                 context_.log);
-  context_.comm =
-      make_world_communicator(resolve_backend(job.comm.backend), info_.local_rank, watchdog_);
+  // Host collectives (data preparation's status, the training loop's sums, eval) are MPI's; a
+  // command that computes on GPUs asks world_communicator("nccl") for its device tensors.
+  context_.comm = make_world_communicator("mpi", info_.local_rank, watchdog_);
 }
 
 void RankSession::record_config() {
@@ -73,6 +74,14 @@ void RankSession::record_config() {
   if (info_.rank != 0) return;
   const std::string path = write_resolved_config(config_, config_.job.output_dir);
   context_.log->info("config {} (hash {}) resolved to {}", config_.source, config_.hash, path);
+}
+
+std::shared_ptr<Communicator> RankSession::world_communicator(const std::string& backend) {
+  if (context_.comm->backend_name() == backend) return context_.comm;
+  for (const auto& comm : other_comms_)
+    if (comm->backend_name() == backend) return comm;
+  other_comms_.push_back(make_world_communicator(backend, info_.local_rank, watchdog_));
+  return other_comms_.back();
 }
 
 void RankSession::log_error(const std::string& message) {
@@ -85,6 +94,10 @@ void RankSession::leave_for_abort() {
   // deliberately leaked; run_guarded() ends the process right after the unwinding.
   if (context_.comm) context_.comm->abandon();
   new std::shared_ptr<Communicator>(std::move(context_.comm));
+  for (auto& comm : other_comms_) {
+    comm->abandon();
+    new std::shared_ptr<Communicator>(std::move(comm));
+  }
   new std::shared_ptr<CollectiveWatchdog>(std::move(watchdog_));
   mpi_.release();
 }
@@ -95,6 +108,7 @@ RankSession::~RankSession() {
     leave_for_abort();
     return;
   }
+  other_comms_.clear();
   context_.comm.reset();
   watchdog_.reset();
   if (context_.log) context_.log->flush();

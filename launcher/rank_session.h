@@ -52,6 +52,12 @@ class RankSession {
   // `message` into this rank's log file (not the console), when the session keeps one.
   void log_error(const std::string& message);
 
+  // A world communicator of `backend` ("mpi" or "nccl"): the session's own (context().comm) when
+  // it is of that backend, else one made here under the same watchdog and kept for the session
+  // (collective: every rank asks in the same order). Training on GPUs uses NCCL for the sharded
+  // tensors and MPI for the small host-side reductions.
+  std::shared_ptr<Communicator> world_communicator(const std::string& backend);
+
  private:
   void set_up();
   // The error path of construction and destruction: see the class comment.
@@ -67,6 +73,7 @@ class RankSession {
   std::shared_ptr<spdlog::logger> file_log_;  // the log file alone, for log_error()
   std::shared_ptr<CollectiveWatchdog> watchdog_;
   RankContext context_;
+  std::vector<std::shared_ptr<Communicator>> other_comms_;  // world_communicator()'s
 };
 
 // An error that another rank reports (rank 0 could not prepare the data, and prints why): the rank

@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <torch/cuda.h>
 #include <CLI/CLI.hpp>
 #include <filesystem>
 
@@ -38,12 +39,41 @@ void check_training_config(const ResolvedConfig& config) {
                config.source);
   PTRAIN_CHECK(job.adapter != "qlora" || job.load_in_4bit,
                "{}: 'adapter: qlora' needs 'load_in_4bit: true'", config.source);
-  // The sharded trainer runs on the CPU today; the CUDA path (a CUDA libtorch, NCCL) is not wired
-  // into training yet, and a job that asked for a GPU must not train on the CPU unnoticed.
-  PTRAIN_CHECK(job.device != "cuda",
-               "{}: 'device: cuda': training on GPUs is not available in this version yet; use "
-               "'device: auto' or 'cpu'",
-               config.source);
+}
+
+// Where this rank trains and which backend moves the sharded tensors. device auto is the GPU when
+// every rank's libtorch has CUDA and sees a device (one agreed answer: ranks must not mix
+// backends), else the CPU; cuda without one is a UserError, never a silent CPU run. The rank's
+// GPU is local_rank modulo the visible devices (as the NCCL communicator picks it).
+struct Placement {
+  at::Device device = at::kCPU;
+  std::string backend = "mpi";
+};
+
+Placement training_placement(const ResolvedConfig& config, RankContext& ctx) {
+  const JobConfig& job = config.job;
+  const int devices =
+      torch::cuda::is_available() ? static_cast<int>(torch::cuda::device_count()) : 0;
+  int missing = devices > 0 ? 0 : 1;  // on any rank
+  ctx.comm->all_reduce(comm_buffer(&missing, 1), ReduceOp::kMax);
+  const bool everywhere = missing == 0;
+  Placement p;
+  if (job.device == "cuda" || (job.device == "auto" && everywhere)) {
+    PTRAIN_CHECK(
+        everywhere,
+        "{}: 'device: cuda', but {}: this ptrain's libtorch has no CUDA or no GPU is "
+        "visible (build against a CUDA libtorch: docs/gpu.md), or set 'device: cpu'",
+        config.source,
+        devices > 0 ? "another rank sees no GPU" : fmt::format("rank {} sees no GPU", ctx.rank));
+    p.device = at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(ctx.local_rank % devices));
+  }
+  p.backend = job.comm.backend != "auto" ? job.comm.backend : p.device.is_cuda() ? "nccl" : "mpi";
+  PTRAIN_CHECK((p.backend == "nccl") == p.device.is_cuda(),
+               "{}: 'comm.backend: {}' cannot move the sharded tensors of a job on {} ({} moves "
+               "{} buffers); use 'comm.backend: auto'",
+               config.source, p.backend, p.device.str(), p.backend,
+               p.backend == "nccl" ? "GPU" : "host");
+  return p;
 }
 
 int shard_group_size(const JobConfig& job, int world) {
@@ -103,6 +133,9 @@ int run_train(RankSession& session, const ResolvedConfig& config) {
   RankContext& ctx = session.context();
   const JobConfig& job = config.job;
   check_training_config(config);
+  const Placement placement = training_placement(config, ctx);
+  ctx.log->info("training on {} (sharded tensors over {})", placement.device.str(),
+                placement.backend);
 
   // Data: rank 0 builds (or reuses) the prepared cache; every rank maps it.
   PreparedData prepared = prepare_data(job, ctx, session.threads());
@@ -130,15 +163,17 @@ int run_train(RankSession& session, const ResolvedConfig& config) {
   session.record_config();
 
   FsdpOptions fsdp;
+  fsdp.device = placement.device;
   fsdp.reshard_after_forward = job.fsdp.sharding == "full" && job.fsdp.reshard_after_forward;
   fsdp.reduce_every_micro_batch = job.fsdp.reduce_every_micro_batch;
   fsdp.reduce_dtype = job.fsdp.reduce_dtype == "bf16" ? at::kBFloat16 : at::kFloat;
-  FsdpGroups groups =
-      make_fsdp_groups(ctx.comm, shard_group_size(job, ctx.world), "fsdp.hybrid_shard_size");
+  FsdpGroups groups = make_fsdp_groups(session.world_communicator(placement.backend),
+                                       shard_group_size(job, ctx.world), "fsdp.hybrid_shard_size");
   ShardedModel sharded(model, std::move(groups), fsdp,
                        [&](int unit) { load_model_unit(model, load, unit); });
   const MemoryPlan memory = plan_memory(job, model->config(), sharded, runtime_bytes);
-  check_memory(job, memory, ctx);
+  // The pre-flight knows host memory; a GPU's is not checked here (docs/gpu.md).
+  if (placement.device.is_cpu()) check_memory(job, memory, ctx);
 
   // Optimizer, schedule, loop.
   AdamWOptions adam;
@@ -160,7 +195,8 @@ int run_train(RankSession& session, const ResolvedConfig& config) {
   // base (activation gradients only; the adapters' own FLOPs are negligible).
   loop_options.flops_per_token =
       (adapter ? 2.0 : 3.0) * model->config().forward_flops_per_token(job.sequence_len);
-  loop_options.gemm_peak_gflops = gemm_peak_gflops(/*rounds=*/3, /*large=*/false);
+  loop_options.gemm_peak_gflops = gemm_peak_gflops(placement.device, /*rounds=*/3, /*large=*/false);
+  loop_options.device = placement.device;
   loop_options.ideal_bytes = memory.total();
   const int64_t total = planned_steps(loop_options, batches.micro_batches_per_epoch());
   const LrSchedule schedule(job.lr_scheduler, job.learning_rate, total,

@@ -202,7 +202,7 @@ void save_llama_model(LlamaForCausalLM& model, const std::string& dir, at::Scala
     bytes.shape = shape;
     bytes.nbytes = element * static_cast<uint64_t>(c10::multiply_integers(shape));
     bytes.produce = [&model, name = name, dtype, merge_lora, n = bytes.nbytes](void* out) {
-      at::Tensor t = model->tensor_value(name, dtype, merge_lora).contiguous();
+      at::Tensor t = model->tensor_value(name, dtype, merge_lora).to(at::kCPU).contiguous();
       PTRAIN_ASSERT(t.nbytes() == n, "tensor '{}': {} bytes, expected {}", name, t.nbytes(), n);
       std::memcpy(out, t.data_ptr(), n);
     };

@@ -151,7 +151,7 @@ void save_peft_adapter(LlamaForCausalLM& model, const AdapterSpec& spec,
   std::vector<at::Tensor> keep;
   std::vector<TensorBytes> tensors;
   auto add = [&](const std::string& name, const at::Tensor& value) {
-    at::Tensor t = value.detach().contiguous();
+    at::Tensor t = value.detach().to(at::kCPU).contiguous();  // the bytes are read on the host
     keep.push_back(t);
     tensors.push_back({name,
                        safetensors_dtype(t.scalar_type()),

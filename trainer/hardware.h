@@ -2,6 +2,8 @@
 // process's resident memory. Shared by the training loop and ptrain-bench.
 #pragma once
 
+#include <c10/core/Device.h>
+
 #include <cstdint>
 
 namespace ptrain {
@@ -10,6 +12,9 @@ namespace ptrain {
 // sizes (2048 and 4096 when `large`, else 1024 and 2048; the best, since MFU must be judged against
 // what the hardware demonstrably reaches).
 double gemm_peak_gflops(int rounds = 8, bool large = true);
+// The same on `device` (a GPU's figure for device cuda:N; the CPU's for the CPU), synchronising
+// with the device around each timed matmul.
+double gemm_peak_gflops(const c10::Device& device, int rounds, bool large);
 
 // Peak resident memory (Linux VmHWM) since the last reset_peak_rss(), which asks the kernel to
 // restart the count (/proc/self/clear_refs; not every kernel honours it, see benchmarks.md).

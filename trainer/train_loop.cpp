@@ -30,6 +30,13 @@ PackedBatch padding_batch(int64_t rows, int64_t width) {
   return b;
 }
 
+PackedBatch on_device(PackedBatch b, const at::Device& device) {
+  if (device.is_cpu()) return b;
+  for (at::Tensor* t : {&b.input_ids, &b.position_ids, &b.sequence_ids, &b.labels})
+    *t = t->to(device);
+  return b;
+}
+
 }  // namespace
 
 int64_t planned_steps(const LoopOptions& options, int64_t micro_batches_per_epoch) {
@@ -96,7 +103,8 @@ TrainEnd TrainLoop::run() {
     const auto step_start = Clock::now();
     const double exposed_before = sharded_.stats().exposed_seconds;
     std::vector<PackedBatch> micro_batches;
-    for (int64_t i = 0; i < count; ++i) micro_batches.push_back(to_packed_batch(batches_.next()));
+    for (int64_t i = 0; i < count; ++i)
+      micro_batches.push_back(on_device(to_packed_batch(batches_.next()), options_.device));
     const StepResult result = step_.run(micro_batches);
     const double seconds = seconds_since(step_start);
     if (result.non_finite) {
@@ -203,8 +211,9 @@ EvalMetrics TrainLoop::evaluate(int64_t completed_steps) {
       }
       rows.push_back(std::move(spans));
     }
-    const PackedBatch batch = rows.empty() ? padding_batch(1, options_.sequence_len)
-                                           : pack_rows(rows, options_.sequence_len);
+    const PackedBatch batch = on_device(rows.empty() ? padding_batch(1, options_.sequence_len)
+                                                     : pack_rows(rows, options_.sequence_len),
+                                        options_.device);
     // Loss and accuracy from the same fp32 logits, never [tokens, vocab] at once.
     const auto [loss, correct] = model_->score(batch);
     sums[0] += loss;

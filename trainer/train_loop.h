@@ -37,9 +37,10 @@ struct LoopOptions {
   int64_t max_nonfinite_steps = 3;
   int64_t sequence_len = 2048;
   int64_t micro_batch_size = 1;
-  double flops_per_token = 0;   // model FLOPs per (non-padding) token of a step, fwd + bwd
-  double gemm_peak_gflops = 0;  // this rank's bf16 GEMM peak
-  int64_t ideal_bytes = 0;      // the memory pre-flight's per-rank estimate (reported at start)
+  double flops_per_token = 0;    // model FLOPs per (non-padding) token of a step, fwd + bwd
+  double gemm_peak_gflops = 0;   // this rank's bf16 GEMM peak
+  int64_t ideal_bytes = 0;       // the memory pre-flight's per-rank estimate (reported at start)
+  at::Device device = at::kCPU;  // where the model computes: batches are moved there
 };
 
 // total_steps for `micro_batches_per_epoch` (see the accounting above).

@@ -124,4 +124,13 @@ grep -q "load_in_4bit" bad.log || fail "the refusal does not name load_in_4bit"
 [ ! -e out-bad/config.resolved.yaml ] && [ ! -e out-bad/final ] && [ ! -e out-bad/metrics.jsonl ] ||
   fail "a refused job wrote its outputs"
 
+# ---- device: cuda where libtorch has no CUDA (or no GPU is visible): exit 2, never a CPU run
+if ! "$ptrain" env 2>/dev/null | grep -q "backend=nccl"; then
+  "$ptrain" train --config qlora.yaml --set device=cuda --set output_dir=out-cuda >cuda.log 2>&1
+  [ $? -eq 2 ] || fail "device: cuda without a GPU: expected exit 2"
+  grep -q "'device: cuda'" cuda.log && grep -q "docs/gpu.md" cuda.log ||
+    fail "the device: cuda refusal does not name the key and docs/gpu.md"
+  [ ! -e out-cuda/final ] && [ ! -e out-cuda/metrics.jsonl ] || fail "a refused cuda job trained"
+fi
+
 finish
