@@ -46,6 +46,8 @@ bench: build
 	$(MPIRUN) -np 2 $(BUILD_DIR)/bin/ptrain-bench comm | tee bench/results/comm-np2.jsonl
 	$(MPIRUN) -np 4 $(BUILD_DIR)/bin/ptrain-bench comm | tee bench/results/comm-np4.jsonl
 	$(BUILD_DIR)/bin/ptrain-bench nf4 | tee bench/results/nf4.jsonl
+	# The real training job under mpirun at 1, 2 and 4 ranks (started without mpirun itself).
+	$(BUILD_DIR)/bin/ptrain-bench train | tee bench/results/train.jsonl
 	# Real vocabularies for the tokenizer figures: the npm packages the tokenizer test installs.
 	tests/unit/tokenizer/reference/run.sh $(BUILD_DIR)/tokenizer-reference \
 	  $(BUILD_DIR)/bin/ptrain_tokenizer_reference_check >/dev/null

@@ -74,7 +74,7 @@ std::string job_yaml(const Case& c, const std::string& model_dir, const std::str
       "dataset_prepared_path: {}\nval_set_size: 0\nsequence_len: {}\nsample_packing: true\n"
       "pad_to_sequence_len: true\nmicro_batch_size: {}\ngradient_accumulation_steps: 1\n"
       "max_steps: {}\nlearning_rate: {}\nbf16: true\ngradient_checkpointing: true\n"
-      "output_dir: {}\nlogging_steps: 1\nseed: 0\n",
+      "output_dir: {}\nlogging_steps: 1\nseed: 0\ndevice: cpu\n",
       model_dir, adapter, data, prepared, o.seq, o.micro_batch_size, o.warmup_steps + o.steps,
       c.mode == "full" ? "1e-5" : "1e-4", output_dir);
 }
@@ -176,9 +176,12 @@ int run_train_bench(const TrainBenchOptions& options) {
       fs::create_directories(run);
       const std::string config = run + "/job.yaml";
       write_file_atomic(config, job_yaml(c, model_dir, data, prepared, run + "/out", options));
+      // --bind-to none: Open MPI binds up to 2 ranks to one core each, which would give a single
+      // rank one core while the baseline has them all.
       const std::string command = fmt::format(
-          "{} --oversubscribe {}-np {} {} train --config {} > {}/log.txt 2>&1", options.mpirun,
-          ::getuid() == 0 ? "--allow-run-as-root " : "", world, ptrain, config, run);
+          "{} --oversubscribe --bind-to none {}-np {} {} train --config {} > {}/log.txt 2>&1",
+          options.mpirun, ::getuid() == 0 ? "--allow-run-as-root " : "", world, ptrain, config,
+          run);
       const int status = std::system(command.c_str());
       PTRAIN_CHECK(status == 0, "'{}' failed (status {}); see {}/log.txt", command, status, run);
       const RunFigures f = read_metrics(run + "/out/metrics.jsonl", options.warmup_steps);

@@ -6,8 +6,8 @@
 #include <cstring>
 #include <vector>
 
+#include "launcher/job_options.h"
 #include "parallel/communicator.h"
-#include "parallel/communicator_factory.h"
 #include "parallel/mpi_runtime.h"
 
 namespace ptrain {
@@ -24,11 +24,14 @@ void register_env_command(CommandLine& cli) {
 int run_env_command(RankSession& session, const ResolvedConfig& config) {
   RankContext& ctx = session.context();
   const RankInfo& info = session.info();
+  // What training would use: the same agreed placement.
+  const Placement placement = training_placement(config, ctx);
   constexpr int64_t kLine = 512;
   std::string line = fmt::format(
-      "rank={} local_rank={} world={} local_world={} host={} launcher={} backend={} threads={}",
+      "rank={} local_rank={} world={} local_world={} host={} launcher={} device={} backend={} "
+      "threads={}",
       info.rank, info.local_rank, info.world, info.local_world, info.host, info.launcher,
-      resolve_backend(config.job.comm.backend), session.threads());
+      placement.device.str(), placement.backend, session.threads());
   std::vector<uint8_t> mine(kLine, 0);
   std::memcpy(mine.data(), line.data(), std::min<size_t>(line.size(), kLine - 1));
   // Host strings travel over MPI whatever the compute backend is (NCCL moves device buffers only).

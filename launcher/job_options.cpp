@@ -1,6 +1,10 @@
 #include "launcher/job_options.h"
 
+#include <torch/cuda.h>
+
+#include "core/error.h"
 #include "data/sampler.h"
+#include "parallel/nccl_backend.h"
 
 namespace ptrain {
 
@@ -57,6 +61,39 @@ DataPrepOptions data_prep_options(const JobConfig& job) {
   options.val_set_size = job.val_set_size;
   options.seed = static_cast<uint64_t>(job.seed);
   return options;
+}
+
+Placement training_placement(const ResolvedConfig& config, RankContext& ctx) {
+  const JobConfig& job = config.job;
+  const int devices =
+      torch::cuda::is_available() ? static_cast<int>(torch::cuda::device_count()) : 0;
+  std::string why_not;  // why this rank cannot train on a GPU
+  if (devices == 0) {
+    why_not = fmt::format(
+        "rank {} sees no GPU (this ptrain's libtorch has no CUDA, or no device "
+        "is visible)",
+        ctx.rank);
+  } else if (!nccl_backend_built()) {
+    why_not = "this ptrain was built without NCCL (nccl.h not found)";
+  } else if (ctx.local_world > devices) {
+    why_not = fmt::format("host {} runs {} ranks on {} GPUs (one rank per GPU)", ctx.host,
+                          ctx.local_world, devices);
+  }
+  int missing = why_not.empty() ? 0 : 1;  // on any rank
+  ctx.comm->all_reduce(comm_buffer(&missing, 1), ReduceOp::kMax);
+  Placement p;
+  if (job.device == "cuda" || (job.device == "auto" && missing == 0)) {
+    PTRAIN_CHECK(missing == 0, "{}: 'device: cuda', but {}; see docs/gpu.md, or set 'device: cpu'",
+                 config.source, why_not.empty() ? "another rank cannot use a GPU" : why_not);
+    p.device = at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(ctx.local_rank % devices));
+  }
+  p.backend = job.comm.backend != "auto" ? job.comm.backend : p.device.is_cuda() ? "nccl" : "mpi";
+  PTRAIN_CHECK((p.backend == "nccl") == p.device.is_cuda(),
+               "{}: 'comm.backend: {}' cannot move the sharded tensors of a job on {} ({} moves "
+               "{} buffers); use 'comm.backend: auto'",
+               config.source, p.backend, p.device.str(), p.backend,
+               p.backend == "nccl" ? "GPU" : "host");
+  return p;
 }
 
 }  // namespace ptrain

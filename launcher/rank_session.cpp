@@ -11,10 +11,12 @@
 #include <exception>
 #include <filesystem>
 #include <thread>
+#include <vector>
 
 #include "core/logging.h"
 #include "launcher/error_report.h"
 #include "parallel/communicator_factory.h"
+#include "parallel/mpi_runtime.h"
 
 namespace ptrain {
 
@@ -28,6 +30,31 @@ RankSession::RankSession(int* argc, char*** argv, const ResolvedConfig& config, 
     throw;
   }
 }
+
+namespace {
+
+// How many ranks of this host (itself included) may run on a core of `mine`. Collective over
+// MPI_COMM_WORLD.
+int ranks_sharing_cores(const cpu_set_t& mine) {
+  MPI_Comm host;
+  PTRAIN_MPI_CHECK(
+      MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &host));
+  int size = 1;
+  PTRAIN_MPI_CHECK(MPI_Comm_size(host, &size));
+  std::vector<cpu_set_t> all(static_cast<size_t>(size));
+  PTRAIN_MPI_CHECK(MPI_Allgather(&mine, sizeof(cpu_set_t), MPI_BYTE, all.data(), sizeof(cpu_set_t),
+                                 MPI_BYTE, host));
+  PTRAIN_MPI_CHECK(MPI_Comm_free(&host));
+  int sharing = 0;
+  for (const cpu_set_t& other : all) {
+    cpu_set_t both;
+    CPU_AND(&both, &mine, &other);
+    sharing += CPU_COUNT(&both) > 0 ? 1 : 0;
+  }
+  return std::max(1, sharing);
+}
+
+}  // namespace
 
 void RankSession::set_up() {
   const JobConfig& job = config_.job;
@@ -52,8 +79,19 @@ void RankSession::set_up() {
   unsigned cores = sched_getaffinity(0, sizeof(allowed), &allowed) == 0
                        ? static_cast<unsigned>(CPU_COUNT(&allowed))
                        : std::max(1u, std::thread::hardware_concurrency());
+  // The cores are shared by the ranks of this host whose masks overlap this one's: all of them
+  // without binding, none with a launcher's per-rank binding (srun --cpus-per-task, mpirun
+  // --bind-to core), whose mask is already this rank's share.
+  const int sharing = ranks_sharing_cores(allowed);
   threads_ = job.threads > 0 ? static_cast<int>(job.threads)
-                             : std::max(1, static_cast<int>(cores) / info_.local_world);
+                             : std::max(1, static_cast<int>(cores) / sharing);
+  const unsigned host_cores = std::max(1u, std::thread::hardware_concurrency());
+  if (job.threads <= 0 && cores == 1 && host_cores >= 2 * static_cast<unsigned>(info_.local_world))
+    context_.log->warn(
+        "this rank may run on 1 of the host's {} cores ({} ranks here): the launcher bound it "
+        "(Open MPI binds to one core per rank when -np <= 2); pass --bind-to none to mpirun, or "
+        "--cpus-per-task to srun",
+        host_cores, info_.local_world);
   at::set_num_threads(threads_);
 
   context_.rank = info_.rank;

@@ -2,7 +2,6 @@
 
 #include <unistd.h>
 
-#include <torch/cuda.h>
 #include <CLI/CLI.hpp>
 #include <filesystem>
 
@@ -41,50 +40,16 @@ void check_training_config(const ResolvedConfig& config) {
                "{}: 'adapter: qlora' needs 'load_in_4bit: true'", config.source);
 }
 
-// Where this rank trains and which backend moves the sharded tensors. device auto is the GPU when
-// every rank's libtorch has CUDA and sees a device (one agreed answer: ranks must not mix
-// backends), else the CPU; cuda without one is a UserError, never a silent CPU run. The rank's
-// GPU is local_rank modulo the visible devices (as the NCCL communicator picks it).
-struct Placement {
-  at::Device device = at::kCPU;
-  std::string backend = "mpi";
-};
-
-Placement training_placement(const ResolvedConfig& config, RankContext& ctx) {
-  const JobConfig& job = config.job;
-  const int devices =
-      torch::cuda::is_available() ? static_cast<int>(torch::cuda::device_count()) : 0;
-  int missing = devices > 0 ? 0 : 1;  // on any rank
-  ctx.comm->all_reduce(comm_buffer(&missing, 1), ReduceOp::kMax);
-  const bool everywhere = missing == 0;
-  Placement p;
-  if (job.device == "cuda" || (job.device == "auto" && everywhere)) {
-    PTRAIN_CHECK(
-        everywhere,
-        "{}: 'device: cuda', but {}: this ptrain's libtorch has no CUDA or no GPU is "
-        "visible (build against a CUDA libtorch: docs/gpu.md), or set 'device: cpu'",
-        config.source,
-        devices > 0 ? "another rank sees no GPU" : fmt::format("rank {} sees no GPU", ctx.rank));
-    p.device = at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(ctx.local_rank % devices));
-  }
-  p.backend = job.comm.backend != "auto" ? job.comm.backend : p.device.is_cuda() ? "nccl" : "mpi";
-  PTRAIN_CHECK((p.backend == "nccl") == p.device.is_cuda(),
-               "{}: 'comm.backend: {}' cannot move the sharded tensors of a job on {} ({} moves "
-               "{} buffers); use 'comm.backend: auto'",
-               config.source, p.backend, p.device.str(), p.backend,
-               p.backend == "nccl" ? "GPU" : "host");
-  return p;
-}
-
 int shard_group_size(const JobConfig& job, int world) {
   if (job.fsdp.sharding == "none") return 1;
   return job.fsdp.hybrid_shard_size > 0 ? static_cast<int>(job.fsdp.hybrid_shard_size) : world;
 }
 
 // Bytes one rank needs while training (the benchmark's "ideal"): the runtime before the model
-// loads, what it holds (shards, masters, gradient shards, optimizer moments), two unsharded units
-// (the running one and the prefetched one, each counted at the largest unit's size) and one
-// micro-batch's activations.
+// loads, what it holds (shards, masters, gradient shards, optimizer moments), the unsharded units
+// in flight (the root, which stays gathered from its forward to its backward, and two layers: the
+// running one and the prefetched one, at the largest layer's size; every layer when layers stay
+// gathered until backward: without recompute, or ZeRO-2) and one micro-batch's activations.
 struct MemoryPlan {
   int64_t runtime = 0, sharded = 0, optimizer = 0, gathered = 0, activations = 0;
   int64_t total() const { return runtime + sharded + optimizer + gathered + activations; }
@@ -96,7 +61,15 @@ MemoryPlan plan_memory(const JobConfig& job, const LlamaConfig& model, ShardedMo
   plan.runtime = runtime_bytes;
   plan.sharded = sharded.sharded_bytes();
   for (FlatParameter* flat : sharded.trainable()) plan.optimizer += 2 * flat->master.nbytes();
-  plan.gathered = 2 * sharded.largest_unit_bytes();
+  int64_t largest_layer = 0, all_layers = 0;
+  for (int u = 1; u < sharded.unit_count(); ++u) {
+    largest_layer = std::max(largest_layer, sharded.unit_bytes(u));
+    all_layers += sharded.unit_bytes(u);
+  }
+  const bool layers_released =
+      job.gradient_checkpointing && job.fsdp.sharding == "full" && job.fsdp.reshard_after_forward;
+  plan.gathered = sharded.unit_bytes(0) +
+                  (layers_released ? std::min(all_layers, 2 * largest_layer) : all_layers);
   const int64_t bytes = job.bf16 ? 2 : 4;
   const int64_t tokens = job.micro_batch_size * job.sequence_len;
   // One layer's saved activations (norm outputs, q/k/v/o, residuals, the MLP's gate/up/product):
@@ -230,7 +203,7 @@ int run_train(RankSession& session, const ResolvedConfig& config) {
     // The plot only reads the metrics: a finished run does not fail over it.
     try {
       ctx.log->info("wrote {}", write_training_curves(job.output_dir));
-    } catch (const UserError& e) {
+    } catch (const std::exception& e) {
       ctx.log->warn("training_curves.svg not written: {}", e.what());
     }
   }

@@ -30,8 +30,9 @@ MetricsLog::~MetricsLog() {
 
 void MetricsLog::write(const std::string& line) {
   if (!file_) return;
-  PTRAIN_CHECK(std::fputs((line + "\n").c_str(), file_) >= 0 && std::fflush(file_) == 0,
-               "cannot write '{}': {}", path_, std::strerror(errno));
+  // A full disk or a lost mount is a fault of the run, not bad input (exit code 1, not 2).
+  if (std::fputs((line + "\n").c_str(), file_) < 0 || std::fflush(file_) != 0)
+    throw RuntimeFailure(fmt::format("cannot write '{}': {}", path_, std::strerror(errno)));
 }
 
 void MetricsLog::on_start(const TrainStart& start) {
@@ -39,8 +40,15 @@ void MetricsLog::on_start(const TrainStart& start) {
   first_step_ = start.first_step;
   start_ = std::chrono::steady_clock::now();
   if (!writer_) return;
-  file_ = std::fopen(path_.c_str(), first_step_ > 0 ? "a" : "w");
+  file_ = std::fopen(path_.c_str(), first_step_ > 0 ? "a+" : "w");
   PTRAIN_CHECK(file_ != nullptr, "cannot write '{}': {}", path_, std::strerror(errno));
+  // A resumed run appends; a line the killed run left half-written ends here, so the records
+  // after it stay one per line.
+  if (first_step_ > 0 && std::fseek(file_, -1, SEEK_END) == 0) {
+    const bool partial = std::fgetc(file_) != '\n';
+    std::fseek(file_, 0, SEEK_END);  // between a read and a write on one stream
+    if (partial) write("");
+  }
   write(nlohmann::json{{"type", "start"},
                        {"total_steps", start.total_steps},
                        {"first_step", start.first_step},

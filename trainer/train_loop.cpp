@@ -110,13 +110,19 @@ TrainEnd TrainLoop::run() {
     if (result.non_finite) {
       ++skipped;
       ++consecutive_nonfinite;
-      PTRAIN_CHECK(consecutive_nonfinite < options_.max_nonfinite_steps,
-                   "training diverged: {} consecutive steps (the last is step {}) had a "
-                   "non-finite loss or gradient norm (loss {}, grad norm {}); none of them "
-                   "changed the weights. Lower learning_rate, raise warmup, or set "
-                   "max_grad_norm (max_nonfinite_steps: {})",
-                   consecutive_nonfinite, result.step + 1, result.loss, result.grad_norm,
-                   options_.max_nonfinite_steps);
+      if (consecutive_nonfinite >= options_.max_nonfinite_steps) {
+        // The observers see the end (metrics.jsonl's "end" line names why) before the error.
+        end.steps = s + 1;
+        end.reason = "max_nonfinite_steps";
+        end.seconds = seconds_since(start);
+        for (TrainingObserver* o : observers_) o->on_end(end);
+        throw UserError(fmt::format(
+            "training diverged: {} consecutive steps (the last is step {}) had a non-finite loss "
+            "or gradient norm (loss {}, grad norm {}); none of them changed the weights. Lower "
+            "learning_rate, raise warmup, or set max_grad_norm (max_nonfinite_steps: {})",
+            consecutive_nonfinite, result.step + 1, result.loss, result.grad_norm,
+            options_.max_nonfinite_steps));
+      }
     } else {
       consecutive_nonfinite = 0;
     }

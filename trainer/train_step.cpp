@@ -67,9 +67,13 @@ StepResult TrainStep::run(const std::vector<PackedBatch>& micro_batches) {
 
   // 3. Global gradient norm over the shard group (replicas hold the same shards), clip, update.
   const std::vector<OptimizedTensor> tensors = optimized_tensors(sharded_);
-  double squared = squared_norm(tensors);
-  sharded_.groups().shard->all_reduce(comm_buffer(&squared, 1), ReduceOp::kSum);
-  result.grad_norm = std::sqrt(squared);
+  // Reduced where the gradients live: the shard group's communicator moves device buffers when
+  // the model is on a GPU (NCCL), host buffers otherwise.
+  const at::Device device = tensors.empty() ? at::Device(at::kCPU) : tensors[0].grad.device();
+  at::Tensor squared =
+      torch::full({1}, squared_norm(tensors), torch::dtype(at::kDouble).device(device));
+  sharded_.groups().shard->all_reduce(comm_buffer_of(squared), ReduceOp::kSum);
+  result.grad_norm = std::sqrt(squared.item<double>());
   result.non_finite = !std::isfinite(result.loss) || !std::isfinite(result.grad_norm);
   if (result.non_finite || tokens == 0) return result;
   clip_gradients(tensors, result.grad_norm, max_grad_norm_);

@@ -11,7 +11,7 @@ code=$?
 [ $code -eq 0 ] || fail "ptrain env exited $code: $(cat "$work/env.err")"
 for r in 0 1 2; do
   line=$(sed -n "$((r + 1))p" <<<"$out")
-  grep -Eq "^rank=$r local_rank=$r world=3 local_world=3 host=\S+ launcher=mpirun backend=mpi threads=[0-9]+$" <<<"$line" ||
+  grep -Eq "^rank=$r local_rank=$r world=3 local_world=3 host=\S+ launcher=mpirun device=cpu backend=mpi threads=[0-9]+$" <<<"$line" ||
     fail "env line $r is '$line'"
 done
 [ "$(wc -l <<<"$out")" -eq 3 ] || fail "expected 3 env lines, got: $out"

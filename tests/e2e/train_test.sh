@@ -124,8 +124,39 @@ grep -q "load_in_4bit" bad.log || fail "the refusal does not name load_in_4bit"
 [ ! -e out-bad/config.resolved.yaml ] && [ ! -e out-bad/final ] && [ ! -e out-bad/metrics.jsonl ] ||
   fail "a refused job wrote its outputs"
 
+# ---- divergence: a step whose loss or gradient norm is not finite never reaches the weights;
+# max_nonfinite_steps of them in a row end the job naming the step. The final norm's weights are
+# set to 3e38 (finite, so the model loads): the logits overflow and every step is non-finite.
+cp -r model model-huge
+python3 - <<'PY' || fail "could not write model-huge"
+import json, struct
+path = "model-huge/model.safetensors"
+data = bytearray(open(path, "rb").read())
+n = struct.unpack("<Q", data[:8])[0]
+info = json.loads(data[8:8 + n])["model.norm.weight"]
+assert info["dtype"] == "BF16", info
+begin, end = (8 + n + o for o in info["data_offsets"])
+data[begin:end] = b"\x62\x7f" * ((end - begin) // 2)  # bf16 0x7f62, about 3.0e38
+open(path, "wb").write(data)
+PY
+"$ptrain" train --config qlora.yaml --set base_model=model-huge --set val_set_size=0 \
+  --set max_steps=10 --set max_nonfinite_steps=3 --set output_dir=out-diverge >diverge.log 2>&1
+[ $? -eq 2 ] || { tail -5 diverge.log; fail "divergence: expected exit 2"; }
+grep -q "training diverged: 3 consecutive steps (the last is step 3)" diverge.log ||
+  { tail -3 diverge.log; fail "divergence: the message does not name the steps"; }
+python3 - <<'PY' || fail "divergence: metrics.jsonl"
+import json
+lines = [json.loads(l) for l in open("out-diverge/metrics.jsonl")]
+steps = [l for l in lines if l["type"] == "step"]
+assert [s["applied"] for s in steps] == [False, False], steps
+assert [s["skipped_steps"] for s in steps] == [1, 2], steps
+assert lines[-1]["type"] == "end" and lines[-1]["reason"] == "max_nonfinite_steps", lines[-1]
+assert lines[-1]["steps"] == 3, lines[-1]
+PY
+[ ! -e out-diverge/final ] || fail "a diverged job wrote final/"
+
 # ---- device: cuda where libtorch has no CUDA (or no GPU is visible): exit 2, never a CPU run
-if ! "$ptrain" env 2>/dev/null | grep -q "backend=nccl"; then
+if ! "$ptrain" env 2>/dev/null | grep -q "device=cuda"; then
   "$ptrain" train --config qlora.yaml --set device=cuda --set output_dir=out-cuda >cuda.log 2>&1
   [ $? -eq 2 ] || fail "device: cuda without a GPU: expected exit 2"
   grep -q "'device: cuda'" cuda.log && grep -q "docs/gpu.md" cuda.log ||

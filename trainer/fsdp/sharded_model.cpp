@@ -7,7 +7,6 @@
 #include "model/deferred_weights.h"
 
 namespace ptrain {
-namespace {
 
 CommBuffer comm_buffer_of(const at::Tensor& t) {
   PTRAIN_ASSERT(t.is_contiguous(), "collective on a non-contiguous tensor");
@@ -18,6 +17,8 @@ CommBuffer comm_buffer_of(const at::Tensor& t) {
   b.device = t.is_cuda() ? DeviceType::kCuda : DeviceType::kCpu;
   return b;
 }
+
+namespace {
 
 // The kinds of a unit, in the order their flat parameters are laid out.
 struct KindList {
@@ -315,15 +316,11 @@ int64_t ShardedModel::sharded_bytes() const {
   return bytes;
 }
 
-int64_t ShardedModel::largest_unit_bytes() const {
-  int64_t largest = 0;
-  for (const Unit& u : units_) {
-    int64_t bytes = 0;
-    for (const FlatParameter& flat : u.flats)
-      bytes += flat.layout.padded_numel() * static_cast<int64_t>(flat.shard.element_size());
-    largest = std::max(largest, bytes);
-  }
-  return largest;
+int64_t ShardedModel::unit_bytes(int unit) const {
+  int64_t bytes = 0;
+  for (const FlatParameter& flat : units_[unit].flats)
+    bytes += flat.layout.padded_numel() * static_cast<int64_t>(flat.shard.element_size());
+  return bytes;
 }
 
 }  // namespace ptrain

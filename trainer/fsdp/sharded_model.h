@@ -73,6 +73,9 @@ struct CommStats {
   int64_t all_gathers = 0, reductions = 0;
 };
 
+// The CommBuffer over a contiguous tensor's elements, on its device.
+CommBuffer comm_buffer_of(const at::Tensor& t);
+
 class ShardedModel final : public UnitHooks {
  public:
   // Called with a unit's index before that unit is sharded: it gives the unit's deferred tensors
@@ -118,8 +121,9 @@ class ShardedModel final : public UnitHooks {
   void reset_stats() { stats_ = {}; }
   // Bytes this rank holds between uses: shards, masters and gradient shards.
   int64_t sharded_bytes() const;
-  // Bytes of the largest unit's gathered buffers.
-  int64_t largest_unit_bytes() const;
+  int unit_count() const { return static_cast<int>(units_.size()); }
+  // Bytes of unit `unit`'s gathered buffers (0: the root).
+  int64_t unit_bytes(int unit) const;
 
   // UnitHooks
   void pre_forward(int unit) override;

@@ -9,6 +9,7 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <cmath>
 #include <map>
 #include <random>
 
@@ -44,11 +45,11 @@ std::string describe(const Case& c) {
 constexpr int kMicroBatch = 1, kAccumulation = 2, kSteps = 3;
 constexpr double kMaxGradNorm = 0.5;
 
-LlamaForCausalLM make(const Case& c) {
+LlamaForCausalLM make(const Case& c, at::ScalarType dtype = at::kFloat) {
   LlamaConfig config = micro_config();
   config.vocab_size = 23;
   ModelOptions options;
-  options.dtype = at::kFloat;
+  options.dtype = dtype;
   options.nf4_base = c.mode == Mode::kQlora;
   options.activation_checkpointing = c.checkpointing;
   options.loss_chunk_tokens = 7;
@@ -281,6 +282,72 @@ TEST(TrainStepMpi, ZeroThreeGathersLayersAgainForBackwardAndZeroTwoDoesNot) {
   EXPECT_EQ(gathers_per_step(true, true), kAccumulation * (1 + 2 * 2 + 2 * 2));
   EXPECT_EQ(gathers_per_step(false, true), kAccumulation * (1 + 2 * 2));
   EXPECT_EQ(gathers_per_step(true, false), kAccumulation * (1 + 2 * 2));
+}
+
+// bf16 (the fast path: bf16 compute, fp32 masters, gradients and moments): kSteps steps on this
+// world against a 1-rank run of the same global batch on a communicator of this rank alone.
+struct Bf16Run {
+  std::vector<double> losses;
+  std::map<std::string, at::Tensor> weights;  // every tensor, gathered, in fp32
+};
+
+Bf16Run train_bf16(const Case& c, std::shared_ptr<Communicator> comm, bool whole_global_batch) {
+  const int world = test::world().size();
+  LlamaForCausalLM model = make(c, at::kBFloat16);
+  model->train();
+  FsdpOptions options;
+  options.reshard_after_forward = c.reshard_after_forward;
+  options.reduce_every_micro_batch = c.reduce_every_micro_batch;
+  ShardedModel sharded(model, make_fsdp_groups(comm, comm->size(), "test"), options);
+  AdamW optimizer(optimized_tensors(sharded), adamw_options());
+  const LrSchedule lr = schedule();
+  TrainStep step(model, sharded, optimizer, lr, *comm, kMaxGradNorm);
+  Bf16Run run;
+  for (int s = 0; s < kSteps; ++s) {
+    std::vector<PackedBatch> micro_batches;
+    if (whole_global_batch) {
+      for (int r = 0; r < world; ++r)
+        for (PackedBatch& b : rank_micro_batches(s, world, r)) micro_batches.push_back(b);
+    } else {
+      micro_batches = rank_micro_batches(s, world, test::world().rank());
+    }
+    run.losses.push_back(step.run(micro_batches).loss);
+  }
+  sharded.for_each_full_tensor(false, [&](const std::string& name, const at::Tensor& value) {
+    run.weights[name] = value.to(at::kFloat);
+  });
+  return run;
+}
+
+void check_bf16_case(const Case& c) {
+  SCOPED_TRACE(describe(c) + " bf16");
+  Communicator& world = test::world();
+  auto world_ptr = std::shared_ptr<Communicator>(&world, [](Communicator*) {});
+  const Bf16Run one = train_bf16(c, world.split(world.rank(), 0), true);
+  const Bf16Run many = train_bf16(c, world_ptr, false);
+  // Why these bounds: every micro-batch runs on the same bf16 weights in both runs, so its bf16
+  // gradients are the same bits; only the fp32 sums (across ranks vs in sequence) differ, by
+  // fp32 rounding. A master that differs by an fp32 ulp can round to the neighbouring bf16 value
+  // (2^-8 relative) when it sits on a rounding boundary, and the next step computes with that.
+  // So after kSteps steps the loss may move by a few bf16 ulps of its terms (bound 2^-7
+  // relative), and a weight by about one bf16 ulp of the tensor's largest element plus one
+  // Adam step's rounding (bound 2^-7 of the magnitude); a wrong scale, a lost micro-batch or
+  // a rank's gradient counted twice moves them by far more (the step size is 5e-2).
+  for (int s = 0; s < kSteps; ++s)
+    EXPECT_NEAR(many.losses[s], one.losses[s], std::ldexp(std::abs(one.losses[s]), -7))
+        << "step " << s;
+  ASSERT_EQ(many.weights.size(), one.weights.size());
+  for (const auto& [name, expected] : one.weights) {
+    const double difference = (many.weights.at(name) - expected).abs().max().item<double>();
+    const double magnitude = expected.abs().max().item<double>();
+    EXPECT_LE(difference, std::ldexp(magnitude, -7)) << name << ": " << difference;
+  }
+}
+
+TEST(TrainStepMpi, Bf16MatchesAOneRankRunOfTheSameGlobalBatch) {
+  check_bf16_case({Mode::kFull, 0, true, true, true});
+  check_bf16_case({Mode::kFull, 0, false, false, false});
+  check_bf16_case({Mode::kQlora, 0, true, true, true});
 }
 
 TEST(TrainStepMpi, FullTrainingMatchesOneProcessReferenceForEveryShardingStrategy) {
