@@ -15,6 +15,7 @@
 #include "model/llama_config.h"
 #include "model/llama_ops.h"
 #include "quant/nf4_weight.h"
+#include "unit/model_fixtures.h"
 
 namespace ptrain {
 namespace {
@@ -42,32 +43,10 @@ PackedBatch tiny_batch() {
       16);
 }
 
-// The tiny preset, dense or NF4 base + LoRA (dropout 0.1, B non-zero) on every projection, on
-// `device`. The same seeds give the same values on every device: initialisation and the dropout
-// masks are drawn on the CPU and moved.
+// The fixtures' tiny model, moved to `device`.
 LlamaForCausalLM tiny_model(at::ScalarType dtype, bool nf4_lora, at::Device device) {
-  ModelOptions options;
-  options.dtype = dtype;
-  options.loss_chunk_tokens = 7;
-  options.nf4_base = nf4_lora;
-  options.rng_seed = 5;
-  LlamaForCausalLM model(llama_preset("tiny"), options);
-  model->initialize(3);
-  if (nf4_lora) {
-    for (auto& p : model->parameters()) p.set_requires_grad(false);
-    auto generator = at::make_generator<at::CPUGeneratorImpl>(9);
-    LoraOptions lora;
-    lora.r = 4;
-    lora.alpha = 8;
-    lora.dropout = 0.1;
-    for (const auto& [name, projection] : model->projections()) {
-      projection->add_lora(lora, generator);
-      torch::NoGradGuard no_grad;
-      projection->lora_b().normal_(0.0, 0.05, generator);
-    }
-  }
+  LlamaForCausalLM model = ::ptrain::tiny_model(dtype, nf4_lora);
   model->to(device);
-  model->train();
   return model;
 }
 

@@ -285,33 +285,6 @@ ModelRun run_model(LlamaForCausalLM& model, const PackedBatch& batch, bool porta
   return run;
 }
 
-// The tiny preset (2 layers, GQA), dense or with an NF4 base and LoRA adapters (dropout 0.1, B
-// drawn non-zero so A gets a gradient) on every projection, the base frozen.
-LlamaForCausalLM tiny_model(at::ScalarType dtype, bool nf4_lora) {
-  ModelOptions options;
-  options.dtype = dtype;
-  options.loss_chunk_tokens = 7;
-  options.nf4_base = nf4_lora;
-  options.rng_seed = 5;
-  LlamaForCausalLM model(llama_preset("tiny"), options);
-  model->initialize(3);
-  if (nf4_lora) {
-    for (auto& p : model->parameters()) p.set_requires_grad(false);
-    auto generator = at::make_generator<at::CPUGeneratorImpl>(9);
-    LoraOptions lora;
-    lora.r = 4;
-    lora.alpha = 8;
-    lora.dropout = 0.1;
-    for (const auto& [name, projection] : model->projections()) {
-      projection->add_lora(lora, generator);
-      torch::NoGradGuard no_grad;
-      projection->lora_b().normal_(0.0, 0.05, generator);
-    }
-  }
-  model->train();
-  return model;
-}
-
 PackedBatch tiny_batch() {
   return make_packed_batch(
       {{{3, 1, 4, 1, 5, 9, 2, 6}, {5, 3, 5}, {200, 100, 50}}, {{8, 9, 7, 9, 3, 2, 3, 8, 4}, {10}}},

@@ -44,6 +44,34 @@ TEST(AdamW, TwoStepsEqualTheClosedFormWithDecayOnlyWhereAsked) {
   EXPECT_THROW(adam.restore({{"steps", -1}}), UserError);
 }
 
+TEST(AdamW, TheFusedCpuPassEqualsTheLibtorchOpsOverDecayAndPlainSegments) {
+  // A tensor long enough for several parallel chunks, with two decay ranges out of order.
+  const int64_t n = 100003;
+  torch::manual_seed(3);
+  at::Tensor p = torch::randn({n}), g = torch::zeros({n});
+  at::Tensor ref = p.clone(), m = torch::zeros({n}), v = torch::zeros({n});
+  const std::vector<std::pair<int64_t, int64_t>> decay = {{70000, n}, {10, 5000}};
+  AdamWOptions o;
+  o.weight_decay = 0.1;
+  AdamW adam({{p, g, decay}}, o);
+  const double lr = 1e-2;
+  for (int t = 1; t <= 3; ++t) {
+    g.copy_(torch::randn({n}) * (t == 2 ? 1e-4 : 1.0));
+    adam.step(lr);
+    // torch.optim.AdamW's sequence of ops.
+    for (const auto& [begin, end] : decay)
+      ref.narrow(0, begin, end - begin).mul_(1.0 - lr * o.weight_decay);
+    m.lerp_(g, 1.0 - o.beta1);
+    v.mul_(o.beta2).addcmul_(g, g, 1.0 - o.beta2);
+    const double bias2_sqrt = std::sqrt(1.0 - std::pow(o.beta2, t));
+    ref.addcdiv_(m, (v.sqrt() / bias2_sqrt).add_(o.eps), -lr / (1.0 - std::pow(o.beta1, t)));
+    // fp32 rounding of the same formula: a few ulps of the parameter.
+    EXPECT_LE((p - ref).abs().max().item<double>(), 1e-6) << "step " << t;
+    EXPECT_LE((adam.exp_avg()[0] - m).abs().max().item<double>(), 1e-6) << "step " << t;
+    EXPECT_LE((adam.exp_avg_sq()[0] - v).abs().max().item<double>(), 1e-6) << "step " << t;
+  }
+}
+
 TEST(Clipping, ScalesByMaxNormOverTheNormOnlyAboveIt) {
   at::Tensor a = torch::tensor({3.0f}), b = torch::tensor({4.0f});
   std::vector<OptimizedTensor> t = {{torch::zeros({1}), a, {}}, {torch::zeros({1}), b, {}}};
