@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -169,8 +170,19 @@ int run_train_bench(const TrainBenchOptions& options) {
     const double bare_tokens_per_s =
         static_cast<double>(options.micro_batch_size * options.seq) / bare_s;
 
+    // The prepared-data cache first (shared by every world size), so no run's peak RSS includes
+    // tokenizing.
+    const std::string prepare_config = work + "/prepare.yaml";
+    write_file_atomic(prepare_config,
+                      job_yaml(c, model_dir, data, prepared, work + "/prepare-out", options));
+    const std::string prepare = fmt::format("{} preprocess --config {} > {}/prepare.log 2>&1",
+                                            ptrain, prepare_config, work);
+    PTRAIN_CHECK(std::system(prepare.c_str()) == 0, "'{}' failed; see {}/prepare.log", prepare,
+                 work);
+    std::vector<int> worlds = options.worlds;
+    std::sort(worlds.begin(), worlds.end());  // the 1-rank run first: scaling's reference
     std::optional<double> one_rank_tokens_per_s;
-    for (int world : options.worlds) {
+    for (int world : worlds) {
       const std::string run = fmt::format("{}/run-{}-{}-np{}", work, c.mode, c.preset, world);
       fs::remove_all(run);
       fs::create_directories(run);
