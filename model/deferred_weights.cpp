@@ -33,7 +33,7 @@ at::Tensor deferred_tensor(at::IntArrayRef shape, at::ScalarType dtype) {
   const size_t nbytes = static_cast<size_t>(numel) * c10::elementSize(dtype);
   const size_t bytes = std::max(page, (nbytes + page - 1) / page * page);
   void* base =
-      ::mmap(nullptr, bytes, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+      ::mmap(nullptr, bytes, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   if (base == MAP_FAILED)
     throw RuntimeFailure(
         fmt::format("cannot reserve address space for a deferred tensor of {} "

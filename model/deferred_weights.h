@@ -3,8 +3,9 @@
 // [Note: deferred weights]
 // A model built with ModelOptions::defer_weights registers every checkpoint tensor (embeddings,
 // norms, projection weights or NF4 bytes, biases, lm_head) in its real shape and dtype, but its
-// storage is a private read-only mapping of untouched zero pages: never resident, never charged,
-// and a write to it faults instead of corrupting anything. Loading a tensor (the model's
+// storage is a private mapping of address space with no access: never resident, never charged,
+// and any read or write of it faults, so a tensor used before it is loaded can never pass for
+// zeros. Loading a tensor (the model's
 // set_tensor, a projection's set_weight or set_nf4) first gives it storage of its own, keeping
 // the tensor's identity (set_data), so the registry and every handle stay valid.
 //
@@ -17,7 +18,7 @@
 
 namespace ptrain {
 
-// A CPU tensor of `shape` and `dtype` over zero pages that are never touched.
+// A CPU tensor of `shape` and `dtype` over address space that cannot be touched.
 at::Tensor deferred_tensor(at::IntArrayRef shape, at::ScalarType dtype);
 
 // Whether `t` is (still) a deferred tensor.

@@ -109,10 +109,14 @@ void ShardedModel::start_gather(int unit) {
   PTRAIN_ASSERT(u.state == State::kSharded, "unit {} gathered twice", u.name);
   for (size_t f = 0; f < u.flats.size(); ++f) {
     const FlatParameter& flat = u.flats[f];
+    ++stats_.all_gathers;
+    if (groups_.shard_size() == 1) {
+      u.full[f] = flat.shard;  // a rank's only shard is the whole buffer: nothing to gather
+      continue;
+    }
     u.full[f] = torch::empty({flat.layout.padded_numel()}, flat.shard.options());
     u.gathers[f] =
         groups_.shard->all_gather_async(comm_buffer_of(u.full[f]), comm_buffer_of(flat.shard));
-    ++stats_.all_gathers;
   }
   u.state = State::kGathering;
 }
@@ -123,7 +127,7 @@ void ShardedModel::ensure_gathered(int unit) {
   if (u.state == State::kSharded) start_gather(unit);
   torch::NoGradGuard no_grad;
   for (size_t f = 0; f < u.flats.size(); ++f) {
-    wait(u.gathers[f]);
+    if (u.gathers[f]) wait(u.gathers[f]);
     u.gathers[f].reset();
     FlatParameter& flat = u.flats[f];
     for (size_t i = 0; i < flat.tensors.size(); ++i) {
@@ -220,6 +224,16 @@ void ShardedModel::reduce_gradients(int unit) {
   complete_reductions();
   for (FlatParameter& flat : units_[unit].flats) {
     if (!flat.trainable) continue;
+    if (options_.reduce_every_micro_batch && !groups_.replicate) {
+      if (groups_.shard_size() == 1) {
+        add_gradients_locally(flat);
+        continue;
+      }
+      if (flat.layout.shard_numel() > options_.reduce_chunk_numel) {
+        reduce_in_chunks(flat);
+        continue;
+      }
+    }
     at::Tensor padded = flatten_gradients(flat);
     if (options_.reduce_every_micro_batch) {
       start_reduction(flat, std::move(padded));
@@ -229,6 +243,47 @@ void ShardedModel::reduce_gradients(int unit) {
       flat.deferred_grad = std::move(padded);
     }
   }
+}
+
+void ShardedModel::add_gradients_locally(FlatParameter& flat) {
+  torch::NoGradGuard no_grad;
+  ++stats_.reductions;
+  for (size_t i = 0; i < flat.tensors.size(); ++i) {
+    at::Tensor& t = flat.tensors[i];
+    if (!t.grad().defined()) continue;
+    const FlatEntry& e = flat.layout.entries()[i];
+    flat.grad.narrow(0, e.offset, e.numel).add_(t.grad().reshape({-1}));
+    t.mutable_grad().reset();
+  }
+}
+
+void ShardedModel::reduce_in_chunks(FlatParameter& flat) {
+  torch::NoGradGuard no_grad;
+  const int ranks = groups_.shard_size();
+  const int64_t shard = flat.layout.shard_numel();
+  const auto options = torch::dtype(options_.reduce_dtype).device(options_.device);
+  for (int64_t k = 0; k < shard; k += options_.reduce_chunk_numel) {
+    const int64_t n = std::min(options_.reduce_chunk_numel, shard - k);
+    // Elements [k, k + n) of every rank's shard, rank after rank, straight from the gradients.
+    at::Tensor input = torch::zeros({ranks * n}, options);
+    for (int r = 0; r < ranks; ++r) {
+      const int64_t lo = r * shard + k, hi = lo + n;
+      for (size_t i = 0; i < flat.tensors.size(); ++i) {
+        const FlatEntry& e = flat.layout.entries()[i];
+        const int64_t a = std::max(lo, e.offset), b = std::min(hi, e.offset + e.numel);
+        const at::Tensor& g = flat.tensors[i].grad();
+        if (a >= b || !g.defined()) continue;
+        input.narrow(0, r * n + (a - lo), b - a)
+            .copy_(g.reshape({-1}).narrow(0, a - e.offset, b - a));
+      }
+    }
+    at::Tensor output = torch::empty({n}, options);
+    wait(groups_.shard->reduce_scatter_async(comm_buffer_of(output), comm_buffer_of(input),
+                                             ReduceOp::kSum));
+    ++stats_.reductions;
+    flat.grad.narrow(0, k, n).add_(output.to(at::kFloat));
+  }
+  for (at::Tensor& t : flat.tensors) t.mutable_grad().reset();
 }
 
 void ShardedModel::start_reduction(FlatParameter& flat, at::Tensor padded) {

@@ -50,6 +50,10 @@ struct FsdpOptions {
   at::ScalarType reduce_dtype = at::kFloat;
   bool prefetch = true;  // all-gather the next unit while the current one computes
   at::Device device = at::kCPU;
+  // A trainable flat parameter whose shard is larger than this is reduce-scattered in chunks of
+  // this many elements per rank, one after the other, built straight from the gradients: no
+  // unsharded reduce_dtype copy of it exists (the root's embeddings and lm_head).
+  int64_t reduce_chunk_numel = int64_t{1} << 22;
 };
 
 // One flat parameter of one unit on this rank.
@@ -155,6 +159,10 @@ class ShardedModel final : public UnitHooks {
   // frees them.
   at::Tensor flatten_gradients(FlatParameter& flat);
   void start_reduction(FlatParameter& flat, at::Tensor padded);
+  // One rank alone (shard group of 1, no replicas): the gradients are added into the shard's.
+  void add_gradients_locally(FlatParameter& flat);
+  // The chunked reduce-scatter (FsdpOptions::reduce_chunk_numel), waited for chunk by chunk.
+  void reduce_in_chunks(FlatParameter& flat);
   void complete_reductions();
   void wait(const WorkHandle& work);
 

@@ -33,13 +33,14 @@ struct Case {
   bool reshard_after_forward;
   bool reduce_every_micro_batch;
   bool checkpointing;
+  int64_t reduce_chunk = 0;  // > 0: FsdpOptions::reduce_chunk_numel
 };
 
 std::string describe(const Case& c) {
   const char* mode = c.mode == Mode::kFull ? "full" : c.mode == Mode::kLora ? "lora" : "qlora";
-  return fmt::format("{} shard_size {} reshard {} reduce_every {} checkpointing {}", mode,
+  return fmt::format("{} shard_size {} reshard {} reduce_every {} checkpointing {} chunk {}", mode,
                      c.shard_size, c.reshard_after_forward, c.reduce_every_micro_batch,
-                     c.checkpointing);
+                     c.checkpointing, c.reduce_chunk);
 }
 
 constexpr int kMicroBatch = 1, kAccumulation = 2, kSteps = 3;
@@ -172,6 +173,7 @@ void check_case(const Case& c) {
   FsdpOptions options;
   options.reshard_after_forward = c.reshard_after_forward;
   options.reduce_every_micro_batch = c.reduce_every_micro_batch;
+  if (c.reduce_chunk > 0) options.reduce_chunk_numel = c.reduce_chunk;
   ShardedModel sharded(model, groups, options);
   AdamW optimizer(optimized_tensors(sharded), adamw_options());
   const LrSchedule lr = schedule();
@@ -352,8 +354,11 @@ TEST(TrainStepMpi, Bf16MatchesAOneRankRunOfTheSameGlobalBatch) {
 
 TEST(TrainStepMpi, FullTrainingMatchesOneProcessReferenceForEveryShardingStrategy) {
   const int world = test::world().size();
-  check_case({Mode::kFull, 0, true, true, false});   // ZeRO-3
-  check_case({Mode::kFull, 0, false, true, true});   // ZeRO-2, checkpointing
+  check_case({Mode::kFull, 0, true, true, false});  // ZeRO-3
+  check_case({Mode::kFull, 0, false, true, true});  // ZeRO-2, checkpointing
+  // Chunked reduce-scatters of 5 elements per rank: chunks that cut tensors and shards anywhere.
+  check_case({Mode::kFull, 0, true, true, true, 5});
+  check_case({Mode::kLora, 0, true, true, true, 3});
   check_case({Mode::kFull, 1, true, false, false});  // plain data parallel, one reduction per step
   if (world % 2 == 0 && world > 2) check_case({Mode::kFull, 2, true, true, true});  // HSDP
 }
