@@ -7,19 +7,6 @@
 
 namespace ptrain {
 
-std::string resolve_backend(const std::string& configured) {
-  if (configured == "auto") {
-    // Every rank must pick the same backend, or NCCL ranks wait forever for the MPI ones.
-    int can_use_nccl = nccl_backend_built() && cuda_device_count() > 0 ? 1 : 0;
-    int all_can = 0;
-    PTRAIN_MPI_CHECK(MPI_Allreduce(&can_use_nccl, &all_can, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD));
-    return all_can ? "nccl" : "mpi";
-  }
-  PTRAIN_CHECK(configured == "mpi" || configured == "nccl",
-               "comm.backend: expected auto, mpi or nccl, got '{}'", configured);
-  return configured;
-}
-
 std::shared_ptr<CollectiveWatchdog> make_job_watchdog(double timeout_s, int rank, int world,
                                                       const std::string& host,
                                                       std::shared_ptr<spdlog::logger> log) {

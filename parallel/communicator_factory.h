@@ -9,10 +9,6 @@
 
 namespace ptrain {
 
-// "mpi" or "nccl" for a configured backend ("auto", "mpi", "nccl"): auto means NCCL when this
-// build has it and every rank sees a CUDA device, MPI otherwise. Collective over MPI_COMM_WORLD.
-std::string resolve_backend(const std::string& configured);
-
 // The job's watchdog: on timeout it reports and ends the whole job (MPI_Abort, exit code 3).
 std::shared_ptr<CollectiveWatchdog> make_job_watchdog(double timeout_s, int rank, int world,
                                                       const std::string& host,

@@ -27,11 +27,6 @@ namespace {
 
 const at::Device kCuda(at::kCUDA, 0);
 
-struct ModelRun {
-  double loss = 0;
-  std::map<std::string, at::Tensor> grads;  // fp64, on the CPU
-};
-
 PackedBatch to_device(const PackedBatch& b, at::Device device) {
   return {b.input_ids.to(device), b.position_ids.to(device), b.sequence_ids.to(device),
           b.labels.to(device)};
@@ -48,18 +43,6 @@ LlamaForCausalLM tiny_model(at::ScalarType dtype, bool nf4_lora, at::Device devi
   LlamaForCausalLM model = ::ptrain::tiny_model(dtype, nf4_lora);
   model->to(device);
   return model;
-}
-
-ModelRun run_model(LlamaForCausalLM& model, const PackedBatch& batch, bool portable = false) {
-  PortableKernelsGuard guard(portable);
-  model->zero_grad();
-  at::Tensor loss = model->loss_sum(batch);
-  loss.backward();
-  ModelRun r;
-  r.loss = loss.item<double>();
-  for (const auto& p : model->named_parameters())
-    if (p.value().grad().defined()) r.grads[p.key()] = p.value().grad().cpu().to(at::kDouble);
-  return r;
 }
 
 double relative(const at::Tensor& a, const at::Tensor& b) {

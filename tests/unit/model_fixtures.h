@@ -1,8 +1,12 @@
 // Small models shared by the trainer tests.
 #pragma once
 
+#include <map>
+#include <string>
+
 #include "model/llama.h"
 #include "model/llama_config.h"
+#include "model/llama_ops.h"
 
 namespace ptrain {
 
@@ -54,6 +58,28 @@ inline LlamaForCausalLM tiny_model(at::ScalarType dtype, bool nf4_lora) {
   }
   model->train();
   return model;
+}
+
+struct ModelRun {
+  double loss = 0;
+  std::map<std::string, at::Tensor> grads;  // every parameter that got one, in fp64 on the CPU
+};
+
+// One forward and backward of the summed loss (the generic kernels when `portable`); the model's
+// generator (LoRA dropout) is put back afterwards, so every run draws the same masks.
+inline ModelRun run_model(LlamaForCausalLM& model, const PackedBatch& batch,
+                          bool portable = false) {
+  const nlohmann::json state = model->state();
+  PortableKernelsGuard guard(portable);
+  model->zero_grad();
+  at::Tensor loss = model->loss_sum(batch);
+  loss.backward();
+  ModelRun run;
+  run.loss = loss.item<double>();
+  for (const auto& p : model->named_parameters())
+    if (p.value().grad().defined()) run.grads[p.key()] = p.value().grad().cpu().to(at::kDouble);
+  model->restore(state);
+  return run;
 }
 
 }  // namespace ptrain

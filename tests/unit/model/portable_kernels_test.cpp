@@ -264,27 +264,6 @@ TEST(PortableKernels, MasksAndTablesAreBuiltOnTheirInputsDevice) {
 
 // ---------------------------------------------------------------- a whole model, guard on vs off
 
-struct ModelRun {
-  double loss = 0;
-  std::map<std::string, at::Tensor> grads;  // every parameter that got one, in fp64
-};
-
-// One forward and backward of the summed loss; the model's generator (LoRA dropout) is put back
-// afterwards, so every run draws the same masks.
-ModelRun run_model(LlamaForCausalLM& model, const PackedBatch& batch, bool portable) {
-  const nlohmann::json state = model->state();
-  PortableKernelsGuard guard(portable);
-  model->zero_grad();
-  at::Tensor loss = model->loss_sum(batch);
-  loss.backward();
-  ModelRun run;
-  run.loss = loss.item<double>();
-  for (const auto& p : model->named_parameters())
-    if (p.value().grad().defined()) run.grads[p.key()] = p.value().grad().to(at::kDouble);
-  model->restore(state);
-  return run;
-}
-
 PackedBatch tiny_batch() {
   return make_packed_batch(
       {{{3, 1, 4, 1, 5, 9, 2, 6}, {5, 3, 5}, {200, 100, 50}}, {{8, 9, 7, 9, 3, 2, 3, 8, 4}, {10}}},
