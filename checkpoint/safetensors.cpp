@@ -393,7 +393,7 @@ std::string encode_safetensors_header(const std::vector<TensorBytes>& tensors,
   return out + json;
 }
 
-void write_safetensors(const std::string& path, const std::vector<TensorBytes>& tensors,
+WrittenFile write_safetensors(const std::string& path, const std::vector<TensorBytes>& tensors,
                        std::map<std::string, std::string> metadata) {
   const std::string header = encode_safetensors_header(tensors, std::move(metadata));
   AtomicFileWriter writer(path);
@@ -410,6 +410,7 @@ void write_safetensors(const std::string& path, const std::vector<TensorBytes>& 
     }
   }
   writer.commit();
+  return {path, writer.bytes_written(), writer.checksum_hex()};
 }
 
 }  // namespace ptrain

@@ -100,10 +100,19 @@ struct TensorBytes {
   std::function<void(void* out)> produce;
 };
 
-// Writes `tensors` (in the given order) to `path` atomically; `metadata` gets "format": "pt" unless
-// it sets "format" itself. UserError on a duplicate name or a byte size that does not match the
-// shape and dtype.
-void write_safetensors(const std::string& path, const std::vector<TensorBytes>& tensors,
+// A file as written: its size and the XXH3-64 of its bytes (16 hex digits).
+struct WrittenFile {
+  std::string path;
+  uint64_t bytes = 0;
+  std::string xxh3;
+};
+
+// Writes `tensors` (in the given order) to `path` atomically (fsynced, then renamed into place);
+// `metadata` gets "format": "pt" unless it sets "format" itself. UserError on a duplicate name or a
+// byte size that does not match the shape and dtype; RuntimeFailure naming the file when the
+// system refuses (a full disk), with `path` untouched. Tensor bytes stream from where they are:
+// nothing is copied but a `produce`d tensor.
+WrittenFile write_safetensors(const std::string& path, const std::vector<TensorBytes>& tensors,
                        std::map<std::string, std::string> metadata = {});
 
 // The header bytes write_safetensors() would produce (length prefix included, padded).

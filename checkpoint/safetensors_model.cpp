@@ -2,8 +2,11 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
+#include <cstring>
 #include <filesystem>
 
+#include "core/checksum.h"
 #include "core/error.h"
 #include "core/file_util.h"
 
@@ -133,6 +136,50 @@ std::vector<std::string> write_safetensors_model(const std::string& dir,
   std::error_code ec;
   fs::remove(fs::path(dir) / (prefix + ".safetensors"), ec);
   return written;
+}
+
+}  // namespace ptrain
+
+namespace ptrain {
+
+std::string model_fingerprint(const std::string& dir, const std::string& prefix) {
+  namespace fs = std::filesystem;
+  const SafetensorsModel model(dir, prefix);
+  std::vector<const SafetensorsFile*> files;
+  for (const std::string& name : model.names()) {
+    const SafetensorsFile* file = model.at(name).file;
+    if (std::find(files.begin(), files.end(), file) == files.end()) files.push_back(file);
+  }
+  std::sort(files.begin(), files.end(), [](const SafetensorsFile* a, const SafetensorsFile* b) {
+    return a->path() < b->path();
+  });
+  Xxh3Stream h;
+  auto add = [&](const void* data, uint64_t size) {
+    h.update(&size, sizeof size);
+    h.update(data, size);
+  };
+  const fs::path config = fs::path(dir) / "config.json";
+  if (fs::is_regular_file(config)) {
+    const std::string text = read_text_file(config.string());
+    add(text.data(), text.size());
+  }
+  constexpr uint64_t kSample = 64 << 10;
+  constexpr int kSamples = 16;
+  for (const SafetensorsFile* file : files) {
+    const std::string name = fs::path(file->path()).filename().string();
+    add(name.data(), name.size());
+    const MappedFile& bytes = *file->mapping();
+    uint64_t header = 0;
+    std::memcpy(&header, bytes.data(), sizeof header);
+    add(bytes.data(), 8 + header);  // validated by SafetensorsFile: within the file
+    const uint64_t data_start = 8 + header, data_size = bytes.size() - data_start;
+    for (int i = 0; i < kSamples && data_size > 0; ++i) {
+      const uint64_t span = std::min(kSample, data_size);
+      const uint64_t offset = (data_size - span) * static_cast<uint64_t>(i) / (kSamples - 1);
+      add(bytes.data() + data_start + offset, span);
+    }
+  }
+  return h.hex();
 }
 
 }  // namespace ptrain

@@ -49,4 +49,11 @@ std::vector<std::string> write_safetensors_model(const std::string& dir,
                                                  const std::map<std::string, std::string>& metadata,
                                                  const std::string& prefix = "model");
 
+// 16 hex digits identifying a model directory's weights without reading all of them: config.json,
+// each weight file's name, size and header (every tensor's name, dtype, shape and offsets), and
+// 64 KiB at each of 16 evenly spaced places in its data. Another model, or the same one with
+// other values, gets another fingerprint; a copy of the directory keeps it. UserError as
+// SafetensorsModel for a directory without weights.
+std::string model_fingerprint(const std::string& dir, const std::string& prefix = "model");
+
 }  // namespace ptrain

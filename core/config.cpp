@@ -480,6 +480,30 @@ ResolvedConfig load_config(const std::string& path, const std::vector<std::strin
   return load_config_text(read_text_file(path), path, overrides);
 }
 
+namespace {
+
+void flatten_values(const YAML::Node& map, const std::string& prefix,
+                    std::map<std::string, std::string>& out) {
+  for (const auto& item : map) {
+    const std::string key = prefix + item.first.as<std::string>();
+    if (item.second.IsMap() && prefix.empty() && key != "datasets") {
+      flatten_values(item.second, key + ".", out);
+      continue;
+    }
+    YAML::Emitter emitter;
+    emitter << YAML::Flow << item.second;
+    out[key] = emitter.c_str();
+  }
+}
+
+}  // namespace
+
+std::map<std::string, std::string> config_values(const ResolvedConfig& config) {
+  std::map<std::string, std::string> out;
+  flatten_values(YAML::Load(config.resolved_yaml), "", out);
+  return out;
+}
+
 std::string write_resolved_config(const ResolvedConfig& config, const std::string& dir) {
   std::string path = dir + "/config.resolved.yaml";
   write_file_atomic(path, fmt::format("# ptrain resolved config; hash {}; from {}\n{}", config.hash,

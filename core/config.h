@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -37,6 +38,13 @@ struct FsdpConfig {
   bool reshard_after_forward = true;     // sharding full: free gathered units after forward
   bool reduce_every_micro_batch = true;  // false: reduce gradients once per optimizer step
   std::string reduce_dtype = "fp32";     // fp32 | bf16: dtype of the gradient reduce-scatter
+};
+
+// Sharded checkpoints (docs/checkpoints.md); when to save is save_steps / saves_per_epoch.
+struct CheckpointConfig {
+  bool save_frozen = false;  // also save the frozen weights' shards (the base of LoRA/QLoRA)
+  int64_t keep_last = 0;     // keep the newest K committed checkpoints; 0: keep all
+  bool async = false;        // write in the background while training continues
 };
 
 struct LoggingConfig {
@@ -102,6 +110,7 @@ struct JobConfig {
 
   FsdpConfig fsdp;
   CommConfig comm;
+  CheckpointConfig checkpoint;
   LoggingConfig logging;
 };
 
@@ -124,6 +133,11 @@ ResolvedConfig load_config(const std::string& path, const std::vector<std::strin
 // Parses YAML text as if it were the file `source_name` (tests, embedded configs).
 ResolvedConfig load_config_text(const std::string& yaml_text, const std::string& source_name,
                                 const std::vector<std::string>& overrides = {});
+
+// Every key of `config.resolved_yaml` (dotted inside sections: "fsdp.sharding") with its value as
+// one line of YAML flow text ("[a, b]", "{path: x, type: alpaca}" for list items): what a
+// checkpoint records to tell a harmless config change from one that invalidates it.
+std::map<std::string, std::string> config_values(const ResolvedConfig& config);
 
 // Writes `<dir>/config.resolved.yaml` (with the hash in a comment header) atomically.
 std::string write_resolved_config(const ResolvedConfig& config, const std::string& dir);

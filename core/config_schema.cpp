@@ -120,7 +120,7 @@ std::string range_text(double min, double max, std::vector<std::string> const& c
 
 ConfigSchema::ConfigSchema() {
   using J = JobConfig;
-  sections_ = {"fsdp", "comm", "logging"};
+  sections_ = {"fsdp", "comm", "checkpoint", "logging"};
   keys_ = {
       // ---------------------------------------------------------------- model and adapter
       text("base_model", member_of(&J::base_model),
@@ -212,11 +212,14 @@ ConfigSchema::ConfigSchema() {
       integer("eval_steps", member_of(&J::eval_steps), 0, kMaxCount,
               "Evaluate every N steps; 0: never."),
       integer("save_steps", member_of(&J::save_steps), 0, kMaxCount,
-              "Checkpoint every N steps; 0: only at the end (and on stop requests)."),
+              "Checkpoint every N steps (into output_dir/checkpoints/step-N); 0: only at the end "
+              "(and on stop requests)."),
       integer("saves_per_epoch", member_of(&J::saves_per_epoch), 0, 100000,
-              "Checkpoints per epoch (exclusive with save_steps)."),
+              "Checkpoints per epoch: every max(1, steps per epoch / N) steps (exclusive with "
+              "save_steps)."),
       text("resume_from_checkpoint", member_of(&J::resume_from_checkpoint),
-           "Committed checkpoint directory to resume from."),
+           "A committed checkpoint directory to resume from, or 'latest': the newest valid one "
+           "under output_dir/checkpoints (none: start from the base model)."),
       integer("seed", member_of(&J::seed), 0, 9.2e18,
               "Seed for data order, dropout and initialisation."),
       integer("threads", member_of(&J::threads), 0, 4096,
@@ -248,6 +251,17 @@ ConfigSchema::ConfigSchema() {
       number("comm.collective_timeout", member_of(&J::comm, &CommConfig::collective_timeout), 0.01,
              604800,
              "Seconds a collective may take before the watchdog aborts the job, naming it."),
+      boolean("checkpoint.save_frozen",
+              member_of(&J::checkpoint, &CheckpointConfig::save_frozen),
+              "Also save the frozen weights (a LoRA/QLoRA base) in every checkpoint; by default a "
+              "checkpoint holds the trained tensors and the base comes from base_model."),
+      integer("checkpoint.keep_last", member_of(&J::checkpoint, &CheckpointConfig::keep_last), 0,
+              kMaxCount,
+              "Keep the newest N committed checkpoints (older ones are removed only after a newer "
+              "one is committed); 0: keep all."),
+      boolean("checkpoint.async", member_of(&J::checkpoint, &CheckpointConfig::async),
+              "Copy the state to host memory and write it on a background thread while training "
+              "continues; the commit follows when every rank has written."),
       one_of("logging.level", member_of(&J::logging, &LoggingConfig::level),
              {"trace", "debug", "info", "warn", "error"}, "Log level on every rank."),
       one_of(

@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -64,14 +65,22 @@ AtomicFileWriter::~AtomicFileWriter() {
 
 void AtomicFileWriter::write(const void* data, size_t size) {
   PTRAIN_ASSERT(fd_ >= 0, "write to '{}' after commit", path_);
+  // In pieces that stay in cache between the checksum reading them and write() copying them.
+  constexpr size_t kPiece = size_t{4} << 20;
   const char* p = static_cast<const char*>(data);
   while (size > 0) {
-    ssize_t n = ::write(fd_, p, size);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) fail("write", tmp_);
-    p += n;
-    size -= static_cast<size_t>(n);
-    written_ += static_cast<uint64_t>(n);
+    const size_t piece = std::min(size, kPiece);
+    checksum_.update(p, piece);
+    size_t left = piece;
+    while (left > 0) {
+      ssize_t n = ::write(fd_, p, left);
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) fail("write", tmp_);
+      p += n;
+      left -= static_cast<size_t>(n);
+      written_ += static_cast<uint64_t>(n);
+    }
+    size -= piece;
   }
 }
 

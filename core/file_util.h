@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include "core/checksum.h"
+
 namespace ptrain {
 
 // Reads a whole file; UserError naming the path and the OS reason when it cannot.
@@ -15,7 +17,9 @@ std::string read_text_file(const std::string& path);
 // writes go to "<path>.tmp.<pid>"; commit() fsyncs it, renames it over `path` and fsyncs the
 // directory. Destroyed without commit() (an error), it removes the temporary file and leaves
 // `path` untouched. Creates missing parent directories. RuntimeFailure naming the path and the
-// failing call otherwise.
+// failing call otherwise (a full disk: "write '<path>.tmp.<pid>' failed: No space left on device").
+// The XXH3-64 of the bytes written is kept as they pass (checksum_hex()), so a caller recording a
+// checksum never reads the file back.
 class AtomicFileWriter {
  public:
   explicit AtomicFileWriter(std::string path);
@@ -26,12 +30,14 @@ class AtomicFileWriter {
   void write(const void* data, size_t size);
   void commit();
   uint64_t bytes_written() const { return written_; }
+  std::string checksum_hex() const { return checksum_.hex(); }
 
  private:
   std::string path_;
   std::string tmp_;
   int fd_ = -1;
   uint64_t written_ = 0;
+  Xxh3Stream checksum_;
 };
 
 // A memory mapping of a whole file, copy-on-write: writes through data() never reach the file.

@@ -3,7 +3,6 @@
 #include "data/prepared_data.h"
 
 #include <fmt/format.h>
-#include <xxhash.h>
 
 #include <algorithm>
 #include <filesystem>
@@ -59,7 +58,23 @@ class Hasher {
   Xxh3Stream stream_;
 };
 
+void add_tokenizer_files(Hasher& h, const std::string& tokenizer_dir) {
+  for (const char* name :
+       {"tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json"}) {
+    const fs::path file = fs::path(tokenizer_dir) / name;
+    if (!fs::is_regular_file(file)) continue;
+    h.add(name);
+    h.add_file(file.string());
+  }
+}
+
 }  // namespace
+
+std::string tokenizer_fingerprint(const std::string& tokenizer_dir) {
+  Hasher h;
+  add_tokenizer_files(h, tokenizer_dir);
+  return h.hex();
+}
 
 std::string data_fingerprint(const DataPrepOptions& options, const std::string& tokenizer_dir) {
   Hasher h;
@@ -78,34 +93,8 @@ std::string data_fingerprint(const DataPrepOptions& options, const std::string& 
       h.add_file(file);
     }
   }
-  for (const char* name :
-       {"tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json"}) {
-    const fs::path file = fs::path(tokenizer_dir) / name;
-    if (!fs::is_regular_file(file)) continue;
-    h.add(name);
-    h.add_file(file.string());
-  }
+  add_tokenizer_files(h, tokenizer_dir);
   return h.hex();
-}
-
-Xxh3Stream::Xxh3Stream() : state_(XXH3_createState()) {
-  XXH3_64bits_reset(state_);
-}
-
-Xxh3Stream::~Xxh3Stream() {
-  XXH3_freeState(state_);
-}
-
-void Xxh3Stream::update(const void* data, size_t size) {
-  XXH3_64bits_update(state_, data, size);
-}
-
-std::string Xxh3Stream::hex() const {
-  return fmt::format("{:016x}", XXH3_64bits_digest(state_));
-}
-
-std::string xxh3_hex(const void* data, size_t size) {
-  return fmt::format("{:016x}", XXH3_64bits(data, size));
 }
 
 // ---------------------------------------------------------------- reading

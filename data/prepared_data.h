@@ -96,6 +96,10 @@ PreparedSummary summary_from_json(const nlohmann::json& json);
 // each source's type, settings and file bytes, and the tokenizer files of `tokenizer_dir`.
 std::string data_fingerprint(const DataPrepOptions& options, const std::string& tokenizer_dir);
 
+// 16 hex digits of XXH3-64 over the tokenizer files of `tokenizer_dir` (tokenizer.json,
+// tokenizer.model, tokenizer_config.json, special_tokens_map.json; those present).
+std::string tokenizer_fingerprint(const std::string& tokenizer_dir);
+
 // The data files of a source: the file itself, or a directory's regular files (hidden ones
 // excluded) in name order. UserError naming the path when it is missing or an empty directory.
 std::vector<std::string> source_files(const DataSource& source);

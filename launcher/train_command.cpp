@@ -5,6 +5,7 @@
 #include <CLI/CLI.hpp>
 #include <filesystem>
 
+#include "checkpoint/sharded_checkpoint.h"
 #include "core/error.h"
 #include "core/file_util.h"
 #include "launcher/data_preparation.h"
@@ -12,9 +13,11 @@
 #include "launcher/model_loader.h"
 #include "launcher/model_tools.h"
 #include "launcher/rank_session.h"
+#include "launcher/resume_check.h"
 #include "model/llama_weights.h"
 #include "parallel/fsdp_groups.h"
 #include "peft/lora.h"
+#include "trainer/checkpointer.h"
 #include "trainer/hardware.h"
 #include "trainer/metrics_log.h"
 #include "trainer/train_loop.h"
@@ -107,6 +110,15 @@ int run_train(RankSession& session, const ResolvedConfig& config) {
   const JobConfig& job = config.job;
   check_training_config(config);
   const Placement placement = training_placement(config, ctx);
+  const std::string checkpoint_root = (fs::path(job.output_dir) / "checkpoints").string();
+  if (job.resume_from_checkpoint.empty()) {
+    // A new run never mixes its checkpoints with an earlier run's (nor removes them).
+    const std::vector<CommittedCheckpoint> earlier = committed_checkpoints(checkpoint_root);
+    PTRAIN_CHECK(earlier.empty(),
+                 "{} holds committed checkpoints of an earlier run (the newest is {}): set "
+                 "'resume_from_checkpoint: latest' to continue it, or another 'output_dir'",
+                 checkpoint_root, earlier.empty() ? "" : earlier.front().dir);
+  }
   ctx.log->info("training on {} (sharded tensors over {})", placement.device.str(),
                 placement.backend);
 
@@ -171,10 +183,34 @@ int run_train(RankSession& session, const ResolvedConfig& config) {
   loop_options.gemm_peak_gflops = gemm_peak_gflops(placement.device, /*rounds=*/3, /*large=*/false);
   loop_options.device = placement.device;
   loop_options.ideal_bytes = memory.total();
-  const int64_t total = planned_steps(loop_options, batches.micro_batches_per_epoch());
-  const LrSchedule schedule(job.lr_scheduler, job.learning_rate, total,
-                            warmup_steps_for(job.warmup_steps, job.warmup_ratio, total));
+
+  // Resume: every shard re-sliced from the checkpoint's layout, the optimizer, the sampler and
+  // (at the same world) the generators; the step plan then counts from the restored position.
+  nlohmann::json identity = checkpoint_identity(config);
+  TrainingState training{sharded, optimizer, batches, model->generator()};
+  int64_t first_step = 0;
+  if (!job.resume_from_checkpoint.empty()) {
+    const CheckpointManifest manifest =
+        resolve_checkpoint(job.resume_from_checkpoint, checkpoint_root, *ctx.comm, *ctx.log);
+    check_resume(manifest, identity, *ctx.log);
+    const ResumeInfo resumed = restore_checkpoint(manifest, training, ctx.rank, ctx.world);
+    first_step = resumed.step;
+    if (!resumed.same_layout)
+      // Another world: no rank's stream continues; each rank starts a fresh one for this step.
+      model->generator().set_current_seed(rank_seed(job.seed + first_step, ctx.rank));
+    ctx.log->info("resumed from {} after step {} (saved by {} ranks, {} now{})", manifest.dir,
+                  first_step, manifest.json.value("world", 0), ctx.world,
+                  resumed.same_layout ? "" : "; shards re-sliced, dropout streams reseeded");
+  }
+  const int64_t total = planned_steps(loop_options, batches, first_step);
+  const int64_t warmup = warmup_steps_for(job.warmup_steps, job.warmup_ratio, total);
+  const LrSchedule schedule(job.lr_scheduler, job.learning_rate, total, warmup);
+  identity["schedule"] = {{"lr_scheduler", job.lr_scheduler},
+                          {"learning_rate", job.learning_rate},
+                          {"total_steps", total},
+                          {"warmup_steps", warmup}};
   TrainStep step(model, sharded, optimizer, schedule, *ctx.comm, job.max_grad_norm);
+  step.set_next_step(first_step);
   TrainLoop loop(model, sharded, step, batches, validation_samples(data), *ctx.comm, loop_options);
   MetricsLog metrics(
       (fs::path(job.output_dir) / "metrics.jsonl").string(), ctx.rank == 0, ctx.log,
@@ -182,6 +218,20 @@ int run_train(RankSession& session, const ResolvedConfig& config) {
       // every rank a pty whatever their own output is (a pipe, a file).
       ctx.rank == 0 && session.info().launcher == "singleton" && isatty(STDOUT_FILENO));
   loop.add_observer(metrics);
+  CheckpointerOptions checkpointing;
+  checkpointing.root = checkpoint_root;
+  checkpointing.save_steps = job.save_steps;
+  checkpointing.saves_per_epoch = job.saves_per_epoch;
+  checkpointing.keep_last = job.checkpoint.keep_last;
+  checkpointing.save_frozen = job.checkpoint.save_frozen;
+  checkpointing.async = job.checkpoint.async;
+  checkpointing.identity = identity;
+  if (adapter)
+    checkpointing.write_adapter = [&](const std::string& dir) {
+      save_peft_adapter(model, *adapter, job.base_model, dir);
+    };
+  Checkpointer checkpointer(training, *ctx.comm, checkpointing, ctx.log);
+  loop.add_observer(checkpointer);
   const TrainEnd end = loop.run();
 
   // Outputs: the whole adapter (or model), gathered from every rank's shards.
@@ -208,6 +258,10 @@ int run_train(RankSession& session, const ResolvedConfig& config) {
     }
   }
   ctx.comm->barrier();
+  const SaveResult& saved = checkpointer.last_result();
+  if (end.steps > first_step && saved.step == end.steps && !saved.committed)
+    throw RuntimeFailure(fmt::format("the checkpoint after the last step ({}) was not saved: {}",
+                                     end.steps, saved.error));
   return 0;
 }
 

@@ -46,6 +46,24 @@ int64_t planned_steps(const LoopOptions& options, int64_t micro_batches_per_epoc
          options.gradient_accumulation_steps;
 }
 
+int64_t micro_batches_left(const LoopOptions& options, const TrainBatches& batches,
+                           int64_t first_step) {
+  if (options.max_steps > 0)
+    return std::max<int64_t>(0, options.max_steps - first_step) *
+           options.gradient_accumulation_steps;
+  if (batches.epoch() >= options.num_epochs) return 0;
+  return batches.micro_batches_left_in_epoch() +
+         (options.num_epochs - 1 - batches.epoch()) * batches.micro_batches_per_epoch();
+}
+
+int64_t planned_steps(const LoopOptions& options, const TrainBatches& batches,
+                      int64_t first_step) {
+  if (options.max_steps > 0) return options.max_steps;
+  const int64_t left = micro_batches_left(options, batches, first_step);
+  return first_step +
+         (left + options.gradient_accumulation_steps - 1) / options.gradient_accumulation_steps;
+}
+
 PackedBatch to_packed_batch(const RowBatch& rows) {
   PackedBatch b;
   b.input_ids = long_tensor(rows.input_ids, rows.rows, rows.width);
@@ -65,10 +83,8 @@ TrainLoop::TrainLoop(LlamaForCausalLM model, ShardedModel& sharded, TrainStep& s
       validation_(std::move(validation)),
       world_(world),
       options_(options) {
-  total_steps_ = planned_steps(options_, batches_.micro_batches_per_epoch());
-  total_micro_batches_ = options_.max_steps > 0
-                             ? options_.max_steps * options_.gradient_accumulation_steps
-                             : options_.num_epochs * batches_.micro_batches_per_epoch();
+  total_steps_ = planned_steps(options_, batches_, step_.next_step());
+  micro_batches_left_ = micro_batches_left(options_, batches_, step_.next_step());
 }
 
 // ---------------------------------------------------------------- the loop
@@ -96,10 +112,10 @@ TrainEnd TrainLoop::run() {
   end.reason = "finished";
   int64_t consecutive_nonfinite = 0, skipped = 0;
   model_->train();
+  int64_t left = micro_batches_left_;
   for (int64_t s = step_.next_step(); s < total_steps_; ++s) {
-    const int64_t first_micro_batch = s * options_.gradient_accumulation_steps;
-    const int64_t count =
-        std::min(options_.gradient_accumulation_steps, total_micro_batches_ - first_micro_batch);
+    const int64_t count = std::min(options_.gradient_accumulation_steps, left);
+    left -= count;
     const auto step_start = Clock::now();
     const double exposed_before = sharded_.stats().exposed_seconds;
     std::vector<PackedBatch> micro_batches;
@@ -139,8 +155,7 @@ TrainEnd TrainLoop::run() {
       for (TrainingObserver* o : observers_) o->on_eval(e);
     }
     const StepDecision decision = agree(completed);
-    if (decision.checkpoint)
-      for (TrainingObserver* o : observers_) o->on_checkpoint(completed);
+    for (TrainingObserver* o : observers_) o->on_decision(completed, decision);
     if (decision.stop && completed != total_steps_) {
       end.reason = "stopped";
       break;
@@ -156,14 +171,15 @@ TrainEnd TrainLoop::run() {
 }
 
 StepDecision TrainLoop::agree(int64_t completed_steps) {
-  int32_t votes[2] = {0, 0};
+  int32_t votes[3] = {0, 0, 0};
   for (TrainingObserver* o : observers_) {
     const StepDecision d = o->at_step_boundary(completed_steps);
     votes[0] |= d.checkpoint ? 1 : 0;
     votes[1] |= d.stop ? 1 : 0;
+    votes[2] |= d.writing ? 1 : 0;
   }
-  world_.all_reduce(comm_buffer(votes, 2), ReduceOp::kMax);
-  return {votes[0] != 0, votes[1] != 0};
+  world_.all_reduce(comm_buffer(votes, 3), ReduceOp::kMax);
+  return {votes[0] != 0, votes[1] != 0, votes[2] != 0};
 }
 
 StepMetrics TrainLoop::measure(const StepResult& result, double seconds, double exposed,

@@ -7,7 +7,8 @@
 // one stream, and step k takes micro-batches [k x accumulation, (k + 1) x accumulation) of it (the
 // last step of the run takes what is left). So total_steps = max_steps, or ceil(num_epochs x
 // micro-batches per epoch / accumulation), and the schedule, the progress bar and warmup_ratio
-// know it from step one. Every rank runs the same steps with the same number of micro-batches, so
+// know it from step one. A resumed run counts from the restored sampler's position instead
+// (planned_steps below), so a resume at another world size runs what is left. Every rank runs the same steps with the same number of micro-batches, so
 // no rank waits alone, whatever rows it got.
 //
 // Evaluation (before the first step, every eval_steps, at the end) runs in lockstep too: the
@@ -46,6 +47,17 @@ struct LoopOptions {
 // total_steps for `micro_batches_per_epoch` (see the accounting above).
 int64_t planned_steps(const LoopOptions& options, int64_t micro_batches_per_epoch);
 
+// Micro-batches the run has left when step `first_step` comes next and `batches` is where it
+// is (restored from a checkpoint, perhaps written at another world size): max_steps' worth, or
+// the rest of the current epoch (as this world deals it) and the epochs after it.
+int64_t micro_batches_left(const LoopOptions& options, const TrainBatches& batches,
+                           int64_t first_step);
+// The run's total_steps from there: first_step + ceil(micro_batches_left / accumulation), or
+// max_steps. At the world size that wrote the checkpoint, the same total as a run that never
+// stopped.
+int64_t planned_steps(const LoopOptions& options, const TrainBatches& batches,
+                      int64_t first_step);
+
 // A RowBatch (data/) as the model's PackedBatch.
 PackedBatch to_packed_batch(const RowBatch& rows);
 
@@ -78,7 +90,7 @@ class TrainLoop {
   LoopOptions options_;
   std::vector<TrainingObserver*> observers_;
   int64_t total_steps_ = 0;
-  int64_t total_micro_batches_ = 0;
+  int64_t micro_batches_left_ = 0;  // from the first step of this run
 };
 
 }  // namespace ptrain

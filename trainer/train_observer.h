@@ -6,7 +6,8 @@
 // Every rank calls every observer with the same values (metrics are all-reduced first); an
 // observer that writes files does so on rank 0 only. at_step_boundary() is asked on every rank;
 // the loop combines the answers with one small all-reduce (max), so when any rank asks for a
-// checkpoint or a stop (a signal, a coordinator request) every rank acts at the same step.
+// checkpoint or a stop (a signal, a coordinator request) every rank acts at the same step, in
+// on_decision().
 #pragma once
 
 #include <cstdint>
@@ -52,8 +53,9 @@ struct TrainEnd {
 };
 
 struct StepDecision {
-  bool checkpoint = false;
-  bool stop = false;
+  bool checkpoint = false;  // save a checkpoint after this step
+  bool stop = false;        // end the run after this step
+  bool writing = false;     // a background checkpoint write of this rank is still running
 };
 
 class TrainingObserver {
@@ -66,8 +68,9 @@ class TrainingObserver {
   virtual void on_end(const TrainEnd&) {}
   // This rank's answer after optimizer step `step` (1-based count of completed steps).
   virtual StepDecision at_step_boundary(int64_t /*completed_steps*/) { return {}; }
-  // Called on every rank when the agreed decision asks for a checkpoint after `completed_steps`.
-  virtual void on_checkpoint(int64_t /*completed_steps*/) {}
+  // Called on every rank after every step with the agreed decision (each field the OR over ranks
+  // and observers): collectives are allowed here, every rank makes the same calls.
+  virtual void on_decision(int64_t /*completed_steps*/, const StepDecision& /*agreed*/) {}
 };
 
 }  // namespace ptrain

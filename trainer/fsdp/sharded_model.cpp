@@ -164,6 +164,16 @@ void ShardedModel::gather_trainable() {
   });
 }
 
+void ShardedModel::release_trainable() {
+  torch::NoGradGuard no_grad;
+  for (Unit& u : units_) {
+    if (u.state != State::kSharded) continue;
+    for (FlatParameter& flat : u.flats)
+      if (flat.trainable)
+        for (at::Tensor& t : flat.tensors) t.set_data(torch::empty({0}, t.options()));
+  }
+}
+
 // ---------------------------------------------------------------- hooks
 
 void ShardedModel::pre_forward(int unit) {
@@ -327,6 +337,13 @@ void ShardedModel::zero_grad() {
         flat.grad.zero_();
         flat.deferred_grad = at::Tensor();
       }
+}
+
+std::vector<FlatParameter*> ShardedModel::flat_parameters() {
+  std::vector<FlatParameter*> out;
+  for (Unit& u : units_)
+    for (FlatParameter& flat : u.flats) out.push_back(&flat);
+  return out;
 }
 
 std::vector<FlatParameter*> ShardedModel::trainable() {

@@ -106,6 +106,9 @@ class ShardedModel final : public UnitHooks {
   void finish_backward(bool last_micro_batch);
   // The trainable flat parameters (masters and gradient shards for the optimizer).
   std::vector<FlatParameter*> trainable();
+  // Every flat parameter, unit by unit (names are "<unit>/<kind>/<dtype>", the same on every
+  // rank and at every world size: what a checkpoint keys shards by).
+  std::vector<FlatParameter*> flat_parameters();
   // Casts every updated master back into its compute shard (a no-op for fp32 tensors).
   void update_compute_shards();
 
@@ -119,6 +122,9 @@ class ShardedModel final : public UnitHooks {
   // Points the model's trainable tensors at their full values (the frozen ones stay released):
   // what saving an adapter reads, without gathering the base.
   void gather_trainable();
+  // Releases what gather_trainable() pointed at (units that are not gathered): training goes on
+  // without the full copies. Collective-free.
+  void release_trainable();
 
   const FsdpGroups& groups() const { return groups_; }
   const CommStats& stats() const { return stats_; }

@@ -1,0 +1,49 @@
+#include "core/failpoint.h"
+
+#include <cstdio>
+#include <cstdlib>
+#include <sstream>
+#include <string>
+#include <vector>
+
+namespace ptrain {
+namespace {
+
+struct Armed {
+  std::string name;
+  int rank = -1;  // -1: every rank
+};
+
+const std::vector<Armed>& armed() {
+  static const std::vector<Armed> points = [] {
+    std::vector<Armed> out;
+    const char* env = std::getenv("PTRAIN_FAILPOINT");
+    if (env == nullptr) return out;
+    std::stringstream list(env);
+    std::string item;
+    while (std::getline(list, item, ',')) {
+      if (item.empty()) continue;
+      Armed a;
+      const size_t at = item.find('@');
+      a.name = item.substr(0, at);
+      if (at != std::string::npos) a.rank = std::atoi(item.c_str() + at + 1);
+      out.push_back(a);
+    }
+    return out;
+  }();
+  return points;
+}
+
+}  // namespace
+
+void failpoint(const char* name, int rank) {
+  for (const Armed& a : armed())
+    if (a.name == name && (a.rank < 0 || a.rank == rank)) {
+      std::fprintf(stderr, "failpoint %s: rank %d exits with code %d\n", name, rank,
+                   kFailpointExitCode);
+      std::fflush(stderr);
+      std::_Exit(kFailpointExitCode);
+    }
+}
+
+}  // namespace ptrain

@@ -1,0 +1,494 @@
+#include "trainer/checkpointer.h"
+
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <map>
+
+#include "checkpoint/safetensors.h"
+#include "core/error.h"
+#include "core/failpoint.h"
+#include "model/llama_weights.h"
+
+namespace ptrain {
+namespace {
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+constexpr size_t kMessageBytes = 1024;
+
+std::string flat_tensor(const std::string& flat, const char* what) {
+  return flat + "/" + what;
+}
+
+// A fixed-size text field for the collectives (truncated, NUL-terminated).
+void put_text(char* out, size_t size, const std::string& text) {
+  const size_t n = std::min(size - 1, text.size());
+  std::memcpy(out, text.data(), n);
+  out[n] = '\0';
+}
+
+// Broadcasts `text` from `root` (at most kMessageBytes - 1 bytes arrive).
+std::string broadcast_text(Communicator& world, const std::string& text, int root) {
+  std::vector<char> buffer(kMessageBytes, '\0');
+  if (world.rank() == root) put_text(buffer.data(), buffer.size(), text);
+  world.broadcast(comm_buffer(reinterpret_cast<uint8_t*>(buffer.data()),
+                              static_cast<int64_t>(buffer.size())),
+                  root);
+  return std::string(buffer.data());
+}
+
+TensorBytes tensor_bytes(const std::string& name, const at::Tensor& t) {
+  TensorBytes b;
+  b.name = name;
+  b.dtype = safetensors_dtype(t.scalar_type());
+  b.shape = t.sizes().vec();
+  b.nbytes = static_cast<uint64_t>(t.nbytes());
+  if (t.device().is_cpu() && t.is_contiguous()) {
+    b.data = t.data_ptr();
+  } else {
+    // A device tensor is copied to the host one tensor at a time, as the writer reaches it.
+    b.produce = [t](void* out) {
+      torch::from_blob(out, t.sizes(), t.options().device(at::kCPU)).copy_(t);
+    };
+  }
+  return b;
+}
+
+}  // namespace
+
+// What a rank reports after writing its file: all-gathered before the commit.
+struct Checkpointer::RankReport {
+  uint64_t bytes = 0;
+  char xxh3[24] = {};
+  char error[kMessageBytes - 32] = {};
+};
+
+struct Checkpointer::Pending {
+  int64_t step = 0;
+  nlohmann::json body;  // rank 0: the manifest without its envelope, as of the save
+  std::vector<CheckpointFile> extra_files;  // rank 0: the adapter's
+  std::vector<std::pair<std::string, at::Tensor>> tensors;  // keeps staged copies alive
+  RankReport report;
+  std::thread thread;
+  std::atomic<bool> done{false};
+  double stall_seconds = 0;
+};
+
+Checkpointer::Checkpointer(TrainingState state, Communicator& world, CheckpointerOptions options,
+                           std::shared_ptr<spdlog::logger> log)
+    : state_(std::move(state)), world_(world), options_(std::move(options)), log_(std::move(log)) {
+  PTRAIN_ASSERT(state_.sharded.trainable().size() == state_.optimizer.exp_avg().size(),
+                "the optimizer must hold the sharded model's trainable flat parameters");
+}
+
+Checkpointer::~Checkpointer() {
+  if (pending_ && pending_->thread.joinable()) pending_->thread.join();
+}
+
+std::vector<std::pair<std::string, at::Tensor>> Checkpointer::rank_tensors(bool stage) {
+  std::vector<std::pair<std::string, at::Tensor>> out;
+  auto add = [&](std::string name, const at::Tensor& t) {
+    out.emplace_back(std::move(name), stage ? t.to(at::kCPU, /*non_blocking=*/false,
+                                                   /*copy=*/true)
+                                            : t);
+  };
+  // The first shard group holds one copy of every shard (replica 0 under HSDP).
+  if (world_.rank() < state_.sharded.groups().shard_size()) {
+    const std::vector<FlatParameter*> trainable = state_.sharded.trainable();
+    size_t next = 0;
+    for (FlatParameter* flat : state_.sharded.flat_parameters()) {
+      const std::string& name = flat->layout.name();
+      if (flat->trainable) {
+        PTRAIN_ASSERT(trainable[next] == flat, "trainable flat parameters out of order");
+        add(flat_tensor(name, "master"), flat->master);
+        add(flat_tensor(name, "exp_avg"), state_.optimizer.exp_avg()[next]);
+        add(flat_tensor(name, "exp_avg_sq"), state_.optimizer.exp_avg_sq()[next]);
+        ++next;
+      } else if (options_.save_frozen) {
+        add(flat_tensor(name, "shard"), flat->shard);
+      }
+    }
+  }
+  out.emplace_back("rng/model", state_.generator.get_state().clone());
+  return out;
+}
+
+nlohmann::json Checkpointer::manifest_body(int64_t step) {
+  nlohmann::json body = options_.identity;
+  const FsdpGroups& groups = state_.sharded.groups();
+  body["world"] = world_.size();
+  body["shard_size"] = groups.shard_size();
+  body["replicas"] = groups.replicas();
+  nlohmann::json shard_files = nlohmann::json::array();
+  for (int s = 0; s < groups.shard_size(); ++s) shard_files.push_back(rank_file_name(s));
+  body["shard_files"] = shard_files;
+  nlohmann::json flats = nlohmann::json::array();
+  for (FlatParameter* flat : state_.sharded.flat_parameters()) {
+    nlohmann::json f = flat->layout.to_json();
+    f["trainable"] = flat->trainable;
+    if (flat->trainable)
+      f["saved"] = {"master", "exp_avg", "exp_avg_sq"};
+    else
+      f["saved"] = options_.save_frozen ? nlohmann::json{"shard"} : nlohmann::json::array();
+    flats.push_back(std::move(f));
+  }
+  body["flat_parameters"] = std::move(flats);
+  body["sampler"] = state_.batches.state();
+  body["optimizer"] = state_.optimizer.state();
+  body["completed_steps"] = step;
+  return body;
+}
+
+std::string Checkpointer::write_adapter(const std::string& staging) {
+  if (!options_.write_adapter) return "";
+  // Collective: every rank's shard of every trainable tensor, not only rank 0's.
+  state_.sharded.gather_trainable();
+  std::string error;
+  if (world_.rank() == 0) {
+    try {
+      options_.write_adapter((fs::path(staging) / "adapter").string());
+    } catch (const std::exception& e) {
+      error = fmt::format("adapter: {}", e.what());
+    }
+  }
+  state_.sharded.release_trainable();
+  return error;
+}
+
+void Checkpointer::save(int64_t step) {
+  finish_pending();
+  const auto start = Clock::now();
+  const std::string staging = staging_dir(options_.root, step);
+  auto pending = std::make_unique<Pending>();
+  pending->step = step;
+  std::string error;
+  try {
+    std::error_code ec;
+    fs::create_directories(staging, ec);
+    if (ec)
+      throw RuntimeFailure(fmt::format("cannot create '{}': {}", staging, ec.message()));
+    pending->tensors = rank_tensors(options_.async);
+  } catch (const std::exception& e) {
+    error = e.what();
+  }
+  if (world_.rank() == 0) pending->body = manifest_body(step);
+  const std::string adapter_error = write_adapter(staging);
+  if (error.empty()) error = adapter_error;
+  if (world_.rank() == 0 && error.empty() && options_.write_adapter) {
+    try {
+      for (const char* name : {"adapter/adapter_config.json", "adapter/adapter_model.safetensors"})
+        pending->extra_files.push_back(describe_file(staging, name));
+    } catch (const std::exception& e) {
+      error = e.what();
+    }
+  }
+
+  // Phase 1: this rank's file, here or on a background thread.
+  Pending& p = *pending;
+  auto write = [&p, staging, error, rank = world_.rank()]() {
+    std::string failure = error;
+    if (failure.empty()) {
+      try {
+        std::vector<TensorBytes> bytes;
+        for (const auto& [name, t] : p.tensors) bytes.push_back(tensor_bytes(name, t));
+        const WrittenFile file =
+            write_safetensors((fs::path(staging) / rank_file_name(rank)).string(), bytes,
+                              {{"rank", std::to_string(rank)}, {"step", std::to_string(p.step)}});
+        p.report.bytes = file.bytes;
+        put_text(p.report.xxh3, sizeof p.report.xxh3, file.xxh3);
+      } catch (const std::exception& e) {
+        failure = e.what();
+      }
+    }
+    put_text(p.report.error, sizeof p.report.error, failure);
+    p.tensors.clear();  // staged copies go as soon as they are written
+    p.done = true;
+  };
+  if (options_.async) {
+    pending->thread = std::thread(write);
+    pending->stall_seconds = std::chrono::duration<double>(Clock::now() - start).count();
+    pending_ = std::move(pending);
+    log_->info("checkpoint step {}: staged in {:.2f} s; writing in the background", step,
+               pending_->stall_seconds);
+    return;
+  }
+  write();
+  commit(*pending);
+  last_.stall_seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  results_.back().stall_seconds = last_.stall_seconds;
+}
+
+void Checkpointer::finish_pending() {
+  if (!pending_) return;
+  if (pending_->thread.joinable()) pending_->thread.join();
+  std::unique_ptr<Pending> pending = std::move(pending_);
+  commit(*pending);
+  last_.stall_seconds = pending->stall_seconds;
+  results_.back().stall_seconds = pending->stall_seconds;
+}
+
+void Checkpointer::commit(Pending& pending) {
+  // A rank that dies here has written its file but not reported it: nothing may be committed.
+  failpoint("checkpoint.before_report", world_.rank());
+  const int world = world_.size();
+  std::vector<RankReport> reports(static_cast<size_t>(world));
+  world_.all_gather(comm_buffer(reinterpret_cast<uint8_t*>(reports.data()),
+                                static_cast<int64_t>(reports.size() * sizeof(RankReport))),
+                    comm_buffer(reinterpret_cast<uint8_t*>(&pending.report),
+                                static_cast<int64_t>(sizeof(RankReport))));
+  SaveResult result;
+  result.step = pending.step;
+  std::string message;
+  int32_t committed = 0;
+  if (world_.rank() == 0) {
+    std::vector<std::string> failures;
+    std::vector<CheckpointFile> files;
+    for (int r = 0; r < world; ++r) {
+      const RankReport& report = reports[static_cast<size_t>(r)];
+      if (report.error[0] != '\0')
+        failures.push_back(fmt::format("rank {}: {}", r, report.error));
+      else
+        files.push_back({rank_file_name(r), report.bytes, report.xxh3});
+    }
+    if (failures.empty()) {
+      files.insert(files.end(), pending.extra_files.begin(), pending.extra_files.end());
+      try {
+        message = commit_checkpoint(options_.root, pending.step, std::move(pending.body), files);
+        committed = 1;
+      } catch (const std::exception& e) {
+        failures.push_back(fmt::format("rank 0: {}", e.what()));
+      }
+    }
+    if (!committed) {
+      message = fmt::format("{}", fmt::join(failures, "; "));
+      std::error_code ec;
+      fs::remove_all(staging_dir(options_.root, pending.step), ec);
+    }
+  }
+  world_.broadcast(comm_buffer(&committed, 1), 0);
+  message = broadcast_text(world_, message, 0);
+  result.committed = committed != 0;
+  if (result.committed) {
+    result.dir = message;
+    log_->info("checkpoint step {} committed: {}", pending.step, result.dir);
+    if (world_.rank() == 0) {
+      try {
+        for (const std::string& removed : prune_checkpoints(options_.root, options_.keep_last))
+          log_->info("removed {} (checkpoint.keep_last: {})", removed, options_.keep_last);
+      } catch (const std::exception& e) {
+        log_->warn("checkpoint.keep_last: {}", e.what());
+      }
+    }
+  } else {
+    result.error = message;
+    log_->error("checkpoint step {} was not saved (the previous checkpoint is intact; training "
+                "goes on): {}",
+                pending.step, result.error);
+  }
+  last_ = result;
+  results_.push_back(result);
+}
+
+void Checkpointer::on_start(const TrainStart& start) {
+  total_steps_ = start.total_steps;
+  if (options_.save_steps > 0)
+    save_every_ = options_.save_steps;
+  else if (options_.saves_per_epoch > 0)
+    save_every_ = std::max<int64_t>(1, start.steps_per_epoch / options_.saves_per_epoch);
+  // What crashed saves left behind is never loaded: remove it before this run saves.
+  if (world_.rank() == 0)
+    for (const std::string& removed : remove_leftovers(options_.root))
+      log_->warn("removed {}, left by a save that did not finish", removed);
+  world_.barrier();
+}
+
+StepDecision Checkpointer::at_step_boundary(int64_t completed_steps) {
+  StepDecision d;
+  d.checkpoint = (save_every_ > 0 && completed_steps % save_every_ == 0) ||
+                 completed_steps == total_steps_;
+  d.writing = pending_ && !pending_->done;
+  return d;
+}
+
+void Checkpointer::on_decision(int64_t completed_steps, const StepDecision& agreed) {
+  if (agreed.checkpoint) {
+    save(completed_steps);  // commits a pending save first
+  } else if (pending_ && !agreed.writing) {
+    finish_pending();
+  }
+}
+
+void Checkpointer::on_end(const TrainEnd&) {
+  finish_pending();
+}
+
+// ---------------------------------------------------------------- resuming
+
+CheckpointManifest resolve_checkpoint(const std::string& spec, const std::string& root,
+                                      Communicator& world, spdlog::logger& log) {
+  const bool latest = spec == "latest";
+  std::vector<std::string> candidates;
+  if (latest) {
+    for (const CommittedCheckpoint& c : committed_checkpoints(root)) candidates.push_back(c.dir);
+    PTRAIN_CHECK(!candidates.empty(),
+                 "resume_from_checkpoint: latest: no committed checkpoint under '{}'", root);
+  } else {
+    PTRAIN_CHECK(fs::is_directory(spec), "resume_from_checkpoint: '{}' is not a directory", spec);
+    candidates.push_back(spec);
+  }
+  std::vector<std::string> rejected;
+  for (const std::string& dir : candidates) {
+    CheckpointManifest manifest;
+    std::string problem;
+    try {
+      manifest = read_manifest(dir);
+    } catch (const CorruptData& e) {
+      problem = e.what();
+    }
+    // Every rank reads the same manifest; each verifies its share of the files.
+    const int64_t count = static_cast<int64_t>(manifest.files.size());
+    int64_t first_bad = count;
+    std::string detail;
+    if (problem.empty())
+      for (int64_t i = world.rank(); i < count; i += world.size()) {
+        detail = verify_file(manifest, static_cast<size_t>(i));
+        if (!detail.empty()) {
+          first_bad = i;
+          break;
+        }
+      }
+    int64_t votes[2] = {problem.empty() ? 0 : 1, count - first_bad};  // max: the lowest bad file
+    world.all_reduce(comm_buffer(votes, 2), ReduceOp::kMax);
+    if (votes[0] == 0 && votes[1] == 0) {
+      if (!rejected.empty())
+        log.warn("resume_from_checkpoint: latest: resuming from {} (newer ones failed their "
+                 "checks)",
+                 dir);
+      return manifest;
+    }
+    if (problem.empty()) {
+      const int64_t bad = count - votes[1];
+      detail = broadcast_text(world, bad == first_bad ? detail : "",
+                              static_cast<int>(bad % world.size()));
+      problem = fmt::format("checkpoint '{}' is not valid: {}", dir, detail);
+    }
+    if (!latest) throw CorruptData(problem);
+    log.warn("{}; trying an older checkpoint", problem);
+    rejected.push_back(problem);
+  }
+  throw CorruptData(fmt::format("resume_from_checkpoint: latest: no valid checkpoint under '{}': {}",
+                                root, fmt::join(rejected, "; ")));
+}
+
+ResumeInfo restore_checkpoint(const CheckpointManifest& manifest, TrainingState& state,
+                              int world_rank, int world_size) {
+  torch::NoGradGuard no_grad;
+  const nlohmann::json& j = manifest.json;
+  const std::string label = fmt::format("checkpoint '{}'", manifest.dir);
+  auto field = [&](const char* key) -> const nlohmann::json& {
+    if (!j.contains(key))
+      throw CorruptData(fmt::format("{}: manifest.json has no '{}'", label, key));
+    return j.at(key);
+  };
+  std::map<std::string, std::pair<FlatLayout, nlohmann::json>> saved;
+  try {
+    for (const nlohmann::json& f : field("flat_parameters"))
+      saved.emplace(f.at("name").get<std::string>(),
+                    std::make_pair(FlatLayout::from_json(f), f.at("saved")));
+  } catch (const nlohmann::json::exception& e) {
+    throw CorruptData(fmt::format("{}: manifest.json 'flat_parameters': {}", label, e.what()));
+  }
+  const std::vector<std::string> shard_files = field("shard_files").get<std::vector<std::string>>();
+  std::map<std::string, std::unique_ptr<SafetensorsFile>> files;
+  auto file = [&](const std::string& name) -> const SafetensorsFile& {
+    auto& slot = files[name];
+    if (!slot) slot = std::make_unique<SafetensorsFile>((fs::path(manifest.dir) / name).string());
+    return *slot;
+  };
+
+  ShardedModel& sharded = state.sharded;
+  const int shard_rank = sharded.groups().shard->rank();
+  const std::vector<FlatParameter*> trainable = sharded.trainable();
+  size_t next = 0;
+  std::vector<std::string> restored;
+  for (FlatParameter* flat : sharded.flat_parameters()) {
+    const std::string& name = flat->layout.name();
+    auto it = saved.find(name);
+    std::vector<std::pair<const char*, at::Tensor>> targets;
+    if (flat->trainable) {
+      PTRAIN_CHECK(it != saved.end(),
+                   "{} holds no '{}': this run trains tensors the checkpoint did not (another "
+                   "adapter, targets or model)",
+                   label, name);
+      targets = {{"master", flat->master},
+                 {"exp_avg", state.optimizer.exp_avg()[next]},
+                 {"exp_avg_sq", state.optimizer.exp_avg_sq()[next]}};
+      ++next;
+    } else if (it != saved.end() && it->second.second.size() == 1) {
+      targets = {{"shard", flat->shard}};
+    } else {
+      continue;
+    }
+    const FlatLayout& old = it->second.first;
+    if (!old.same_tensors(flat->layout)) {
+      std::string difference = "the dtype";
+      const auto& a = old.entries();
+      const auto& b = flat->layout.entries();
+      for (size_t i = 0; i < std::max(a.size(), b.size()); ++i) {
+        if (i >= a.size() || i >= b.size() || a[i].name != b[i].name || a[i].shape != b[i].shape) {
+          difference = i < b.size() ? fmt::format("tensor '{}'", b[i].name)
+                                    : fmt::format("tensor '{}'", a[i].name);
+          break;
+        }
+      }
+      throw UserError(fmt::format("{}: '{}' has another layout than this model's ({} differs): "
+                                  "the model shape, adapter rank or targets, or dtype changed",
+                                  label, name, difference));
+    }
+    for (const ReslicePiece& piece : old.reslice(flat->layout, shard_rank)) {
+      PTRAIN_CHECK(piece.old_shard < static_cast<int>(shard_files.size()),
+                   "{}: shard {} of '{}' has no file", label, piece.old_shard, name);
+      const SafetensorsFile& f = file(shard_files[static_cast<size_t>(piece.old_shard)]);
+      for (auto& [what, target] : targets) {
+        const TensorInfo& info = f.at(flat_tensor(name, what));
+        const int64_t element = static_cast<int64_t>(target.element_size());
+        PTRAIN_CHECK(safetensors_dtype(target.scalar_type()) == info.dtype &&
+                         info.numel() == old.shard_numel(),
+                     "{}: '{}' in {} is not a {} shard of {} elements", label, info.name,
+                     f.path(), c10::toString(target.scalar_type()), old.shard_numel());
+        const at::Tensor source = torch::from_blob(
+            const_cast<uint8_t*>(f.bytes(info)) + piece.old_offset * element, {piece.count},
+            target.options().device(at::kCPU));
+        target.narrow(0, piece.new_offset, piece.count).copy_(source);
+      }
+    }
+    restored.push_back(name);
+  }
+  for (const nlohmann::json& f : j.at("flat_parameters")) {
+    const std::string name = f.at("name").get<std::string>();
+    PTRAIN_CHECK(!f.value("trainable", false) ||
+                     std::find(restored.begin(), restored.end(), name) != restored.end(),
+                 "{} trains '{}', which this model does not (another adapter, targets or model)",
+                 label, name);
+  }
+  sharded.update_compute_shards();
+  state.optimizer.restore(field("optimizer"));
+  state.batches.restore(field("sampler"));
+
+  ResumeInfo info;
+  info.step = field("completed_steps").get<int64_t>();
+  info.same_layout = field("world").get<int>() == world_size &&
+                     field("shard_size").get<int>() == sharded.groups().shard_size();
+  if (info.same_layout) {
+    const SafetensorsFile& f = file(rank_file_name(world_rank));
+    const TensorInfo& rng = f.at("rng/model");
+    const at::Tensor bytes =
+        torch::from_blob(const_cast<uint8_t*>(f.bytes(rng)), {rng.numel()}, torch::kUInt8).clone();
+    state.generator.set_state(bytes);
+  }
+  return info;
+}
+
+}  // namespace ptrain

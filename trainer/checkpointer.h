@@ -1,0 +1,153 @@
+// What a sharded checkpoint holds and how training saves and resumes it (docs/checkpoints.md);
+// the files and the commit are checkpoint/sharded_checkpoint.h.
+//
+// [Note: what a checkpoint holds]
+// rank-R.safetensors, for each rank R:
+//   "<flat>/master", "<flat>/exp_avg", "<flat>/exp_avg_sq"   fp32 [shard_numel] of every trainable
+//       flat parameter (ShardedModel::flat_parameters names, e.g. "layers.3/trainable/Float"):
+//       the master shard and AdamW's moments, padding included
+//   "<flat>/shard"   frozen flat parameters, in their dtype, with checkpoint.save_frozen
+//   "rng/model"      the model's generator (dropout), as get_state() gives it
+// Only the first shard group (world ranks 0 .. shard_size - 1: replica 0 of every shard under
+// HSDP) writes flat parameters; every rank writes its generator. Compute shards are not saved:
+// they are the masters cast to the compute dtype, as after every step.
+// manifest.json: the envelope (sharded_checkpoint.h) and the run's identity (the `identity`
+// option: config hash and keys, model and tokenizer fingerprints, schedule), "world",
+// "shard_size", "replicas", every flat parameter's global layout (FlatLayout::to_json plus
+// "trainable" and "saved"), "sampler" (TrainBatches::state), "optimizer" (AdamW::state), "step".
+// adapter/ (LoRA): the whole adapter, gathered from every shard, as `ptrain eval --adapter` and
+// PEFT read it; never the base.
+//
+// [Note: saving]
+// A save is collective over the world (every rank calls it at the same step boundary): every
+// rank writes its file into step-S.tmp (streamed from the shards: nothing is copied on a CPU),
+// the adapter is gathered and rank 0 writes it, every rank's size, checksum or error is
+// all-gathered, and rank 0 commits (or, when any rank failed, removes step-S.tmp and says which
+// rank failed and why). Training goes on after a failed save; the previous checkpoint is intact.
+// With checkpoint.async the state is first copied to host memory (the stall) and written by a
+// background thread; each rank reports at every step boundary whether its write still runs
+// (StepDecision::writing), and the first boundary where no rank is writing commits it. A new
+// save, or the end of training, waits for a pending one first.
+#pragma once
+
+#include <spdlog/logger.h>
+#include <torch/torch.h>
+
+#include <atomic>
+#include <functional>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "checkpoint/sharded_checkpoint.h"
+#include "data/train_batches.h"
+#include "parallel/communicator.h"
+#include "trainer/fsdp/sharded_model.h"
+#include "trainer/optim/adamw.h"
+#include "trainer/train_observer.h"
+
+namespace ptrain {
+
+struct CheckpointerOptions {
+  std::string root;             // <output_dir>/checkpoints
+  int64_t save_steps = 0;       // save every N steps; 0: see saves_per_epoch
+  int64_t saves_per_epoch = 0;  // every max(1, steps_per_epoch / N) steps; 0: at the end only
+  int64_t keep_last = 0;        // 0: keep every committed checkpoint
+  bool save_frozen = false;
+  bool async = false;
+  nlohmann::json identity = nlohmann::json::object();  // merged into every manifest
+  // LoRA: writes the adapter of the model (its trainable tensors pointed at their full values)
+  // into a directory; called on rank 0 only. Empty for full training.
+  std::function<void(const std::string& dir)> write_adapter;
+};
+
+// The training state a checkpoint saves and restores; borrowed.
+struct TrainingState {
+  ShardedModel& sharded;
+  AdamW& optimizer;
+  TrainBatches& batches;
+  at::Generator generator;  // the model's (dropout)
+};
+
+// A save's outcome, the same on every rank.
+struct SaveResult {
+  int64_t step = 0;
+  bool committed = false;
+  std::string dir;    // the committed directory
+  std::string error;  // why not, naming the rank and the file
+  double stall_seconds = 0;  // how long training waited for this save (async: the staging copy)
+};
+
+class Checkpointer final : public TrainingObserver {
+ public:
+  Checkpointer(TrainingState state, Communicator& world, CheckpointerOptions options,
+               std::shared_ptr<spdlog::logger> log);
+  // Waits for a background write still running (its checkpoint is not committed).
+  ~Checkpointer() override;
+  Checkpointer(const Checkpointer&) = delete;
+  Checkpointer& operator=(const Checkpointer&) = delete;
+
+  // Collective: saves the state after `step` completed optimizer steps; synchronous, or staged
+  // for the background (then result().committed comes later). A pending save is committed first.
+  void save(int64_t step);
+  // Collective: waits for a pending background save and commits it.
+  void finish_pending();
+
+  // The last save's outcome (committed, or why not).
+  const SaveResult& last_result() const { return last_; }
+  // Every save's outcome so far, oldest first.
+  const std::vector<SaveResult>& results() const { return results_; }
+
+  // TrainingObserver
+  void on_start(const TrainStart& start) override;
+  StepDecision at_step_boundary(int64_t completed_steps) override;
+  void on_decision(int64_t completed_steps, const StepDecision& agreed) override;
+  void on_end(const TrainEnd& end) override;
+
+ private:
+  struct Pending;
+  struct RankReport;
+  // This rank's tensors for its file (views of the state, or staged copies when `stage`).
+  std::vector<std::pair<std::string, at::Tensor>> rank_tensors(bool stage);
+  nlohmann::json manifest_body(int64_t step);
+  std::string write_adapter(const std::string& staging);
+  void commit(Pending& pending);
+
+  TrainingState state_;
+  Communicator& world_;
+  CheckpointerOptions options_;
+  std::shared_ptr<spdlog::logger> log_;
+  int64_t save_every_ = 0;
+  int64_t total_steps_ = 0;
+  std::unique_ptr<Pending> pending_;
+  SaveResult last_;
+  std::vector<SaveResult> results_;
+};
+
+// ---------------------------------------------------------------- resuming
+
+// Collective over `world`: the checkpoint `spec` names, verified. `spec` is a checkpoint
+// directory, or "latest": the newest committed one under `root` whose files all check, the
+// others skipped with a warning naming the bad file. Every file's checksum is verified first
+// (file i by rank i % world). UserError (CorruptData) naming the directory and the bad file when
+// `spec` is a directory that fails, or when no committed checkpoint under `root` is valid.
+CheckpointManifest resolve_checkpoint(const std::string& spec, const std::string& root,
+                                      Communicator& world, spdlog::logger& log);
+
+struct ResumeInfo {
+  int64_t step = 0;           // completed optimizer steps: the next step to run
+  bool same_layout = false;   // the same world and shard size: generators restored too
+};
+
+// Loads `manifest` into `state` on this rank: every flat parameter's shard re-sliced from the
+// saved global layout to this rank's (any world or shard size), the optimizer moments and step
+// count, the sampler (which re-deals the remaining rows to this world), and, at the same world
+// and shard size, this rank's generator. UserError naming the flat parameter when the model's
+// layout differs from the saved one (another model shape, adapter rank or targets, dtype).
+// `shard_rank`/`world_rank`: this rank's place in its shard group and the world.
+ResumeInfo restore_checkpoint(const CheckpointManifest& manifest, TrainingState& state,
+                              int world_rank, int world_size);
+
+}  // namespace ptrain
