@@ -135,7 +135,7 @@ nlohmann::json Checkpointer::manifest_body(int64_t step) {
     flats.push_back(std::move(f));
   }
   body["flat_parameters"] = std::move(flats);
-  body["sampler"] = state_.batches.state();
+  body["sampler"] = state_.sampler.state();
   body["optimizer"] = state_.optimizer.state();
   body["completed_steps"] = step;
   return body;
@@ -475,7 +475,7 @@ ResumeInfo restore_checkpoint(const CheckpointManifest& manifest, TrainingState&
   }
   sharded.update_compute_shards();
   state.optimizer.restore(field("optimizer"));
-  state.batches.restore(field("sampler"));
+  state.sampler.restore(field("sampler"));
 
   ResumeInfo info;
   info.step = field("completed_steps").get<int64_t>();

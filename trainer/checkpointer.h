@@ -14,7 +14,7 @@
 // manifest.json: the envelope (sharded_checkpoint.h) and the run's identity (the `identity`
 // option: config hash and keys, model and tokenizer fingerprints, schedule), "world",
 // "shard_size", "replicas", every flat parameter's global layout (FlatLayout::to_json plus
-// "trainable" and "saved"), "sampler" (TrainBatches::state), "optimizer" (AdamW::state), "step".
+// "trainable" and "saved"), "sampler" (TrainingState::sampler, TrainBatches::state), "optimizer" (AdamW::state), "step".
 // adapter/ (LoRA): the whole adapter, gathered from every shard, as `ptrain eval --adapter` and
 // PEFT read it; never the base.
 //
@@ -42,7 +42,7 @@
 #include <vector>
 
 #include "checkpoint/sharded_checkpoint.h"
-#include "data/train_batches.h"
+#include "core/stateful.h"
 #include "parallel/communicator.h"
 #include "trainer/fsdp/sharded_model.h"
 #include "trainer/optim/adamw.h"
@@ -67,7 +67,7 @@ struct CheckpointerOptions {
 struct TrainingState {
   ShardedModel& sharded;
   AdamW& optimizer;
-  TrainBatches& batches;
+  Stateful& sampler;        // the data position (TrainBatches)
   at::Generator generator;  // the model's (dropout)
 };
 
