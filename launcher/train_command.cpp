@@ -4,6 +4,7 @@
 
 #include <CLI/CLI.hpp>
 #include <filesystem>
+#include <optional>
 
 #include "checkpoint/sharded_checkpoint.h"
 #include "core/error.h"
@@ -54,8 +55,10 @@ int shard_group_size(const JobConfig& job, int world) {
 // running one and the prefetched one, at the largest layer's size; every layer when layers stay
 // gathered until backward: without recompute, or ZeRO-2) and one micro-batch's activations.
 struct MemoryPlan {
-  int64_t runtime = 0, sharded = 0, optimizer = 0, gathered = 0, activations = 0;
-  int64_t total() const { return runtime + sharded + optimizer + gathered + activations; }
+  int64_t runtime = 0, sharded = 0, optimizer = 0, gathered = 0, activations = 0, staging = 0;
+  int64_t total() const {
+    return runtime + sharded + optimizer + gathered + activations + staging;
+  }
 };
 
 MemoryPlan plan_memory(const JobConfig& job, const LlamaConfig& model, ShardedModel& sharded,
@@ -64,6 +67,11 @@ MemoryPlan plan_memory(const JobConfig& job, const LlamaConfig& model, ShardedMo
   plan.runtime = runtime_bytes;
   plan.sharded = sharded.sharded_bytes();
   for (FlatParameter* flat : sharded.trainable()) plan.optimizer += 2 * flat->master.nbytes();
+  // checkpoint.async copies what a checkpoint holds to host memory while it is written.
+  if (job.checkpoint.async)
+    for (FlatParameter* flat : sharded.flat_parameters())
+      plan.staging += flat->trainable ? 3 * flat->master.nbytes()
+                                      : (job.checkpoint.save_frozen ? flat->shard.nbytes() : 0);
   int64_t largest_layer = 0, all_layers = 0;
   for (int u = 1; u < sharded.unit_count(); ++u) {
     largest_layer = std::max(largest_layer, sharded.unit_bytes(u));
@@ -94,15 +102,40 @@ void check_memory(const JobConfig& job, const MemoryPlan& plan, const RankContex
       available_memory_bytes() / std::max(1, ctx.local_world) + current_rss_bytes();
   const std::string text = fmt::format(
       "memory per rank: {} expected (runtime {}, shards {}, optimizer {}, gathered units {}, "
-      "activations {}), {} available",
+      "activations {}{}), {} available",
       gigabytes(plan.total()), gigabytes(plan.runtime), gigabytes(plan.sharded),
       gigabytes(plan.optimizer), gigabytes(plan.gathered), gigabytes(plan.activations),
+      plan.staging > 0 ? fmt::format(", checkpoint.async staging {}", gigabytes(plan.staging)) : "",
       gigabytes(available));
   ctx.log->info("{}", text);
   PTRAIN_CHECK(available <= 0 || plan.total() <= available,
                "{}: this job will not fit; lower micro_batch_size ({}) or sequence_len ({}), set "
                "gradient_checkpointing: true, or run on more ranks",
                text, job.micro_batch_size, job.sequence_len);
+}
+
+// Committed checkpoints newer than the one resumed from would collide with this run's saves. Under
+// `latest` they are the ones that failed their checks: renamed to step-S.rejected (kept for a
+// look, never loaded). A directory named explicitly while newer valid ones exist is refused.
+void set_aside_newer_checkpoints(const JobConfig& job, const std::string& root, int64_t step,
+                                 const RankContext& ctx) {
+  std::vector<CommittedCheckpoint> newer;
+  for (const CommittedCheckpoint& c : committed_checkpoints(root))
+    if (c.step > step) newer.push_back(c);
+  if (newer.empty()) return;
+  PTRAIN_CHECK(job.resume_from_checkpoint == "latest",
+               "resume_from_checkpoint '{}' is step {}, but {} holds newer checkpoints (the newest "
+               "is {}) that this run's saves would meet: resume from the newest ('latest'), or "
+               "set another 'output_dir'",
+               job.resume_from_checkpoint, step, root, newer.front().dir);
+  ctx.comm->barrier();  // every rank has listed them before any is renamed
+  if (ctx.rank == 0)
+    for (const CommittedCheckpoint& c : newer) {
+      PTRAIN_CHECK(publish_directory(c.dir, c.dir + ".rejected"),
+                   "cannot set '{}' aside: '{}.rejected' exists", c.dir, c.dir);
+      ctx.log->warn("renamed {} to {}.rejected (it failed its checks)", c.dir, c.dir);
+    }
+  ctx.comm->barrier();
 }
 
 int run_train(RankSession& session, const ResolvedConfig& config) {
@@ -189,17 +222,20 @@ int run_train(RankSession& session, const ResolvedConfig& config) {
   nlohmann::json identity = checkpoint_identity(config);
   TrainingState training{sharded, optimizer, batches, model->generator()};
   int64_t first_step = 0;
-  if (!job.resume_from_checkpoint.empty()) {
-    const CheckpointManifest manifest =
-        resolve_checkpoint(job.resume_from_checkpoint, checkpoint_root, *ctx.comm, *ctx.log);
-    check_resume(manifest, identity, *ctx.log);
-    const ResumeInfo resumed = restore_checkpoint(manifest, training, ctx.rank, ctx.world);
+  const std::optional<CheckpointManifest> manifest =
+      job.resume_from_checkpoint.empty()
+          ? std::nullopt
+          : resolve_checkpoint(job.resume_from_checkpoint, checkpoint_root, *ctx.comm, *ctx.log);
+  if (manifest) {
+    check_resume(*manifest, identity, *ctx.log);
+    set_aside_newer_checkpoints(job, checkpoint_root, manifest->step, ctx);
+    const ResumeInfo resumed = restore_checkpoint(*manifest, training, ctx.rank, ctx.world);
     first_step = resumed.step;
     if (!resumed.same_layout)
       // Another world: no rank's stream continues; each rank starts a fresh one for this step.
       model->generator().set_current_seed(rank_seed(job.seed + first_step, ctx.rank));
-    ctx.log->info("resumed from {} after step {} (saved by {} ranks, {} now{})", manifest.dir,
-                  first_step, manifest.json.value("world", 0), ctx.world,
+    ctx.log->info("resumed from {} after step {} (saved by {} ranks, {} now{})", manifest->dir,
+                  first_step, manifest->json.value("world", 0), ctx.world,
                   resumed.same_layout ? "" : "; shards re-sliced, dropout streams reseeded");
   }
   const int64_t total = planned_steps(loop_options, batches, first_step);

@@ -326,14 +326,19 @@ void Checkpointer::on_end(const TrainEnd&) {
 
 // ---------------------------------------------------------------- resuming
 
-CheckpointManifest resolve_checkpoint(const std::string& spec, const std::string& root,
-                                      Communicator& world, spdlog::logger& log) {
+std::optional<CheckpointManifest> resolve_checkpoint(const std::string& spec,
+                                                     const std::string& root, Communicator& world,
+                                                     spdlog::logger& log) {
   const bool latest = spec == "latest";
   std::vector<std::string> candidates;
   if (latest) {
     for (const CommittedCheckpoint& c : committed_checkpoints(root)) candidates.push_back(c.dir);
-    PTRAIN_CHECK(!candidates.empty(),
-                 "resume_from_checkpoint: latest: no committed checkpoint under '{}'", root);
+    if (candidates.empty()) {
+      log.info("resume_from_checkpoint: latest: no committed checkpoint under '{}' yet: starting "
+               "from the base model",
+               root);
+      return std::nullopt;
+    }
   } else {
     PTRAIN_CHECK(fs::is_directory(spec), "resume_from_checkpoint: '{}' is not a directory", spec);
     candidates.push_back(spec);

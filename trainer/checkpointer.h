@@ -37,6 +37,7 @@
 #include <functional>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -130,11 +131,14 @@ class Checkpointer final : public TrainingObserver {
 
 // Collective over `world`: the checkpoint `spec` names, verified. `spec` is a checkpoint
 // directory, or "latest": the newest committed one under `root` whose files all check, the
-// others skipped with a warning naming the bad file. Every file's checksum is verified first
-// (file i by rank i % world). UserError (CorruptData) naming the directory and the bad file when
-// `spec` is a directory that fails, or when no committed checkpoint under `root` is valid.
-CheckpointManifest resolve_checkpoint(const std::string& spec, const std::string& root,
-                                      Communicator& world, spdlog::logger& log);
+// others skipped with a warning naming the bad file; none when `root` holds no committed
+// checkpoint at all (a first start: training begins from the base model). Every file's checksum
+// is verified first (file i by rank i % world). UserError (CorruptData) naming the directory and
+// the bad file when `spec` is a directory that fails, or when `root` holds committed checkpoints
+// and none is valid.
+std::optional<CheckpointManifest> resolve_checkpoint(const std::string& spec,
+                                                     const std::string& root, Communicator& world,
+                                                     spdlog::logger& log);
 
 struct ResumeInfo {
   int64_t step = 0;           // completed optimizer steps: the next step to run

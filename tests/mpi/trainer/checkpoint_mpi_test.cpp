@@ -129,7 +129,7 @@ TEST_P(CheckpointAcrossLayouts, RestoresExactlyAtEveryShardSize) {
     checkpointer.save(2);
     ASSERT_TRUE(checkpointer.last_result().committed) << checkpointer.last_result().error;
   }
-  const CheckpointManifest manifest = resolve_checkpoint("latest", root, world, *log);
+  const CheckpointManifest manifest = resolve_checkpoint("latest", root, world, *log).value();
   EXPECT_EQ(manifest.step, 2);
   EXPECT_EQ(manifest.json.at("shard_size"), world.size());
 
