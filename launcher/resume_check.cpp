@@ -44,6 +44,7 @@ void check_resume(const CheckpointManifest& manifest, const nlohmann::json& iden
   for (auto it = saved_config.begin(); it != saved_config.end(); ++it)
     if (!config.contains(it.key())) keys.push_back(it.key());
   for (const std::string& key : keys) {
+    if (key == "resume_from_checkpoint") continue;  // differs by design
     const std::string before = saved_config.value(key, "(unset)");
     const std::string now = config.contains(key) ? config.at(key).get<std::string>() : "(unset)";
     if (before == now) continue;
