@@ -74,6 +74,7 @@ struct Checkpointer::Pending {
   std::thread thread;
   std::atomic<bool> done{false};
   double stall_seconds = 0;
+  Clock::time_point started = Clock::now();
 };
 
 Checkpointer::Checkpointer(TrainingState state, Communicator& world, CheckpointerOptions options,
@@ -272,7 +273,12 @@ void Checkpointer::commit(Pending& pending) {
   result.committed = committed != 0;
   if (result.committed) {
     result.dir = message;
-    log_->info("checkpoint step {} committed: {}", pending.step, result.dir);
+    uint64_t bytes = 0;
+    for (const RankReport& report : reports) bytes += report.bytes;
+    const double seconds = std::chrono::duration<double>(Clock::now() - pending.started).count();
+    log_->info("checkpoint step {} committed: {} ({:.2f} GB in {} rank files, {:.1f} s after the "
+               "save began)",
+               pending.step, result.dir, static_cast<double>(bytes) / 1e9, world, seconds);
     if (world_.rank() == 0) {
       try {
         for (const std::string& removed : prune_checkpoints(options_.root, options_.keep_last))
