@@ -1,6 +1,7 @@
 #include "checkpoint/safetensors.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <nlohmann/json.hpp>
@@ -411,6 +412,66 @@ WrittenFile write_safetensors(const std::string& path, const std::vector<TensorB
   }
   writer.commit();
   return {path, writer.bytes_written(), writer.checksum_hex()};
+}
+
+std::string stream_safetensors(const std::string& path, const TensorSink& sink, size_t piece) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) throw UserError(fmt::format("cannot open '{}': {}", path, std::strerror(errno)));
+  struct Closer {
+    int fd;
+    ~Closer() { ::close(fd); }
+  } closer{fd};
+  struct stat st;
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))
+    throw UserError(fmt::format("'{}' is not a readable regular file", path));
+  const uint64_t file_size = static_cast<uint64_t>(st.st_size);
+  ::posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+  Xxh3Stream hash;
+  uint64_t position = 0;
+  // Reads exactly `size` bytes at the current position, hashing them.
+  auto read_exactly = [&](uint8_t* out, size_t size) {
+    size_t done = 0;
+    while (done < size) {
+      const ssize_t n = ::read(fd, out + done, size - done);
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) throw UserError(fmt::format("cannot read '{}': {}", path, std::strerror(errno)));
+      if (n == 0)
+        throw UserError(fmt::format("'{}' ends at byte {}, before its header says", path,
+                                    position + done));
+      done += static_cast<size_t>(n);
+    }
+    hash.update(out, size);
+    position += size;
+  };
+  uint8_t length_bytes[8] = {};
+  if (file_size >= 8) read_exactly(length_bytes, 8);
+  uint64_t header_size = 0;
+  for (int i = 7; i >= 0; --i) header_size = (header_size << 8) | length_bytes[i];
+  std::vector<uint8_t> head(8);
+  std::memcpy(head.data(), length_bytes, 8);
+  if (file_size >= 8 && header_size <= kMaxHeaderBytes && 8 + header_size <= file_size) {
+    head.resize(8 + header_size);
+    read_exactly(head.data() + 8, header_size);
+  }
+  const SafetensorsHeader header = parse_safetensors_header(head.data(), head.size(), file_size, path);
+  std::vector<uint8_t> buffer(std::max<size_t>(piece, 1));
+  auto skip_to = [&](uint64_t target) {  // bytes no tensor owns (alignment) are hashed too
+    while (position < target) {
+      const size_t n = static_cast<size_t>(std::min<uint64_t>(buffer.size(), target - position));
+      read_exactly(buffer.data(), n);
+    }
+  };
+  for (const TensorInfo& t : header.tensors) {
+    skip_to(header.data_start + t.begin);
+    for (uint64_t offset = 0; offset < t.nbytes();) {
+      const size_t n = static_cast<size_t>(std::min<uint64_t>(buffer.size(), t.nbytes() - offset));
+      read_exactly(buffer.data(), n);
+      sink(t, offset, buffer.data(), n);
+      offset += n;
+    }
+  }
+  skip_to(file_size);
+  return hash.hex();
 }
 
 }  // namespace ptrain

@@ -88,6 +88,17 @@ class SafetensorsFile {
   std::map<std::string, size_t> index_;
 };
 
+// Reads the safetensors file at `path` front to back once, with read() into one buffer of `piece`
+// bytes (no mapping, so a file larger than memory streams through), validating its header as
+// SafetensorsFile does, and hands every tensor's bytes to `sink(tensor, offset, data, size)` in
+// order, `offset` counting from the tensor's first byte. Returns the XXH3-64 of every byte of the
+// file (16 hex digits: what a checkpoint manifest records), computed on the same pass. UserError
+// naming the file for a malformed header, a short read, or what `sink` throws.
+using TensorSink =
+    std::function<void(const TensorInfo& tensor, uint64_t offset, const uint8_t* data, size_t size)>;
+std::string stream_safetensors(const std::string& path, const TensorSink& sink,
+                               size_t piece = size_t{8} << 20);
+
 // One tensor to write: its bytes are borrowed until the write returns. Instead of `data`, a tensor
 // may give `produce`, called when the writer reaches it to fill `nbytes` bytes (so a model can be
 // written one tensor at a time, e.g. dequantized and merged, without holding all of it).

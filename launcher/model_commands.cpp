@@ -7,8 +7,10 @@
 #include <iostream>
 #include <memory>
 
+#include "core/error.h"
 #include "core/file_util.h"
 #include "core/logging.h"
+#include "launcher/checkpoint_tools.h"
 #include "launcher/model_tools.h"
 #include "launcher/preprocess_command.h"
 #include "tokenizer/tokenizer.h"
@@ -42,12 +44,32 @@ void register_init_model_command(CommandLine& cli) {
 void register_inspect_command(CommandLine& cli) {
   auto dir = std::make_shared<std::string>();
   CLI::App* inspect = cli.add_command(
-      "inspect", "Describe and validate a model directory or a prepared dataset", [dir] {
-        std::cout << (is_prepared_dataset(*dir) ? describe_prepared_dataset(*dir)
-                                                : inspect_llama_model(*dir));
+      "inspect",
+      "Describe and validate a model directory, a prepared dataset or a checkpoint (every "
+      "checksum)",
+      [dir] {
+        if (is_prepared_dataset(*dir)) {
+          std::cout << describe_prepared_dataset(*dir);
+        } else if (is_checkpoint_dir(*dir)) {
+          // The whole summary first, each bad file marked in it; then the error (exit 2).
+          const CheckpointManifest manifest = read_manifest(*dir);
+          std::vector<std::string> problems;
+          std::cout << describe_checkpoint(manifest, problems) << std::flush;
+          if (!problems.empty())
+            throw CorruptData(fmt::format(
+                "checkpoint '{}' is not valid: {}{}", *dir, problems.front(),
+                problems.size() > 1 ? fmt::format(" (and {} more bad file(s))", problems.size() - 1)
+                                    : ""));
+        } else if (is_checkpoint_root(*dir)) {
+          std::cout << describe_checkpoint_root(*dir);
+        } else {
+          std::cout << inspect_llama_model(*dir);
+        }
         return 0;
       });
-  add_path_option(inspect, "dir", *dir, "Model or prepared-dataset directory", PathKind::kDirectory)
+  add_path_option(inspect, "dir", *dir,
+                  "Model, prepared-dataset or checkpoint directory (or output_dir/checkpoints)",
+                  PathKind::kDirectory)
       ->required();
 }
 

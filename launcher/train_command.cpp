@@ -222,21 +222,23 @@ int run_train(RankSession& session, const ResolvedConfig& config) {
   nlohmann::json identity = checkpoint_identity(config);
   TrainingState training{sharded, optimizer, batches, model->generator()};
   int64_t first_step = 0;
-  const std::optional<CheckpointManifest> manifest =
+  const std::optional<Resumed> resumed =
       job.resume_from_checkpoint.empty()
           ? std::nullopt
-          : resolve_checkpoint(job.resume_from_checkpoint, checkpoint_root, *ctx.comm, *ctx.log);
-  if (manifest) {
-    check_resume(*manifest, identity, *ctx.log);
-    set_aside_newer_checkpoints(job, checkpoint_root, manifest->step, ctx);
-    const ResumeInfo resumed = restore_checkpoint(*manifest, training, ctx.rank, ctx.world);
-    first_step = resumed.step;
-    if (!resumed.same_layout)
+          : resume_training(job.resume_from_checkpoint, checkpoint_root, training, *ctx.comm,
+                            *ctx.log, [&](const CheckpointManifest& manifest) {
+                              check_resume(manifest, identity, *ctx.log);
+                            });
+  if (resumed) {
+    first_step = resumed->info.step;
+    set_aside_newer_checkpoints(job, checkpoint_root, first_step, ctx);
+    if (!resumed->info.same_layout)
       // Another world: no rank's stream continues; each rank starts a fresh one for this step.
       model->generator().set_current_seed(rank_seed(job.seed + first_step, ctx.rank));
-    ctx.log->info("resumed from {} after step {} (saved by {} ranks, {} now{})", manifest->dir,
-                  first_step, manifest->json.value("world", 0), ctx.world,
-                  resumed.same_layout ? "" : "; shards re-sliced, dropout streams reseeded");
+    ctx.log->info("resumed from {} after step {} (saved by {} ranks, {} now{})",
+                  resumed->manifest.dir, first_step, resumed->manifest.json.value("world", 0),
+                  ctx.world,
+                  resumed->info.same_layout ? "" : "; shards re-sliced, dropout streams reseeded");
   }
   const int64_t total = planned_steps(loop_options, batches, first_step);
   const int64_t warmup = warmup_steps_for(job.warmup_steps, job.warmup_ratio, total);

@@ -4,6 +4,7 @@
 #include <cstring>
 #include <filesystem>
 #include <map>
+#include <set>
 
 #include "checkpoint/safetensors.h"
 #include "core/error.h"
@@ -332,9 +333,164 @@ void Checkpointer::on_end(const TrainEnd&) {
 
 // ---------------------------------------------------------------- resuming
 
-std::optional<CheckpointManifest> resolve_checkpoint(const std::string& spec,
-                                                     const std::string& root, Communicator& world,
-                                                     spdlog::logger& log) {
+namespace {
+
+// A run of a saved tensor's elements that this rank copies into its state.
+struct Copy {
+  std::string tensor;  // in the file
+  int64_t first = 0;   // element of the saved tensor
+  at::Tensor target;   // 1-D, `count` elements, where they go
+  int64_t saved_numel = 0;
+};
+
+struct LoadPlan {
+  std::map<std::string, std::vector<Copy>> by_file;
+  bool frozen = false;  // frozen shards are among the targets
+};
+
+const nlohmann::json& manifest_field(const CheckpointManifest& m, const char* key) {
+  if (!m.json.contains(key))
+    throw CorruptData(fmt::format("checkpoint '{}': manifest.json has no '{}'", m.dir, key));
+  return m.json.at(key);
+}
+
+// Which runs of which files this rank's state comes from (FlatLayout::reslice).
+LoadPlan plan_load(const CheckpointManifest& manifest, TrainingState& state) {
+  const std::string label = fmt::format("checkpoint '{}'", manifest.dir);
+  std::map<std::string, std::pair<FlatLayout, nlohmann::json>> saved;
+  std::vector<std::string> saved_trainable;
+  try {
+    for (const nlohmann::json& f : manifest_field(manifest, "flat_parameters")) {
+      const std::string name = f.at("name").get<std::string>();
+      saved.emplace(name, std::make_pair(FlatLayout::from_json(f), f.at("saved")));
+      if (f.at("trainable").get<bool>()) saved_trainable.push_back(name);
+    }
+  } catch (const nlohmann::json::exception& e) {
+    throw CorruptData(fmt::format("{}: manifest.json 'flat_parameters': {}", label, e.what()));
+  }
+  const auto shard_files =
+      manifest_field(manifest, "shard_files").get<std::vector<std::string>>();
+  ShardedModel& sharded = state.sharded;
+  const int shard_rank = sharded.groups().shard->rank();
+  size_t next = 0;
+  std::vector<std::string> trained;
+  LoadPlan plan;
+  for (FlatParameter* flat : sharded.flat_parameters()) {
+    const std::string& name = flat->layout.name();
+    auto it = saved.find(name);
+    std::vector<std::pair<const char*, at::Tensor>> targets;
+    if (flat->trainable) {
+      PTRAIN_CHECK(it != saved.end(),
+                   "{} holds no '{}': this run trains tensors the checkpoint did not (another "
+                   "adapter, targets or model)",
+                   label, name);
+      targets = {{"master", flat->master},
+                 {"exp_avg", state.optimizer.exp_avg()[next]},
+                 {"exp_avg_sq", state.optimizer.exp_avg_sq()[next]}};
+      ++next;
+      trained.push_back(name);
+    } else if (it != saved.end() && it->second.second.size() == 1) {
+      targets = {{"shard", flat->shard}};
+      plan.frozen = true;
+    } else {
+      continue;
+    }
+    const FlatLayout& old = it->second.first;
+    if (!old.same_tensors(flat->layout)) {
+      std::string difference = "the dtype";
+      const auto& a = old.entries();
+      const auto& b = flat->layout.entries();
+      for (size_t i = 0; i < std::max(a.size(), b.size()); ++i)
+        if (i >= a.size() || i >= b.size() || a[i].name != b[i].name || a[i].shape != b[i].shape) {
+          difference = fmt::format("tensor '{}'", i < b.size() ? b[i].name : a[i].name);
+          break;
+        }
+      throw UserError(fmt::format("{}: '{}' has another layout than this model's ({} differs): "
+                                  "the model shape, adapter rank or targets, or dtype changed",
+                                  label, name, difference));
+    }
+    for (const ReslicePiece& piece : old.reslice(flat->layout, shard_rank)) {
+      PTRAIN_CHECK(piece.old_shard < static_cast<int>(shard_files.size()),
+                   "{}: shard {} of '{}' has no file", label, piece.old_shard, name);
+      for (const auto& [what, target] : targets)
+        plan.by_file[shard_files[static_cast<size_t>(piece.old_shard)]].push_back(
+            {flat_tensor(name, what), piece.old_offset,
+             target.narrow(0, piece.new_offset, piece.count), old.shard_numel()});
+    }
+  }
+  for (const std::string& name : saved_trainable)
+    PTRAIN_CHECK(std::find(trained.begin(), trained.end(), name) != trained.end(),
+                 "{} trains '{}', which this model does not (another adapter, targets or model)",
+                 label, name);
+  return plan;
+}
+
+// Reads file `name` of the checkpoint once, copying `copies` out of it (and the generator state
+// into `rng` when given); "" when its size and checksum are the manifest's, else the problem.
+std::string load_file(const CheckpointManifest& manifest, const CheckpointFile& expected,
+                      const std::vector<Copy>& copies, std::vector<uint8_t>* rng) {
+  const std::string path = (fs::path(manifest.dir) / expected.name).string();
+  std::error_code ec;
+  const uint64_t bytes = fs::file_size(path, ec);
+  if (ec) return fmt::format("{}: missing ({})", expected.name, ec.message());
+  if (bytes != expected.bytes)
+    return fmt::format("{}: {} bytes, the manifest says {} (truncated or replaced)", expected.name,
+                       bytes, expected.bytes);
+  std::multimap<std::string, const Copy*> by_tensor;
+  for (const Copy& c : copies) by_tensor.emplace(c.tensor, &c);
+  std::set<std::string> seen;
+  std::string actual;
+  try {
+    actual = stream_safetensors(path, [&](const TensorInfo& t, uint64_t offset,
+                                          const uint8_t* data, size_t size) {
+      if (rng != nullptr && t.name == "rng/model") {
+        if (offset == 0) rng->clear();
+        rng->insert(rng->end(), data, data + size);
+        return;
+      }
+      const auto range = by_tensor.equal_range(t.name);
+      for (auto it = range.first; it != range.second; ++it) {
+        const Copy& c = *it->second;
+        const at::Tensor& target = c.target;
+        const uint64_t element = static_cast<uint64_t>(target.element_size());
+        if (offset == 0) {
+          PTRAIN_CHECK(safetensors_dtype(target.scalar_type()) == t.dtype &&
+                           t.numel() == c.saved_numel,
+                       "'{}' in {} is not a {} shard of {} elements", t.name, path,
+                       c10::toString(target.scalar_type()), c.saved_numel);
+          seen.insert(t.name);
+        }
+        // The overlap of this piece [offset, offset + size) with the run's bytes.
+        const uint64_t begin = std::max<uint64_t>(offset, static_cast<uint64_t>(c.first) * element);
+        const uint64_t end = std::min<uint64_t>(
+            offset + size, static_cast<uint64_t>(c.first + target.numel()) * element);
+        if (begin >= end) continue;
+        const int64_t count = static_cast<int64_t>((end - begin) / element);
+        const at::Tensor source = torch::from_blob(const_cast<uint8_t*>(data) + (begin - offset),
+                                                   {count}, target.options().device(at::kCPU));
+        target.narrow(0, static_cast<int64_t>(begin / element) - c.first, count).copy_(source);
+      }
+    });
+  } catch (const Error& e) {
+    return fmt::format("{}: {}", expected.name, e.what());
+  }
+  if (actual != expected.xxh3)
+    return fmt::format("{}: checksum {} does not match the manifest's {} (the file is damaged)",
+                       expected.name, actual, expected.xxh3);
+  for (const Copy& c : copies)
+    if (!seen.count(c.tensor))
+      return fmt::format("{}: holds no tensor '{}'", expected.name, c.tensor);
+  if (rng != nullptr && rng->empty())
+    return fmt::format("{}: holds no tensor 'rng/model'", expected.name);
+  return "";
+}
+
+}  // namespace
+
+std::optional<Resumed> resume_training(
+    const std::string& spec, const std::string& root, TrainingState& state, Communicator& world,
+    spdlog::logger& log, const std::function<void(const CheckpointManifest&)>& check) {
+  torch::NoGradGuard no_grad;
   const bool latest = spec == "latest";
   std::vector<std::string> candidates;
   if (latest) {
@@ -349,41 +505,90 @@ std::optional<CheckpointManifest> resolve_checkpoint(const std::string& spec,
     PTRAIN_CHECK(fs::is_directory(spec), "resume_from_checkpoint: '{}' is not a directory", spec);
     candidates.push_back(spec);
   }
+  const int rank = world.rank(), size = world.size();
   std::vector<std::string> rejected;
   for (const std::string& dir : candidates) {
-    CheckpointManifest manifest;
+    Resumed resumed;
+    CheckpointManifest& manifest = resumed.manifest;
     std::string problem;
     try {
       manifest = read_manifest(dir);
     } catch (const CorruptData& e) {
-      problem = e.what();
-    }
-    // Every rank reads the same manifest; each verifies its share of the files.
-    const int64_t count = static_cast<int64_t>(manifest.files.size());
-    int64_t first_bad = count;
-    std::string detail;
-    if (problem.empty())
-      for (int64_t i = world.rank(); i < count; i += world.size()) {
-        detail = verify_file(manifest, static_cast<size_t>(i));
-        if (!detail.empty()) {
-          first_bad = i;
-          break;
-        }
-      }
-    int64_t votes[2] = {problem.empty() ? 0 : 1, count - first_bad};  // max: the lowest bad file
-    world.all_reduce(comm_buffer(votes, 2), ReduceOp::kMax);
-    if (votes[0] == 0 && votes[1] == 0) {
-      if (!rejected.empty())
-        log.warn("resume_from_checkpoint: latest: resuming from {} (newer ones failed their "
-                 "checks)",
-                 dir);
-      return manifest;
+      problem = e.what();  // every rank reads the same file: all see it
     }
     if (problem.empty()) {
-      const int64_t bad = count - votes[1];
-      detail = broadcast_text(world, bad == first_bad ? detail : "",
-                              static_cast<int>(bad % world.size()));
-      problem = fmt::format("checkpoint '{}' is not valid: {}", dir, detail);
+      if (check) check(manifest);
+      const LoadPlan plan = plan_load(manifest, state);
+      resumed.info.step = manifest_field(manifest, "completed_steps").get<int64_t>();
+      resumed.info.same_layout =
+          manifest_field(manifest, "world").get<int>() == size &&
+          manifest_field(manifest, "shard_size").get<int>() == state.sharded.groups().shard_size();
+      const std::string own = rank_file_name(rank);
+      const int64_t count = static_cast<int64_t>(manifest.files.size());
+      std::vector<int32_t> needed(static_cast<size_t>(count), 0);
+      for (int64_t i = 0; i < count; ++i) {
+        const std::string& name = manifest.files[static_cast<size_t>(i)].name;
+        needed[static_cast<size_t>(i)] =
+            plan.by_file.count(name) || (resumed.info.same_layout && name == own) ? 1 : 0;
+      }
+      std::vector<int32_t> anyone = needed;
+      world.all_reduce(comm_buffer(anyone.data(), count), ReduceOp::kMax);
+      // The lowest bad file, and the lowest rank that found it, tells everyone: "" when none.
+      auto agree = [&](const std::string& detail, int64_t first_bad) {
+        int64_t vote = first_bad < count ? (count - first_bad) * size + (size - 1 - rank) : 0;
+        world.all_reduce(comm_buffer(&vote, 1), ReduceOp::kMax);
+        if (vote == 0) return std::string();
+        const int finder = static_cast<int>(size - 1 - vote % size);
+        return fmt::format("checkpoint '{}' is not valid: {}", dir,
+                           broadcast_text(world, detail, finder));
+      };
+      std::string detail;
+      int64_t first_bad = count;
+      if (plan.frozen) {
+        // Frozen shards are not reloaded by an older checkpoint without them: verify before
+        // anything is copied (a second read of these files).
+        for (int64_t i = 0; i < count && detail.empty(); ++i)
+          if (needed[static_cast<size_t>(i)]) {
+            detail = verify_file(manifest, static_cast<size_t>(i));
+            if (!detail.empty()) first_bad = i;
+          }
+        problem = agree(detail, first_bad);
+      }
+      // This rank's files: those it loads, and (file i by rank i % world) those no rank loads.
+      std::vector<uint8_t> rng;
+      for (int64_t i = 0; problem.empty() && i < count && detail.empty(); ++i) {
+        const CheckpointFile& file = manifest.files[static_cast<size_t>(i)];
+        if (needed[static_cast<size_t>(i)]) {
+          static const std::vector<Copy> kNone;
+          auto it = plan.by_file.find(file.name);
+          detail = load_file(manifest, file, it == plan.by_file.end() ? kNone : it->second,
+                             resumed.info.same_layout && file.name == own ? &rng : nullptr);
+        } else if (!anyone[static_cast<size_t>(i)] && i % size == rank) {
+          detail = verify_file(manifest, static_cast<size_t>(i));
+        }
+        if (!detail.empty()) first_bad = i;
+      }
+      if (problem.empty()) {
+        problem = agree(detail, first_bad);
+        if (!problem.empty() && plan.frozen)
+          throw RuntimeFailure(fmt::format("{} (it changed while it was being loaded)", problem));
+      }
+      if (problem.empty()) {
+        state.sharded.update_compute_shards();
+        state.optimizer.restore(manifest_field(manifest, "optimizer"));
+        state.sampler.restore(manifest_field(manifest, "sampler"));
+        if (resumed.info.same_layout) {
+          const at::Tensor bytes =
+              torch::from_blob(rng.data(), {static_cast<int64_t>(rng.size())}, torch::kUInt8)
+                  .clone();
+          state.generator.set_state(bytes);
+        }
+        if (!rejected.empty())
+          log.warn("resume_from_checkpoint: latest: resuming from {} (newer ones failed their "
+                   "checks)",
+                   dir);
+        return resumed;
+      }
     }
     if (!latest) throw CorruptData(problem);
     log.warn("{}; trying an older checkpoint", problem);
@@ -391,115 +596,6 @@ std::optional<CheckpointManifest> resolve_checkpoint(const std::string& spec,
   }
   throw CorruptData(fmt::format("resume_from_checkpoint: latest: no valid checkpoint under '{}': {}",
                                 root, fmt::join(rejected, "; ")));
-}
-
-ResumeInfo restore_checkpoint(const CheckpointManifest& manifest, TrainingState& state,
-                              int world_rank, int world_size) {
-  torch::NoGradGuard no_grad;
-  const nlohmann::json& j = manifest.json;
-  const std::string label = fmt::format("checkpoint '{}'", manifest.dir);
-  auto field = [&](const char* key) -> const nlohmann::json& {
-    if (!j.contains(key))
-      throw CorruptData(fmt::format("{}: manifest.json has no '{}'", label, key));
-    return j.at(key);
-  };
-  std::map<std::string, std::pair<FlatLayout, nlohmann::json>> saved;
-  try {
-    for (const nlohmann::json& f : field("flat_parameters"))
-      saved.emplace(f.at("name").get<std::string>(),
-                    std::make_pair(FlatLayout::from_json(f), f.at("saved")));
-  } catch (const nlohmann::json::exception& e) {
-    throw CorruptData(fmt::format("{}: manifest.json 'flat_parameters': {}", label, e.what()));
-  }
-  const std::vector<std::string> shard_files = field("shard_files").get<std::vector<std::string>>();
-  std::map<std::string, std::unique_ptr<SafetensorsFile>> files;
-  auto file = [&](const std::string& name) -> const SafetensorsFile& {
-    auto& slot = files[name];
-    if (!slot) slot = std::make_unique<SafetensorsFile>((fs::path(manifest.dir) / name).string());
-    return *slot;
-  };
-
-  ShardedModel& sharded = state.sharded;
-  const int shard_rank = sharded.groups().shard->rank();
-  const std::vector<FlatParameter*> trainable = sharded.trainable();
-  size_t next = 0;
-  std::vector<std::string> restored;
-  for (FlatParameter* flat : sharded.flat_parameters()) {
-    const std::string& name = flat->layout.name();
-    auto it = saved.find(name);
-    std::vector<std::pair<const char*, at::Tensor>> targets;
-    if (flat->trainable) {
-      PTRAIN_CHECK(it != saved.end(),
-                   "{} holds no '{}': this run trains tensors the checkpoint did not (another "
-                   "adapter, targets or model)",
-                   label, name);
-      targets = {{"master", flat->master},
-                 {"exp_avg", state.optimizer.exp_avg()[next]},
-                 {"exp_avg_sq", state.optimizer.exp_avg_sq()[next]}};
-      ++next;
-    } else if (it != saved.end() && it->second.second.size() == 1) {
-      targets = {{"shard", flat->shard}};
-    } else {
-      continue;
-    }
-    const FlatLayout& old = it->second.first;
-    if (!old.same_tensors(flat->layout)) {
-      std::string difference = "the dtype";
-      const auto& a = old.entries();
-      const auto& b = flat->layout.entries();
-      for (size_t i = 0; i < std::max(a.size(), b.size()); ++i) {
-        if (i >= a.size() || i >= b.size() || a[i].name != b[i].name || a[i].shape != b[i].shape) {
-          difference = i < b.size() ? fmt::format("tensor '{}'", b[i].name)
-                                    : fmt::format("tensor '{}'", a[i].name);
-          break;
-        }
-      }
-      throw UserError(fmt::format("{}: '{}' has another layout than this model's ({} differs): "
-                                  "the model shape, adapter rank or targets, or dtype changed",
-                                  label, name, difference));
-    }
-    for (const ReslicePiece& piece : old.reslice(flat->layout, shard_rank)) {
-      PTRAIN_CHECK(piece.old_shard < static_cast<int>(shard_files.size()),
-                   "{}: shard {} of '{}' has no file", label, piece.old_shard, name);
-      const SafetensorsFile& f = file(shard_files[static_cast<size_t>(piece.old_shard)]);
-      for (auto& [what, target] : targets) {
-        const TensorInfo& info = f.at(flat_tensor(name, what));
-        const int64_t element = static_cast<int64_t>(target.element_size());
-        PTRAIN_CHECK(safetensors_dtype(target.scalar_type()) == info.dtype &&
-                         info.numel() == old.shard_numel(),
-                     "{}: '{}' in {} is not a {} shard of {} elements", label, info.name,
-                     f.path(), c10::toString(target.scalar_type()), old.shard_numel());
-        const at::Tensor source = torch::from_blob(
-            const_cast<uint8_t*>(f.bytes(info)) + piece.old_offset * element, {piece.count},
-            target.options().device(at::kCPU));
-        target.narrow(0, piece.new_offset, piece.count).copy_(source);
-      }
-    }
-    restored.push_back(name);
-  }
-  for (const nlohmann::json& f : j.at("flat_parameters")) {
-    const std::string name = f.at("name").get<std::string>();
-    PTRAIN_CHECK(!f.value("trainable", false) ||
-                     std::find(restored.begin(), restored.end(), name) != restored.end(),
-                 "{} trains '{}', which this model does not (another adapter, targets or model)",
-                 label, name);
-  }
-  sharded.update_compute_shards();
-  state.optimizer.restore(field("optimizer"));
-  state.sampler.restore(field("sampler"));
-
-  ResumeInfo info;
-  info.step = field("completed_steps").get<int64_t>();
-  info.same_layout = field("world").get<int>() == world_size &&
-                     field("shard_size").get<int>() == sharded.groups().shard_size();
-  if (info.same_layout) {
-    const SafetensorsFile& f = file(rank_file_name(world_rank));
-    const TensorInfo& rng = f.at("rng/model");
-    const at::Tensor bytes =
-        torch::from_blob(const_cast<uint8_t*>(f.bytes(rng)), {rng.numel()}, torch::kUInt8).clone();
-    state.generator.set_state(bytes);
-  }
-  return info;
 }
 
 }  // namespace ptrain

@@ -129,29 +129,35 @@ class Checkpointer final : public TrainingObserver {
 
 // ---------------------------------------------------------------- resuming
 
-// Collective over `world`: the checkpoint `spec` names, verified. `spec` is a checkpoint
-// directory, or "latest": the newest committed one under `root` whose files all check, the
-// others skipped with a warning naming the bad file; none when `root` holds no committed
-// checkpoint at all (a first start: training begins from the base model). Every file's checksum
-// is verified first (file i by rank i % world). UserError (CorruptData) naming the directory and
-// the bad file when `spec` is a directory that fails, or when `root` holds committed checkpoints
-// and none is valid.
-std::optional<CheckpointManifest> resolve_checkpoint(const std::string& spec,
-                                                     const std::string& root, Communicator& world,
-                                                     spdlog::logger& log);
-
 struct ResumeInfo {
-  int64_t step = 0;           // completed optimizer steps: the next step to run
-  bool same_layout = false;   // the same world and shard size: generators restored too
+  int64_t step = 0;          // completed optimizer steps: the next step to run
+  bool same_layout = false;  // the same world and shard size: generators restored too
 };
 
-// Loads `manifest` into `state` on this rank: every flat parameter's shard re-sliced from the
-// saved global layout to this rank's (any world or shard size), the optimizer moments and step
-// count, the sampler (which re-deals the remaining rows to this world), and, at the same world
-// and shard size, this rank's generator. UserError naming the flat parameter when the model's
-// layout differs from the saved one (another model shape, adapter rank or targets, dtype).
-// `shard_rank`/`world_rank`: this rank's place in its shard group and the world.
-ResumeInfo restore_checkpoint(const CheckpointManifest& manifest, TrainingState& state,
-                              int world_rank, int world_size);
+struct Resumed {
+  CheckpointManifest manifest;
+  ResumeInfo info;
+};
+
+// Collective over `world`: resumes `state` from the checkpoint `spec` names. `spec` is a
+// checkpoint directory, or "latest": the newest committed one under `root` that loads, the
+// others skipped with a warning naming the bad file; none (nullopt, `state` untouched) when
+// `root` holds no committed checkpoint at all (a first start). `check` sees each candidate's
+// manifest first (its UserError, e.g. a changed adapter, propagates as is).
+//
+// Loading: every flat parameter's shard is re-sliced from the saved global layout to this
+// rank's (any world or shard size) and the optimizer moments with it; then the optimizer's step
+// count, the sampler (which re-deals the remaining rows to this world) and, at the same world
+// and shard size, this rank's generator. Every file's checksum is verified before any of that
+// counts: each rank reads each file it needs once (stream_safetensors: the copy and the checksum
+// on one pass, so a resume at the same layout reads every byte once), the files no rank needs
+// are verified on their own (file i by rank i % world), and the ranks agree before the
+// optimizer, sampler and generators are restored. UserError (CorruptData) naming the directory
+// and the file when `spec` is a directory that fails, or when `root` holds committed
+// checkpoints and none loads; UserError naming the flat parameter when the model's layout
+// differs from the saved one (another model shape, adapter rank or targets, dtype).
+std::optional<Resumed> resume_training(
+    const std::string& spec, const std::string& root, TrainingState& state, Communicator& world,
+    spdlog::logger& log, const std::function<void(const CheckpointManifest&)>& check = {});
 
 }  // namespace ptrain

@@ -6,15 +6,17 @@
 // ones exactly; the sampler state comes back; and at the saving layout the step after the
 // restore (dropout drawn from the restored generator) is bit-identical to the step the saving
 // run takes next. The reference is the saving run's own in-memory state, gathered whole before
-// anything is written.
+// anything is written. A damaged newest checkpoint is refused by name and skipped by `latest`.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 #include <unistd.h>
 
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <random>
 
+#include "core/error.h"
 #include "parallel/fsdp_groups.h"
 #include "tests/mpi/mpi_test_env.h"
 #include "trainer/checkpointer.h"
@@ -129,9 +131,6 @@ TEST_P(CheckpointAcrossLayouts, RestoresExactlyAtEveryShardSize) {
     checkpointer.save(2);
     ASSERT_TRUE(checkpointer.last_result().committed) << checkpointer.last_result().error;
   }
-  const CheckpointManifest manifest = resolve_checkpoint("latest", root, world, *log).value();
-  EXPECT_EQ(manifest.step, 2);
-  EXPECT_EQ(manifest.json.at("shard_size"), world.size());
 
   // The saving run's next step, the reference for the restored one.
   run_step(*saved);
@@ -142,7 +141,11 @@ TEST_P(CheckpointAcrossLayouts, RestoresExactlyAtEveryShardSize) {
     SCOPED_TRACE(fmt::format("restored with shard size {} of {}", shard_size, world.size()));
     auto restored = build(qlora, shard_size);
     TrainingState state = state_of(*restored);
-    const ResumeInfo info = restore_checkpoint(manifest, state, world.rank(), world.size());
+    const std::optional<Resumed> resumed = resume_training("latest", root, state, world, *log);
+    ASSERT_TRUE(resumed.has_value());
+    EXPECT_EQ(resumed->manifest.step, 2);
+    EXPECT_EQ(resumed->manifest.json.at("shard_size"), world.size());
+    const ResumeInfo& info = resumed->info;
     EXPECT_EQ(info.step, 2);
     EXPECT_EQ(info.same_layout, shard_size == world.size());
     EXPECT_EQ(restored->position.rows, 4 * world.size());
@@ -157,6 +160,58 @@ TEST_P(CheckpointAcrossLayouts, RestoresExactlyAtEveryShardSize) {
     for (const auto& [name, value] : whole_state(*restored))
       EXPECT_TRUE(torch::equal(after_next.at(name), value)) << name << " after the next step";
   }
+  world.barrier();
+  if (world.rank() == 0) fs::remove_all(fs::path(root).parent_path());
+}
+
+// A damaged newest checkpoint: `latest` names the file and falls back to the one before, whose
+// state (frozen shards too, with save_frozen) comes back exactly; the directory named itself is
+// refused. The last rank's file is damaged, so at every world the rank that reads it is not rank 0.
+TEST_P(CheckpointAcrossLayouts, LatestFallsBackPastADamagedFile) {
+  const bool qlora = GetParam();
+  Communicator& world = test::world();
+  const std::string root = shared_root(qlora ? "fallback-qlora" : "fallback-full");
+  auto log = std::make_shared<spdlog::logger>("test");
+  auto saved = build(qlora, world.size());
+  CheckpointerOptions options;
+  options.root = root;
+  options.save_frozen = true;
+  std::map<std::string, at::Tensor> at_step_1;
+  {
+    Checkpointer checkpointer(state_of(*saved), world, options, log);
+    run_step(*saved);
+    at_step_1 = whole_state(*saved);
+    checkpointer.save(1);
+    run_step(*saved);
+    checkpointer.save(2);
+    ASSERT_TRUE(checkpointer.last_result().committed) << checkpointer.last_result().error;
+  }
+  const std::string damaged = rank_file_name(world.size() - 1);
+  if (world.rank() == 0) {
+    const fs::path path = fs::path(committed_dir(root, 2)) / damaged;
+    std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekg(static_cast<std::streamoff>(fs::file_size(path) - 5));
+    char c = 0;
+    f.get(c);
+    f.seekp(static_cast<std::streamoff>(fs::file_size(path) - 5));
+    f.put(static_cast<char>(c ^ 0x01));
+  }
+  world.barrier();
+
+  auto restored = build(qlora, world.size());
+  TrainingState state = state_of(*restored);
+  try {
+    resume_training(committed_dir(root, 2), root, state, world, *log);
+    ADD_FAILURE() << "a damaged checkpoint loaded";
+  } catch (const CorruptData& e) {
+    EXPECT_NE(std::string(e.what()).find(damaged), std::string::npos) << e.what();
+  }
+  const std::optional<Resumed> resumed = resume_training("latest", root, state, world, *log);
+  ASSERT_TRUE(resumed.has_value());
+  EXPECT_EQ(resumed->info.step, 1);
+  for (const auto& [name, value] : whole_state(*restored))
+    EXPECT_TRUE(torch::equal(at_step_1.at(name), value)) << name;
+  EXPECT_EQ(restored->optimizer->steps(), 1);
   world.barrier();
   if (world.rank() == 0) fs::remove_all(fs::path(root).parent_path());
 }
