@@ -395,7 +395,7 @@ std::string encode_safetensors_header(const std::vector<TensorBytes>& tensors,
 }
 
 WrittenFile write_safetensors(const std::string& path, const std::vector<TensorBytes>& tensors,
-                       std::map<std::string, std::string> metadata) {
+                              std::map<std::string, std::string> metadata) {
   const std::string header = encode_safetensors_header(tensors, std::move(metadata));
   AtomicFileWriter writer(path);
   writer.write(header.data(), header.size());
@@ -436,8 +436,8 @@ std::string stream_safetensors(const std::string& path, const TensorSink& sink, 
       if (n < 0 && errno == EINTR) continue;
       if (n < 0) throw UserError(fmt::format("cannot read '{}': {}", path, std::strerror(errno)));
       if (n == 0)
-        throw UserError(fmt::format("'{}' ends at byte {}, before its header says", path,
-                                    position + done));
+        throw UserError(
+            fmt::format("'{}' ends at byte {}, before its header says", path, position + done));
       done += static_cast<size_t>(n);
     }
     hash.update(out, size);
@@ -453,7 +453,8 @@ std::string stream_safetensors(const std::string& path, const TensorSink& sink, 
     head.resize(8 + header_size);
     read_exactly(head.data() + 8, header_size);
   }
-  const SafetensorsHeader header = parse_safetensors_header(head.data(), head.size(), file_size, path);
+  const SafetensorsHeader header =
+      parse_safetensors_header(head.data(), head.size(), file_size, path);
   std::vector<uint8_t> buffer(std::max<size_t>(piece, 1));
   auto skip_to = [&](uint64_t target) {  // bytes no tensor owns (alignment) are hashed too
     while (position < target) {

@@ -94,8 +94,8 @@ class SafetensorsFile {
 // order, `offset` counting from the tensor's first byte. Returns the XXH3-64 of every byte of the
 // file (16 hex digits: what a checkpoint manifest records), computed on the same pass. UserError
 // naming the file for a malformed header, a short read, or what `sink` throws.
-using TensorSink =
-    std::function<void(const TensorInfo& tensor, uint64_t offset, const uint8_t* data, size_t size)>;
+using TensorSink = std::function<void(const TensorInfo& tensor, uint64_t offset,
+                                      const uint8_t* data, size_t size)>;
 std::string stream_safetensors(const std::string& path, const TensorSink& sink,
                                size_t piece = size_t{8} << 20);
 
@@ -124,7 +124,7 @@ struct WrittenFile {
 // system refuses (a full disk), with `path` untouched. Tensor bytes stream from where they are:
 // nothing is copied but a `produce`d tensor.
 WrittenFile write_safetensors(const std::string& path, const std::vector<TensorBytes>& tensors,
-                       std::map<std::string, std::string> metadata = {});
+                              std::map<std::string, std::string> metadata = {});
 
 // The header bytes write_safetensors() would produce (length prefix included, padded).
 std::string encode_safetensors_header(const std::vector<TensorBytes>& tensors,

@@ -62,8 +62,8 @@ void create_staging_dir(const std::string& root, int64_t step) {
   std::error_code ec;
   fs::create_directories(dir, ec);
   if (ec)
-    throw RuntimeFailure(fmt::format("cannot create checkpoint directory '{}': {}", dir.string(),
-                                     ec.message()));
+    throw RuntimeFailure(
+        fmt::format("cannot create checkpoint directory '{}': {}", dir.string(), ec.message()));
 }
 
 CheckpointFile describe_file(const std::string& dir, const std::string& name) {
@@ -109,8 +109,8 @@ CheckpointManifest read_manifest(const std::string& dir) {
     return j.at(key);
   };
   if (!field("format").is_string() || field("format").get<std::string>() != kCheckpointFormat)
-    corrupt(dir, fmt::format("{} is not a ptrain checkpoint manifest (format '{}')",
-                             kManifestFile, field("format").dump()));
+    corrupt(dir, fmt::format("{} is not a ptrain checkpoint manifest (format '{}')", kManifestFile,
+                             field("format").dump()));
   const nlohmann::json& version = field("format_version");
   if (!version.is_number_integer() || version.get<int64_t>() < 1)
     corrupt(dir, fmt::format("{}: bad format_version {}", kManifestFile, version.dump()));
@@ -184,8 +184,9 @@ std::vector<CommittedCheckpoint> committed_checkpoints(const std::string& root) 
     out.push_back({step, entry.path().string()});
   }
   if (ec) throw RuntimeFailure(fmt::format("cannot list '{}': {}", root, ec.message()));
-  std::sort(out.begin(), out.end(),
-            [](const CommittedCheckpoint& a, const CommittedCheckpoint& b) { return a.step > b.step; });
+  std::sort(out.begin(), out.end(), [](const CommittedCheckpoint& a, const CommittedCheckpoint& b) {
+    return a.step > b.step;
+  });
   return out;
 }
 

@@ -34,7 +34,7 @@ struct CheckpointFile {
 };
 void to_json(nlohmann::json& out, const CheckpointFile& file);
 
-std::string checkpoint_name(int64_t step);  // "step-S"
+std::string checkpoint_name(int64_t step);                         // "step-S"
 std::string staging_dir(const std::string& root, int64_t step);    // <root>/step-S.tmp
 std::string committed_dir(const std::string& root, int64_t step);  // <root>/step-S
 // "rank-R.safetensors": the file rank R writes.

@@ -251,8 +251,7 @@ ConfigSchema::ConfigSchema() {
       number("comm.collective_timeout", member_of(&J::comm, &CommConfig::collective_timeout), 0.01,
              604800,
              "Seconds a collective may take before the watchdog aborts the job, naming it."),
-      boolean("checkpoint.save_frozen",
-              member_of(&J::checkpoint, &CheckpointConfig::save_frozen),
+      boolean("checkpoint.save_frozen", member_of(&J::checkpoint, &CheckpointConfig::save_frozen),
               "Also save the frozen weights (a LoRA/QLoRA base) in every checkpoint; by default a "
               "checkpoint holds the trained tensors and the base comes from base_model."),
       integer("checkpoint.keep_last", member_of(&J::checkpoint, &CheckpointConfig::keep_last), 0,

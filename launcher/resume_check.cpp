@@ -14,8 +14,8 @@ nlohmann::json checkpoint_identity(const ResolvedConfig& config) {
   for (const auto& [key, value] : config_values(config)) values[key] = value;
   return {{"config_hash", config.hash},
           {"config", values},
-          {"model", {{"base_model", job.base_model},
-                     {"fingerprint", model_fingerprint(job.base_model)}}},
+          {"model",
+           {{"base_model", job.base_model}, {"fingerprint", model_fingerprint(job.base_model)}}},
           {"tokenizer", {{"fingerprint", tokenizer_fingerprint(job.base_model)}}},
           {"mode", job.adapter.empty() ? "full" : job.adapter}};
 }
@@ -64,8 +64,8 @@ void check_resume(const CheckpointManifest& manifest, const nlohmann::json& iden
   if (tokenizer != identity.at("tokenizer").at("fingerprint"))
     problems.push_back("the base model's tokenizer files differ from the checkpoint's");
   if (!problems.empty())
-    throw UserError(fmt::format("{}: this run cannot continue it: {}", label,
-                                fmt::join(problems, "; ")));
+    throw UserError(
+        fmt::format("{}: this run cannot continue it: {}", label, fmt::join(problems, "; ")));
 }
 
 }  // namespace ptrain

@@ -56,9 +56,7 @@ int shard_group_size(const JobConfig& job, int world) {
 // gathered until backward: without recompute, or ZeRO-2) and one micro-batch's activations.
 struct MemoryPlan {
   int64_t runtime = 0, sharded = 0, optimizer = 0, gathered = 0, activations = 0, staging = 0;
-  int64_t total() const {
-    return runtime + sharded + optimizer + gathered + activations + staging;
-  }
+  int64_t total() const { return runtime + sharded + optimizer + gathered + activations + staging; }
 };
 
 MemoryPlan plan_memory(const JobConfig& job, const LlamaConfig& model, ShardedModel& sharded,

@@ -34,9 +34,9 @@ void put_text(char* out, size_t size, const std::string& text) {
 std::string broadcast_text(Communicator& world, const std::string& text, int root) {
   std::vector<char> buffer(kMessageBytes, '\0');
   if (world.rank() == root) put_text(buffer.data(), buffer.size(), text);
-  world.broadcast(comm_buffer(reinterpret_cast<uint8_t*>(buffer.data()),
-                              static_cast<int64_t>(buffer.size())),
-                  root);
+  world.broadcast(
+      comm_buffer(reinterpret_cast<uint8_t*>(buffer.data()), static_cast<int64_t>(buffer.size())),
+      root);
   return std::string(buffer.data());
 }
 
@@ -69,7 +69,7 @@ struct Checkpointer::RankReport {
 struct Checkpointer::Pending {
   int64_t step = 0;
   nlohmann::json body;  // rank 0: the manifest without its envelope, as of the save
-  std::vector<CheckpointFile> extra_files;  // rank 0: the adapter's
+  std::vector<CheckpointFile> extra_files;                  // rank 0: the adapter's
   std::vector<std::pair<std::string, at::Tensor>> tensors;  // keeps staged copies alive
   RankReport report;
   std::thread thread;
@@ -169,8 +169,7 @@ void Checkpointer::save(int64_t step) {
   try {
     std::error_code ec;
     fs::create_directories(staging, ec);
-    if (ec)
-      throw RuntimeFailure(fmt::format("cannot create '{}': {}", staging, ec.message()));
+    if (ec) throw RuntimeFailure(fmt::format("cannot create '{}': {}", staging, ec.message()));
     pending->tensors = rank_tensors(options_.async);
   } catch (const std::exception& e) {
     error = e.what();
@@ -277,9 +276,10 @@ void Checkpointer::commit(Pending& pending) {
     uint64_t bytes = 0;
     for (const RankReport& report : reports) bytes += report.bytes;
     const double seconds = std::chrono::duration<double>(Clock::now() - pending.started).count();
-    log_->info("checkpoint step {} committed: {} ({:.2f} GB in {} rank files, {:.1f} s after the "
-               "save began)",
-               pending.step, result.dir, static_cast<double>(bytes) / 1e9, world, seconds);
+    log_->info(
+        "checkpoint step {} committed: {} ({:.2f} GB in {} rank files, {:.1f} s after the "
+        "save began)",
+        pending.step, result.dir, static_cast<double>(bytes) / 1e9, world, seconds);
     if (world_.rank() == 0) {
       try {
         for (const std::string& removed : prune_checkpoints(options_.root, options_.keep_last))
@@ -290,9 +290,10 @@ void Checkpointer::commit(Pending& pending) {
     }
   } else {
     result.error = message;
-    log_->error("checkpoint step {} was not saved (the previous checkpoint is intact; training "
-                "goes on): {}",
-                pending.step, result.error);
+    log_->error(
+        "checkpoint step {} was not saved (the previous checkpoint is intact; training "
+        "goes on): {}",
+        pending.step, result.error);
   }
   last_ = result;
   results_.push_back(result);
@@ -313,8 +314,8 @@ void Checkpointer::on_start(const TrainStart& start) {
 
 StepDecision Checkpointer::at_step_boundary(int64_t completed_steps) {
   StepDecision d;
-  d.checkpoint = (save_every_ > 0 && completed_steps % save_every_ == 0) ||
-                 completed_steps == total_steps_;
+  d.checkpoint =
+      (save_every_ > 0 && completed_steps % save_every_ == 0) || completed_steps == total_steps_;
   d.writing = pending_ && !pending_->done;
   return d;
 }
@@ -368,8 +369,7 @@ LoadPlan plan_load(const CheckpointManifest& manifest, TrainingState& state) {
   } catch (const nlohmann::json::exception& e) {
     throw CorruptData(fmt::format("{}: manifest.json 'flat_parameters': {}", label, e.what()));
   }
-  const auto shard_files =
-      manifest_field(manifest, "shard_files").get<std::vector<std::string>>();
+  const auto shard_files = manifest_field(manifest, "shard_files").get<std::vector<std::string>>();
   ShardedModel& sharded = state.sharded;
   const int shard_rank = sharded.groups().shard->rank();
   size_t next = 0;
@@ -405,9 +405,10 @@ LoadPlan plan_load(const CheckpointManifest& manifest, TrainingState& state) {
           difference = fmt::format("tensor '{}'", i < b.size() ? b[i].name : a[i].name);
           break;
         }
-      throw UserError(fmt::format("{}: '{}' has another layout than this model's ({} differs): "
-                                  "the model shape, adapter rank or targets, or dtype changed",
-                                  label, name, difference));
+      throw UserError(
+          fmt::format("{}: '{}' has another layout than this model's ({} differs): "
+                      "the model shape, adapter rank or targets, or dtype changed",
+                      label, name, difference));
     }
     for (const ReslicePiece& piece : old.reslice(flat->layout, shard_rank)) {
       PTRAIN_CHECK(piece.old_shard < static_cast<int>(shard_files.size()),
@@ -441,8 +442,8 @@ std::string load_file(const CheckpointManifest& manifest, const CheckpointFile& 
   std::set<std::string> seen;
   std::string actual;
   try {
-    actual = stream_safetensors(path, [&](const TensorInfo& t, uint64_t offset,
-                                          const uint8_t* data, size_t size) {
+    actual = stream_safetensors(path, [&](const TensorInfo& t, uint64_t offset, const uint8_t* data,
+                                          size_t size) {
       if (rng != nullptr && t.name == "rng/model") {
         if (offset == 0) rng->clear();
         rng->insert(rng->end(), data, data + size);
@@ -454,10 +455,10 @@ std::string load_file(const CheckpointManifest& manifest, const CheckpointFile& 
         const at::Tensor& target = c.target;
         const uint64_t element = static_cast<uint64_t>(target.element_size());
         if (offset == 0) {
-          PTRAIN_CHECK(safetensors_dtype(target.scalar_type()) == t.dtype &&
-                           t.numel() == c.saved_numel,
-                       "'{}' in {} is not a {} shard of {} elements", t.name, path,
-                       c10::toString(target.scalar_type()), c.saved_numel);
+          PTRAIN_CHECK(
+              safetensors_dtype(target.scalar_type()) == t.dtype && t.numel() == c.saved_numel,
+              "'{}' in {} is not a {} shard of {} elements", t.name, path,
+              c10::toString(target.scalar_type()), c.saved_numel);
           seen.insert(t.name);
         }
         // The overlap of this piece [offset, offset + size) with the run's bytes.
@@ -496,9 +497,10 @@ std::optional<Resumed> resume_training(
   if (latest) {
     for (const CommittedCheckpoint& c : committed_checkpoints(root)) candidates.push_back(c.dir);
     if (candidates.empty()) {
-      log.info("resume_from_checkpoint: latest: no committed checkpoint under '{}' yet: starting "
-               "from the base model",
-               root);
+      log.info(
+          "resume_from_checkpoint: latest: no committed checkpoint under '{}' yet: starting "
+          "from the base model",
+          root);
       return std::nullopt;
     }
   } else {
@@ -584,9 +586,10 @@ std::optional<Resumed> resume_training(
           state.generator.set_state(bytes);
         }
         if (!rejected.empty())
-          log.warn("resume_from_checkpoint: latest: resuming from {} (newer ones failed their "
-                   "checks)",
-                   dir);
+          log.warn(
+              "resume_from_checkpoint: latest: resuming from {} (newer ones failed their "
+              "checks)",
+              dir);
         return resumed;
       }
     }
@@ -594,8 +597,9 @@ std::optional<Resumed> resume_training(
     log.warn("{}; trying an older checkpoint", problem);
     rejected.push_back(problem);
   }
-  throw CorruptData(fmt::format("resume_from_checkpoint: latest: no valid checkpoint under '{}': {}",
-                                root, fmt::join(rejected, "; ")));
+  throw CorruptData(
+      fmt::format("resume_from_checkpoint: latest: no valid checkpoint under '{}': {}", root,
+                  fmt::join(rejected, "; ")));
 }
 
 }  // namespace ptrain

@@ -14,9 +14,9 @@
 // manifest.json: the envelope (sharded_checkpoint.h) and the run's identity (the `identity`
 // option: config hash and keys, model and tokenizer fingerprints, schedule), "world",
 // "shard_size", "replicas", every flat parameter's global layout (FlatLayout::to_json plus
-// "trainable" and "saved"), "sampler" (TrainingState::sampler, TrainBatches::state), "optimizer" (AdamW::state), "step".
-// adapter/ (LoRA): the whole adapter, gathered from every shard, as `ptrain eval --adapter` and
-// PEFT read it; never the base.
+// "trainable" and "saved"), "sampler" (TrainingState::sampler, TrainBatches::state), "optimizer"
+// (AdamW::state), "step". adapter/ (LoRA): the whole adapter, gathered from every shard, as `ptrain
+// eval --adapter` and PEFT read it; never the base.
 //
 // [Note: saving]
 // A save is collective over the world (every rank calls it at the same step boundary): every
@@ -76,8 +76,8 @@ struct TrainingState {
 struct SaveResult {
   int64_t step = 0;
   bool committed = false;
-  std::string dir;    // the committed directory
-  std::string error;  // why not, naming the rank and the file
+  std::string dir;           // the committed directory
+  std::string error;         // why not, naming the rank and the file
   double stall_seconds = 0;  // how long training waited for this save (async: the staging copy)
 };
 

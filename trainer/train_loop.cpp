@@ -56,8 +56,7 @@ int64_t micro_batches_left(const LoopOptions& options, const TrainBatches& batch
          (options.num_epochs - 1 - batches.epoch()) * batches.micro_batches_per_epoch();
 }
 
-int64_t planned_steps(const LoopOptions& options, const TrainBatches& batches,
-                      int64_t first_step) {
+int64_t planned_steps(const LoopOptions& options, const TrainBatches& batches, int64_t first_step) {
   if (options.max_steps > 0) return options.max_steps;
   const int64_t left = micro_batches_left(options, batches, first_step);
   return first_step +

@@ -8,8 +8,8 @@
 // last step of the run takes what is left). So total_steps = max_steps, or ceil(num_epochs x
 // micro-batches per epoch / accumulation), and the schedule, the progress bar and warmup_ratio
 // know it from step one. A resumed run counts from the restored sampler's position instead
-// (planned_steps below), so a resume at another world size runs what is left. Every rank runs the same steps with the same number of micro-batches, so
-// no rank waits alone, whatever rows it got.
+// (planned_steps below), so a resume at another world size runs what is left. Every rank runs the
+// same steps with the same number of micro-batches, so no rank waits alone, whatever rows it got.
 //
 // Evaluation (before the first step, every eval_steps, at the end) runs in lockstep too: the
 // validation samples are packed into rows once (the same layout on every rank), rank r scores rows
@@ -55,8 +55,7 @@ int64_t micro_batches_left(const LoopOptions& options, const TrainBatches& batch
 // The run's total_steps from there: first_step + ceil(micro_batches_left / accumulation), or
 // max_steps. At the world size that wrote the checkpoint, the same total as a run that never
 // stopped.
-int64_t planned_steps(const LoopOptions& options, const TrainBatches& batches,
-                      int64_t first_step);
+int64_t planned_steps(const LoopOptions& options, const TrainBatches& batches, int64_t first_step);
 
 // A RowBatch (data/) as the model's PackedBatch.
 PackedBatch to_packed_batch(const RowBatch& rows);

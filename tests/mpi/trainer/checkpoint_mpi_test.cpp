@@ -68,8 +68,8 @@ std::unique_ptr<Trained> build(bool qlora, int shard_size) {
   adam.weight_decay = 0.1;
   t->optimizer = std::make_unique<AdamW>(optimized_tensors(*t->sharded), adam);
   t->schedule = std::make_unique<LrSchedule>("cosine", 1e-2, 10, 1);
-  t->step = std::make_unique<TrainStep>(t->model, *t->sharded, *t->optimizer, *t->schedule, world,
-                                        1.0);
+  t->step =
+      std::make_unique<TrainStep>(t->model, *t->sharded, *t->optimizer, *t->schedule, world, 1.0);
   return t;
 }
 
@@ -87,9 +87,10 @@ std::map<std::string, at::Tensor> whole_state(Trained& t) {
   Communicator& shard = *t.sharded->groups().shard;
   for (size_t i = 0; i < trainable.size(); ++i) {
     const FlatParameter& flat = *trainable[i];
-    const std::pair<const char*, at::Tensor> parts[] = {{"master", flat.master},
-                                                        {"exp_avg", t.optimizer->exp_avg()[i]},
-                                                        {"exp_avg_sq", t.optimizer->exp_avg_sq()[i]}};
+    const std::pair<const char*, at::Tensor> parts[] = {
+        {"master", flat.master},
+        {"exp_avg", t.optimizer->exp_avg()[i]},
+        {"exp_avg_sq", t.optimizer->exp_avg_sq()[i]}};
     for (const auto& [what, tensor] : parts) {
       at::Tensor full = torch::empty({flat.layout.padded_numel()}, tensor.options());
       shard.all_gather(comm_buffer_of(full), comm_buffer_of(tensor));

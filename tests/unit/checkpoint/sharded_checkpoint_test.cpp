@@ -9,8 +9,8 @@
 #include <xxhash.h>
 
 #include <filesystem>
-#include <functional>
 #include <fstream>
+#include <functional>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -187,9 +187,9 @@ TEST(ShardedCheckpoint, CommittedCheckpointsAreNewestFirstAndOnlyCommittedOnes) 
   const std::string root = (base / "checkpoints").string();
   EXPECT_TRUE(committed_checkpoints(root).empty());  // no root yet
   for (int64_t step : {9, 10, 2}) commit_two_ranks(root, step);
-  create_staging_dir(root, 11);                             // a save in progress
-  fs::create_directories(fs::path(root) / "step-12");       // no manifest
-  fs::create_directories(fs::path(root) / "step-011");      // not a step name
+  create_staging_dir(root, 11);                         // a save in progress
+  fs::create_directories(fs::path(root) / "step-12");   // no manifest
+  fs::create_directories(fs::path(root) / "step-011");  // not a step name
   spit(fs::path(root) / "step-011" / "manifest.json", "{}");
   spit(fs::path(root) / "step-13", "a file, not a directory");
   const auto found = committed_checkpoints(root);
