@@ -145,8 +145,8 @@ CheckpointManifest read_manifest(const std::string& dir) {
   return m;
 }
 
-std::string verify_file(const CheckpointManifest& manifest, size_t index) {
-  const CheckpointFile& expected = manifest.files.at(index);
+std::string check_file(const CheckpointManifest& manifest, const CheckpointFile& expected,
+                       const std::function<std::string(const std::string& path)>& checksum) {
   const std::string path = (fs::path(manifest.dir) / expected.name).string();
   std::error_code ec;
   const uint64_t bytes = fs::file_size(path, ec);
@@ -156,7 +156,7 @@ std::string verify_file(const CheckpointManifest& manifest, size_t index) {
                        bytes, expected.bytes);
   std::string actual;
   try {
-    actual = xxh3_file_hex(path);
+    actual = checksum(path);
   } catch (const Error& e) {
     return fmt::format("{}: {}", expected.name, e.what());
   }
@@ -164,6 +164,10 @@ std::string verify_file(const CheckpointManifest& manifest, size_t index) {
     return fmt::format("{}: checksum {} does not match the manifest's {} (the file is damaged)",
                        expected.name, actual, expected.xxh3);
   return "";
+}
+
+std::string verify_file(const CheckpointManifest& manifest, size_t index) {
+  return check_file(manifest, manifest.files.at(index), xxh3_file_hex);
 }
 
 void verify_checkpoint(const CheckpointManifest& manifest) {

@@ -16,6 +16,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -66,6 +67,12 @@ struct CheckpointManifest {
 // wrong: missing, not JSON (a truncated write), another format, a newer format version, a step
 // that disagrees with the directory's name, a malformed file list or a file outside the directory.
 CheckpointManifest read_manifest(const std::string& dir);
+
+// What is wrong with `expected`, a file `manifest` lists, when `checksum(path)` reads it: ""
+// when it is present, of its size, and `checksum` (which may throw ptrain::Error, e.g. reading
+// and loading the file on the same pass) returns its XXH3-64; else the problem, naming the file.
+std::string check_file(const CheckpointManifest& manifest, const CheckpointFile& expected,
+                       const std::function<std::string(const std::string& path)>& checksum);
 
 // Checks listed file `index`: present, of its size, with its checksum. "" when it is, else the
 // problem, naming the file ("rank-1.safetensors: checksum 3c2e... does not match the manifest's

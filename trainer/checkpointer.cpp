@@ -430,20 +430,12 @@ LoadPlan plan_load(const CheckpointManifest& manifest, TrainingState& state) {
 // into `rng` when given); "" when its size and checksum are the manifest's, else the problem.
 std::string load_file(const CheckpointManifest& manifest, const CheckpointFile& expected,
                       const std::vector<Copy>& copies, std::vector<uint8_t>* rng) {
-  const std::string path = (fs::path(manifest.dir) / expected.name).string();
-  std::error_code ec;
-  const uint64_t bytes = fs::file_size(path, ec);
-  if (ec) return fmt::format("{}: missing ({})", expected.name, ec.message());
-  if (bytes != expected.bytes)
-    return fmt::format("{}: {} bytes, the manifest says {} (truncated or replaced)", expected.name,
-                       bytes, expected.bytes);
   std::multimap<std::string, const Copy*> by_tensor;
   for (const Copy& c : copies) by_tensor.emplace(c.tensor, &c);
   std::set<std::string> seen;
-  std::string actual;
-  try {
-    actual = stream_safetensors(path, [&](const TensorInfo& t, uint64_t offset, const uint8_t* data,
-                                          size_t size) {
+  auto load = [&](const std::string& path) {
+    return stream_safetensors(path, [&](const TensorInfo& t, uint64_t offset, const uint8_t* data,
+                                        size_t size) {
       if (rng != nullptr && t.name == "rng/model") {
         if (offset == 0) rng->clear();
         rng->insert(rng->end(), data, data + size);
@@ -472,12 +464,9 @@ std::string load_file(const CheckpointManifest& manifest, const CheckpointFile& 
         target.narrow(0, static_cast<int64_t>(begin / element) - c.first, count).copy_(source);
       }
     });
-  } catch (const Error& e) {
-    return fmt::format("{}: {}", expected.name, e.what());
-  }
-  if (actual != expected.xxh3)
-    return fmt::format("{}: checksum {} does not match the manifest's {} (the file is damaged)",
-                       expected.name, actual, expected.xxh3);
+  };
+  const std::string problem = check_file(manifest, expected, load);
+  if (!problem.empty()) return problem;
   for (const Copy& c : copies)
     if (!seen.count(c.tensor))
       return fmt::format("{}: holds no tensor '{}'", expected.name, c.tensor);
