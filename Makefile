@@ -46,6 +46,11 @@ bench: build
 	$(MPIRUN) -np 2 $(BUILD_DIR)/bin/ptrain-bench comm | tee bench/results/comm-np2.jsonl
 	$(MPIRUN) -np 4 $(BUILD_DIR)/bin/ptrain-bench comm | tee bench/results/comm-np4.jsonl
 	$(BUILD_DIR)/bin/ptrain-bench nf4 | tee bench/results/nf4.jsonl
+	# Checkpoints of the 1b full training state (~13 GB on disk under $$TMPDIR, ~16 GB of memory),
+	# and of 160m, whose staged copy fits in memory for the async save.
+	rm -f bench/results/ckpt.jsonl
+	$(foreach p,1b 160m,$(foreach np,1 2,$(MPIRUN) --bind-to none -np $(np) $(BUILD_DIR)/bin/ptrain-bench ckpt \
+	  --preset $(p) | tee -a bench/results/ckpt.jsonl;))
 	# The real training job under mpirun at 1, 2 and 4 ranks (started without mpirun itself).
 	$(BUILD_DIR)/bin/ptrain-bench train | tee bench/results/train.jsonl
 	# Real vocabularies for the tokenizer figures: the npm packages the tokenizer test installs.

@@ -4,6 +4,7 @@
 // they are real.
 #include <CLI/CLI.hpp>
 
+#include "bench/ckpt_bench.h"
 #include "bench/comm_bench.h"
 #include "bench/data_bench.h"
 #include "bench/model_bench.h"
@@ -70,6 +71,19 @@ int main(int argc, char** argv) {
                     "Models, data and runs (default: a new directory under $TMPDIR, removed)");
   train->add_flag("--keep", train_options.keep, "Keep the default work directory");
   train->add_option("--mpirun", train_options.mpirun, "The MPI launcher");
+  ptrain::bench::CkptBenchOptions ckpt_options;
+  auto* ckpt = add_suite("ckpt",
+                         "Sharded checkpoint save/load GB/s vs plain write/read of the same bytes, "
+                         "training stall (sync, async), extra RSS; under mpirun");
+  ckpt->add_option("--preset", ckpt_options.preset, "Model preset (tiny 160m 1b)");
+  ckpt->add_option("--work-dir", ckpt_options.work_dir,
+                   "Checkpoints and baseline files (default: a new directory under $TMPDIR, "
+                   "removed)");
+  ckpt->add_option("--repeats", ckpt_options.repeats,
+                   "Saves and loads (each with its baseline) to keep the best of");
+  ckpt->add_flag("!--no-async", ckpt_options.async, "Skip the asynchronous save");
+  ckpt->add_option("--threads", ckpt_options.threads,
+                   "Threads per rank (0: the cores over the ranks)");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -83,6 +97,7 @@ int main(int argc, char** argv) {
     if (*train) return ptrain::bench::run_train_bench(train_options);
     ptrain::MpiRuntime mpi(&argc, &argv);
     if (*comm) return ptrain::bench::run_comm_bench(comm_options);
+    if (*ckpt) return ptrain::bench::run_ckpt_bench(ckpt_options);
     return 0;
   });
 }

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Turns ptrain-bench comm or train JSON lines (stdin or files) into the markdown tables of
+"""Turns ptrain-bench comm, train or ckpt JSON lines (stdin or files) into the markdown tables of
 docs/benchmarks.md."""
 import json
 import sys
@@ -29,6 +29,10 @@ def main():
     if train:
         train_table(train)
         return
+    ckpt = [r for r in results if r.get("suite") == "ckpt"]
+    if ckpt:
+        ckpt_table(ckpt)
+        return
     print("| world | op | dtype | size | busbw GB/s | raw MPI busbw GB/s | ours / raw |")
     print("|---|---|---|---|---|---|---|")
     for r in results:
@@ -47,6 +51,30 @@ def train_table(results):
               f"{r['ideal_bytes'] / 1e9:.2f} GB | {r['rss_vs_ideal']:.2f} | "
               f"{r['baseline_tokens_per_s']:.1f} | {r['vs_baseline']:.2f} | "
               f"{r.get('scaling', 1.0):.2f} |")
+
+
+def ckpt_table(results):
+    print("| preset | world | op | GB | seconds | GB/s | baseline GB/s | vs_baseline | stall s | "
+          "extra RSS / rank | largest shard | notes |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in results:
+        op = r["op"] + (" async" if r.get("async") else "")
+        head = f"| {r['preset']} | {r['world']} | {op} | {r['bytes'] / 1e9:.2f} |"
+        if "skipped" in r:
+            print(f"{head} | | | | | | | skipped: {r['skipped']} |")
+            continue
+        if r["op"] == "load":
+            notes = (f"second read {r['second_read_gb_per_s']:.2f} GB/s, "
+                     f"XXH3 {r['checksum_gb_per_s']:.1f} GB/s")
+            stall = rss = shard = ""
+        else:
+            notes = (f"stall {100 * r['stall_vs_sync']:.1f}% of sync" if r.get("async")
+                     else "")
+            stall = f"{r['stall_s']:.2f}"
+            rss = f"{r['extra_rss_bytes'] / 1e6:.1f} MB"
+            shard = f"{r['largest_shard_bytes'] / 1e6:.0f} MB"
+        print(f"{head} {r['seconds']:.2f} | {r['gb_per_s']:.3f} | {r['baseline_gb_per_s']:.3f} | "
+              f"{r['vs_baseline']:.2f} | {stall} | {rss} | {shard} | {notes} |")
 
 
 if __name__ == "__main__":
