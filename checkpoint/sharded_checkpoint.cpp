@@ -56,16 +56,6 @@ std::string rank_file_name(int rank) {
   return fmt::format("rank-{}.safetensors", rank);
 }
 
-void create_staging_dir(const std::string& root, int64_t step) {
-  const fs::path dir = staging_dir(root, step);
-  remove_tree(dir);
-  std::error_code ec;
-  fs::create_directories(dir, ec);
-  if (ec)
-    throw RuntimeFailure(
-        fmt::format("cannot create checkpoint directory '{}': {}", dir.string(), ec.message()));
-}
-
 CheckpointFile describe_file(const std::string& dir, const std::string& name) {
   const std::string path = (fs::path(dir) / name).string();
   std::error_code ec;
@@ -85,9 +75,19 @@ std::string commit_checkpoint(const std::string& root, int64_t step, nlohmann::j
   // Dying here leaves a complete step-S.tmp that is still not a checkpoint.
   failpoint("checkpoint.before_publish", 0);
   const std::string target = committed_dir(root, step);
-  if (!publish_directory(staging, target))
+  std::error_code ec;
+  if (fs::exists(target, ec))
     throw RuntimeFailure(fmt::format(
         "checkpoint '{}' already exists: a committed checkpoint is never overwritten", target));
+  try {
+    if (!publish_directory(staging, target))
+      throw RuntimeFailure(fmt::format(
+          "checkpoint '{}' already exists: a committed checkpoint is never overwritten", target));
+  } catch (const RuntimeFailure&) {
+    // Renamed, then an fsync of the parents failed: committed all the same.
+    if (fs::exists(fs::path(target) / kManifestFile, ec) && !fs::exists(staging, ec)) return target;
+    throw;
+  }
   return target;
 }
 
@@ -124,7 +124,13 @@ CheckpointManifest read_manifest(const std::string& dir) {
   m.step = step.get<int64_t>();
   fs::path normal = fs::path(dir).lexically_normal();
   if (normal.filename().empty()) normal = normal.parent_path();  // "dir/"
-  const int64_t named = step_of(normal.filename().string());
+  const std::string base = normal.filename().string();
+  const size_t dot = base.find('.');
+  if (dot != std::string::npos && step_of(base.substr(0, dot)) >= 0)
+    corrupt(dir, fmt::format("'{}' is not a committed checkpoint (a save that did not finish, or "
+                             "one removed or set aside)",
+                             base));
+  const int64_t named = step_of(base);
   if (named >= 0 && named != m.step)
     corrupt(dir, fmt::format("{} is for step {}, not the directory's step {}", kManifestFile,
                              m.step, named));
@@ -208,6 +214,14 @@ std::vector<std::string> remove_leftovers(const std::string& root) {
   }
   if (ec) throw RuntimeFailure(fmt::format("cannot list '{}': {}", root, ec.message()));
   return removed;
+}
+
+std::string set_aside(const std::string& dir) {
+  std::string target = dir + ".rejected";
+  for (int n = 2; fs::exists(target); ++n) target = fmt::format("{}.rejected-{}", dir, n);
+  if (!publish_directory(dir, target))
+    throw RuntimeFailure(fmt::format("cannot set '{}' aside: '{}' exists", dir, target));
+  return target;
 }
 
 std::vector<std::string> prune_checkpoints(const std::string& root, int64_t keep_last) {

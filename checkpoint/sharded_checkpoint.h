@@ -41,18 +41,15 @@ std::string committed_dir(const std::string& root, int64_t step);  // <root>/ste
 // "rank-R.safetensors": the file rank R writes.
 std::string rank_file_name(int rank);
 
-// Before the ranks write (one rank): an empty <root>/step-S.tmp, a leftover of the same step
-// removed. RuntimeFailure naming the path when it cannot be created.
-void create_staging_dir(const std::string& root, int64_t step);
-
 // Size and checksum of `dir`/`name`, read back (for small files only the committing rank wrote).
 CheckpointFile describe_file(const std::string& dir, const std::string& name);
 
 // Phase 2 (one rank, after every file is written and reported): adds the envelope ("format",
 // "format_version", "step", "files") to `manifest`, writes it into the staging directory and
 // publishes the directory as <root>/step-S. Returns that path. RuntimeFailure naming the path
-// when the system refuses (the staging directory stays, to be removed); an existing step-S is one
-// too (nothing is ever overwritten).
+// when the system refuses before the rename (the staging directory stays, to be removed); an
+// existing step-S is one too (nothing is ever overwritten). Once the rename is done the checkpoint
+// is committed: a failing fsync of the root after it is not an error (the rename stands).
 std::string commit_checkpoint(const std::string& root, int64_t step, nlohmann::json manifest,
                               const std::vector<CheckpointFile>& files);
 
@@ -65,7 +62,9 @@ struct CheckpointManifest {
 
 // Reads `dir`/manifest.json and checks its envelope. CorruptData naming the file and what is
 // wrong: missing, not JSON (a truncated write), another format, a newer format version, a step
-// that disagrees with the directory's name, a malformed file list or a file outside the directory.
+// that disagrees with the directory's name, a malformed file list or a file outside the directory;
+// and a directory that is not committed (step-S.tmp, step-S.removing, step-S.rejected...), whatever
+// it holds.
 CheckpointManifest read_manifest(const std::string& dir);
 
 // What is wrong with `expected`, a file `manifest` lists, when `checksum(path)` reads it: ""
@@ -91,8 +90,12 @@ struct CommittedCheckpoint {
 std::vector<CommittedCheckpoint> committed_checkpoints(const std::string& root);
 
 // Removes what crashed saves and removals left under `root` (step-S.tmp, step-S.removing); returns
-// their paths.
+// their paths. Directories set aside (step-S.rejected*) stay.
 std::vector<std::string> remove_leftovers(const std::string& root);
+
+// Sets committed checkpoint `dir` aside as <dir>.rejected (or .rejected-2, -3, ... when taken):
+// no longer a checkpoint, kept to look at. Returns the new path.
+std::string set_aside(const std::string& dir);
 
 // Removes the committed checkpoints but the newest `keep_last` (0: keeps all). Each is first
 // renamed to step-S.removing, so a crash midway never leaves a half-removed step-S. Returns the

@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <map>
 #include <memory>
+#include <regex>
 #include <vector>
 
 #include "checkpoint/safetensors.h"
@@ -147,9 +148,21 @@ bool is_checkpoint_dir(const std::string& dir) {
   return fs::is_regular_file(fs::path(dir) / kManifestFile, ec);
 }
 
+// What a leftover under a checkpoints root is ("" for anything else): the suffix after step-S.
+std::string leftover_suffix(const fs::path& path) {
+  static const std::regex pattern(R"(step-[0-9]+(\.tmp|\.removing|\.rejected)(-[0-9]+)?)");
+  std::smatch m;
+  const std::string name = path.filename().string();
+  return std::regex_match(name, m, pattern) ? m[1].str() : "";
+}
+
 bool is_checkpoint_root(const std::string& dir) {
   std::error_code ec;
-  return !fs::exists(fs::path(dir) / "config.json", ec) && !committed_checkpoints(dir).empty();
+  if (fs::exists(fs::path(dir) / "config.json", ec)) return false;
+  if (!committed_checkpoints(dir).empty()) return true;
+  for (const fs::directory_entry& entry : fs::directory_iterator(dir, ec))
+    if (!leftover_suffix(entry.path()).empty()) return true;
+  return false;
 }
 
 std::string checkpoint_mode(const CheckpointManifest& m) {
@@ -244,7 +257,7 @@ std::string describe_checkpoint_root(const std::string& root) {
   std::vector<std::string> lines;
   std::error_code ec;
   for (const fs::directory_entry& entry : fs::directory_iterator(root, ec)) {
-    auto it = others.find(entry.path().extension().string());
+    auto it = others.find(leftover_suffix(entry.path()));
     if (it != others.end())
       lines.push_back(fmt::format("  {}  ({})\n", entry.path().string(), it->second));
   }

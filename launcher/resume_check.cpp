@@ -25,8 +25,9 @@ const std::vector<std::string>& resume_binding_keys() {
       // what the trained tensors are
       "adapter", "load_in_4bit", "lora_r", "lora_alpha", "lora_target_linear",
       "lora_target_modules", "lora_modules_to_save", "peft_use_rslora", "bf16", "optimizer",
-      // what the sampler's position counts in
-      "datasets", "sequence_len", "sample_packing", "sample_packing_group_size", "train_on_inputs",
+      // what the sampler's position counts in (the datasets themselves by content: the sampler
+      // refuses a state saved over other prepared data; a moved file is fine)
+      "sequence_len", "sample_packing", "sample_packing_group_size", "train_on_inputs",
       "chat_template", "excess_length_strategy", "skip_invalid_rows", "val_set_size", "seed"};
   return keys;
 }

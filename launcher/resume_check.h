@@ -17,7 +17,7 @@ nlohmann::json checkpoint_identity(const ResolvedConfig& config);
 
 // Keys whose change makes a checkpoint meaningless for a run: the model's trained tensors (the
 // adapter and its targets, quantization, dtype) and the data order the sampler's position counts
-// in (datasets and how they are prepared, the seed).
+// in (how the datasets are prepared, the seed; their content is the sampler's own check).
 const std::vector<std::string>& resume_binding_keys();
 
 // UserError listing every binding key whose value differs between the checkpoint and this run

@@ -60,13 +60,14 @@ struct MemoryPlan {
 };
 
 MemoryPlan plan_memory(const JobConfig& job, const LlamaConfig& model, ShardedModel& sharded,
-                       int64_t runtime_bytes) {
+                       int64_t runtime_bytes, int rank) {
   MemoryPlan plan;
   plan.runtime = runtime_bytes;
   plan.sharded = sharded.sharded_bytes();
   for (FlatParameter* flat : sharded.trainable()) plan.optimizer += 2 * flat->master.nbytes();
-  // checkpoint.async copies what a checkpoint holds to host memory while it is written.
-  if (job.checkpoint.async)
+  // checkpoint.async copies what a checkpoint holds to host memory while it is written (the
+  // first shard group holds the shards; the other replicas stage only their generators).
+  if (job.checkpoint.async && sharded.groups().shard->rank() == rank)
     for (FlatParameter* flat : sharded.flat_parameters())
       plan.staging += flat->trainable ? 3 * flat->master.nbytes()
                                       : (job.checkpoint.save_frozen ? flat->shard.nbytes() : 0);
@@ -112,27 +113,36 @@ void check_memory(const JobConfig& job, const MemoryPlan& plan, const RankContex
                text, job.micro_batch_size, job.sequence_len);
 }
 
-// Committed checkpoints newer than the one resumed from would collide with this run's saves. Under
-// `latest` they are the ones that failed their checks: renamed to step-S.rejected (kept for a
-// look, never loaded). A directory named explicitly while newer valid ones exist is refused.
-void set_aside_newer_checkpoints(const JobConfig& job, const std::string& root, int64_t step,
-                                 const RankContext& ctx) {
+// A checkpoint named explicitly must be the newest committed one in this run's checkpoints:
+// this run's saves would meet the newer ones. Checked before anything is loaded.
+void refuse_older_checkpoint(const JobConfig& job, const std::string& root) {
+  if (job.resume_from_checkpoint == "latest") return;
+  int64_t step = -1;
+  try {
+    step = read_manifest(job.resume_from_checkpoint).step;
+  } catch (const Error&) {
+    return;  // resume_training names what is wrong with it
+  }
+  const std::vector<CommittedCheckpoint> all = committed_checkpoints(root);
+  PTRAIN_CHECK(all.empty() || all.front().step <= step,
+               "resume_from_checkpoint '{}' is step {}, but {} holds newer checkpoints (the newest "
+               "is {}) that this run's saves would meet: resume from the newest ('latest'), or "
+               "set another 'output_dir'",
+               job.resume_from_checkpoint, step, root, all.front().dir);
+}
+
+// Under `latest`, committed checkpoints newer than the one resumed from are those that failed
+// their checks: set aside (step-S.rejected, kept to look at, never loaded) before this run's saves
+// reach their steps.
+void set_aside_rejected(const std::string& root, int64_t step, const RankContext& ctx) {
   std::vector<CommittedCheckpoint> newer;
   for (const CommittedCheckpoint& c : committed_checkpoints(root))
     if (c.step > step) newer.push_back(c);
   if (newer.empty()) return;
-  PTRAIN_CHECK(job.resume_from_checkpoint == "latest",
-               "resume_from_checkpoint '{}' is step {}, but {} holds newer checkpoints (the newest "
-               "is {}) that this run's saves would meet: resume from the newest ('latest'), or "
-               "set another 'output_dir'",
-               job.resume_from_checkpoint, step, root, newer.front().dir);
   ctx.comm->barrier();  // every rank has listed them before any is renamed
   if (ctx.rank == 0)
-    for (const CommittedCheckpoint& c : newer) {
-      PTRAIN_CHECK(publish_directory(c.dir, c.dir + ".rejected"),
-                   "cannot set '{}' aside: '{}.rejected' exists", c.dir, c.dir);
-      ctx.log->warn("renamed {} to {}.rejected (it failed its checks)", c.dir, c.dir);
-    }
+    for (const CommittedCheckpoint& c : newer)
+      ctx.log->warn("set {} aside as {}: it failed its checks", c.dir, set_aside(c.dir));
   ctx.comm->barrier();
 }
 
@@ -187,7 +197,7 @@ int run_train(RankSession& session, const ResolvedConfig& config) {
                                        shard_group_size(job, ctx.world), "fsdp.hybrid_shard_size");
   ShardedModel sharded(model, std::move(groups), fsdp,
                        [&](int unit) { load_model_unit(model, load, unit); });
-  const MemoryPlan memory = plan_memory(job, model->config(), sharded, runtime_bytes);
+  const MemoryPlan memory = plan_memory(job, model->config(), sharded, runtime_bytes, ctx.rank);
   // The pre-flight knows host memory; a GPU's is not checked here (docs/gpu.md).
   if (placement.device.is_cpu()) check_memory(job, memory, ctx);
 
@@ -218,7 +228,9 @@ int run_train(RankSession& session, const ResolvedConfig& config) {
   // Resume: every shard re-sliced from the checkpoint's layout, the optimizer, the sampler and
   // (at the same world) the generators; the step plan then counts from the restored position.
   nlohmann::json identity = checkpoint_identity(config);
-  TrainingState training{sharded, optimizer, batches, model->generator()};
+  LoopCounters counters;
+  TrainingState training{sharded, optimizer, batches, model->generator(), &counters};
+  if (!job.resume_from_checkpoint.empty()) refuse_older_checkpoint(job, checkpoint_root);
   int64_t first_step = 0;
   const std::optional<Resumed> resumed =
       job.resume_from_checkpoint.empty()
@@ -229,7 +241,7 @@ int run_train(RankSession& session, const ResolvedConfig& config) {
                             });
   if (resumed) {
     first_step = resumed->info.step;
-    set_aside_newer_checkpoints(job, checkpoint_root, first_step, ctx);
+    set_aside_rejected(checkpoint_root, first_step, ctx);
     if (!resumed->info.same_layout)
       // Another world: no rank's stream continues; each rank starts a fresh one for this step.
       model->generator().set_current_seed(rank_seed(job.seed + first_step, ctx.rank));
@@ -248,6 +260,13 @@ int run_train(RankSession& session, const ResolvedConfig& config) {
   TrainStep step(model, sharded, optimizer, schedule, *ctx.comm, job.max_grad_norm);
   step.set_next_step(first_step);
   TrainLoop loop(model, sharded, step, batches, validation_samples(data), *ctx.comm, loop_options);
+  loop.counters() = counters;
+  training.loop = &loop.counters();
+  if (resumed && loop.total_steps() <= first_step)
+    ctx.log->warn(
+        "the checkpoint is at step {} and this run plans {} steps: nothing to train "
+        "(raise max_steps or num_epochs to continue)",
+        first_step, loop.total_steps());
   MetricsLog metrics(
       (fs::path(job.output_dir) / "metrics.jsonl").string(), ctx.rank == 0, ctx.log,
       // A bar only on a terminal of a process started directly: launchers give

@@ -138,6 +138,7 @@ nlohmann::json Checkpointer::manifest_body(int64_t step) {
   }
   body["flat_parameters"] = std::move(flats);
   body["sampler"] = state_.sampler.state();
+  if (state_.loop != nullptr) body["loop"] = state_.loop->state();
   body["optimizer"] = state_.optimizer.state();
   body["completed_steps"] = step;
   return body;
@@ -211,8 +212,10 @@ void Checkpointer::save(int64_t step) {
     pending->thread = std::thread(write);
     pending->stall_seconds = std::chrono::duration<double>(Clock::now() - start).count();
     pending_ = std::move(pending);
-    log_->info("checkpoint step {}: staged in {:.2f} s; writing in the background", step,
-               pending_->stall_seconds);
+    log_->info(
+        "checkpoint step {}: training stalled {:.2f} s to stage it; writing in the "
+        "background",
+        step, pending_->stall_seconds);
     return;
   }
   write();
@@ -349,27 +352,76 @@ struct LoadPlan {
   bool frozen = false;  // frozen shards are among the targets
 };
 
-const nlohmann::json& manifest_field(const CheckpointManifest& m, const char* key) {
-  if (!m.json.contains(key))
-    throw CorruptData(fmt::format("checkpoint '{}': manifest.json has no '{}'", m.dir, key));
-  return m.json.at(key);
+// What a manifest says about the state, checked once (the same on every rank): CorruptData naming
+// manifest.json and the key when it is malformed.
+struct SavedFlat {
+  FlatLayout layout;
+  bool trainable = false;
+  bool frozen_saved = false;
+};
+struct SavedState {
+  int world = 0, shard_size = 0;
+  int64_t step = 0;
+  std::vector<std::string> shard_files;  // shard s -> its file
+  std::map<std::string, SavedFlat> flats;
+  std::vector<std::string> trainable;
+};
+
+SavedState parse_saved(const CheckpointManifest& m) {
+  const std::string where = fmt::format("checkpoint '{}': {}", m.dir, kManifestFile);
+  const char* key = "";
+  try {
+    SavedState s;
+    key = "world";
+    s.world = m.json.at(key).get<int>();
+    key = "shard_size";
+    s.shard_size = m.json.at(key).get<int>();
+    key = "completed_steps";
+    s.step = m.json.at(key).get<int64_t>();
+    key = "shard_files";
+    s.shard_files = m.json.at(key).get<std::vector<std::string>>();
+    key = "optimizer";
+    (void)m.json.at(key);
+    key = "sampler";
+    (void)m.json.at(key);
+    if (s.world < 1 || s.shard_size < 1 || s.world % s.shard_size != 0 || s.step < 0 ||
+        static_cast<int>(s.shard_files.size()) != s.shard_size)
+      throw CorruptData(
+          fmt::format("{}: world {}, shard_size {}, {} shard_files and step {} do "
+                      "not fit together",
+                      where, s.world, s.shard_size, s.shard_files.size(), s.step));
+    std::set<std::string> listed;
+    for (const CheckpointFile& f : m.files) listed.insert(f.name);
+    for (int r = 0; r < s.world; ++r)
+      if (!listed.count(rank_file_name(r)))
+        throw CorruptData(fmt::format("{}: 'files' does not list {}", where, rank_file_name(r)));
+    for (const std::string& f : s.shard_files)
+      if (!listed.count(f))
+        throw CorruptData(fmt::format("{}: shard file '{}' is not in 'files'", where, f));
+    key = "flat_parameters";
+    for (const nlohmann::json& f : m.json.at(key)) {
+      SavedFlat flat{FlatLayout::from_json(f), f.at("trainable").get<bool>(), false};
+      const auto saved = f.at("saved").get<std::vector<std::string>>();
+      flat.frozen_saved = !flat.trainable && saved == std::vector<std::string>{"shard"};
+      if (flat.layout.shards() != s.shard_size)
+        throw CorruptData(fmt::format("{}: '{}' has {} shards, not shard_size {}", where,
+                                      flat.layout.name(), flat.layout.shards(), s.shard_size));
+      if (flat.trainable) s.trainable.push_back(flat.layout.name());
+      const std::string name = flat.layout.name();
+      s.flats.emplace(name, std::move(flat));
+    }
+    return s;
+  } catch (const CorruptData&) {
+    throw;
+  } catch (const std::exception& e) {  // json type and range errors, FlatLayout::from_json
+    throw CorruptData(fmt::format("{}: '{}': {}", where, key, e.what()));
+  }
 }
 
 // Which runs of which files this rank's state comes from (FlatLayout::reslice).
-LoadPlan plan_load(const CheckpointManifest& manifest, TrainingState& state) {
+LoadPlan plan_load(const CheckpointManifest& manifest, const SavedState& saved,
+                   TrainingState& state) {
   const std::string label = fmt::format("checkpoint '{}'", manifest.dir);
-  std::map<std::string, std::pair<FlatLayout, nlohmann::json>> saved;
-  std::vector<std::string> saved_trainable;
-  try {
-    for (const nlohmann::json& f : manifest_field(manifest, "flat_parameters")) {
-      const std::string name = f.at("name").get<std::string>();
-      saved.emplace(name, std::make_pair(FlatLayout::from_json(f), f.at("saved")));
-      if (f.at("trainable").get<bool>()) saved_trainable.push_back(name);
-    }
-  } catch (const nlohmann::json::exception& e) {
-    throw CorruptData(fmt::format("{}: manifest.json 'flat_parameters': {}", label, e.what()));
-  }
-  const auto shard_files = manifest_field(manifest, "shard_files").get<std::vector<std::string>>();
   ShardedModel& sharded = state.sharded;
   const int shard_rank = sharded.groups().shard->rank();
   size_t next = 0;
@@ -377,10 +429,10 @@ LoadPlan plan_load(const CheckpointManifest& manifest, TrainingState& state) {
   LoadPlan plan;
   for (FlatParameter* flat : sharded.flat_parameters()) {
     const std::string& name = flat->layout.name();
-    auto it = saved.find(name);
+    auto it = saved.flats.find(name);
     std::vector<std::pair<const char*, at::Tensor>> targets;
     if (flat->trainable) {
-      PTRAIN_CHECK(it != saved.end(),
+      PTRAIN_CHECK(it != saved.flats.end(),
                    "{} holds no '{}': this run trains tensors the checkpoint did not (another "
                    "adapter, targets or model)",
                    label, name);
@@ -389,13 +441,13 @@ LoadPlan plan_load(const CheckpointManifest& manifest, TrainingState& state) {
                  {"exp_avg_sq", state.optimizer.exp_avg_sq()[next]}};
       ++next;
       trained.push_back(name);
-    } else if (it != saved.end() && it->second.second.size() == 1) {
+    } else if (it != saved.flats.end() && it->second.frozen_saved) {
       targets = {{"shard", flat->shard}};
       plan.frozen = true;
     } else {
       continue;
     }
-    const FlatLayout& old = it->second.first;
+    const FlatLayout& old = it->second.layout;
     if (!old.same_tensors(flat->layout)) {
       std::string difference = "the dtype";
       const auto& a = old.entries();
@@ -411,15 +463,13 @@ LoadPlan plan_load(const CheckpointManifest& manifest, TrainingState& state) {
                       label, name, difference));
     }
     for (const ReslicePiece& piece : old.reslice(flat->layout, shard_rank)) {
-      PTRAIN_CHECK(piece.old_shard < static_cast<int>(shard_files.size()),
-                   "{}: shard {} of '{}' has no file", label, piece.old_shard, name);
       for (const auto& [what, target] : targets)
-        plan.by_file[shard_files[static_cast<size_t>(piece.old_shard)]].push_back(
+        plan.by_file[saved.shard_files[static_cast<size_t>(piece.old_shard)]].push_back(
             {flat_tensor(name, what), piece.old_offset,
              target.narrow(0, piece.new_offset, piece.count), old.shard_numel()});
     }
   }
-  for (const std::string& name : saved_trainable)
+  for (const std::string& name : saved.trainable)
     PTRAIN_CHECK(std::find(trained.begin(), trained.end(), name) != trained.end(),
                  "{} trains '{}', which this model does not (another adapter, targets or model)",
                  label, name);
@@ -501,19 +551,20 @@ std::optional<Resumed> resume_training(
   for (const std::string& dir : candidates) {
     Resumed resumed;
     CheckpointManifest& manifest = resumed.manifest;
+    SavedState saved;
     std::string problem;
-    try {
+    try {  // every rank reads the same manifest: all see the same problem
       manifest = read_manifest(dir);
+      saved = parse_saved(manifest);
     } catch (const CorruptData& e) {
-      problem = e.what();  // every rank reads the same file: all see it
+      problem = e.what();
     }
     if (problem.empty()) {
       if (check) check(manifest);
-      const LoadPlan plan = plan_load(manifest, state);
-      resumed.info.step = manifest_field(manifest, "completed_steps").get<int64_t>();
+      const LoadPlan plan = plan_load(manifest, saved, state);
+      resumed.info.step = saved.step;
       resumed.info.same_layout =
-          manifest_field(manifest, "world").get<int>() == size &&
-          manifest_field(manifest, "shard_size").get<int>() == state.sharded.groups().shard_size();
+          saved.world == size && saved.shard_size == state.sharded.groups().shard_size();
       const std::string own = rank_file_name(rank);
       const int64_t count = static_cast<int64_t>(manifest.files.size());
       std::vector<int32_t> needed(static_cast<size_t>(count), 0);
@@ -533,30 +584,27 @@ std::optional<Resumed> resume_training(
         return fmt::format("checkpoint '{}' is not valid: {}", dir,
                            broadcast_text(world, detail, finder));
       };
+      // Before anything is copied: the files no rank loads (file i by rank i % world), and,
+      // when frozen shards are among the targets (an older checkpoint without them could not
+      // put them back), the files this rank loads.
       std::string detail;
       int64_t first_bad = count;
-      if (plan.frozen) {
-        // Frozen shards are not reloaded by an older checkpoint without them: verify before
-        // anything is copied (a second read of these files).
-        for (int64_t i = 0; i < count && detail.empty(); ++i)
-          if (needed[static_cast<size_t>(i)]) {
-            detail = verify_file(manifest, static_cast<size_t>(i));
-            if (!detail.empty()) first_bad = i;
-          }
-        problem = agree(detail, first_bad);
+      for (int64_t i = 0; i < count && detail.empty(); ++i) {
+        const size_t f = static_cast<size_t>(i);
+        if ((!anyone[f] && i % size == rank) || (needed[f] && plan.frozen))
+          detail = verify_file(manifest, f);
+        if (!detail.empty()) first_bad = i;
       }
-      // This rank's files: those it loads, and (file i by rank i % world) those no rank loads.
+      problem = agree(detail, first_bad);
+      // Then each file this rank loads, read once: the copies and the checksum on one pass.
       std::vector<uint8_t> rng;
       for (int64_t i = 0; problem.empty() && i < count && detail.empty(); ++i) {
         const CheckpointFile& file = manifest.files[static_cast<size_t>(i)];
-        if (needed[static_cast<size_t>(i)]) {
-          static const std::vector<Copy> kNone;
-          auto it = plan.by_file.find(file.name);
-          detail = load_file(manifest, file, it == plan.by_file.end() ? kNone : it->second,
-                             resumed.info.same_layout && file.name == own ? &rng : nullptr);
-        } else if (!anyone[static_cast<size_t>(i)] && i % size == rank) {
-          detail = verify_file(manifest, static_cast<size_t>(i));
-        }
+        if (!needed[static_cast<size_t>(i)]) continue;
+        static const std::vector<Copy> kNone;
+        auto it = plan.by_file.find(file.name);
+        detail = load_file(manifest, file, it == plan.by_file.end() ? kNone : it->second,
+                           resumed.info.same_layout && file.name == own ? &rng : nullptr);
         if (!detail.empty()) first_bad = i;
       }
       if (problem.empty()) {
@@ -566,8 +614,10 @@ std::optional<Resumed> resume_training(
       }
       if (problem.empty()) {
         state.sharded.update_compute_shards();
-        state.optimizer.restore(manifest_field(manifest, "optimizer"));
-        state.sampler.restore(manifest_field(manifest, "sampler"));
+        state.optimizer.restore(manifest.json.at("optimizer"));
+        state.sampler.restore(manifest.json.at("sampler"));
+        if (state.loop != nullptr && manifest.json.contains("loop"))
+          state.loop->restore(manifest.json.at("loop"));
         if (resumed.info.same_layout) {
           const at::Tensor bytes =
               torch::from_blob(rng.data(), {static_cast<int64_t>(rng.size())}, torch::kUInt8)

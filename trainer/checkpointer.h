@@ -14,9 +14,9 @@
 // manifest.json: the envelope (sharded_checkpoint.h) and the run's identity (the `identity`
 // option: config hash and keys, model and tokenizer fingerprints, schedule), "world",
 // "shard_size", "replicas", every flat parameter's global layout (FlatLayout::to_json plus
-// "trainable" and "saved"), "sampler" (TrainingState::sampler, TrainBatches::state), "optimizer"
-// (AdamW::state), "step". adapter/ (LoRA): the whole adapter, gathered from every shard, as `ptrain
-// eval --adapter` and PEFT read it; never the base.
+// "trainable" and "saved"), "sampler" (TrainingState::sampler, TrainBatches::state), "loop" (the
+// non-finite step counters), "optimizer" (AdamW::state), "step". adapter/ (LoRA): the whole
+// adapter, gathered from every shard, as `ptrain eval --adapter` and PEFT read it; never the base.
 //
 // [Note: saving]
 // A save is collective over the world (every rank calls it at the same step boundary): every
@@ -68,8 +68,9 @@ struct CheckpointerOptions {
 struct TrainingState {
   ShardedModel& sharded;
   AdamW& optimizer;
-  Stateful& sampler;        // the data position (TrainBatches)
-  at::Generator generator;  // the model's (dropout)
+  Stateful& sampler;         // the data position (TrainBatches)
+  at::Generator generator;   // the model's (dropout)
+  Stateful* loop = nullptr;  // the loop's counters (TrainLoop::counters), when there is a loop
 };
 
 // A save's outcome, the same on every rank.

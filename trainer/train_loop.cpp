@@ -46,6 +46,22 @@ int64_t planned_steps(const LoopOptions& options, int64_t micro_batches_per_epoc
          options.gradient_accumulation_steps;
 }
 
+nlohmann::json LoopCounters::state() const {
+  return {{"skipped_steps", skipped}, {"consecutive_nonfinite_steps", consecutive_nonfinite}};
+}
+
+void LoopCounters::restore(const nlohmann::json& state) {
+  try {
+    skipped = state.at("skipped_steps").get<int64_t>();
+    consecutive_nonfinite = state.at("consecutive_nonfinite_steps").get<int64_t>();
+  } catch (const nlohmann::json::exception& e) {
+    throw UserError(
+        fmt::format("loop state: expected {{\"skipped_steps\", "
+                    "\"consecutive_nonfinite_steps\"}}, got {} ({})",
+                    state.dump(), e.what()));
+  }
+}
+
 int64_t micro_batches_left(const LoopOptions& options, const TrainBatches& batches,
                            int64_t first_step) {
   if (options.max_steps > 0)
@@ -109,7 +125,8 @@ TrainEnd TrainLoop::run() {
   }
   TrainEnd end;
   end.reason = "finished";
-  int64_t consecutive_nonfinite = 0, skipped = 0;
+  int64_t& consecutive_nonfinite = counters_.consecutive_nonfinite;
+  int64_t& skipped = counters_.skipped;
   model_->train();
   int64_t left = micro_batches_left_;
   for (int64_t s = step_.next_step(); s < total_steps_; ++s) {

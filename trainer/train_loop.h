@@ -44,6 +44,16 @@ struct LoopOptions {
   at::Device device = at::kCPU;  // where the model computes: batches are moved there
 };
 
+// The loop's own state that a checkpoint carries: the non-finite steps skipped so far and the
+// current run of them (max_nonfinite_steps counts it), so a resumed run ends where an
+// uninterrupted one would.
+struct LoopCounters final : Stateful {
+  int64_t skipped = 0;
+  int64_t consecutive_nonfinite = 0;
+  nlohmann::json state() const override;
+  void restore(const nlohmann::json& state) override;
+};
+
 // total_steps for `micro_batches_per_epoch` (see the accounting above).
 int64_t planned_steps(const LoopOptions& options, int64_t micro_batches_per_epoch);
 
@@ -75,6 +85,7 @@ class TrainLoop {
   EvalMetrics evaluate(int64_t completed_steps);
 
   int64_t total_steps() const { return total_steps_; }
+  LoopCounters& counters() { return counters_; }
 
  private:
   StepDecision agree(int64_t completed_steps);
@@ -90,6 +101,7 @@ class TrainLoop {
   std::vector<TrainingObserver*> observers_;
   int64_t total_steps_ = 0;
   int64_t micro_batches_left_ = 0;  // from the first step of this run
+  LoopCounters counters_;
 };
 
 }  // namespace ptrain

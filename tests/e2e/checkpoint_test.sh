@@ -149,7 +149,7 @@ qsave=(--set save_steps=2 --set val_set_size=0)
 train 2 qlora.yaml sync.log "${qsave[@]}" --set output_dir=out-sync || { tail -5 sync.log; fail "10: sync run"; }
 train 2 qlora.yaml async.log "${qsave[@]}" --set output_dir=out-async --set checkpoint.async=true ||
   { tail -5 async.log; fail "10: async run"; }
-grep -q "checkpoint step 2: staged in .* writing in the background" async.log ||
+grep -q "checkpoint step 2: training stalled .* to stage it; writing in the background" async.log ||
   fail "10: the async run did not write in the background"
 for s in 2 4 6; do
   for f in rank-0.safetensors rank-1.safetensors adapter/adapter_model.safetensors; do
@@ -229,6 +229,44 @@ cmp -s out-flip/final/adapter_model.safetensors out-a/final/adapter_model.safete
 [ -f out-flip/checkpoints/step-6.rejected/rank-1.safetensors ] &&
   cmp -s out-flip/checkpoints/step-6/rank-1.safetensors out-a/checkpoints/step-6/rank-1.safetensors ||
   fail "4: latest: the damaged step-6 was not set aside as step-6.rejected and saved again"
+# Damaged again after that: set aside under another name (step-6.rejected-2), saved once more.
+python3 - <<'PY' || fail "4: could not flip a byte"
+path = "out-flip/checkpoints/step-6/rank-0.safetensors"
+data = bytearray(open(path, "rb").read())
+data[len(data) // 3] ^= 0x01
+open(path, "wb").write(data)
+PY
+train 2 qlora.yaml flip-again.log --set output_dir=out-flip --set resume_from_checkpoint=latest
+rc=$?
+[ $rc -eq 0 ] && [ -d out-flip/checkpoints/step-6.rejected-2 ] &&
+  cmp -s out-flip/checkpoints/step-6/rank-0.safetensors out-a/checkpoints/step-6/rank-0.safetensors ||
+  { tail -3 flip-again.log; fail "4: a second damaged step-6: exit $rc, expected 0 with step-6.rejected-2"; }
+# A directory that was never committed is never loaded, whatever it holds.
+cp -r out-a/checkpoints/step-6 out-flip/checkpoints/step-7.tmp
+sed -i 's/"step": 6/"step": 7/' out-flip/checkpoints/step-7.tmp/manifest.json
+train 2 qlora.yaml tmpdir.log --set output_dir=out-flip \
+  --set resume_from_checkpoint=out-flip/checkpoints/step-7.tmp
+rc=$?
+[ $rc -eq 2 ] && grep -q "not a committed checkpoint" tmpdir.log ||
+  { tail -3 tmpdir.log; fail "4: step-7.tmp was loaded or not refused as uncommitted (exit $rc)"; }
+rm -rf out-flip/checkpoints/step-7.tmp
+# With the frozen base saved too (verified before any frozen shard is copied), a damaged file no
+# rank loads (the adapter) still makes latest fall back rather than fail the job.
+train 2 qlora.yaml frozen.log --set output_dir=out-frozen --set checkpoint.save_frozen=true ||
+  { tail -3 frozen.log; fail "4: save_frozen run"; }
+python3 - <<'PY' || fail "4: could not flip a byte"
+path = "out-frozen/checkpoints/step-6/adapter/adapter_model.safetensors"
+data = bytearray(open(path, "rb").read())
+data[len(data) // 2] ^= 0x01
+open(path, "wb").write(data)
+PY
+train 2 qlora.yaml frozen-latest.log --set output_dir=out-frozen \
+  --set checkpoint.save_frozen=true --set resume_from_checkpoint=latest
+rc=$?
+[ $rc -eq 0 ] && grep -q "warn.*step-6.*adapter_model.safetensors" frozen-latest.log &&
+  grep -q "resumed from out-frozen/checkpoints/step-3 after step 3" frozen-latest.log &&
+  cmp -s out-frozen/final/adapter_model.safetensors out-a/final/adapter_model.safetensors ||
+  { tail -3 frozen-latest.log; fail "4: save_frozen: latest past a damaged adapter (exit $rc)"; }
 cp -r out-a out-trunc
 manifest=out-trunc/checkpoints/step-6/manifest.json
 truncate -s $(($(stat -c %s $manifest) / 2)) $manifest

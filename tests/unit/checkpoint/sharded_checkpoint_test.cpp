@@ -59,7 +59,7 @@ std::string pattern(size_t n, unsigned seed) {
 
 // A committed checkpoint of step `step` with two rank files, written the way ranks and rank 0 do.
 std::string commit_two_ranks(const std::string& root, int64_t step) {
-  create_staging_dir(root, step);
+  fs::create_directories(staging_dir(root, step));
   std::vector<CheckpointFile> files;
   for (int r = 0; r < 2; ++r) {
     AtomicFileWriter w((fs::path(staging_dir(root, step)) / rank_file_name(r)).string());
@@ -173,6 +173,17 @@ TEST(ShardedCheckpoint, ManifestsThatAreNotCheckpointsAreRejected) {
   rejected(edited([](auto& j) { j["files"][0]["name"] = "../../etc/passwd"; }),
            "outside the checkpoint");
   rejected(edited([](auto& j) { j["files"][0].erase("xxh3"); }), "bad file entry");
+  spit(manifest, good);
+  for (const char* suffix : {".tmp", ".removing", ".rejected-2"}) {
+    const std::string other = dir + suffix;
+    fs::copy(dir, other);
+    try {
+      read_manifest(other);
+      ADD_FAILURE() << "accepted " << other;
+    } catch (const CorruptData& e) {
+      EXPECT_THAT(e.what(), HasSubstr("not a committed checkpoint"));
+    }
+  }
   fs::remove(manifest);
   try {
     read_manifest(dir);
@@ -187,7 +198,7 @@ TEST(ShardedCheckpoint, CommittedCheckpointsAreNewestFirstAndOnlyCommittedOnes) 
   const std::string root = (base / "checkpoints").string();
   EXPECT_TRUE(committed_checkpoints(root).empty());  // no root yet
   for (int64_t step : {9, 10, 2}) commit_two_ranks(root, step);
-  create_staging_dir(root, 11);                         // a save in progress
+  fs::create_directories(staging_dir(root, 11));        // a save in progress
   fs::create_directories(fs::path(root) / "step-12");   // no manifest
   fs::create_directories(fs::path(root) / "step-011");  // not a step name
   spit(fs::path(root) / "step-011" / "manifest.json", "{}");
@@ -203,16 +214,23 @@ TEST(ShardedCheckpoint, CommittedCheckpointsAreNewestFirstAndOnlyCommittedOnes) 
 TEST(ShardedCheckpoint, LeftoversGoAndCommittedCheckpointsStay) {
   const std::string root = (fresh_dir() / "checkpoints").string();
   commit_two_ranks(root, 1);
-  create_staging_dir(root, 2);
+  fs::create_directories(staging_dir(root, 2));
   spit(fs::path(staging_dir(root, 2)) / "rank-0.safetensors", "partial");
   fs::create_directories(fs::path(root) / "step-0.removing");
-  fs::create_directories(fs::path(root) / "notes.tmp");  // not ours: kept
+  fs::create_directories(fs::path(root) / "step-0.rejected");  // set aside: kept
+  fs::create_directories(fs::path(root) / "notes.tmp");        // not ours: kept
   const auto removed = remove_leftovers(root);
   EXPECT_EQ(removed.size(), 2u);
   EXPECT_FALSE(fs::exists(staging_dir(root, 2)));
   EXPECT_FALSE(fs::exists(fs::path(root) / "step-0.removing"));
   EXPECT_TRUE(fs::exists(fs::path(root) / "notes.tmp"));
+  EXPECT_TRUE(fs::exists(fs::path(root) / "step-0.rejected"));
   EXPECT_NO_THROW(verify_checkpoint(read_manifest(committed_dir(root, 1))));
+  const std::string aside = set_aside(committed_dir(root, 1));
+  EXPECT_EQ(aside, committed_dir(root, 1) + ".rejected");
+  commit_two_ranks(root, 1);
+  EXPECT_EQ(set_aside(committed_dir(root, 1)), committed_dir(root, 1) + ".rejected-2");
+  EXPECT_TRUE(committed_checkpoints(root).empty());
 }
 
 TEST(ShardedCheckpoint, PruneKeepsTheNewest) {
