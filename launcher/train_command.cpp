@@ -55,22 +55,18 @@ int shard_group_size(const JobConfig& job, int world) {
 // running one and the prefetched one, at the largest layer's size; every layer when layers stay
 // gathered until backward: without recompute, or ZeRO-2) and one micro-batch's activations.
 struct MemoryPlan {
-  int64_t runtime = 0, sharded = 0, optimizer = 0, gathered = 0, activations = 0, staging = 0;
-  int64_t total() const { return runtime + sharded + optimizer + gathered + activations + staging; }
+  int64_t runtime = 0, sharded = 0, optimizer = 0, gathered = 0, activations = 0;
+  int64_t total() const { return runtime + sharded + optimizer + gathered + activations; }
 };
 
 MemoryPlan plan_memory(const JobConfig& job, const LlamaConfig& model, ShardedModel& sharded,
-                       int64_t runtime_bytes, int rank) {
+                       int64_t runtime_bytes) {
   MemoryPlan plan;
   plan.runtime = runtime_bytes;
   plan.sharded = sharded.sharded_bytes();
   for (FlatParameter* flat : sharded.trainable()) plan.optimizer += 2 * flat->master.nbytes();
-  // checkpoint.async copies what a checkpoint holds to host memory while it is written (the
-  // first shard group holds the shards; the other replicas stage only their generators).
-  if (job.checkpoint.async && sharded.groups().shard->rank() == rank)
-    for (FlatParameter* flat : sharded.flat_parameters())
-      plan.staging += flat->trainable ? 3 * flat->master.nbytes()
-                                      : (job.checkpoint.save_frozen ? flat->shard.nbytes() : 0);
+  // checkpoint.async writes host tensors in place; device tensors are staged in host memory,
+  // which this host-memory plan does not cover (it is not checked on a GPU: docs/gpu.md).
   int64_t largest_layer = 0, all_layers = 0;
   for (int u = 1; u < sharded.unit_count(); ++u) {
     largest_layer = std::max(largest_layer, sharded.unit_bytes(u));
@@ -101,10 +97,9 @@ void check_memory(const JobConfig& job, const MemoryPlan& plan, const RankContex
       available_memory_bytes() / std::max(1, ctx.local_world) + current_rss_bytes();
   const std::string text = fmt::format(
       "memory per rank: {} expected (runtime {}, shards {}, optimizer {}, gathered units {}, "
-      "activations {}{}), {} available",
+      "activations {}), {} available",
       gigabytes(plan.total()), gigabytes(plan.runtime), gigabytes(plan.sharded),
       gigabytes(plan.optimizer), gigabytes(plan.gathered), gigabytes(plan.activations),
-      plan.staging > 0 ? fmt::format(", checkpoint.async staging {}", gigabytes(plan.staging)) : "",
       gigabytes(available));
   ctx.log->info("{}", text);
   PTRAIN_CHECK(available <= 0 || plan.total() <= available,
@@ -197,7 +192,7 @@ int run_train(RankSession& session, const ResolvedConfig& config) {
                                        shard_group_size(job, ctx.world), "fsdp.hybrid_shard_size");
   ShardedModel sharded(model, std::move(groups), fsdp,
                        [&](int unit) { load_model_unit(model, load, unit); });
-  const MemoryPlan memory = plan_memory(job, model->config(), sharded, runtime_bytes, ctx.rank);
+  const MemoryPlan memory = plan_memory(job, model->config(), sharded, runtime_bytes);
   // The pre-flight knows host memory; a GPU's is not checked here (docs/gpu.md).
   if (placement.device.is_cpu()) check_memory(job, memory, ctx);
 
@@ -287,6 +282,7 @@ int run_train(RankSession& session, const ResolvedConfig& config) {
     };
   Checkpointer checkpointer(training, *ctx.comm, checkpointing, ctx.log);
   loop.add_observer(checkpointer);
+  step.set_before_update([&checkpointer] { checkpointer.before_update(); });
   const TrainEnd end = loop.run();
 
   // Outputs: the whole adapter (or model), gathered from every rank's shards.

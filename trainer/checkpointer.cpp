@@ -171,7 +171,11 @@ void Checkpointer::save(int64_t step) {
     std::error_code ec;
     fs::create_directories(staging, ec);
     if (ec) throw RuntimeFailure(fmt::format("cannot create '{}': {}", staging, ec.message()));
-    pending->tensors = rank_tensors(options_.async);
+    // Asynchronous from device memory: a host copy first (the optimizer waits for nothing then).
+    bool on_host = true;
+    for (FlatParameter* flat : state_.sharded.flat_parameters())
+      on_host = on_host && flat->shard.device().is_cpu();
+    pending->tensors = rank_tensors(options_.async && !on_host);
   } catch (const std::exception& e) {
     error = e.what();
   }
@@ -189,10 +193,11 @@ void Checkpointer::save(int64_t step) {
 
   // Phase 1: this rank's file, here or on a background thread.
   Pending& p = *pending;
-  auto write = [&p, staging, error, rank = world_.rank()]() {
+  auto write = [&p, staging, error, rank = world_.rank(), hook = options_.before_write]() {
     std::string failure = error;
     if (failure.empty()) {
       try {
+        if (hook) hook();
         std::vector<TensorBytes> bytes;
         for (const auto& [name, t] : p.tensors) bytes.push_back(tensor_bytes(name, t));
         const WrittenFile file =
@@ -212,16 +217,21 @@ void Checkpointer::save(int64_t step) {
     pending->thread = std::thread(write);
     pending->stall_seconds = std::chrono::duration<double>(Clock::now() - start).count();
     pending_ = std::move(pending);
-    log_->info(
-        "checkpoint step {}: training stalled {:.2f} s to stage it; writing in the "
-        "background",
-        step, pending_->stall_seconds);
+    log_->info("checkpoint step {}: writing in the background (training stalled {:.2f} s)", step,
+               pending_->stall_seconds);
     return;
   }
   write();
   commit(*pending);
   last_.stall_seconds = std::chrono::duration<double>(Clock::now() - start).count();
   results_.back().stall_seconds = last_.stall_seconds;
+}
+
+void Checkpointer::before_update() {
+  if (!pending_ || !pending_->thread.joinable()) return;
+  const auto start = Clock::now();
+  pending_->thread.join();
+  pending_->stall_seconds += std::chrono::duration<double>(Clock::now() - start).count();
 }
 
 void Checkpointer::finish_pending() {

@@ -24,10 +24,13 @@
 // the adapter is gathered and rank 0 writes it, every rank's size, checksum or error is
 // all-gathered, and rank 0 commits (or, when any rank failed, removes step-S.tmp and says which
 // rank failed and why). Training goes on after a failed save; the previous checkpoint is intact.
-// With checkpoint.async the state is first copied to host memory (the stall) and written by a
-// background thread; each rank reports at every step boundary whether its write still runs
-// (StepDecision::writing), and the first boundary where no rank is writing commits it. A new
-// save, or the end of training, waits for a pending one first.
+// With checkpoint.async a background thread writes the file while training goes on. On the CPU
+// it writes straight from the live masters and moments, which only the optimizer changes: the
+// next step's forward and backward run beside the write, and the optimizer waits for it
+// (before_update(), TrainStep's hook) only if it is not done by then; no copy is made. Device
+// tensors are first copied to host memory (the stall). Each rank reports at every step boundary
+// whether its write still runs (StepDecision::writing), and the first boundary where no rank is
+// writing commits it. A new save, or the end of training, waits for a pending one first.
 #pragma once
 
 #include <spdlog/logger.h>
@@ -62,6 +65,9 @@ struct CheckpointerOptions {
   // LoRA: writes the adapter of the model (its trainable tensors pointed at their full values)
   // into a directory; called on rank 0 only. Empty for full training.
   std::function<void(const std::string& dir)> write_adapter;
+  // Runs on the thread that writes this rank's file, right before it writes (tests hold an
+  // asynchronous write back with it). Empty: nothing.
+  std::function<void()> before_write;
 };
 
 // The training state a checkpoint saves and restores; borrowed.
@@ -77,9 +83,11 @@ struct TrainingState {
 struct SaveResult {
   int64_t step = 0;
   bool committed = false;
-  std::string dir;           // the committed directory
-  std::string error;         // why not, naming the rank and the file
-  double stall_seconds = 0;  // how long training waited for this save (async: the staging copy)
+  std::string dir;    // the committed directory
+  std::string error;  // why not, naming the rank and the file
+  // How long training waited for this save: the whole save; async: the save() call (staging on
+  // a device) plus the optimizer's wait for the write.
+  double stall_seconds = 0;
 };
 
 class Checkpointer final : public TrainingObserver {
@@ -96,6 +104,9 @@ class Checkpointer final : public TrainingObserver {
   void save(int64_t step);
   // Collective: waits for a pending background save and commits it.
   void finish_pending();
+  // Before the optimizer changes the state: waits for a background write still reading it (the
+  // wait counts in the save's stall). Collective-free.
+  void before_update();
 
   // The last save's outcome (committed, or why not).
   const SaveResult& last_result() const { return last_; }

@@ -76,6 +76,7 @@ StepResult TrainStep::run(const std::vector<PackedBatch>& micro_batches) {
   result.grad_norm = std::sqrt(squared.item<double>());
   result.non_finite = !std::isfinite(result.loss) || !std::isfinite(result.grad_norm);
   if (result.non_finite || tokens == 0) return result;
+  if (before_update_) before_update_();
   clip_gradients(tensors, result.grad_norm, max_grad_norm_);
   optimizer_.step(result.lr);
   sharded_.update_compute_shards();

@@ -16,6 +16,7 @@
 #include <torch/torch.h>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -52,6 +53,9 @@ class TrainStep {
 
   int64_t next_step() const { return next_step_; }
   void set_next_step(int64_t step) { next_step_ = step; }
+  // Called right before the optimizer changes the masters and moments (a background checkpoint
+  // write of them must be done by then: Checkpointer::before_update).
+  void set_before_update(std::function<void()> hook) { before_update_ = std::move(hook); }
 
  private:
   LlamaForCausalLM model_;
@@ -61,6 +65,7 @@ class TrainStep {
   Communicator& world_;
   double max_grad_norm_;
   int64_t next_step_ = 0;
+  std::function<void()> before_update_;
 };
 
 }  // namespace ptrain

@@ -149,7 +149,7 @@ qsave=(--set save_steps=2 --set val_set_size=0)
 train 2 qlora.yaml sync.log "${qsave[@]}" --set output_dir=out-sync || { tail -5 sync.log; fail "10: sync run"; }
 train 2 qlora.yaml async.log "${qsave[@]}" --set output_dir=out-async --set checkpoint.async=true ||
   { tail -5 async.log; fail "10: async run"; }
-grep -q "checkpoint step 2: training stalled .* to stage it; writing in the background" async.log ||
+grep -q "checkpoint step 2: writing in the background (training stalled" async.log ||
   fail "10: the async run did not write in the background"
 for s in 2 4 6; do
   for f in rank-0.safetensors rank-1.safetensors adapter/adapter_model.safetensors; do

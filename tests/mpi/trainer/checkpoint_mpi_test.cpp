@@ -11,7 +11,9 @@
 #include <torch/torch.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <filesystem>
+#include <future>
 #include <fstream>
 #include <map>
 #include <random>
@@ -213,6 +215,56 @@ TEST_P(CheckpointAcrossLayouts, LatestFallsBackPastADamagedFile) {
   for (const auto& [name, value] : whole_state(*restored))
     EXPECT_TRUE(torch::equal(at_step_1.at(name), value)) << name;
   EXPECT_EQ(restored->optimizer->steps(), 1);
+  world.barrier();
+  if (world.rank() == 0) fs::remove_all(fs::path(root).parent_path());
+}
+
+// checkpoint.async on the CPU writes the live masters and moments: the next step's optimizer
+// waits for the write (TrainStep's before_update hook), so the checkpoint holds the state of the
+// step it was taken at, not of the step after, and restores to it exactly.
+TEST_P(CheckpointAcrossLayouts, AsyncSaveHoldsTheStateOfItsStep) {
+  const bool qlora = GetParam();
+  Communicator& world = test::world();
+  const std::string root = shared_root(qlora ? "async-qlora" : "async-full");
+  auto log = std::make_shared<spdlog::logger>("test");
+  auto saved = build(qlora, world.size());
+  CheckpointerOptions options;
+  options.root = root;
+  options.async = true;
+  // The write is held back until the next step's optimizer is about to change the state, so a
+  // write that did not wait would read the changed values. (A bound, never reached when the
+  // optimizer does wait: released at once.)
+  std::promise<void> optimizer_reached;
+  std::shared_future<void> reached = optimizer_reached.get_future().share();
+  options.before_write = [reached] { reached.wait_for(std::chrono::seconds(5)); };
+  std::map<std::string, at::Tensor> at_step_1;
+  {
+    Checkpointer checkpointer(state_of(*saved), world, options, log);
+    bool armed = false, released = false;
+    saved->step->set_before_update([&] {
+      if (armed && !released) {
+        optimizer_reached.set_value();
+        released = true;
+      }
+      checkpointer.before_update();
+    });
+    run_step(*saved);
+    at_step_1 = whole_state(*saved);
+    checkpointer.save(1);
+    armed = true;
+    run_step(*saved);  // its optimizer waits for the write
+    run_step(*saved);
+    checkpointer.finish_pending();
+    ASSERT_TRUE(checkpointer.last_result().committed) << checkpointer.last_result().error;
+    saved->step->set_before_update({});
+  }
+  auto restored = build(qlora, world.size());
+  TrainingState state = state_of(*restored);
+  const std::optional<Resumed> resumed = resume_training("latest", root, state, world, *log);
+  ASSERT_TRUE(resumed.has_value());
+  EXPECT_EQ(resumed->info.step, 1);
+  for (const auto& [name, value] : whole_state(*restored))
+    EXPECT_TRUE(torch::equal(at_step_1.at(name), value)) << name;
   world.barrier();
   if (world.rank() == 0) fs::remove_all(fs::path(root).parent_path());
 }
