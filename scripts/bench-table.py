@@ -68,9 +68,8 @@ def ckpt_table(results):
                      f"XXH3 {r['checksum_gb_per_s']:.1f} GB/s")
             stall = rss = shard = ""
         else:
-            notes = (f"stall {100 * r['stall_vs_sync']:.1f}% of sync" if r.get("async")
-                     else "")
-            stall = f"{r['stall_s']:.2f}"
+            notes = (f"write {r['write_s']:.2f} s after the stall" if r.get("async") else "")
+            stall = f"{r['stall_s']:.3f}" if r.get("async") else f"{r['stall_s']:.2f}"
             rss = f"{r['extra_rss_bytes'] / 1e6:.1f} MB"
             shard = f"{r['largest_shard_bytes'] / 1e6:.0f} MB"
         print(f"{head} {r['seconds']:.2f} | {r['gb_per_s']:.3f} | {r['baseline_gb_per_s']:.3f} | "
