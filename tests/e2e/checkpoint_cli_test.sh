@@ -88,13 +88,7 @@ grep -qF "step 2  $q/step-2" list.out && grep -qF "step 4  $q/step-4" list.out |
 
 # ---- a flipped byte: inspect and export exit 2 naming the file; nothing exported
 mkdir -p bad && cp -r $q/step-2 bad/step-2
-python3 - bad/step-2/rank-1.safetensors <<'PY'
-import sys
-path = sys.argv[1]
-data = bytearray(open(path, "rb").read())
-data[len(data) // 2] ^= 0x01
-open(path, "wb").write(data)
-PY
+flip_byte bad/step-2/rank-1.safetensors
 "$ptrain" inspect bad/step-2 >bad.out 2>bad.err
 [ $? -eq 2 ] || fail "inspect of a damaged checkpoint: expected exit 2"
 grep -q "rank-1.safetensors: checksum" bad.err || fail "inspect names no bad file: $(cat bad.err)"

@@ -204,12 +204,7 @@ crash_case out-crash2 checkpoint.before_publish manifest.json
 
 # ---- 4. a damaged checkpoint is refused, naming the file; latest falls back to an older one
 cp -r out-a out-flip
-python3 - <<'PY' || fail "4: could not flip a byte"
-path = "out-flip/checkpoints/step-6/rank-1.safetensors"
-data = bytearray(open(path, "rb").read())
-data[len(data) // 2] ^= 0xFF
-open(path, "wb").write(data)
-PY
+flip_byte out-flip/checkpoints/step-6/rank-1.safetensors 1 2 0xFF || fail "4: could not flip a byte"
 train 2 qlora.yaml flip-dir.log --set output_dir=out-flip \
   --set resume_from_checkpoint=out-flip/checkpoints/step-6
 rc=$?
@@ -230,12 +225,7 @@ cmp -s out-flip/final/adapter_model.safetensors out-a/final/adapter_model.safete
   cmp -s out-flip/checkpoints/step-6/rank-1.safetensors out-a/checkpoints/step-6/rank-1.safetensors ||
   fail "4: latest: the damaged step-6 was not set aside as step-6.rejected and saved again"
 # Damaged again after that: set aside under another name (step-6.rejected-2), saved once more.
-python3 - <<'PY' || fail "4: could not flip a byte"
-path = "out-flip/checkpoints/step-6/rank-0.safetensors"
-data = bytearray(open(path, "rb").read())
-data[len(data) // 3] ^= 0x01
-open(path, "wb").write(data)
-PY
+flip_byte out-flip/checkpoints/step-6/rank-0.safetensors 1 3 || fail "4: could not flip a byte"
 train 2 qlora.yaml flip-again.log --set output_dir=out-flip --set resume_from_checkpoint=latest
 rc=$?
 [ $rc -eq 0 ] && [ -d out-flip/checkpoints/step-6.rejected-2 ] &&
@@ -254,12 +244,8 @@ rm -rf out-flip/checkpoints/step-7.tmp
 # rank loads (the adapter) still makes latest fall back rather than fail the job.
 train 2 qlora.yaml frozen.log --set output_dir=out-frozen --set checkpoint.save_frozen=true ||
   { tail -3 frozen.log; fail "4: save_frozen run"; }
-python3 - <<'PY' || fail "4: could not flip a byte"
-path = "out-frozen/checkpoints/step-6/adapter/adapter_model.safetensors"
-data = bytearray(open(path, "rb").read())
-data[len(data) // 2] ^= 0x01
-open(path, "wb").write(data)
-PY
+flip_byte out-frozen/checkpoints/step-6/adapter/adapter_model.safetensors ||
+  fail "4: could not flip a byte"
 train 2 qlora.yaml frozen-latest.log --set output_dir=out-frozen \
   --set checkpoint.save_frozen=true --set resume_from_checkpoint=latest
 rc=$?

@@ -14,3 +14,15 @@ finish() {
   echo "0 passed, 1 failed ($failures checks)"
   exit 1
 }
+
+# flip_byte FILE [NUM DEN [MASK]]: XORs MASK (default 1) into the byte at NUM/DEN of FILE (default
+# the middle): a damaged file of unchanged size.
+flip_byte() {
+  python3 -c '
+import sys
+path, num, den, mask = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4], 0)
+data = bytearray(open(path, "rb").read())
+data[len(data) * num // den] ^= mask
+open(path, "wb").write(data)
+' "$1" "${2:-1}" "${3:-2}" "${4:-1}"
+}
