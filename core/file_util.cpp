@@ -104,6 +104,16 @@ void AtomicFileWriter::commit() {
              O_RDONLY | O_DIRECTORY);
 }
 
+void create_directory_durably(const std::string& dir) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (fs::is_directory(dir, ec)) return;
+  fs::create_directories(dir, ec);
+  if (ec) throw RuntimeFailure(fmt::format("cannot create directory '{}': {}", dir, ec.message()));
+  const fs::path parent = fs::path(dir).lexically_normal().parent_path();
+  fsync_path(parent.empty() ? "." : parent.string(), O_RDONLY | O_DIRECTORY);
+}
+
 void write_file_atomic(const std::string& path, const std::string& bytes) {
   AtomicFileWriter writer(path);
   writer.write(bytes.data(), bytes.size());

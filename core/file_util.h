@@ -64,6 +64,10 @@ class MappedFile {
 // RuntimeFailure naming both paths for any other failure.
 bool publish_directory(const std::string& from, const std::string& to);
 
+// Creates directory `dir` (and its parents) when missing and fsyncs the directory holding it, so
+// its entry survives a crash. RuntimeFailure naming the path when it cannot.
+void create_directory_durably(const std::string& dir);
+
 // write_file_atomic(path, bytes): AtomicFileWriter for a small file held in memory.
 void write_file_atomic(const std::string& path, const std::string& bytes);
 

@@ -9,6 +9,7 @@
 #include "checkpoint/safetensors.h"
 #include "core/error.h"
 #include "core/failpoint.h"
+#include "core/file_util.h"
 #include "model/llama_weights.h"
 
 namespace ptrain {
@@ -318,10 +319,13 @@ void Checkpointer::on_start(const TrainStart& start) {
     save_every_ = options_.save_steps;
   else if (options_.saves_per_epoch > 0)
     save_every_ = std::max<int64_t>(1, start.steps_per_epoch / options_.saves_per_epoch);
-  // What crashed saves left behind is never loaded: remove it before this run saves.
-  if (world_.rank() == 0)
+  // What crashed saves left behind is never loaded: remove it before this run saves. The root's
+  // own entry is made durable once, before any checkpoint is published in it.
+  if (world_.rank() == 0) {
     for (const std::string& removed : remove_leftovers(options_.root))
       log_->warn("removed {}, left by a save that did not finish", removed);
+    create_directory_durably(options_.root);
+  }
   world_.barrier();
 }
 
