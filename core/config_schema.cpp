@@ -259,8 +259,9 @@ ConfigSchema::ConfigSchema() {
               "Keep the newest N committed checkpoints (older ones are removed only after a newer "
               "one is committed); 0: keep all."),
       boolean("checkpoint.async", member_of(&J::checkpoint, &CheckpointConfig::async),
-              "Copy the state to host memory and write it on a background thread while training "
-              "continues; the commit follows when every rank has written."),
+              "Write checkpoints on a background thread while training continues (on the CPU "
+              "without a copy: the next optimizer update waits for the write if it is still "
+              "running); the commit follows when every rank has written."),
       one_of("logging.level", member_of(&J::logging, &LoggingConfig::level),
              {"trace", "debug", "info", "warn", "error"}, "Log level on every rank."),
       one_of(
