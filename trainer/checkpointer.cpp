@@ -77,6 +77,7 @@ struct Checkpointer::Pending {
   std::atomic<bool> done{false};
   double stall_seconds = 0;
   Clock::time_point started = Clock::now();
+  bool live = false;  // the write reads the live state (not a staged copy): the optimizer waits
 };
 
 Checkpointer::Checkpointer(TrainingState state, Communicator& world, CheckpointerOptions options,
@@ -177,6 +178,7 @@ void Checkpointer::save(int64_t step) {
     for (FlatParameter* flat : state_.sharded.flat_parameters())
       on_host = on_host && flat->shard.device().is_cpu();
     pending->tensors = rank_tensors(options_.async && !on_host);
+    pending->live = options_.async && on_host;
   } catch (const std::exception& e) {
     error = e.what();
   }
@@ -229,7 +231,7 @@ void Checkpointer::save(int64_t step) {
 }
 
 void Checkpointer::before_update() {
-  if (!pending_ || !pending_->thread.joinable()) return;
+  if (!pending_ || !pending_->live || !pending_->thread.joinable()) return;
   const auto start = Clock::now();
   pending_->thread.join();
   pending_->stall_seconds += std::chrono::duration<double>(Clock::now() - start).count();
