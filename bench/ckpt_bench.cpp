@@ -248,10 +248,9 @@ void zero_state(BenchState& s) {
 // ---------------------------------------------------------------- the suite
 
 struct SaveFigures {
-  double seconds = 0;           // the slowest rank's save() call
-  double commit_s = 0;          // async: save() to committed (finish_pending() returned)
-  double reported_stall_s = 0;  // Checkpointer's last_result().stall_seconds
-  int64_t extra_rss = 0;        // the largest rank's VmHWM during the save over its RSS before
+  double seconds = 0;     // the slowest rank's save() call
+  double commit_s = 0;    // async: save() to committed (finish_pending() returned)
+  int64_t extra_rss = 0;  // the largest rank's VmHWM during the save over its RSS before
   std::string dir;
 };
 
@@ -270,7 +269,6 @@ SaveFigures timed_save(Checkpointer& checkpointer, Communicator& world, int64_t 
       world, static_cast<double>(std::max<int64_t>(0, peak_rss_bytes() - before)), ReduceOp::kMax));
   f.seconds = all_reduce(world, call, ReduceOp::kMax);
   f.commit_s = all_reduce(world, committed, ReduceOp::kMax);
-  f.reported_stall_s = checkpointer.last_result().stall_seconds;
   PTRAIN_CHECK(checkpointer.last_result().committed, "ckpt bench: the save failed: {}",
                checkpointer.last_result().error);
   f.dir = checkpointer.last_result().dir;

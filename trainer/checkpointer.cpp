@@ -58,6 +58,34 @@ TensorBytes tensor_bytes(const std::string& name, const at::Tensor& t) {
   return b;
 }
 
+// What a checkpoint holds of each flat parameter, in flat_parameters() order: the fp32 master and
+// both AdamW moments of a trainable one, the shard of a frozen one (saved with save_frozen). Each
+// is the tensor "<flat name>/<part>" in a shard file.
+struct FlatParts {
+  FlatParameter* flat = nullptr;
+  std::vector<std::pair<const char*, at::Tensor>> parts;
+};
+
+std::vector<FlatParts> checkpoint_parts(TrainingState& state) {
+  const std::vector<FlatParameter*> trainable = state.sharded.trainable();
+  std::vector<FlatParts> out;
+  size_t next = 0;
+  for (FlatParameter* flat : state.sharded.flat_parameters()) {
+    if (!flat->trainable) {
+      out.push_back({flat, {{"shard", flat->shard}}});
+      continue;
+    }
+    PTRAIN_ASSERT(next < trainable.size() && trainable[next] == flat,
+                  "trainable flat parameters out of the optimizer's order");
+    out.push_back({flat,
+                   {{"master", flat->master},
+                    {"exp_avg", state.optimizer.exp_avg()[next]},
+                    {"exp_avg_sq", state.optimizer.exp_avg_sq()[next]}}});
+    ++next;
+  }
+  return out;
+}
+
 }  // namespace
 
 // What a rank reports after writing its file: all-gathered before the commit.
@@ -99,22 +127,11 @@ std::vector<std::pair<std::string, at::Tensor>> Checkpointer::rank_tensors(bool 
                                             : t);
   };
   // The first shard group holds one copy of every shard (replica 0 under HSDP).
-  if (world_.rank() < state_.sharded.groups().shard_size()) {
-    const std::vector<FlatParameter*> trainable = state_.sharded.trainable();
-    size_t next = 0;
-    for (FlatParameter* flat : state_.sharded.flat_parameters()) {
-      const std::string& name = flat->layout.name();
-      if (flat->trainable) {
-        PTRAIN_ASSERT(trainable[next] == flat, "trainable flat parameters out of order");
-        add(flat_tensor(name, "master"), flat->master);
-        add(flat_tensor(name, "exp_avg"), state_.optimizer.exp_avg()[next]);
-        add(flat_tensor(name, "exp_avg_sq"), state_.optimizer.exp_avg_sq()[next]);
-        ++next;
-      } else if (options_.save_frozen) {
-        add(flat_tensor(name, "shard"), flat->shard);
-      }
-    }
-  }
+  if (world_.rank() < state_.sharded.groups().shard_size())
+    for (const FlatParts& f : checkpoint_parts(state_))
+      if (f.flat->trainable || options_.save_frozen)
+        for (const auto& [what, tensor] : f.parts)
+          add(flat_tensor(f.flat->layout.name(), what), tensor);
   out.emplace_back("rng/model", state_.generator.get_state().clone());
   return out;
 }
@@ -129,13 +146,12 @@ nlohmann::json Checkpointer::manifest_body(int64_t step) {
   for (int s = 0; s < groups.shard_size(); ++s) shard_files.push_back(rank_file_name(s));
   body["shard_files"] = shard_files;
   nlohmann::json flats = nlohmann::json::array();
-  for (FlatParameter* flat : state_.sharded.flat_parameters()) {
-    nlohmann::json f = flat->layout.to_json();
-    f["trainable"] = flat->trainable;
-    if (flat->trainable)
-      f["saved"] = {"master", "exp_avg", "exp_avg_sq"};
-    else
-      f["saved"] = options_.save_frozen ? nlohmann::json{"shard"} : nlohmann::json::array();
+  for (const FlatParts& parts : checkpoint_parts(state_)) {
+    nlohmann::json f = parts.flat->layout.to_json();
+    f["trainable"] = parts.flat->trainable;
+    f["saved"] = nlohmann::json::array();
+    if (parts.flat->trainable || options_.save_frozen)
+      for (const auto& part : parts.parts) f["saved"].push_back(part.first);
     flats.push_back(std::move(f));
   }
   body["flat_parameters"] = std::move(flats);
@@ -227,7 +243,6 @@ void Checkpointer::save(int64_t step) {
   write();
   commit(*pending);
   last_.stall_seconds = std::chrono::duration<double>(Clock::now() - start).count();
-  results_.back().stall_seconds = last_.stall_seconds;
 }
 
 void Checkpointer::before_update() {
@@ -243,7 +258,6 @@ void Checkpointer::finish_pending() {
   std::unique_ptr<Pending> pending = std::move(pending_);
   commit(*pending);
   last_.stall_seconds = pending->stall_seconds;
-  results_.back().stall_seconds = pending->stall_seconds;
 }
 
 void Checkpointer::commit(Pending& pending) {
@@ -312,7 +326,6 @@ void Checkpointer::commit(Pending& pending) {
         pending.step, result.error);
   }
   last_ = result;
-  results_.push_back(result);
 }
 
 void Checkpointer::on_start(const TrainStart& start) {
@@ -440,29 +453,24 @@ LoadPlan plan_load(const CheckpointManifest& manifest, const SavedState& saved,
   const std::string label = fmt::format("checkpoint '{}'", manifest.dir);
   ShardedModel& sharded = state.sharded;
   const int shard_rank = sharded.groups().shard->rank();
-  size_t next = 0;
   std::vector<std::string> trained;
   LoadPlan plan;
-  for (FlatParameter* flat : sharded.flat_parameters()) {
+  for (const FlatParts& parts : checkpoint_parts(state)) {
+    FlatParameter* flat = parts.flat;
     const std::string& name = flat->layout.name();
     auto it = saved.flats.find(name);
-    std::vector<std::pair<const char*, at::Tensor>> targets;
     if (flat->trainable) {
       PTRAIN_CHECK(it != saved.flats.end(),
                    "{} holds no '{}': this run trains tensors the checkpoint did not (another "
                    "adapter, targets or model)",
                    label, name);
-      targets = {{"master", flat->master},
-                 {"exp_avg", state.optimizer.exp_avg()[next]},
-                 {"exp_avg_sq", state.optimizer.exp_avg_sq()[next]}};
-      ++next;
       trained.push_back(name);
     } else if (it != saved.flats.end() && it->second.frozen_saved) {
-      targets = {{"shard", flat->shard}};
       plan.frozen = true;
     } else {
       continue;
     }
+    const std::vector<std::pair<const char*, at::Tensor>>& targets = parts.parts;
     const FlatLayout& old = it->second.layout;
     if (!old.same_tensors(flat->layout)) {
       std::string difference = "the dtype";

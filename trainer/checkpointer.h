@@ -110,8 +110,6 @@ class Checkpointer final : public TrainingObserver {
 
   // The last save's outcome (committed, or why not).
   const SaveResult& last_result() const { return last_; }
-  // Every save's outcome so far, oldest first.
-  const std::vector<SaveResult>& results() const { return results_; }
 
   // TrainingObserver
   void on_start(const TrainStart& start) override;
@@ -136,7 +134,6 @@ class Checkpointer final : public TrainingObserver {
   int64_t total_steps_ = 0;
   std::unique_ptr<Pending> pending_;
   SaveResult last_;
-  std::vector<SaveResult> results_;
 };
 
 // ---------------------------------------------------------------- resuming
