@@ -39,13 +39,6 @@ PackedBatch on_device(PackedBatch b, const at::Device& device) {
 
 }  // namespace
 
-int64_t planned_steps(const LoopOptions& options, int64_t micro_batches_per_epoch) {
-  if (options.max_steps > 0) return options.max_steps;
-  const int64_t micro_batches = options.num_epochs * micro_batches_per_epoch;
-  return (micro_batches + options.gradient_accumulation_steps - 1) /
-         options.gradient_accumulation_steps;
-}
-
 nlohmann::json LoopCounters::state() const {
   return {{"skipped_steps", skipped}, {"consecutive_nonfinite_steps", consecutive_nonfinite}};
 }

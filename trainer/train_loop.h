@@ -54,17 +54,14 @@ struct LoopCounters final : Stateful {
   void restore(const nlohmann::json& state) override;
 };
 
-// total_steps for `micro_batches_per_epoch` (see the accounting above).
-int64_t planned_steps(const LoopOptions& options, int64_t micro_batches_per_epoch);
-
 // Micro-batches the run has left when step `first_step` comes next and `batches` is where it
 // is (restored from a checkpoint, perhaps written at another world size): max_steps' worth, or
 // the rest of the current epoch (as this world deals it) and the epochs after it.
 int64_t micro_batches_left(const LoopOptions& options, const TrainBatches& batches,
                            int64_t first_step);
-// The run's total_steps from there: first_step + ceil(micro_batches_left / accumulation), or
-// max_steps. At the world size that wrote the checkpoint, the same total as a run that never
-// stopped.
+// The run's total_steps from there (see the accounting above): first_step + ceil(micro_batches_left
+// / accumulation), or max_steps. At the world size that wrote the checkpoint, the same total as a
+// run that never stopped.
 int64_t planned_steps(const LoopOptions& options, const TrainBatches& batches, int64_t first_step);
 
 // A RowBatch (data/) as the model's PackedBatch.
