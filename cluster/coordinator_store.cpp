@@ -232,10 +232,11 @@ struct CoordinatorStore::Statements {
                       "learning_rate, tokens_per_second, mfu) VALUES (?1, (SELECT "
                       "coalesce(max(ordinal), -1) + 1 FROM metrics), ?2, ?3, ?4, ?5, ?6, ?7) "
                       "ON CONFLICT (step) DO UPDATE SET unix_s = excluded.unix_s, "
-                      "loss = excluded.loss, "
+                      "loss = coalesce(excluded.loss, metrics.loss), "
                       "eval_loss = coalesce(excluded.eval_loss, metrics.eval_loss), "
-                      "learning_rate = excluded.learning_rate, "
-                      "tokens_per_second = excluded.tokens_per_second, mfu = excluded.mfu"),
+                      "learning_rate = coalesce(excluded.learning_rate, metrics.learning_rate), "
+                      "tokens_per_second = coalesce(excluded.tokens_per_second, "
+                      "metrics.tokens_per_second), mfu = coalesce(excluded.mfu, metrics.mfu)"),
         metric_stride(db, path, "SELECT metric_stride FROM job WHERE id = 1"),
         set_metric_stride(db, path, "UPDATE job SET metric_stride = ? WHERE id = 1"),
         drop_off_stride_metrics(db, path,

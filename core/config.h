@@ -47,6 +47,24 @@ struct CheckpointConfig {
   bool async = false;        // write in the background while training continues
 };
 
+// The job's coordinator (docs/coordinator.md): with no address, rank 0 runs it in-process.
+struct CoordinatorConfig {
+  std::string address;                 // host:port of a running coordinator; "": rank 0 runs one
+  std::string listen = "127.0.0.1:0";  // where the embedded coordinator listens (port 0: any)
+  std::string job_id;                  // the job's name on the coordinator; "": output_dir's name
+  std::string auth_token;              // the bearer token every RPC must carry; "": none
+  std::string auth_token_file;         // or a file holding it (first line)
+  std::string tls_cert, tls_key;       // the embedded coordinator's certificate chain and key (PEM)
+  std::string tls_client_ca;           // embedded coordinator: require client certificates from it
+  std::string tls_ca;                  // ranks: trust this CA for the coordinator (enables TLS)
+  std::string tls_client_cert, tls_client_key;  // ranks: present this certificate (mTLS)
+  std::string metrics_listen;       // embedded coordinator: Prometheus /metrics; "": off
+  double heartbeat_interval = 1.0;  // seconds between a rank's heartbeats
+  double heartbeat_timeout = 30.0;  // seconds of silence before a rank is shown lost
+  double rpc_timeout = 5.0;         // the deadline of every call
+  double commit_timeout = 30.0;     // how long a commit waits for the coordinator to record it
+};
+
 struct LoggingConfig {
   std::string level = "info";     // trace | debug | info | warn | error
   std::string console = "rank0";  // rank0 | all | none
@@ -111,6 +129,7 @@ struct JobConfig {
   FsdpConfig fsdp;
   CommConfig comm;
   CheckpointConfig checkpoint;
+  CoordinatorConfig coordinator;
   LoggingConfig logging;
 };
 

@@ -120,7 +120,7 @@ std::string range_text(double min, double max, std::vector<std::string> const& c
 
 ConfigSchema::ConfigSchema() {
   using J = JobConfig;
-  sections_ = {"fsdp", "comm", "checkpoint", "logging"};
+  sections_ = {"fsdp", "comm", "checkpoint", "coordinator", "logging"};
   keys_ = {
       // ---------------------------------------------------------------- model and adapter
       text("base_model", member_of(&J::base_model),
@@ -262,6 +262,51 @@ ConfigSchema::ConfigSchema() {
               "Write checkpoints on a background thread while training continues (on the CPU "
               "without a copy: the next optimizer update waits for the write if it is still "
               "running); the commit follows when every rank has written."),
+      text("coordinator.address", member_of(&J::coordinator, &CoordinatorConfig::address),
+           "host:port of a running coordinator (ptrain-coordinator, ptrain-launch); empty: rank 0 "
+           "runs one in-process and writes its address to output_dir/coordinator.addr."),
+      text("coordinator.listen", member_of(&J::coordinator, &CoordinatorConfig::listen),
+           "Where the in-process coordinator listens (port 0: a free one); 0.0.0.0:PORT lets "
+           "ranks on other hosts reach it."),
+      text("coordinator.job_id", member_of(&J::coordinator, &CoordinatorConfig::job_id),
+           "The job's name on the coordinator; empty: the name of output_dir."),
+      text("coordinator.auth_token", member_of(&J::coordinator, &CoordinatorConfig::auth_token),
+           "A bearer token every coordinator RPC must carry (the in-process coordinator requires "
+           "it); empty: none. Prefer auth_token_file: a config is copied into the outputs."),
+      text("coordinator.auth_token_file",
+           member_of(&J::coordinator, &CoordinatorConfig::auth_token_file),
+           "A file whose first line is the bearer token."),
+      text("coordinator.tls_cert", member_of(&J::coordinator, &CoordinatorConfig::tls_cert),
+           "The in-process coordinator's certificate chain (PEM): it then serves TLS only."),
+      text("coordinator.tls_key", member_of(&J::coordinator, &CoordinatorConfig::tls_key),
+           "The private key (PEM) of tls_cert."),
+      text("coordinator.tls_client_ca",
+           member_of(&J::coordinator, &CoordinatorConfig::tls_client_ca),
+           "The in-process coordinator requires client certificates signed by this CA (mTLS)."),
+      text("coordinator.tls_ca", member_of(&J::coordinator, &CoordinatorConfig::tls_ca),
+           "Ranks trust this CA (PEM) for the coordinator's certificate; set: ranks use TLS."),
+      text("coordinator.tls_client_cert",
+           member_of(&J::coordinator, &CoordinatorConfig::tls_client_cert),
+           "The certificate (PEM) ranks present to a coordinator that requires one."),
+      text("coordinator.tls_client_key",
+           member_of(&J::coordinator, &CoordinatorConfig::tls_client_key),
+           "The private key (PEM) of tls_client_cert."),
+      text("coordinator.metrics_listen",
+           member_of(&J::coordinator, &CoordinatorConfig::metrics_listen),
+           "host:port where the in-process coordinator serves Prometheus text at /metrics; "
+           "empty: off."),
+      number("coordinator.heartbeat_interval",
+             member_of(&J::coordinator, &CoordinatorConfig::heartbeat_interval), 0.05, 3600,
+             "Seconds between a rank's heartbeats."),
+      number("coordinator.heartbeat_timeout",
+             member_of(&J::coordinator, &CoordinatorConfig::heartbeat_timeout), 0.1, 86400,
+             "Seconds without a heartbeat after which the coordinator shows a rank as lost."),
+      number("coordinator.rpc_timeout", member_of(&J::coordinator, &CoordinatorConfig::rpc_timeout),
+             0.01, 3600, "The deadline of every call to the coordinator, in seconds."),
+      number("coordinator.commit_timeout",
+             member_of(&J::coordinator, &CoordinatorConfig::commit_timeout), 0, 3600,
+             "Seconds a checkpoint commit waits for the coordinator to record it; then the "
+             "commit stands on its manifest alone and is reported when the coordinator is back."),
       one_of("logging.level", member_of(&J::logging, &LoggingConfig::level),
              {"trace", "debug", "info", "warn", "error"}, "Log level on every rank."),
       one_of(

@@ -9,6 +9,7 @@
 #include "checkpoint/sharded_checkpoint.h"
 #include "core/error.h"
 #include "core/file_util.h"
+#include "launcher/coordinator_link.h"
 #include "launcher/data_preparation.h"
 #include "launcher/job_options.h"
 #include "launcher/model_loader.h"
@@ -141,10 +142,9 @@ void set_aside_rejected(const std::string& root, int64_t step, const RankContext
   ctx.comm->barrier();
 }
 
-int run_train(RankSession& session, const ResolvedConfig& config) {
+int train(RankSession& session, const ResolvedConfig& config, CoordinatorLink& coordinator) {
   RankContext& ctx = session.context();
   const JobConfig& job = config.job;
-  check_training_config(config);
   const Placement placement = training_placement(config, ctx);
   const std::string checkpoint_root = (fs::path(job.output_dir) / "checkpoints").string();
   if (job.resume_from_checkpoint.empty()) {
@@ -280,8 +280,15 @@ int run_train(RankSession& session, const ResolvedConfig& config) {
     checkpointing.write_adapter = [&](const std::string& dir) {
       save_peft_adapter(model, *adapter, job.base_model, dir);
     };
+  checkpointing.on_rank_written = [&](int64_t step, uint64_t bytes, const std::string& xxh3,
+                                      const std::string& error) {
+    coordinator.on_rank_written(step, bytes, xxh3, error);
+  };
+  checkpointing.on_saved = [&](const SaveResult& result) { coordinator.on_saved(result); };
   Checkpointer checkpointer(training, *ctx.comm, checkpointing, ctx.log);
   loop.add_observer(checkpointer);
+  coordinator.start_attempt(first_step, loop.total_steps());
+  loop.add_observer(coordinator);
   step.set_before_update([&checkpointer] { checkpointer.before_update(); });
   const TrainEnd end = loop.run();
 
@@ -313,7 +320,19 @@ int run_train(RankSession& session, const ResolvedConfig& config) {
   if (end.steps > first_step && saved.step == end.steps && !saved.committed)
     throw RuntimeFailure(fmt::format("the checkpoint after the last step ({}) was not saved: {}",
                                      end.steps, saved.error));
+  coordinator.end_attempt(end.reason, "", end.steps);
   return 0;
+}
+
+int run_train(RankSession& session, const ResolvedConfig& config) {
+  check_training_config(config);
+  CoordinatorLink coordinator(config, session.context());
+  try {
+    return train(session, config, coordinator);
+  } catch (const std::exception& e) {
+    coordinator.end_attempt("failed", e.what(), 0);
+    throw;
+  }
 }
 
 }  // namespace

@@ -52,4 +52,12 @@ void check_reduce_scatter_shapes(const Communicator& comm, const CommBuffer& out
   check_reduction("reduce_scatter", in, op);
 }
 
+std::string broadcast_string(Communicator& comm, const std::string& text, int root) {
+  int64_t size = comm.rank() == root ? static_cast<int64_t>(text.size()) : 0;
+  comm.broadcast(comm_buffer(&size, 1), root);
+  std::string out = comm.rank() == root ? text : std::string(static_cast<size_t>(size), '\0');
+  if (size > 0) comm.broadcast(comm_buffer(reinterpret_cast<uint8_t*>(out.data()), size), root);
+  return out;
+}
+
 }  // namespace ptrain

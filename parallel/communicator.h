@@ -146,6 +146,9 @@ class Communicator {
   virtual void barrier() { barrier_async()->synchronize(); }
 };
 
+// Collective: `text` of rank `root`, whole, on every rank (its length, then its bytes).
+std::string broadcast_string(Communicator& comm, const std::string& text, int root);
+
 // Checks the shape rules of the contract for one call; UserError naming the collective otherwise.
 void check_all_gather_shapes(const Communicator& comm, const CommBuffer& out, const CommBuffer& in);
 void check_reduce_scatter_shapes(const Communicator& comm, const CommBuffer& out,

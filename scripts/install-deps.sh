@@ -11,7 +11,8 @@ packages=(
   libspdlog-dev libfmt-dev libgtest-dev libgmock-dev
   libyaml-cpp-dev nlohmann-json3-dev libcli11-dev
   libsqlite3-dev libxxhash-dev libgoogle-perftools-dev
-  libpcre2-dev libutf8proc-dev
+  libpcre2-dev libutf8proc-dev libcpp-httplib-dev
+  python3-grpcio python3-protobuf
   sentencepiece
 )
 # sentencepiece: only its spm_train/spm_encode/spm_decode tools, the reference of the

@@ -31,16 +31,6 @@ void put_text(char* out, size_t size, const std::string& text) {
   out[n] = '\0';
 }
 
-// Broadcasts `text` from `root` (at most kMessageBytes - 1 bytes arrive).
-std::string broadcast_text(Communicator& world, const std::string& text, int root) {
-  std::vector<char> buffer(kMessageBytes, '\0');
-  if (world.rank() == root) put_text(buffer.data(), buffer.size(), text);
-  world.broadcast(
-      comm_buffer(reinterpret_cast<uint8_t*>(buffer.data()), static_cast<int64_t>(buffer.size())),
-      root);
-  return std::string(buffer.data());
-}
-
 TensorBytes tensor_bytes(const std::string& name, const at::Tensor& t) {
   TensorBytes b;
   b.name = name;
@@ -263,6 +253,9 @@ void Checkpointer::finish_pending() {
 void Checkpointer::commit(Pending& pending) {
   // A rank that dies here has written its file but not reported it: nothing may be committed.
   failpoint("checkpoint.before_report", world_.rank());
+  if (options_.on_rank_written)
+    options_.on_rank_written(pending.step, pending.report.bytes, pending.report.xxh3,
+                             pending.report.error);
   const int world = world_.size();
   std::vector<RankReport> reports(static_cast<size_t>(world));
   world_.all_gather(comm_buffer(reinterpret_cast<uint8_t*>(reports.data()),
@@ -299,12 +292,14 @@ void Checkpointer::commit(Pending& pending) {
     }
   }
   world_.broadcast(comm_buffer(&committed, 1), 0);
-  message = broadcast_text(world_, message, 0);
+  message = broadcast_string(world_, message, 0);
   result.committed = committed != 0;
   if (result.committed) {
     result.dir = message;
     uint64_t bytes = 0;
     for (const RankReport& report : reports) bytes += report.bytes;
+    result.bytes = bytes;
+    result.files = world + static_cast<int>(pending.extra_files.size());
     const double seconds = std::chrono::duration<double>(Clock::now() - pending.started).count();
     log_->info(
         "checkpoint step {} committed: {} ({:.2f} GB in {} rank files, {:.1f} s after the "
@@ -326,6 +321,7 @@ void Checkpointer::commit(Pending& pending) {
         pending.step, result.error);
   }
   last_ = result;
+  if (options_.on_saved) options_.on_saved(result);
 }
 
 void Checkpointer::on_start(const TrainStart& start) {
@@ -606,7 +602,7 @@ std::optional<Resumed> resume_training(
         if (vote == 0) return std::string();
         const int finder = static_cast<int>(size - 1 - vote % size);
         return fmt::format("checkpoint '{}' is not valid: {}", dir,
-                           broadcast_text(world, detail, finder));
+                           broadcast_string(world, detail, finder));
       };
       // Before anything is copied: the files no rank loads (file i by rank i % world), and,
       // when frozen shards are among the targets (an older checkpoint without them could not

@@ -54,6 +54,19 @@
 
 namespace ptrain {
 
+// A save's outcome, the same on every rank.
+struct SaveResult {
+  int64_t step = 0;
+  bool committed = false;
+  std::string dir;     // the committed directory
+  std::string error;   // why not, naming the rank and the file
+  uint64_t bytes = 0;  // committed: the rank files' bytes
+  int files = 0;       // committed, on rank 0: the files in the manifest
+  // How long training waited for this save: the whole save; async: the save() call (staging on
+  // a device) plus the optimizer's wait for the write.
+  double stall_seconds = 0;
+};
+
 struct CheckpointerOptions {
   std::string root;             // <output_dir>/checkpoints
   int64_t save_steps = 0;       // save every N steps; 0: see saves_per_epoch
@@ -65,6 +78,13 @@ struct CheckpointerOptions {
   // LoRA: writes the adapter of the model (its trainable tensors pointed at their full values)
   // into a directory; called on rank 0 only. Empty for full training.
   std::function<void(const std::string& dir)> write_adapter;
+  // Told of each save as it goes (the launcher reports to the coordinator): on every rank once its
+  // file is written (error empty) or failed, before the ranks compare notes; then on every rank
+  // with the save's outcome, right after the commit (or the failure). Empty: nothing.
+  std::function<void(int64_t step, uint64_t bytes, const std::string& xxh3,
+                     const std::string& error)>
+      on_rank_written;
+  std::function<void(const SaveResult&)> on_saved;
   // Runs on the thread that writes this rank's file, right before it writes (tests hold an
   // asynchronous write back with it). Empty: nothing.
   std::function<void()> before_write;
@@ -77,17 +97,6 @@ struct TrainingState {
   Stateful& sampler;         // the data position (TrainBatches)
   at::Generator generator;   // the model's (dropout)
   Stateful* loop = nullptr;  // the loop's counters (TrainLoop::counters), when there is a loop
-};
-
-// A save's outcome, the same on every rank.
-struct SaveResult {
-  int64_t step = 0;
-  bool committed = false;
-  std::string dir;    // the committed directory
-  std::string error;  // why not, naming the rank and the file
-  // How long training waited for this save: the whole save; async: the save() call (staging on
-  // a device) plus the optimizer's wait for the write.
-  double stall_seconds = 0;
 };
 
 class Checkpointer final : public TrainingObserver {

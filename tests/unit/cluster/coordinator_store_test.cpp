@@ -459,14 +459,16 @@ TEST(CoordinatorStore, MetricPointOfTheSameStepReplacesTheStoredOne) {
     store.append_metric(metric(5, 2.0));
     store.append_metric(metric(7, 1.8));
     store.append_metric(metric(6, 1.9));
-    store.append_metric(metric(5, 1.95, 2.2));  // the evaluation at step 5
-    v1::MetricPoint no_loss = metric(5, kNaN);  // a non-finite step: NaN stays NaN
-    no_loss.set_learning_rate(1e-4);
-    store.append_metric(no_loss);
+    store.append_metric(metric(5, 1.95, 2.2));    // step 5 again, with an evaluation
+    v1::MetricPoint eval_only = metric(5, kNaN);  // NaN fields keep the stored values
+    eval_only.set_learning_rate(1e-4);
+    store.append_metric(eval_only);
+    store.append_metric(metric(8, kNaN));  // a non-finite step: its NaN is stored as NaN
   }
   const std::vector<v1::MetricPoint> points = CoordinatorStore(path).metrics(0);
-  EXPECT_THAT(steps_of(points), ElementsAre(5, 6, 7));
-  EXPECT_TRUE(std::isnan(points[0].loss()));
+  EXPECT_THAT(steps_of(points), ElementsAre(5, 6, 7, 8));
+  EXPECT_EQ(points[0].loss(), 1.95);
+  EXPECT_TRUE(std::isnan(points[3].loss()));
   EXPECT_EQ(points[0].eval_loss(), 2.2);
   EXPECT_EQ(points[0].learning_rate(), 1e-4);
   EXPECT_EQ(points[1].loss(), 1.9);

@@ -1,0 +1,528 @@
+#include "cluster/job_state.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <limits>
+
+namespace ptrain {
+namespace {
+
+constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+constexpr int kMaxWorld = 1 << 20;
+
+grpc::Status invalid(const std::string& message) {
+  return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, message);
+}
+
+bool ended(const v1::Attempt& attempt) {
+  return attempt.ended_unix_s() > 0;
+}
+
+// An attempt that ends this way is the job's end; any other end reason is a failure.
+bool ends_well(const std::string& reason) {
+  return reason == "finished" || reason == "stopped";
+}
+
+}  // namespace
+
+JobState::JobState(CoordinatorStore& store, JobStateOptions options)
+    : store_(store), options_(std::move(options)), eval_loss_(kNaN) {
+  const CoordinatorStore::Snapshot snapshot = store_.load();
+  job_id_ = snapshot.job_id;
+  config_hash_ = snapshot.config_hash;
+  progress_ = snapshot.progress;
+  eval_loss_ = snapshot.eval_loss;
+  attempts_ = snapshot.attempts;
+  commands_ = snapshot.commands;
+  next_command_id_ = snapshot.next_command_id;
+  if (!snapshot.checkpoints.empty()) last_checkpoint_ = snapshot.checkpoints.front();
+  if (!attempts_.empty()) {
+    // The ranks of the attempt that was running: each counts as just seen, since a coordinator
+    // that was down cannot tell a silent rank from its own absence.
+    ranks_.resize(static_cast<size_t>(attempts_.back().world()));
+    const double t = now();
+    for (size_t r = 0; r < ranks_.size(); ++r) {
+      ranks_[r].health.set_rank(static_cast<int>(r));
+      ranks_[r].last_seen = t;
+    }
+    for (const v1::RankHealth& health : snapshot.ranks) {
+      if (health.rank() < 0 || health.rank() >= static_cast<int>(ranks_.size())) continue;
+      ranks_[static_cast<size_t>(health.rank())].health = health;
+      if (!health.host().empty()) ++registered_;
+    }
+  }
+  updated_ = now();
+}
+
+double JobState::now() const {
+  if (options_.clock) return options_.clock();
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+void JobState::changed() {
+  ++version_;
+  updated_ = now();
+  cv_.notify_all();
+}
+
+void JobState::add_event(const std::string& severity, const std::string& kind, int rank,
+                         const std::string& message) {
+  v1::Event event;
+  event.set_unix_s(now());
+  event.set_severity(severity);
+  event.set_kind(kind);
+  event.set_attempt(attempts_.empty() ? 0 : attempts_.back().number());
+  event.set_rank(rank);
+  event.set_message(message);
+  store_.append_event(event);
+}
+
+v1::Attempt& JobState::current() {
+  return attempts_.back();
+}
+
+grpc::Status JobState::check_job(const std::string& job_id) const {
+  if (job_id.empty()) return invalid("job_id is empty");
+  if (!job_id_.empty() && job_id != job_id_)
+    return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                        fmt::format("this coordinator serves job '{}', not '{}'", job_id_, job_id));
+  return grpc::Status::OK;
+}
+
+grpc::Status JobState::check_attempt(int attempt, int rank) const {
+  if (attempts_.empty() || attempt > attempts_.back().number() || attempt < 1)
+    return grpc::Status(grpc::StatusCode::NOT_FOUND,
+                        fmt::format("attempt {} is not known here: register again", attempt));
+  if (attempt < attempts_.back().number())
+    return grpc::Status(
+        grpc::StatusCode::FAILED_PRECONDITION,
+        fmt::format("attempt {} was superseded by attempt {}", attempt, attempts_.back().number()));
+  if (rank < 0 || rank >= static_cast<int>(ranks_.size()))
+    return invalid(fmt::format("rank {} is outside the world of attempt {} (size {})", rank,
+                               attempt, ranks_.size()));
+  return grpc::Status::OK;
+}
+
+// ---------------------------------------------------------------- ranks
+
+grpc::Status JobState::register_rank(const v1::RegisterRankRequest& request,
+                                     v1::RegisterRankResponse* response) {
+  if (request.world() < 1 || request.world() > kMaxWorld)
+    return invalid(fmt::format("world {} is outside [1, {}]", request.world(), kMaxWorld));
+  if (request.rank() < 0 || request.rank() >= request.world())
+    return invalid(
+        fmt::format("rank {} is outside the world [0, {})", request.rank(), request.world()));
+  if (request.launch_id().empty()) return invalid("launch_id is empty");
+  if (request.first_step() < 0 || request.total_steps() < 0)
+    return invalid("first_step and total_steps must not be negative");
+  std::lock_guard<std::mutex> lock(mu_);
+  if (grpc::Status status = check_job(request.job_id()); !status.ok()) return status;
+  CoordinatorStore::Transaction transaction(store_);
+  if (job_id_.empty()) {
+    job_id_ = request.job_id();
+    store_.save_job(job_id_, request.config_hash());
+  }
+
+  auto known = std::find_if(attempts_.begin(), attempts_.end(), [&](const v1::Attempt& a) {
+    return a.launch_id() == request.launch_id();
+  });
+  if (known != attempts_.end() && known->number() != attempts_.back().number())
+    return grpc::Status(
+        grpc::StatusCode::FAILED_PRECONDITION,
+        fmt::format("launch {} was attempt {}, superseded by attempt {}", request.launch_id(),
+                    known->number(), attempts_.back().number()));
+  if (known == attempts_.end()) {
+    if (!attempts_.empty() && !ended(current()))
+      end_attempt("superseded", "a new launch registered before this attempt ended",
+                  progress_.step());
+    v1::Attempt attempt;
+    attempt.set_number(attempts_.empty() ? 1 : attempts_.back().number() + 1);
+    attempt.set_launch_id(request.launch_id());
+    attempt.set_world(request.world());
+    attempt.set_started_unix_s(now());
+    attempt.set_first_step(request.first_step());
+    attempt.set_last_step(request.first_step());
+    attempts_.push_back(attempt);
+    ranks_.assign(static_cast<size_t>(request.world()), Rank{});
+    for (size_t r = 0; r < ranks_.size(); ++r) ranks_[r].health.set_rank(static_cast<int>(r));
+    registered_ = 0;
+    written_.clear();
+    store_.save_attempt(attempt);
+    add_event("info", "attempt_started", -1,
+              fmt::format("attempt {} started: {} ranks from step {}", attempt.number(),
+                          attempt.world(), attempt.first_step()));
+  } else if (request.world() != current().world()) {
+    return invalid(fmt::format("attempt {} has {} ranks, not {}", current().number(),
+                               current().world(), request.world()));
+  }
+
+  Rank& rank = ranks_[static_cast<size_t>(request.rank())];
+  if (rank.health.host().empty()) ++registered_;
+  rank.health.set_host(request.host());
+  rank.health.set_pid(request.pid());
+  rank.health.set_step(std::max(rank.health.step(), request.first_step()));
+  rank.last_seen = now();
+  rank.reported_lost = false;
+  if (request.rank() == 0) {
+    if (!request.config_hash().empty() && request.config_hash() != config_hash_) {
+      if (!config_hash_.empty())
+        add_event("info", "config_changed", 0,
+                  fmt::format("the config hash changed from {} to {}", config_hash_,
+                              request.config_hash()));
+      config_hash_ = request.config_hash();
+      store_.save_job(job_id_, config_hash_);
+    }
+    if (request.total_steps() > 0) progress_.set_total_steps(request.total_steps());
+    progress_.set_step(std::max(progress_.step(), request.first_step()));
+  }
+  if (registered_ == current().world() && rank.health.heartbeats() == 0)
+    add_event("info", "ranks_registered", -1,
+              fmt::format("all {} ranks of attempt {} registered", current().world(),
+                          current().number()));
+  response->set_attempt(current().number());
+  *response->mutable_last_committed() = last_checkpoint_;
+  response->set_heartbeat_interval_s(options_.heartbeat_interval_s);
+  changed();
+  return grpc::Status::OK;
+}
+
+grpc::Status JobState::heartbeat(const v1::HeartbeatRequest& request,
+                                 v1::HeartbeatResponse* response) {
+  if (request.progress_size() > 1000)
+    return invalid(
+        fmt::format("{} progress points in one heartbeat (at most 1000)", request.progress_size()));
+  std::lock_guard<std::mutex> lock(mu_);
+  if (grpc::Status status = check_job(request.job_id()); !status.ok()) return status;
+  if (grpc::Status status = check_attempt(request.attempt(), request.rank()); !status.ok())
+    return status;
+  Rank& rank = ranks_[static_cast<size_t>(request.rank())];
+  rank.last_seen = now();
+  rank.health.set_step(request.step());
+  rank.health.set_rss_bytes(request.rss_bytes());
+  rank.health.set_device_memory_bytes(request.device_memory_bytes());
+  rank.health.set_heartbeats(rank.health.heartbeats() + 1);
+  if (rank.reported_lost) {
+    rank.reported_lost = false;
+    add_event("info", "rank_back", request.rank(),
+              fmt::format("rank {} heartbeats again", request.rank()));
+  }
+  if (request.progress_size() > 0) {
+    CoordinatorStore::Transaction transaction(store_);
+    for (const v1::Progress& progress : request.progress()) record_progress(progress);
+    store_.save_progress(progress_, eval_loss_);
+  }
+  for (const v1::Command& command : commands_)
+    if (command.id() > request.last_command_id()) *response->add_commands() = command;
+  changed();
+  return grpc::Status::OK;
+}
+
+void JobState::record_progress(const v1::Progress& progress) {
+  const double t = now();
+  if (progress.step() > progress_.step() && progress_time_ > 0) {
+    const double per_step =
+        (t - progress_time_) / static_cast<double>(progress.step() - progress_.step());
+    // A batch of backlogged points arrives at once: only spaced reports say how fast steps go.
+    if (t > progress_time_)
+      seconds_per_step_ =
+          seconds_per_step_ > 0 ? 0.8 * seconds_per_step_ + 0.2 * per_step : per_step;
+  }
+  if (progress.step() >= progress_.step()) {
+    const int64_t total =
+        progress.total_steps() > 0 ? progress.total_steps() : progress_.total_steps();
+    progress_ = progress;
+    progress_.set_total_steps(total);
+    progress_time_ = t;
+    if (!attempts_.empty())
+      current().set_last_step(std::max(current().last_step(), progress.step()));
+  }
+  if (progress.step_seconds() > 0 && seconds_per_step_ <= 0)
+    seconds_per_step_ = progress.step_seconds();
+  v1::MetricPoint point;
+  point.set_step(progress.step());
+  point.set_unix_s(t);
+  point.set_loss(progress.loss());
+  point.set_eval_loss(kNaN);
+  point.set_learning_rate(progress.learning_rate());
+  point.set_tokens_per_second(progress.tokens_per_second());
+  point.set_mfu(progress.mfu());
+  store_.append_metric(point);
+}
+
+// ---------------------------------------------------------------- checkpoints and events
+
+grpc::Status JobState::report_checkpoint(const v1::ReportCheckpointRequest& request) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (grpc::Status status = check_job(request.job_id()); !status.ok()) return status;
+  if (request.step() < 0) return invalid("step must not be negative");
+  const bool committed = request.kind() == v1::ReportCheckpointRequest::COMMITTED;
+  // A commit is recorded whenever it arrives (the manifest is the truth), even from an attempt
+  // that has ended since; the other reports only matter to the running attempt.
+  grpc::Status status = check_attempt(request.attempt(), request.rank());
+  if (committed && status.error_code() == grpc::StatusCode::FAILED_PRECONDITION) status = {};
+  if (!status.ok()) return status;
+  switch (request.kind()) {
+    case v1::ReportCheckpointRequest::WRITTEN:
+      if (request.step() > last_checkpoint_.step()) ++written_[request.step()];
+      break;
+    case v1::ReportCheckpointRequest::COMMITTED: {
+      if (request.dir().empty()) return invalid("a commit needs its dir");
+      v1::Checkpoint checkpoint;
+      checkpoint.set_step(request.step());
+      checkpoint.set_dir(request.dir());
+      checkpoint.set_bytes(request.bytes());
+      checkpoint.set_files(request.files());
+      checkpoint.set_attempt(request.attempt());
+      checkpoint.set_world(attempts_[static_cast<size_t>(request.attempt() - 1)].world());
+      checkpoint.set_committed_unix_s(request.unix_s() > 0 ? request.unix_s() : now());
+      CoordinatorStore::Transaction transaction(store_);
+      store_.save_checkpoint(checkpoint);
+      if (checkpoint.step() >= last_checkpoint_.step()) last_checkpoint_ = checkpoint;
+      written_.erase(written_.begin(), written_.upper_bound(request.step()));
+      add_event(
+          "info", "checkpoint_committed", request.rank(),
+          fmt::format("checkpoint of step {} committed: {} files, {} bytes in {}",
+                      checkpoint.step(), checkpoint.files(), checkpoint.bytes(), checkpoint.dir()));
+      finish_commands(v1::Command::CHECKPOINT);
+      break;
+    }
+    case v1::ReportCheckpointRequest::FAILED:
+      written_.erase(request.step());
+      add_event("error", "checkpoint_failed", request.rank(),
+                fmt::format("checkpoint of step {} failed: {}", request.step(), request.error()));
+      break;
+    default:
+      return invalid("kind must be WRITTEN, COMMITTED or FAILED");
+  }
+  changed();
+  return grpc::Status::OK;
+}
+
+grpc::Status JobState::report_event(const v1::ReportEventRequest& request) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (grpc::Status status = check_job(request.job_id()); !status.ok()) return status;
+  if (grpc::Status status = check_attempt(request.attempt(), request.rank()); !status.ok())
+    return status;
+  CoordinatorStore::Transaction transaction(store_);
+  switch (request.kind()) {
+    case v1::ReportEventRequest::EVAL: {
+      if (!std::isfinite(request.eval_loss()) && !std::isnan(request.eval_loss()))
+        return invalid("eval_loss is infinite");
+      eval_loss_ = request.eval_loss();
+      v1::MetricPoint point;
+      point.set_step(request.step());
+      point.set_unix_s(now());
+      // Only the evaluation: the store keeps the step's training metrics, whichever came first.
+      point.set_loss(kNaN);
+      point.set_learning_rate(kNaN);
+      point.set_tokens_per_second(kNaN);
+      point.set_mfu(kNaN);
+      point.set_eval_loss(request.eval_loss());
+      store_.append_metric(point);
+      store_.save_progress(progress_, eval_loss_);
+      add_event("info", "eval", request.rank(),
+                fmt::format("eval loss {:.4f} at step {}", request.eval_loss(), request.step()));
+      break;
+    }
+    case v1::ReportEventRequest::ATTEMPT_END:
+      if (request.reason().empty()) return invalid("an attempt end needs its reason");
+      end_attempt(request.reason(), request.message(), request.step());
+      break;
+    default:
+      return invalid("kind must be EVAL or ATTEMPT_END");
+  }
+  changed();
+  return grpc::Status::OK;
+}
+
+void JobState::end_attempt(const std::string& reason, const std::string& message, int64_t step) {
+  v1::Attempt& attempt = current();
+  if (ended(attempt)) return;
+  attempt.set_ended_unix_s(now());
+  attempt.set_end_reason(reason);
+  attempt.set_end_message(message);
+  attempt.set_last_step(std::max(attempt.last_step(), step));
+  store_.save_attempt(attempt);
+  written_.clear();
+  add_event(ends_well(reason) ? "info" : "error", "attempt_ended", -1,
+            fmt::format("attempt {} ended ({}) after step {}{}{}", attempt.number(), reason,
+                        attempt.last_step(), message.empty() ? "" : ": ", message));
+  finish_commands(v1::Command::STOP);
+}
+
+// ---------------------------------------------------------------- commands
+
+v1::Command JobState::request_command(v1::Command::Kind kind, const std::string& reason) {
+  std::lock_guard<std::mutex> lock(mu_);
+  v1::Command command;
+  command.set_id(next_command_id_++);
+  command.set_kind(kind);
+  command.set_reason(reason);
+  command.set_requested_unix_s(now());
+  CoordinatorStore::Transaction transaction(store_);
+  store_.save_command(command);
+  commands_.push_back(command);
+  add_event("info", kind == v1::Command::STOP ? "stop_requested" : "checkpoint_requested", -1,
+            reason.empty() ? std::string("requested") : reason);
+  changed();
+  return command;
+}
+
+void JobState::finish_commands(v1::Command::Kind kind) {
+  // A checkpoint request is done by the first commit the coordinator hears of after it; a stop
+  // by the end of the attempt.
+  const double t = now();
+  auto done = [&](const v1::Command& command) {
+    return command.kind() == kind && command.requested_unix_s() <= t;
+  };
+  for (const v1::Command& command : commands_)
+    if (done(command)) store_.finish_command(command.id());
+  commands_.erase(std::remove_if(commands_.begin(), commands_.end(), done), commands_.end());
+}
+
+// ---------------------------------------------------------------- status
+
+v1::JobState JobState::derive_state() const {
+  if (attempts_.empty()) return v1::STARTING;
+  const v1::Attempt& attempt = attempts_.back();
+  if (ended(attempt)) return ends_well(attempt.end_reason()) ? v1::FINISHED : v1::FAILED;
+  if (registered_ < attempt.world() || progress_.step() <= attempt.first_step())
+    return v1::STARTING;
+  if (!written_.empty()) return v1::CHECKPOINTING;
+  return v1::RUNNING;
+}
+
+v1::JobStatus JobState::status(int max_ranks) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  const double t = now();
+  v1::JobStatus status;
+  status.set_job_id(job_id_);
+  status.set_state(derive_state());
+  status.set_step(progress_.step());
+  status.set_total_steps(progress_.total_steps());
+  status.set_epoch(progress_.epoch());
+  status.set_loss(progress_.loss());
+  status.set_eval_loss(eval_loss_);
+  status.set_learning_rate(progress_.learning_rate());
+  status.set_tokens_per_second(progress_.tokens_per_second());
+  status.set_mfu(progress_.mfu());
+  const int64_t left = progress_.total_steps() - progress_.step();
+  const bool running = !attempts_.empty() && !ended(attempts_.back());
+  status.set_eta_s(running && seconds_per_step_ > 0 && left >= 0
+                       ? static_cast<double>(left) * seconds_per_step_
+                       : (left == 0 ? 0.0 : kNaN));
+  status.set_config_hash(config_hash_);
+  status.set_world(attempts_.empty() ? 0 : attempts_.back().world());
+
+  std::vector<const Rank*> shown;
+  int lost = 0;
+  for (const Rank& rank : ranks_) {
+    const bool is_lost = running && t - rank.last_seen > options_.heartbeat_timeout_s;
+    lost += is_lost ? 1 : 0;
+    shown.push_back(&rank);
+  }
+  if (max_ranks > 0 && static_cast<int>(shown.size()) > max_ranks) {
+    std::stable_partition(shown.begin(), shown.end(), [&](const Rank* rank) {
+      return running && t - rank->last_seen > options_.heartbeat_timeout_s;
+    });
+    shown.resize(static_cast<size_t>(max_ranks));
+    std::sort(shown.begin(), shown.end(), [&](const Rank* a, const Rank* b) {
+      const bool a_lost = running && t - a->last_seen > options_.heartbeat_timeout_s;
+      const bool b_lost = running && t - b->last_seen > options_.heartbeat_timeout_s;
+      return a_lost != b_lost ? a_lost : a->health.rank() < b->health.rank();
+    });
+  }
+  for (const Rank* rank : shown) {
+    v1::RankHealth& health = *status.add_ranks();
+    health = rank->health;
+    health.set_heartbeat_age_s(std::max(0.0, t - rank->last_seen));
+    health.set_lost(running && t - rank->last_seen > options_.heartbeat_timeout_s);
+  }
+  status.set_lost_ranks(lost);
+  for (const v1::Attempt& attempt : attempts_) *status.add_attempts() = attempt;
+  *status.mutable_last_checkpoint() = last_checkpoint_;
+  for (v1::Event& event : store_.recent_events(options_.recent_events))
+    *status.add_recent_events() = std::move(event);
+  status.set_updated_unix_s(updated_);
+  status.set_now_unix_s(t);
+  for (const v1::Command& command : commands_) *status.add_pending_commands() = command;
+  return status;
+}
+
+std::vector<v1::Checkpoint> JobState::checkpoints() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return store_.checkpoints();
+}
+
+std::vector<v1::Event> JobState::events(int64_t after_id, int limit) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return store_.events(after_id, limit);
+}
+
+std::vector<v1::MetricPoint> JobState::metrics(int max_points) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return store_.metrics(max_points);
+}
+
+void JobState::flush() {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (attempts_.empty()) return;
+  const double t = now();
+  const bool running = !ended(current());
+  std::vector<v1::RankHealth> health;
+  std::vector<int> newly_lost;
+  health.reserve(ranks_.size());
+  for (Rank& rank : ranks_) {
+    health.push_back(rank.health);
+    health.back().set_heartbeat_age_s(t - rank.last_seen);
+    if (running && !rank.reported_lost && t - rank.last_seen > options_.heartbeat_timeout_s) {
+      rank.reported_lost = true;
+      newly_lost.push_back(rank.health.rank());
+    }
+  }
+  CoordinatorStore::Transaction transaction(store_);
+  store_.save_ranks(current().number(), health);
+  if (newly_lost.empty()) return;
+  if (newly_lost.size() <= 8) {
+    for (int r : newly_lost)
+      add_event("warning", "rank_lost", r,
+                fmt::format("rank {} ({}) sent no heartbeat for {:.0f} s", r,
+                            ranks_[static_cast<size_t>(r)].health.host(),
+                            t - ranks_[static_cast<size_t>(r)].last_seen));
+  } else {
+    add_event("warning", "rank_lost", -1,
+              fmt::format("{} ranks sent no heartbeat for {:.0f} s (first: rank {})",
+                          newly_lost.size(), options_.heartbeat_timeout_s, newly_lost.front()));
+  }
+  changed();
+}
+
+// ---------------------------------------------------------------- watching
+
+uint64_t JobState::version() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return version_;
+}
+
+uint64_t JobState::wait_for_change(uint64_t version, double timeout_s) const {
+  std::unique_lock<std::mutex> lock(mu_);
+  cv_.wait_for(lock, std::chrono::duration<double>(timeout_s),
+               [&] { return closed_ || version_ != version; });
+  return version_;
+}
+
+bool JobState::wait_until_closed(double timeout_s) const {
+  std::unique_lock<std::mutex> lock(mu_);
+  return cv_.wait_for(lock, std::chrono::duration<double>(timeout_s), [&] { return closed_; });
+}
+
+void JobState::close() {
+  std::lock_guard<std::mutex> lock(mu_);
+  closed_ = true;
+  cv_.notify_all();
+}
+
+}  // namespace ptrain

@@ -1,0 +1,212 @@
+#include "launcher/coordinator_link.h"
+
+#include <unistd.h>
+
+#include <cmath>
+#include <filesystem>
+#include <random>
+
+#include "cluster/coordinator_client.h"
+#include "cluster/coordinator_server.h"
+#include "core/error.h"
+#include "core/file_util.h"
+#include "parallel/communicator.h"
+#include "trainer/hardware.h"
+
+namespace ptrain {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string auth_token(const CoordinatorConfig& c) {
+  PTRAIN_CHECK(c.auth_token.empty() || c.auth_token_file.empty(),
+               "coordinator.auth_token and coordinator.auth_token_file are exclusive: set one");
+  return c.auth_token_file.empty() ? c.auth_token : read_token_file(c.auth_token_file);
+}
+
+std::string job_id(const JobConfig& job) {
+  if (!job.coordinator.job_id.empty()) return job.coordinator.job_id;
+  const fs::path dir = fs::absolute(job.output_dir).lexically_normal();
+  const std::string name = (dir.has_filename() ? dir : dir.parent_path()).filename().string();
+  return name.empty() ? "ptrain" : name;
+}
+
+// What other ranks dial: the listen address, with a wildcard host replaced by this host's name.
+std::string dial_address(const std::string& bound, const std::string& host) {
+  const auto colon = bound.rfind(':');
+  const std::string listen_host = bound.substr(0, colon);
+  if (listen_host == "0.0.0.0" || listen_host == "[::]" || listen_host == "::")
+    return host + bound.substr(colon);
+  return bound;
+}
+
+std::string random_launch_id() {
+  std::random_device device;
+  return fmt::format("{:08x}{:08x}-{}", device(), device(), getpid());
+}
+
+}  // namespace
+
+CoordinatorLink::CoordinatorLink(const ResolvedConfig& config, const RankContext& ctx)
+    : config_(config), ctx_(ctx) {
+  const CoordinatorConfig& c = config.job.coordinator;
+  auth_token_ = auth_token(c);
+  std::string address = c.address;
+  std::string failure;
+  if (address.empty() && ctx.rank == 0) {
+    try {
+      PTRAIN_CHECK(c.tls_cert.empty() || !c.tls_ca.empty(),
+                   "coordinator.tls_cert is set: the ranks need coordinator.tls_ca to trust it");
+      CoordinatorServerOptions options;
+      options.listen = c.listen;
+      options.state_path = (fs::path(config.job.output_dir) / "coordinator.db").string();
+      options.auth_token = auth_token_;
+      options.tls_cert = c.tls_cert;
+      options.tls_key = c.tls_key;
+      options.tls_client_ca = c.tls_client_ca;
+      options.metrics_listen = c.metrics_listen;
+      options.heartbeat_interval_s = c.heartbeat_interval;
+      options.heartbeat_timeout_s = c.heartbeat_timeout;
+      server_ = std::make_unique<CoordinatorServer>(options, ctx.log);
+      address = dial_address(server_->address(), ctx.host);
+      write_file_atomic((fs::path(config.job.output_dir) / "coordinator.addr").string(),
+                        address + "\n");
+    } catch (const std::exception& e) {
+      failure = e.what();
+    }
+  }
+  if (c.address.empty()) {
+    // Every rank fails the same way when rank 0's coordinator cannot start.
+    failure = broadcast_string(*ctx.comm, failure, 0);
+    PTRAIN_CHECK(failure.empty(), "the in-process coordinator did not start: {}", failure);
+    address = broadcast_string(*ctx.comm, address, 0);
+  }
+  address_ = address;
+  launch_id_ = broadcast_string(*ctx.comm, ctx.rank == 0 ? random_launch_id() : "", 0);
+}
+
+CoordinatorLink::~CoordinatorLink() {
+  client_.reset();
+  server_.reset();
+}
+
+void CoordinatorLink::start_attempt(int64_t first_step, int64_t total_steps) {
+  const CoordinatorConfig& c = config_.job.coordinator;
+  CoordinatorClientOptions options;
+  options.rpc.address = address_;
+  options.rpc.auth_token = auth_token_;
+  options.rpc.tls_ca = c.tls_ca;
+  options.rpc.tls_cert = c.tls_client_cert;
+  options.rpc.tls_key = c.tls_client_key;
+  options.rpc.rpc_timeout_s = c.rpc_timeout;
+  options.job_id = job_id(config_.job);
+  options.launch_id = launch_id_;
+  options.rank = ctx_.rank;
+  options.world = ctx_.world;
+  options.host = ctx_.host;
+  options.pid = getpid();
+  options.config_hash = config_.hash;
+  options.first_step = first_step;
+  options.total_steps = total_steps;
+  options.heartbeat_interval_s = c.heartbeat_interval;
+  client_ = std::make_unique<CoordinatorClient>(options, ctx_.log);
+  if (ctx_.rank == 0) ctx_.log->info("coordinator: {} (job {})", address_, options.job_id);
+}
+
+void CoordinatorLink::on_rank_written(int64_t step, uint64_t bytes, const std::string& xxh3,
+                                      const std::string& error) {
+  if (!client_) return;
+  v1::ReportCheckpointRequest report;
+  report.set_kind(error.empty() ? v1::ReportCheckpointRequest::WRITTEN
+                                : v1::ReportCheckpointRequest::FAILED);
+  report.set_step(step);
+  report.set_bytes(static_cast<int64_t>(bytes));
+  report.set_checksum(xxh3);
+  report.set_error(error);
+  client_->report_checkpoint(std::move(report));
+}
+
+void CoordinatorLink::on_saved(const SaveResult& result) {
+  if (!client_ || ctx_.rank != 0) return;
+  v1::ReportCheckpointRequest report;
+  report.set_step(result.step);
+  if (result.committed) {
+    report.set_kind(v1::ReportCheckpointRequest::COMMITTED);
+    report.set_dir(fs::absolute(result.dir).lexically_normal().string());
+    report.set_bytes(static_cast<int64_t>(result.bytes));
+    report.set_files(result.files);
+    if (!client_->report_commit(std::move(report), config_.job.coordinator.commit_timeout))
+      ctx_.log->warn(
+          "the coordinator did not record the commit of step {} within {} s: the checkpoint "
+          "stands on its manifest and is reported when the coordinator answers",
+          result.step, config_.job.coordinator.commit_timeout);
+  } else {
+    report.set_kind(v1::ReportCheckpointRequest::FAILED);
+    report.set_error(result.error);
+    client_->report_checkpoint(std::move(report));
+  }
+}
+
+void CoordinatorLink::end_attempt(const std::string& reason, const std::string& message,
+                                  int64_t step) {
+  if (!client_ || ended_) return;
+  ended_ = true;
+  if (ctx_.rank == 0) {
+    v1::ReportEventRequest report;
+    report.set_kind(v1::ReportEventRequest::ATTEMPT_END);
+    report.set_step(step);
+    report.set_reason(reason);
+    report.set_message(message.substr(0, 4000));
+    client_->report_event(std::move(report));
+  }
+  if (!client_->flush(config_.job.coordinator.rpc_timeout) && ctx_.rank == 0)
+    ctx_.log->warn("the coordinator at {} did not hear the end of the attempt ({})", address_,
+                   reason);
+}
+
+void CoordinatorLink::on_step(const StepMetrics& metrics) {
+  if (!client_) return;
+  const StepResult& r = metrics.result;
+  client_->set_rank_state(r.step + 1, current_rss_bytes(), 0);
+  if (ctx_.rank != 0) return;
+  v1::Progress progress;
+  progress.set_step(r.step + 1);
+  progress.set_epoch(metrics.epoch);
+  progress.set_loss(r.loss);
+  progress.set_learning_rate(r.lr);
+  progress.set_grad_norm(r.grad_norm);
+  progress.set_tokens_per_second(metrics.tokens_per_second);
+  progress.set_mfu(metrics.mfu);
+  progress.set_step_seconds(metrics.seconds);
+  progress.set_batch_tokens(r.tokens);
+  client_->add_progress(progress);
+}
+
+void CoordinatorLink::on_eval(const EvalMetrics& eval) {
+  if (!client_ || ctx_.rank != 0) return;
+  v1::ReportEventRequest report;
+  report.set_kind(v1::ReportEventRequest::EVAL);
+  report.set_step(eval.step);
+  report.set_eval_loss(eval.loss);
+  client_->report_event(std::move(report));
+}
+
+StepDecision CoordinatorLink::at_step_boundary(int64_t completed_steps) {
+  StepDecision decision;
+  if (!client_) return decision;
+  client_->set_rank_state(completed_steps, current_rss_bytes(), 0);
+  decision.stop = client_->wants(v1::Command::STOP);
+  decision.checkpoint = decision.stop || client_->wants(v1::Command::CHECKPOINT);
+  return decision;
+}
+
+void CoordinatorLink::on_decision(int64_t /*completed_steps*/, const StepDecision& agreed) {
+  if (!client_ || !(agreed.checkpoint || agreed.stop)) return;
+  // Every command any rank has seen is carried out by this step's checkpoint (or stop): the
+  // ranks agree on the newest, so a rank that hears of it later does not ask again.
+  int64_t newest = client_->newest_command();
+  ctx_.comm->all_reduce(comm_buffer(&newest, 1), ReduceOp::kMax);
+  client_->set_handled(newest);
+}
+
+}  // namespace ptrain

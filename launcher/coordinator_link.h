@@ -1,0 +1,61 @@
+// The training job's link to its coordinator (docs/coordinator.md): the in-process coordinator
+// that rank 0 runs when the config names none, every rank's client, and the training observer
+// that feeds the client and turns the coordinator's commands into the loop's checkpoint and stop
+// votes. The trainer sees only the observer; gRPC stays in cluster/.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "core/config.h"
+#include "core/rank_context.h"
+#include "trainer/checkpointer.h"
+#include "trainer/train_observer.h"
+
+namespace ptrain {
+
+class CoordinatorServer;
+class CoordinatorClient;
+
+class CoordinatorLink final : public TrainingObserver {
+ public:
+  // Collective. With no coordinator.address, rank 0 starts the in-process coordinator (state in
+  // <output_dir>/coordinator.db, its address written to <output_dir>/coordinator.addr) and every
+  // rank learns the address from it. UserError for bad coordinator settings (an unreadable
+  // token file, a TLS file, an address in use).
+  CoordinatorLink(const ResolvedConfig& config, const RankContext& ctx);
+  // Stops the client (after one last try to send what is queued), then rank 0's coordinator.
+  ~CoordinatorLink() override;
+
+  const std::string& address() const { return address_; }
+
+  // Collective. Registers this rank for the attempt that starts at `first_step` and plans
+  // `total_steps`; from here on the rank heartbeats.
+  void start_attempt(int64_t first_step, int64_t total_steps);
+
+  // The checkpointer's reports (CheckpointerOptions::on_rank_written / on_saved).
+  void on_rank_written(int64_t step, uint64_t bytes, const std::string& xxh3,
+                       const std::string& error);
+  void on_saved(const SaveResult& result);
+
+  // Rank 0: how the attempt ended ("finished", "stopped", "failed", ...); sent before returning
+  // (waiting at most the rpc timeout).
+  void end_attempt(const std::string& reason, const std::string& message, int64_t step);
+
+  // TrainingObserver
+  void on_step(const StepMetrics& metrics) override;
+  void on_eval(const EvalMetrics& eval) override;
+  StepDecision at_step_boundary(int64_t completed_steps) override;
+  void on_decision(int64_t completed_steps, const StepDecision& agreed) override;
+
+ private:
+  const ResolvedConfig& config_;
+  const RankContext& ctx_;
+  std::string address_, launch_id_, auth_token_;
+  std::unique_ptr<CoordinatorServer> server_;
+  std::unique_ptr<CoordinatorClient> client_;
+  bool ended_ = false;
+};
+
+}  // namespace ptrain
