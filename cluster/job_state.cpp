@@ -413,7 +413,7 @@ v1::JobStatus JobState::status(int max_ranks) const {
   const bool running = !attempts_.empty() && !ended(attempts_.back());
   status.set_eta_s(running && seconds_per_step_ > 0 && left >= 0
                        ? static_cast<double>(left) * seconds_per_step_
-                       : (left == 0 ? 0.0 : kNaN));
+                       : (left == 0 && progress_.total_steps() > 0 ? 0.0 : kNaN));
   status.set_config_hash(config_hash_);
   status.set_world(attempts_.empty() ? 0 : attempts_.back().world());
 

@@ -46,14 +46,14 @@ std::string real(double value) {
 }
 
 struct Sample {
-  std::string labels;  // after job="...": ",rank=\"3\",host=\"h\"" or ""
+  std::string labels;  // after job_id="...": ",rank=\"3\",host=\"h\"" or ""
   std::string value;
 };
 
 // The exposition text, one metric family at a time; a family without samples is left out.
 class Exposition {
  public:
-  explicit Exposition(const std::string& job_id) : job_(label("job", job_id)) {}
+  explicit Exposition(const std::string& job_id) : job_(label("job_id", job_id)) {}
 
   void add(const char* name, const char* type, const char* help,
            const std::vector<Sample>& samples) {

@@ -3,7 +3,7 @@
 // no code of ours. docs/status.md lists the metrics.
 //
 // The text is the exposition format 0.0.4 (Content-Type "text/plain; version=0.0.4"): per metric
-// a "# HELP" and a "# TYPE" line, then its samples. Every sample carries job="<job_id>"; the
+// a "# HELP" and a "# TYPE" line, then its samples. Every sample carries job_id="<job_id>"; the
 // per-rank ones also rank="<n>" and host="<host>". Label values are escaped as the format asks
 // (backslash, double quote, newline). Values round-trip: integers as integers, doubles in their
 // shortest exact form, NaN as NaN. Unknown values (an eval loss before the first evaluation, an

@@ -363,7 +363,7 @@ std::string value_of(const std::vector<Series>& samples, const std::string& name
   for (const Series& s : samples) {
     if (s.name != name) continue;
     std::map<std::string, std::string> rest = s.labels;
-    rest.erase("job");
+    rest.erase("job_id");
     if (rest == labels) found = s.value;
   }
   return found;
@@ -373,8 +373,8 @@ TEST(PrometheusText, FollowsTheExpositionGrammar) {
   const std::vector<Series> samples = parse_exposition(prometheus_text(sample_status()));
   ASSERT_FALSE(samples.empty());
   for (const Series& s : samples) {
-    EXPECT_EQ(s.labels.count("job"), 1u) << s.name;
-    EXPECT_EQ(s.labels.at("job"), "demo-sft");
+    EXPECT_EQ(s.labels.count("job_id"), 1u) << s.name;
+    EXPECT_EQ(s.labels.at("job_id"), "demo-sft");
     EXPECT_EQ(s.name.rfind("ptrain_", 0), 0u) << s.name;
   }
   EXPECT_EQ(value_of(samples, "ptrain_job_step"), "50");
@@ -438,10 +438,10 @@ TEST(PrometheusText, LabelValuesAreEscaped) {
   status.set_job_id("two\nlines");
   const std::string text = prometheus_text(status);
   EXPECT_THAT(text, HasSubstr(R"(host="we\"ird\\host")"));
-  EXPECT_THAT(text, HasSubstr(R"(job="two\nlines")"));
+  EXPECT_THAT(text, HasSubstr(R"(job_id="two\nlines")"));
   const std::vector<Series> samples = parse_exposition(text);
   EXPECT_EQ(value_of(samples, "ptrain_rank_step", {{"rank", "4"}, {"host", host}}), "50");
-  for (const Series& s : samples) EXPECT_EQ(s.labels.at("job"), "two\nlines");
+  for (const Series& s : samples) EXPECT_EQ(s.labels.at("job_id"), "two\nlines");
 }
 
 TEST(PrometheusText, NoRanksNoRankMetrics) {
