@@ -13,20 +13,11 @@
 #include "cluster/coordinator_store.h"
 #include "cluster/job_state.h"
 #include "cluster/prometheus_text.h"
+#include "cluster/rpc_channel.h"
 #include "core/error.h"
 
 namespace ptrain {
 namespace {
-
-std::string read_pem(const std::string& path, const char* what) {
-  std::ifstream in(path, std::ios::binary);
-  PTRAIN_CHECK(in.good(), "cannot read the {} {}", what, path);
-  std::ostringstream text;
-  text << in.rdbuf();
-  PTRAIN_CHECK(text.str().find("-----BEGIN") != std::string::npos,
-               "{} is not a PEM file (expected the {})", path, what);
-  return text.str();
-}
 
 std::shared_ptr<grpc::ServerCredentials> server_credentials(
     const CoordinatorServerOptions& options) {

@@ -12,6 +12,7 @@ namespace {
 
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 constexpr int kMaxWorld = 1 << 20;
+constexpr size_t kRanksPerFlush = 256;
 
 grpc::Status invalid(const std::string& message) {
   return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, message);
@@ -53,6 +54,8 @@ JobState::JobState(CoordinatorStore& store, JobStateOptions options)
       ranks_[static_cast<size_t>(health.rank())].health = health;
       if (!health.host().empty()) ++registered_;
     }
+    // A running attempt's ranks go on heartbeating without registering again.
+    if (!ended(attempts_.back())) registered_ = attempts_.back().world();
   }
   updated_ = now();
 }
@@ -166,6 +169,7 @@ grpc::Status JobState::register_rank(const v1::RegisterRankRequest& request,
   rank.health.set_step(std::max(rank.health.step(), request.first_step()));
   rank.last_seen = now();
   rank.reported_lost = false;
+  store_.save_ranks(current().number(), {rank.health});
   if (request.rank() == 0) {
     if (!request.config_hash().empty() && request.config_hash() != config_hash_) {
       if (!config_hash_.empty())
@@ -472,17 +476,25 @@ void JobState::flush() {
   if (attempts_.empty()) return;
   const double t = now();
   const bool running = !ended(current());
-  std::vector<v1::RankHealth> health;
   std::vector<int> newly_lost;
-  health.reserve(ranks_.size());
   for (Rank& rank : ranks_) {
-    health.push_back(rank.health);
-    health.back().set_heartbeat_age_s(t - rank.last_seen);
     if (running && !rank.reported_lost && t - rank.last_seen > options_.heartbeat_timeout_s) {
       rank.reported_lost = true;
       newly_lost.push_back(rank.health.rank());
     }
   }
+  // At most kRanksPerFlush ranks' health per call, round robin: heartbeats wait while this holds
+  // the lock, so the pause stays a few milliseconds however many ranks there are (at 1 call a
+  // second, 4,096 ranks are each recorded every 16 s).
+  std::vector<v1::RankHealth> health;
+  const size_t n = std::min(ranks_.size(), kRanksPerFlush);
+  health.reserve(n);
+  for (size_t i = 0; i < n; ++i) {
+    const Rank& rank = ranks_[(flush_cursor_ + i) % ranks_.size()];
+    health.push_back(rank.health);
+    health.back().set_heartbeat_age_s(t - rank.last_seen);
+  }
+  flush_cursor_ = ranks_.empty() ? 0 : (flush_cursor_ + n) % ranks_.size();
   CoordinatorStore::Transaction transaction(store_);
   store_.save_ranks(current().number(), health);
   if (newly_lost.empty()) return;

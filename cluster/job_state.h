@@ -53,8 +53,8 @@ class JobState {
   std::vector<v1::Event> events(int64_t after_id, int limit) const;
   std::vector<v1::MetricPoint> metrics(int max_points) const;
 
-  // Writes the ranks' health to the store and records ranks newly lost (an event each, or one
-  // for many). Called periodically.
+  // Records ranks newly lost (an event each, or one for many) and writes some ranks' health to
+  // the store (a few hundred per call, round robin). Called about every second.
   void flush();
 
   // Blocks until the status changes after `version` or `timeout_s` passes (or close()); answers
@@ -97,6 +97,7 @@ class JobState {
   std::vector<v1::Attempt> attempts_;
   std::vector<Rank> ranks_;             // the current attempt's, by rank
   int registered_ = 0;                  // ranks of the current attempt that registered
+  size_t flush_cursor_ = 0;             // the next rank whose health flush() records
   std::map<int64_t, int64_t> written_;  // step being saved -> ranks that reported their file
   v1::Progress progress_;
   double eval_loss_;

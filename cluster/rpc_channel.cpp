@@ -9,16 +9,6 @@
 namespace ptrain {
 namespace {
 
-std::string read_pem(const std::string& path, const char* what) {
-  std::ifstream in(path, std::ios::binary);
-  PTRAIN_CHECK(in.good(), "cannot read the {} {}", what, path);
-  std::ostringstream text;
-  text << in.rdbuf();
-  PTRAIN_CHECK(text.str().find("-----BEGIN") != std::string::npos,
-               "{} is not a PEM file (expected the {})", path, what);
-  return text.str();
-}
-
 const char* code_name(grpc::StatusCode code) {
   switch (code) {
     case grpc::OK:
@@ -61,6 +51,16 @@ const char* code_name(grpc::StatusCode code) {
 }
 
 }  // namespace
+
+std::string read_pem(const std::string& path, const char* what) {
+  std::ifstream in(path, std::ios::binary);
+  PTRAIN_CHECK(in.good(), "cannot read the {} {}", what, path);
+  std::ostringstream text;
+  text << in.rdbuf();
+  PTRAIN_CHECK(text.str().find("-----BEGIN") != std::string::npos,
+               "{} is not a PEM file (expected the {})", path, what);
+  return text.str();
+}
 
 std::string read_token_file(const std::string& path) {
   std::ifstream in(path);

@@ -23,6 +23,10 @@ struct RpcClientOptions {
 // the file when it is missing, unreadable or empty.
 std::string read_token_file(const std::string& path);
 
+// The text of a PEM file (a certificate, a key, a CA): UserError naming the file and `what` it
+// should be when it cannot be read or holds no PEM block.
+std::string read_pem(const std::string& path, const char* what);
+
 // A channel to options.address; TLS when tls_ca is set (UserError naming a PEM file that cannot
 // be read). Reconnects are gRPC's (with its own backoff); callers still retry failed calls.
 std::shared_ptr<grpc::Channel> make_rpc_channel(const RpcClientOptions& options);
