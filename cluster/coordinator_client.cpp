@@ -94,8 +94,11 @@ bool CoordinatorClient::report_commit(v1::ReportCheckpointRequest report, double
   // While the coordinator is known to be down, the commit does not wait for it.
   if (!connected_ && !last_failure_.empty()) return false;
   const uint64_t target = next_sequence_ - 1;
-  return delivered_cv_.wait_for(lock, std::chrono::duration<double>(timeout_s),
-                                [&] { return delivered_sequence_ >= target; });
+  // Waits for the delivery, or until the coordinator turns out to be down.
+  delivered_cv_.wait_for(lock, std::chrono::duration<double>(timeout_s), [&] {
+    return delivered_sequence_ >= target || (!connected_ && !last_failure_.empty());
+  });
+  return delivered_sequence_ >= target;
 }
 
 bool CoordinatorClient::flush(double timeout_s) {
