@@ -53,6 +53,8 @@ bench: build
 	  --preset $(p) | tee -a bench/results/ckpt.jsonl;))
 	# The real training job under mpirun at 1, 2 and 4 ranks (started without mpirun itself).
 	$(BUILD_DIR)/bin/ptrain-bench train | tee bench/results/train.jsonl
+	# ptrain-coordinator pinned to core 0 under 1k, 4k and 16k simulated ranks (about 5 minutes).
+	$(BUILD_DIR)/bin/ptrain-bench coordinator | tee bench/results/coordinator.jsonl
 	# Real vocabularies for the tokenizer figures: the npm packages the tokenizer test installs.
 	tests/unit/tokenizer/reference/run.sh $(BUILD_DIR)/tokenizer-reference \
 	  $(BUILD_DIR)/bin/ptrain_tokenizer_reference_check >/dev/null

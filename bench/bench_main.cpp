@@ -6,6 +6,7 @@
 
 #include "bench/ckpt_bench.h"
 #include "bench/comm_bench.h"
+#include "bench/coordinator_bench.h"
 #include "bench/data_bench.h"
 #include "bench/model_bench.h"
 #include "bench/nf4_bench.h"
@@ -84,6 +85,23 @@ int main(int argc, char** argv) {
   ckpt->add_flag("!--no-async", ckpt_options.async, "Skip the asynchronous save");
   ckpt->add_option("--threads", ckpt_options.threads,
                    "Threads per rank (0: the cores over the ranks)");
+  ptrain::bench::CoordinatorBenchOptions coordinator_options;
+  auto* coordinator = add_suite("coordinator",
+                                "Simulated ranks heartbeating at 1 Hz and dashboards polling "
+                                "ptrain-coordinator pinned to one core: p50/p99 latency and its "
+                                "CPU fraction, vs an empty unary RPC");
+  coordinator->add_option("--ranks", coordinator_options.ranks,
+                          "Simulated rank counts (1024 4096 16384)");
+  coordinator->add_option("--pollers", coordinator_options.pollers, "Dashboards polling status");
+  coordinator->add_option("--seconds", coordinator_options.seconds, "Measured window per phase");
+  coordinator->add_option("--warmup", coordinator_options.warmup_s,
+                          "Untimed seconds before each window");
+  coordinator->add_option("--coordinator-cpu", coordinator_options.coordinator_cpu,
+                          "The core ptrain-coordinator is pinned to (-1: not pinned)");
+  coordinator->add_option("--threads", coordinator_options.threads,
+                          "Completion-queue threads of the simulator");
+  coordinator->add_option("--work-dir", coordinator_options.work_dir,
+                          "Coordinator state (default: a new directory under $TMPDIR, removed)");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -95,6 +113,7 @@ int main(int argc, char** argv) {
     if (*nf4) return ptrain::bench::run_nf4_bench(nf4_options);
     if (*data) return ptrain::bench::run_data_bench(data_options);
     if (*train) return ptrain::bench::run_train_bench(train_options);
+    if (*coordinator) return ptrain::bench::run_coordinator_bench(coordinator_options);
     ptrain::MpiRuntime mpi(&argc, &argv);
     if (*comm) return ptrain::bench::run_comm_bench(comm_options);
     if (*ckpt) return ptrain::bench::run_ckpt_bench(ckpt_options);
