@@ -10,6 +10,7 @@ namespace {
 constexpr size_t kMaxQueuedProgress = 10000;
 constexpr int kProgressPerHeartbeat = 1000;
 constexpr double kFirstBackoff = 0.2, kMaxBackoff = 10;
+constexpr double kFlushRetry = 0.25;  // seconds between tries while a flush waits
 
 double unix_now() {
   return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
@@ -104,10 +105,14 @@ bool CoordinatorClient::report_commit(v1::ReportCheckpointRequest report, double
 bool CoordinatorClient::flush(double timeout_s) {
   std::unique_lock<std::mutex> lock(mu_);
   const uint64_t target = next_sequence_ - 1;
+  ++flushing_;
   wake_ = true;
   cv_.notify_all();
-  return delivered_cv_.wait_for(lock, std::chrono::duration<double>(timeout_s),
-                                [&] { return delivered_sequence_ >= target && progress_.empty(); });
+  const bool delivered =
+      delivered_cv_.wait_for(lock, std::chrono::duration<double>(timeout_s),
+                             [&] { return delivered_sequence_ >= target && progress_.empty(); });
+  --flushing_;
+  return delivered;
 }
 
 int64_t CoordinatorClient::newest_command() const {
@@ -150,27 +155,7 @@ void CoordinatorClient::run() {
   while (!stop_) {
     const bool need_register = attempt_ == 0 || reregister_;
     lock.unlock();
-    bool ok = !need_register || register_rank();
-    while (ok) {  // the queue, in order
-      Outgoing outgoing;
-      {
-        std::lock_guard<std::mutex> guard(mu_);
-        if (outgoing_.empty()) break;
-        outgoing = outgoing_.front();
-      }
-      ok = send(outgoing);
-      if (ok) {
-        std::lock_guard<std::mutex> guard(mu_);
-        outgoing_.pop_front();
-        delivered_sequence_ = outgoing.sequence;
-        delivered_cv_.notify_all();
-      }
-    }
-    if (ok && std::chrono::steady_clock::now() >= next_heartbeat) {
-      ok = heartbeat();
-      next_heartbeat = std::chrono::steady_clock::now() +
-                       std::chrono::microseconds(static_cast<int64_t>(interval_s_ * 1e6));
-    }
+    const bool ok = (!need_register || register_rank()) && deliver(next_heartbeat);
     lock.lock();
     double delay;
     if (ok) {
@@ -180,24 +165,57 @@ void CoordinatorClient::run() {
     } else {
       backoff_s_ = backoff_s_ == 0 ? kFirstBackoff : std::min(kMaxBackoff, backoff_s_ * 2);
       delay = backoff_s_ * std::uniform_real_distribution<double>(0.75, 1.25)(jitter);
+      // Someone waits for a delivery (the end of a run): retry often rather than back off.
+      if (flushing_ > 0) delay = std::min(delay, kFlushRetry);
       delivered_cv_.notify_all();  // a commit waiting on a coordinator that is down stops waiting
     }
     if (delay > 0)
-      cv_.wait_for(lock, std::chrono::duration<double>(delay),
-                   [&] { return stop_ || (wake_ && ok); });
+      cv_.wait_for(lock, std::chrono::duration<double>(delay), [&] { return stop_ || wake_; });
     wake_ = false;
   }
-  // Stopping: what is still queued gets one more try while the coordinator answers.
-  while (connected_ && !outgoing_.empty()) {
-    Outgoing outgoing = outgoing_.front();
+  // Stopping: what is still to send gets one more try while the coordinator answers.
+  if (connected_) {
     lock.unlock();
-    const bool ok = send(outgoing);
+    deliver(next_heartbeat);
     lock.lock();
-    if (!ok) break;
-    outgoing_.pop_front();
-    delivered_sequence_ = outgoing.sequence;
   }
   delivered_cv_.notify_all();
+}
+
+bool CoordinatorClient::deliver(std::chrono::steady_clock::time_point& next_heartbeat) {
+  bool has_progress;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    has_progress = !progress_.empty() && !outgoing_.empty();
+  }
+  // The steps before the reports: the end of an attempt then finds its last steps recorded.
+  bool ok = !has_progress || heartbeat();
+  while (ok) {  // the queue, in order
+    Outgoing outgoing;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (outgoing_.empty()) break;
+      outgoing = outgoing_.front();
+    }
+    ok = send(outgoing);
+    if (ok) {
+      std::lock_guard<std::mutex> lock(mu_);
+      outgoing_.pop_front();
+      delivered_sequence_ = outgoing.sequence;
+      delivered_cv_.notify_all();
+    }
+  }
+  bool flushing;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    flushing = flushing_ > 0 && !progress_.empty();
+  }
+  if (ok && (flushing || std::chrono::steady_clock::now() >= next_heartbeat)) {
+    ok = heartbeat();
+    next_heartbeat = std::chrono::steady_clock::now() +
+                     std::chrono::microseconds(static_cast<int64_t>(interval_s_ * 1e6));
+  }
+  return ok;
 }
 
 bool CoordinatorClient::register_rank() {

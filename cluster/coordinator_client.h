@@ -13,6 +13,7 @@
 
 #include <spdlog/logger.h>
 
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -81,6 +82,9 @@ class CoordinatorClient {
   };
 
   void run();
+  // Sends the queued reports in order (the pending steps first), then a heartbeat when one is
+  // due or a flush waits for the steps; false when a call failed.
+  bool deliver(std::chrono::steady_clock::time_point& next_heartbeat);
   bool register_rank();
   bool heartbeat();
   bool send(Outgoing& outgoing);
@@ -95,6 +99,7 @@ class CoordinatorClient {
   mutable std::mutex mu_;
   std::condition_variable cv_, delivered_cv_;
   bool stop_ = false, wake_ = false;
+  int flushing_ = 0;  // callers of flush() waiting
   int attempt_ = 0;
   bool connected_ = false;
   bool reregister_ = false;

@@ -349,6 +349,8 @@ void JobState::end_attempt(const std::string& reason, const std::string& message
   attempt.set_end_reason(reason);
   attempt.set_end_message(message);
   attempt.set_last_step(std::max(attempt.last_step(), step));
+  // The end's step is the attempt's last, whether or not its last heartbeat arrived.
+  if (step > progress_.step()) progress_.set_step(step);
   store_.save_attempt(attempt);
   written_.clear();
   add_event(ends_well(reason) ? "info" : "error", "attempt_ended", -1,

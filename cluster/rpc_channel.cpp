@@ -95,9 +95,14 @@ std::shared_ptr<grpc::Channel> make_rpc_channel(const RpcClientOptions& options)
     credentials = grpc::SslCredentials(ssl);
   }
   grpc::ChannelArguments args;
-  // Reconnect quickly after a coordinator restart; gRPC's default backoff grows to 120 s.
-  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 200);
-  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 5000);
+  // Reconnect within a second of a coordinator restart; gRPC's default backoff grows to 120 s
+  // (it adds its own jitter, and the client's calls back off on top of it).
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
+  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
+  // gRPC re-resolves the address after a failure at most this often (default 30 s): without it a
+  // restarted coordinator stays "connection refused" for seconds after it listens again.
+  args.SetInt(GRPC_ARG_DNS_MIN_TIME_BETWEEN_RESOLUTIONS_MS, 200);
   return grpc::CreateCustomChannel(options.address, credentials, args);
 }
 

@@ -137,8 +137,9 @@ void CoordinatorLink::on_saved(const SaveResult& result) {
     report.set_files(result.files);
     if (!client_->report_commit(std::move(report), config_.job.coordinator.commit_timeout))
       ctx_.log->warn(
-          "the coordinator did not record the commit of step {} within {} s: the checkpoint "
-          "stands on its manifest and is reported when the coordinator answers",
+          "the coordinator has not recorded the commit of step {} (it does not answer, or not "
+          "within coordinator.commit_timeout {} s): the checkpoint stands on its manifest and is "
+          "reported when the coordinator answers",
           result.step, config_.job.coordinator.commit_timeout);
   } else {
     report.set_kind(v1::ReportCheckpointRequest::FAILED);
