@@ -93,6 +93,8 @@ int main(int argc, char** argv) {
   coordinator->add_option("--ranks", coordinator_options.ranks,
                           "Simulated rank counts (1024 4096 16384)");
   coordinator->add_option("--pollers", coordinator_options.pollers, "Dashboards polling status");
+  coordinator->add_option("--interval", coordinator_options.interval_s,
+                          "Seconds between one rank's heartbeats (and one dashboard's polls)");
   coordinator->add_option("--seconds", coordinator_options.seconds, "Measured window per phase");
   coordinator->add_option("--warmup", coordinator_options.warmup_s,
                           "Untimed seconds before each window");
