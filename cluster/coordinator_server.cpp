@@ -149,7 +149,7 @@ void CoordinatorServer::shutdown() {
   server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   housekeeping_thread_.join();
   try {
-    job_->flush();
+    job_->flush(/*all=*/true);
   } catch (const std::exception& e) {
     log_->error("the coordinator could not record rank health: {}", e.what());
   }

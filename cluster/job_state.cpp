@@ -473,7 +473,7 @@ std::vector<v1::MetricPoint> JobState::metrics(int max_points) const {
   return store_.metrics(max_points);
 }
 
-void JobState::flush() {
+void JobState::flush(bool all) {
   std::lock_guard<std::mutex> lock(mu_);
   if (attempts_.empty()) return;
   const double t = now();
@@ -489,7 +489,7 @@ void JobState::flush() {
   // the lock, so the pause stays a few milliseconds however many ranks there are (at 1 call a
   // second, 4,096 ranks are each recorded every 16 s).
   std::vector<v1::RankHealth> health;
-  const size_t n = std::min(ranks_.size(), kRanksPerFlush);
+  const size_t n = all ? ranks_.size() : std::min(ranks_.size(), kRanksPerFlush);
   health.reserve(n);
   for (size_t i = 0; i < n; ++i) {
     const Rank& rank = ranks_[(flush_cursor_ + i) % ranks_.size()];

@@ -55,7 +55,8 @@ class JobState {
 
   // Records ranks newly lost (an event each, or one for many) and writes some ranks' health to
   // the store (a few hundred per call, round robin). Called about every second.
-  void flush();
+  // `all`: every rank's health (the last flush before the coordinator stops).
+  void flush(bool all = false);
 
   // Blocks until the status changes after `version` or `timeout_s` passes (or close()); answers
   // the version now. A WatchJobStatus stream waits here.
