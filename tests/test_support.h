@@ -8,6 +8,8 @@
 #include <filesystem>
 #include <string>
 
+#include "core/error.h"
+
 namespace ptrain::testing {
 
 // <gtest TempDir>/ptrain-test-<pid>: every scratch directory of this process lives below it.
@@ -36,6 +38,22 @@ inline std::filesystem::path fresh_dir() {
   for (char& c : name)
     if (c == '/') c = '_';
   return temp_dir(name);
+}
+
+// The message of the UserError `fn` throws; a test failure when it throws nothing or another
+// error.
+template <typename Fn>
+std::string user_error(Fn&& fn) {
+  try {
+    fn();
+  } catch (const UserError& e) {
+    return e.what();
+  } catch (const std::exception& e) {
+    ADD_FAILURE() << "expected a UserError, got: " << e.what();
+    return "";
+  }
+  ADD_FAILURE() << "expected a UserError, nothing was thrown";
+  return "";
 }
 
 }  // namespace ptrain::testing

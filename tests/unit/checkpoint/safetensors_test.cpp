@@ -29,6 +29,7 @@ using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 
 using ::ptrain::testing::fresh_dir;
+using ::ptrain::testing::user_error;
 
 std::string le64(uint64_t n) {
   std::string out;
@@ -57,20 +58,6 @@ std::string read_bytes(const fs::path& path) {
   std::ostringstream out;
   out << in.rdbuf();
   return out.str();
-}
-
-template <typename Fn>
-std::string user_error(Fn&& fn) {
-  try {
-    fn();
-  } catch (const UserError& e) {
-    return e.what();
-  } catch (const std::exception& e) {
-    ADD_FAILURE() << "expected a UserError, got: " << e.what();
-    return "";
-  }
-  ADD_FAILURE() << "expected a UserError, nothing was thrown";
-  return "";
 }
 
 std::string view(const uint8_t* p, uint64_t n) {

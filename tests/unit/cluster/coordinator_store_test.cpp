@@ -35,25 +35,12 @@ using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 
 using ::ptrain::testing::fresh_dir;
+using ::ptrain::testing::user_error;
 
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
 std::string db_path() {
   return (fresh_dir() / "coordinator.db").string();
-}
-
-template <typename Fn>
-std::string user_error(Fn&& fn) {
-  try {
-    fn();
-  } catch (const UserError& e) {
-    return e.what();
-  } catch (const std::exception& e) {
-    ADD_FAILURE() << "expected a UserError, got: " << e.what();
-    return "";
-  }
-  ADD_FAILURE() << "expected a UserError, nothing was thrown";
-  return "";
 }
 
 // ------------------------------------------------------------------ independent readers
