@@ -455,6 +455,10 @@ v1::JobStatus JobState::status(int max_ranks) const {
   status.set_updated_unix_s(updated_);
   status.set_now_unix_s(t);
   for (const v1::Command& command : commands_) *status.add_pending_commands() = command;
+  status.set_grad_norm(progress_.grad_norm());
+  status.set_step_seconds(progress_.step_seconds());
+  status.set_heartbeat_timeout_s(options_.heartbeat_timeout_s);
+  status.set_registered_ranks(registered_);
   return status;
 }
 

@@ -85,6 +85,7 @@ TEST(JobState, LaunchesOpenAttemptsAndStatesFollowTheJob) {
   EXPECT_EQ(attempt, 1);
   v1::HeartbeatResponse response;
   EXPECT_EQ(job.state->status().state(), v1::STARTING);  // no step yet
+  EXPECT_EQ(job.state->status().registered_ranks(), 3);
   ASSERT_TRUE(job.state->heartbeat(beat(attempt, 0, 5), &response).ok());
   v1::JobStatus status = job.state->status();
   EXPECT_EQ(status.state(), v1::RUNNING);
@@ -224,6 +225,7 @@ TEST(JobState, SilentRanksAreLostAndComeBack) {
   job.state->flush();
   v1::JobStatus status = job.state->status();
   EXPECT_EQ(status.lost_ranks(), 1);
+  EXPECT_EQ(status.heartbeat_timeout_s(), 30);
   EXPECT_TRUE(status.ranks(1).lost());
   EXPECT_FALSE(status.ranks(0).lost());
   EXPECT_DOUBLE_EQ(status.ranks(1).heartbeat_age_s(), 40);
