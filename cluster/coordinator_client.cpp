@@ -64,7 +64,10 @@ void CoordinatorClient::set_total_steps(int64_t total_steps) {
 void CoordinatorClient::add_progress(const v1::Progress& progress) {
   std::lock_guard<std::mutex> lock(mu_);
   progress_.push_back(progress);
-  if (progress_.size() > kMaxQueuedProgress) progress_.pop_front();
+  if (progress_.size() > kMaxQueuedProgress) {
+    progress_.pop_front();
+    ++progress_dropped_;
+  }
 }
 
 void CoordinatorClient::report_checkpoint(v1::ReportCheckpointRequest report) {
@@ -115,16 +118,21 @@ bool CoordinatorClient::flush(double timeout_s) {
   return delivered;
 }
 
-int64_t CoordinatorClient::newest_command() const {
+CoordinatorClient::CommandVote CoordinatorClient::command_vote() const {
   std::lock_guard<std::mutex> lock(mu_);
-  return newest_command_;
+  CommandVote vote;
+  vote.newest = newest_command_;
+  for (const v1::Command& command : commands_) {
+    if (command.id() <= handled_command_) continue;
+    vote.checkpoint |= command.kind() == v1::Command::CHECKPOINT;
+    vote.stop |= command.kind() == v1::Command::STOP;
+  }
+  return vote;
 }
 
-bool CoordinatorClient::wants(v1::Command::Kind kind) const {
+int64_t CoordinatorClient::handled() const {
   std::lock_guard<std::mutex> lock(mu_);
-  return std::any_of(commands_.begin(), commands_.end(), [&](const v1::Command& command) {
-    return command.kind() == kind && command.id() > handled_command_;
-  });
+  return handled_command_;
 }
 
 void CoordinatorClient::set_handled(int64_t id) {
@@ -188,8 +196,14 @@ bool CoordinatorClient::deliver(std::chrono::steady_clock::time_point& next_hear
     std::lock_guard<std::mutex> lock(mu_);
     has_progress = !progress_.empty() && !outgoing_.empty();
   }
-  // The steps before the reports: the end of an attempt then finds its last steps recorded.
-  bool ok = !has_progress || heartbeat();
+  // The steps before the reports (every queued one, a thousand a call): the end of an attempt
+  // then finds its last steps recorded.
+  bool ok = true;
+  while (ok && has_progress) {
+    ok = heartbeat();
+    std::lock_guard<std::mutex> lock(mu_);
+    has_progress = !progress_.empty();
+  }
   while (ok) {  // the queue, in order
     Outgoing outgoing;
     {
@@ -261,6 +275,7 @@ bool CoordinatorClient::register_rank() {
 bool CoordinatorClient::heartbeat() {
   v1::HeartbeatRequest request;
   int sent_progress = 0;
+  uint64_t dropped_before = 0;
   {
     std::lock_guard<std::mutex> lock(mu_);
     request.set_job_id(options_.job_id);
@@ -270,6 +285,7 @@ bool CoordinatorClient::heartbeat() {
     request.set_rss_bytes(rss_);
     request.set_device_memory_bytes(device_memory_);
     request.set_last_command_id(handled_command_);
+    dropped_before = progress_dropped_;
     for (const v1::Progress& progress : progress_) {
       if (sent_progress == kProgressPerHeartbeat) break;
       *request.add_progress() = progress;
@@ -284,7 +300,10 @@ bool CoordinatorClient::heartbeat() {
     return false;
   }
   std::lock_guard<std::mutex> lock(mu_);
-  progress_.erase(progress_.begin(), progress_.begin() + sent_progress);
+  // Points dropped at the cap while the call was out were the oldest: some of those sent.
+  const int64_t sent_left = std::max<int64_t>(
+      0, sent_progress - static_cast<int64_t>(progress_dropped_ - dropped_before));
+  progress_.erase(progress_.begin(), progress_.begin() + sent_left);
   for (const v1::Command& command : response.commands()) {
     if (command.id() <= handled_command_) continue;
     const bool known = std::any_of(commands_.begin(), commands_.end(),

@@ -63,12 +63,18 @@ class CoordinatorClient {
   // Sends what is queued now and waits up to `timeout_s` for it (the end of a run).
   bool flush(double timeout_s);
 
-  // The newest command id this rank has seen, and whether an unhandled checkpoint or stop
-  // command (id > handled) is among those seen.
-  int64_t newest_command() const;
-  bool wants(v1::Command::Kind kind) const;
-  // Every command up to `id` has been carried out (the ranks agreed on it).
+  // What this rank knows of the coordinator's commands at a step boundary, taken at once: the
+  // newest command id it has seen, and whether an unhandled checkpoint or stop is among them.
+  // Every command arrives with all the pending ones, so a rank that has seen id N has seen every
+  // pending command up to N, and votes for each.
+  struct CommandVote {
+    int64_t newest = 0;
+    bool checkpoint = false, stop = false;
+  };
+  CommandVote command_vote() const;
+  // Every command up to `id` has been carried out (the ranks agreed on it at a step boundary).
   void set_handled(int64_t id);
+  int64_t handled() const;
 
   int attempt() const;     // 0 until registered
   bool connected() const;  // the last call reached the coordinator
@@ -111,6 +117,7 @@ class CoordinatorClient {
   std::deque<Outgoing> outgoing_;
   uint64_t next_sequence_ = 1, delivered_sequence_ = 0;
   int64_t handled_command_ = 0, newest_command_ = 0;
+  uint64_t progress_dropped_ = 0;      // points dropped at the queue's cap (the oldest)
   std::vector<v1::Command> commands_;  // seen and not handled
   std::thread thread_;
 };

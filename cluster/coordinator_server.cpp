@@ -4,6 +4,7 @@
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
 #include <httplib.h>
+#include <sys/socket.h>
 
 #include <chrono>
 #include <fstream>
@@ -78,6 +79,9 @@ CoordinatorServer::CoordinatorServer(CoordinatorServerOptions options,
   builder.AddListeningPort(options_.listen, server_credentials(options_), &port_);
   builder.RegisterService(service_.get());
   builder.SetMaxReceiveMessageSize(options_.max_message_bytes);
+  // gRPC sets SO_REUSEPORT by default: a second coordinator on the same port would then share
+  // its connections instead of failing to bind.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   server_ = builder.BuildAndStart();
   PTRAIN_CHECK(server_ != nullptr && port_ > 0,
                "the coordinator cannot listen on {} (in use, or not an address of this host)",
@@ -90,6 +94,11 @@ CoordinatorServer::CoordinatorServer(CoordinatorServerOptions options,
     const auto [metrics_host, metrics_port] =
         split_address(options_.metrics_listen, "coordinator.metrics_listen");
     metrics_ = std::make_unique<httplib::Server>();
+    // SO_REUSEADDR only (httplib's default adds SO_REUSEPORT: two servers on one port).
+    metrics_->set_socket_options([](int socket) {
+      const int yes = 1;
+      ::setsockopt(socket, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
+    });
     metrics_->Get("/metrics", [this](const httplib::Request&, httplib::Response& response) {
       response.set_content(prometheus_text(job_->status()),
                            "text/plain; version=0.0.4; charset=utf-8");
@@ -146,7 +155,8 @@ void CoordinatorServer::shutdown() {
     metrics_->stop();
     metrics_thread_.join();
   }
-  server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  // Calls still running get half a second, then are cancelled.
+  server_->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(500));
   housekeeping_thread_.join();
   try {
     job_->flush(/*all=*/true);

@@ -1,8 +1,13 @@
 #include "cluster/coordinator_store.h"
 
+#include <fcntl.h>
 #include <sqlite3.h>
+#include <sys/file.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <exception>
 #include <limits>
 #include <memory>
@@ -14,6 +19,30 @@
 
 namespace ptrain {
 namespace {
+
+// One coordinator per state file: `<path>.lock`, held with flock() while the store lives (the
+// kernel drops it when the process dies), names the holder's pid. UserError when another holds it.
+int lock_exclusively(const std::string& path) {
+  const std::string lock_path = path + ".lock";
+  const int fd = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  PTRAIN_CHECK(fd >= 0, "cannot open {}: {}", lock_path, std::strerror(errno));
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    const int error = errno;
+    char pid[32] = {};
+    const ssize_t n = ::pread(fd, pid, sizeof pid - 1, 0);
+    ::close(fd);
+    PTRAIN_CHECK(error != EWOULDBLOCK,
+                 "the coordinator database {} is in use by another coordinator (pid {}): one "
+                 "coordinator per state file; stop it, or give this one another --state",
+                 path, n > 0 ? std::string(pid, static_cast<size_t>(n)) : "unknown");
+    PTRAIN_CHECK(false, "cannot lock {}: {}", lock_path, std::strerror(error));
+  }
+  const std::string pid = std::to_string(::getpid());
+  if (::ftruncate(fd, 0) != 0 || ::pwrite(fd, pid.data(), pid.size(), 0) < 0) {
+    // The pid is only a hint in a refusal: the lock itself holds.
+  }
+  return fd;
+}
 
 // ------------------------------------------------------------------------------------ schema
 
@@ -274,11 +303,13 @@ CoordinatorStore::CoordinatorStore(const std::string& path, int max_metric_point
   PTRAIN_CHECK(max_metric_points >= kMinMetricPoints,
                "the coordinator keeps at least {} metrics points (asked for {})", kMinMetricPoints,
                max_metric_points);
+  if (path != ":memory:") lock_fd_ = lock_exclusively(path);
   const int opened =
       sqlite3_open_v2(path.c_str(), &db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, nullptr);
   if (opened != SQLITE_OK) {
     const std::string why = db_ != nullptr ? sqlite3_errmsg(db_) : sqlite3_errstr(opened);
     sqlite3_close(db_);
+    if (lock_fd_ >= 0) ::close(lock_fd_);
     throw UserError(detail::with_location(
         fmt::format("cannot open the coordinator database {}: {}", path, why), __FILE__, __LINE__));
   }
@@ -314,6 +345,7 @@ CoordinatorStore::CoordinatorStore(const std::string& path, int max_metric_point
 CoordinatorStore::~CoordinatorStore() {
   statements_.reset();
   sqlite3_close(db_);
+  if (lock_fd_ >= 0) ::close(lock_fd_);
 }
 
 void CoordinatorStore::exec(const char* sql) {

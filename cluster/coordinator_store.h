@@ -30,9 +30,10 @@ namespace v1 = ::ptrain::v1;
 
 class CoordinatorStore {
  public:
-  // Opens (creating when missing) the database at `path`; ":memory:" for tests. Refuses a file
-  // that is not a ptrain coordinator database, or one of a newer schema version, with a UserError
-  // naming it. max_metric_points is at least 4.
+  // Opens (creating when missing) the database at `path`; ":memory:" for tests. Takes
+  // `<path>.lock` (UserError naming the holder's pid when another coordinator has it). Refuses a
+  // file that is not a ptrain coordinator database, or one of a newer schema version, with a
+  // UserError naming it. max_metric_points is at least 4.
   explicit CoordinatorStore(const std::string& path, int max_metric_points = 4096);
   ~CoordinatorStore();
   CoordinatorStore(const CoordinatorStore&) = delete;
@@ -111,6 +112,7 @@ class CoordinatorStore {
   sqlite3* db_ = nullptr;
   std::unique_ptr<Statements> statements_;
   int transaction_depth_ = 0;
+  int lock_fd_ = -1;             // holds <path>.lock (flock) while the store lives
   bool durable_commit_ = false;  // the open transaction holds a write whose commit is fsynced
 };
 

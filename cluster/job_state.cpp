@@ -11,7 +11,8 @@ namespace ptrain {
 namespace {
 
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
-constexpr int kMaxWorld = 1 << 20;
+constexpr int kMaxWorld = 1 << 16;
+constexpr int64_t kMaxStep = int64_t{1} << 48;  // a bound no job reaches
 constexpr size_t kRanksPerFlush = 256;
 
 grpc::Status invalid(const std::string& message) {
@@ -20,6 +21,10 @@ grpc::Status invalid(const std::string& message) {
 
 bool ended(const v1::Attempt& attempt) {
   return attempt.ended_unix_s() > 0;
+}
+
+bool step_in_range(int64_t step) {
+  return step >= 0 && step <= kMaxStep;
 }
 
 // An attempt that ends this way is the job's end; any other end reason is a failure.
@@ -119,8 +124,8 @@ grpc::Status JobState::register_rank(const v1::RegisterRankRequest& request,
     return invalid(
         fmt::format("rank {} is outside the world [0, {})", request.rank(), request.world()));
   if (request.launch_id().empty()) return invalid("launch_id is empty");
-  if (request.first_step() < 0 || request.total_steps() < 0)
-    return invalid("first_step and total_steps must not be negative");
+  if (!step_in_range(request.first_step()) || !step_in_range(request.total_steps()))
+    return invalid("first_step and total_steps must lie in [0, 2^48]");
   std::lock_guard<std::mutex> lock(mu_);
   if (grpc::Status status = check_job(request.job_id()); !status.ok()) return status;
   CoordinatorStore::Transaction transaction(store_);
@@ -149,6 +154,10 @@ grpc::Status JobState::register_rank(const v1::RegisterRankRequest& request,
     attempt.set_first_step(request.first_step());
     attempt.set_last_step(request.first_step());
     attempts_.push_back(attempt);
+    // The job's progress is the new attempt's from here (a resume may start before the last
+    // attempt's step); its speed is measured afresh.
+    progress_.set_step(attempt.first_step());
+    seconds_per_step_ = 0;
     ranks_.assign(static_cast<size_t>(request.world()), Rank{});
     for (size_t r = 0; r < ranks_.size(); ++r) ranks_[r].health.set_rank(static_cast<int>(r));
     registered_ = 0;
@@ -180,7 +189,6 @@ grpc::Status JobState::register_rank(const v1::RegisterRankRequest& request,
       store_.save_job(job_id_, config_hash_);
     }
     if (request.total_steps() > 0) progress_.set_total_steps(request.total_steps());
-    progress_.set_step(std::max(progress_.step(), request.first_step()));
   }
   if (registered_ == current().world() && rank.health.heartbeats() == 0)
     add_event("info", "ranks_registered", -1,
@@ -198,6 +206,10 @@ grpc::Status JobState::heartbeat(const v1::HeartbeatRequest& request,
   if (request.progress_size() > 1000)
     return invalid(
         fmt::format("{} progress points in one heartbeat (at most 1000)", request.progress_size()));
+  if (!step_in_range(request.step())) return invalid("step must lie in [0, 2^48]");
+  for (const v1::Progress& progress : request.progress())
+    if (!step_in_range(progress.step()) || !step_in_range(progress.total_steps()))
+      return invalid("a progress point's step and total_steps must lie in [0, 2^48]");
   std::lock_guard<std::mutex> lock(mu_);
   if (grpc::Status status = check_job(request.job_id()); !status.ok()) return status;
   if (grpc::Status status = check_attempt(request.attempt(), request.rank()); !status.ok())
@@ -226,25 +238,20 @@ grpc::Status JobState::heartbeat(const v1::HeartbeatRequest& request,
 
 void JobState::record_progress(const v1::Progress& progress) {
   const double t = now();
-  if (progress.step() > progress_.step() && progress_time_ > 0) {
-    const double per_step =
-        (t - progress_time_) / static_cast<double>(progress.step() - progress_.step());
-    // A batch of backlogged points arrives at once: only spaced reports say how fast steps go.
-    if (t > progress_time_)
-      seconds_per_step_ =
-          seconds_per_step_ > 0 ? 0.8 * seconds_per_step_ + 0.2 * per_step : per_step;
-  }
+  // The speed for the ETA: the steps' own wall times (a heartbeat carries several steps at once,
+  // so arrival times say nothing).
+  if (progress.step_seconds() > 0)
+    seconds_per_step_ = seconds_per_step_ > 0
+                            ? 0.8 * seconds_per_step_ + 0.2 * progress.step_seconds()
+                            : progress.step_seconds();
   if (progress.step() >= progress_.step()) {
     const int64_t total =
         progress.total_steps() > 0 ? progress.total_steps() : progress_.total_steps();
     progress_ = progress;
     progress_.set_total_steps(total);
-    progress_time_ = t;
     if (!attempts_.empty())
       current().set_last_step(std::max(current().last_step(), progress.step()));
   }
-  if (progress.step_seconds() > 0 && seconds_per_step_ <= 0)
-    seconds_per_step_ = progress.step_seconds();
   v1::MetricPoint point;
   point.set_step(progress.step());
   point.set_unix_s(t);
@@ -266,7 +273,10 @@ grpc::Status JobState::report_checkpoint(const v1::ReportCheckpointRequest& requ
   // A commit is recorded whenever it arrives (the manifest is the truth), even from an attempt
   // that has ended since; the other reports only matter to the running attempt.
   grpc::Status status = check_attempt(request.attempt(), request.rank());
-  if (committed && status.error_code() == grpc::StatusCode::FAILED_PRECONDITION) status = {};
+  const v1::Attempt* attempt = attempt_by_number(request.attempt());
+  if (committed && status.error_code() == grpc::StatusCode::FAILED_PRECONDITION && attempt &&
+      request.rank() >= 0 && request.rank() < attempt->world())
+    status = {};
   if (!status.ok()) return status;
   switch (request.kind()) {
     case v1::ReportCheckpointRequest::WRITTEN:
@@ -280,7 +290,7 @@ grpc::Status JobState::report_checkpoint(const v1::ReportCheckpointRequest& requ
       checkpoint.set_bytes(request.bytes());
       checkpoint.set_files(request.files());
       checkpoint.set_attempt(request.attempt());
-      checkpoint.set_world(attempts_[static_cast<size_t>(request.attempt() - 1)].world());
+      checkpoint.set_world(attempt->world());
       checkpoint.set_committed_unix_s(request.unix_s() > 0 ? request.unix_s() : now());
       CoordinatorStore::Transaction transaction(store_);
       store_.save_checkpoint(checkpoint);
@@ -290,7 +300,7 @@ grpc::Status JobState::report_checkpoint(const v1::ReportCheckpointRequest& requ
           "info", "checkpoint_committed", request.rank(),
           fmt::format("checkpoint of step {} committed: {} files, {} bytes in {}",
                       checkpoint.step(), checkpoint.files(), checkpoint.bytes(), checkpoint.dir()));
-      finish_commands(v1::Command::CHECKPOINT);
+      finish_commands(v1::Command::CHECKPOINT, request.handled_command());
       break;
     }
     case v1::ReportCheckpointRequest::FAILED:
@@ -356,13 +366,16 @@ void JobState::end_attempt(const std::string& reason, const std::string& message
   add_event(ends_well(reason) ? "info" : "error", "attempt_ended", -1,
             fmt::format("attempt {} ended ({}) after step {}{}{}", attempt.number(), reason,
                         attempt.last_step(), message.empty() ? "" : ": ", message));
-  finish_commands(v1::Command::STOP);
+  finish_commands(v1::Command::STOP, std::numeric_limits<int64_t>::max());
 }
 
 // ---------------------------------------------------------------- commands
 
 v1::Command JobState::request_command(v1::Command::Kind kind, const std::string& reason) {
   std::lock_guard<std::mutex> lock(mu_);
+  // A request while one of its kind is still pending is that one (requests do not pile up).
+  for (const v1::Command& command : commands_)
+    if (command.kind() == kind) return command;
   v1::Command command;
   command.set_id(next_command_id_++);
   command.set_kind(kind);
@@ -377,16 +390,19 @@ v1::Command JobState::request_command(v1::Command::Kind kind, const std::string&
   return command;
 }
 
-void JobState::finish_commands(v1::Command::Kind kind) {
-  // A checkpoint request is done by the first commit the coordinator hears of after it; a stop
-  // by the end of the attempt.
-  const double t = now();
+void JobState::finish_commands(v1::Command::Kind kind, int64_t up_to) {
   auto done = [&](const v1::Command& command) {
-    return command.kind() == kind && command.requested_unix_s() <= t;
+    return command.kind() == kind && command.id() <= up_to;
   };
   for (const v1::Command& command : commands_)
     if (done(command)) store_.finish_command(command.id());
   commands_.erase(std::remove_if(commands_.begin(), commands_.end(), done), commands_.end());
+}
+
+const v1::Attempt* JobState::attempt_by_number(int number) const {
+  for (const v1::Attempt& attempt : attempts_)
+    if (attempt.number() == number) return &attempt;
+  return nullptr;
 }
 
 // ---------------------------------------------------------------- status

@@ -12,7 +12,8 @@
 // Attempts: every rank of one launch registers with the same launch_id; the first registration
 // of a new launch_id opens the next attempt (an unfinished previous one ends as "superseded").
 // Commands (checkpoint, stop) are answered in heartbeats to every rank until carried out: a
-// checkpoint request by the next commit after it, a stop by the end of the attempt.
+// checkpoint request by the commit that names it (ReportCheckpointRequest.handled_command), a
+// stop by the end of the attempt. A request while one of its kind is pending is that one.
 #pragma once
 
 #include <condition_variable>
@@ -83,7 +84,9 @@ class JobState {
   grpc::Status check_attempt(int attempt, int rank) const;
   v1::Attempt& current();
   void end_attempt(const std::string& reason, const std::string& message, int64_t step);
-  void finish_commands(v1::Command::Kind kind);
+  // Done: the pending commands of `kind` with ids up to `up_to`.
+  void finish_commands(v1::Command::Kind kind, int64_t up_to);
+  const v1::Attempt* attempt_by_number(int number) const;
   void record_progress(const v1::Progress& progress);
   v1::JobState derive_state() const;
 
@@ -102,8 +105,8 @@ class JobState {
   std::map<int64_t, int64_t> written_;  // step being saved -> ranks that reported their file
   v1::Progress progress_;
   double eval_loss_;
-  double progress_time_ = 0, seconds_per_step_ = 0;  // for the ETA
-  std::vector<v1::Command> commands_;                // pending, oldest first
+  double seconds_per_step_ = 0;        // for the ETA: a moving average of the steps' wall times
+  std::vector<v1::Command> commands_;  // pending, oldest first
   int64_t next_command_id_ = 1;
   v1::Checkpoint last_checkpoint_;
   double updated_ = 0;

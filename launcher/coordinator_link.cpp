@@ -8,6 +8,7 @@
 
 #include "cluster/coordinator_client.h"
 #include "cluster/coordinator_server.h"
+#include "cluster/job_state.h"
 #include "core/error.h"
 #include "core/file_util.h"
 #include "parallel/communicator.h"
@@ -67,7 +68,20 @@ CoordinatorLink::CoordinatorLink(const ResolvedConfig& config, const RankContext
       options.metrics_listen = c.metrics_listen;
       options.heartbeat_interval_s = c.heartbeat_interval;
       options.heartbeat_timeout_s = c.heartbeat_timeout;
-      server_ = std::make_unique<CoordinatorServer>(options, ctx.log);
+      try {
+        server_ = std::make_unique<CoordinatorServer>(options, ctx.log);
+      } catch (const CorruptData& e) {
+        // A damaged state file must not stop the job: it is kept aside and a new one begun.
+        const std::string aside = options.state_path + ".damaged";
+        for (const char* suffix : {"", "-wal", "-shm"}) {
+          std::error_code ec;
+          fs::rename(options.state_path + suffix, aside + suffix, ec);
+        }
+        ctx.log->warn("{}: moved aside as {}; the coordinator starts a new state", e.what(), aside);
+        server_ = std::make_unique<CoordinatorServer>(options, ctx.log);
+      }
+      // The job keeps the name its state already has (an output_dir renamed since, say).
+      job_id_ = server_->job().status().job_id();
       address = dial_address(server_->address(), ctx.host);
       write_file_atomic((fs::path(config.job.output_dir) / "coordinator.addr").string(),
                         address + "\n");
@@ -82,6 +96,8 @@ CoordinatorLink::CoordinatorLink(const ResolvedConfig& config, const RankContext
     address = broadcast_string(*ctx.comm, address, 0);
   }
   address_ = address;
+  if (job_id_.empty()) job_id_ = job_id(config.job);
+  if (c.address.empty()) job_id_ = broadcast_string(*ctx.comm, job_id_, 0);
   launch_id_ = broadcast_string(*ctx.comm, ctx.rank == 0 ? random_launch_id() : "", 0);
 }
 
@@ -99,7 +115,7 @@ void CoordinatorLink::start_attempt(int64_t first_step, int64_t total_steps) {
   options.rpc.tls_cert = c.tls_client_cert;
   options.rpc.tls_key = c.tls_client_key;
   options.rpc.rpc_timeout_s = c.rpc_timeout;
-  options.job_id = job_id(config_.job);
+  options.job_id = job_id_;
   options.launch_id = launch_id_;
   options.rank = ctx_.rank;
   options.world = ctx_.world;
@@ -132,6 +148,7 @@ void CoordinatorLink::on_saved(const SaveResult& result) {
   report.set_step(result.step);
   if (result.committed) {
     report.set_kind(v1::ReportCheckpointRequest::COMMITTED);
+    report.set_handled_command(client_->handled());
     report.set_dir(fs::absolute(result.dir).lexically_normal().string());
     report.set_bytes(static_cast<int64_t>(result.bytes));
     report.set_files(result.files);
@@ -196,16 +213,17 @@ StepDecision CoordinatorLink::at_step_boundary(int64_t completed_steps) {
   StepDecision decision;
   if (!client_) return decision;
   client_->set_rank_state(completed_steps, current_rss_bytes(), 0);
-  decision.stop = client_->wants(v1::Command::STOP);
-  decision.checkpoint = decision.stop || client_->wants(v1::Command::CHECKPOINT);
+  vote_ = client_->command_vote();
+  decision.stop = vote_.stop;
+  decision.checkpoint = vote_.stop || vote_.checkpoint;
   return decision;
 }
 
 void CoordinatorLink::on_decision(int64_t /*completed_steps*/, const StepDecision& agreed) {
   if (!client_ || !(agreed.checkpoint || agreed.stop)) return;
-  // Every command any rank has seen is carried out by this step's checkpoint (or stop): the
-  // ranks agree on the newest, so a rank that hears of it later does not ask again.
-  int64_t newest = client_->newest_command();
+  // Every command up to the newest any rank had seen when it voted is carried out at this step:
+  // that rank voted for each of them. One heard of since the vote waits for the next boundary.
+  int64_t newest = vote_.newest;
   ctx_.comm->all_reduce(comm_buffer(&newest, 1), ReduceOp::kMax);
   client_->set_handled(newest);
 }

@@ -8,6 +8,7 @@
 #include <memory>
 #include <string>
 
+#include "cluster/coordinator_client.h"
 #include "core/config.h"
 #include "core/rank_context.h"
 #include "trainer/checkpointer.h"
@@ -16,7 +17,6 @@
 namespace ptrain {
 
 class CoordinatorServer;
-class CoordinatorClient;
 
 class CoordinatorLink final : public TrainingObserver {
  public:
@@ -30,8 +30,10 @@ class CoordinatorLink final : public TrainingObserver {
 
   const std::string& address() const { return address_; }
 
-  // Collective. Registers this rank for the attempt that starts at `first_step` and plans
-  // `total_steps`; from here on the rank heartbeats.
+  // Registers this rank (in the background) for the attempt that starts at `first_step` and
+  // plans `total_steps`; from here on the rank heartbeats. Add the link to the loop before the
+  // checkpointer: its on_decision marks the commands a checkpoint carries out, which the
+  // checkpoint's commit report then names.
   void start_attempt(int64_t first_step, int64_t total_steps);
 
   // The checkpointer's reports (CheckpointerOptions::on_rank_written / on_saved).
@@ -52,10 +54,11 @@ class CoordinatorLink final : public TrainingObserver {
  private:
   const ResolvedConfig& config_;
   const RankContext& ctx_;
-  std::string address_, launch_id_, auth_token_;
+  std::string address_, launch_id_, auth_token_, job_id_;
   std::unique_ptr<CoordinatorServer> server_;
   std::unique_ptr<CoordinatorClient> client_;
   bool ended_ = false;
+  CoordinatorClient::CommandVote vote_;  // this rank's, at the last step boundary
 };
 
 }  // namespace ptrain

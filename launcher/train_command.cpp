@@ -286,9 +286,9 @@ int train(RankSession& session, const ResolvedConfig& config, CoordinatorLink& c
   };
   checkpointing.on_saved = [&](const SaveResult& result) { coordinator.on_saved(result); };
   Checkpointer checkpointer(training, *ctx.comm, checkpointing, ctx.log);
-  loop.add_observer(checkpointer);
   coordinator.start_attempt(first_step, loop.total_steps());
-  loop.add_observer(coordinator);
+  loop.add_observer(coordinator);  // before the checkpointer: see CoordinatorLink::start_attempt
+  loop.add_observer(checkpointer);
   step.set_before_update([&checkpointer] { checkpointer.before_update(); });
   const TrainEnd end = loop.run();
 

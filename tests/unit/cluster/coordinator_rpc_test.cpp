@@ -4,6 +4,7 @@
 #include <spdlog/sinks/null_sink.h>
 
 #include <chrono>
+#include <filesystem>
 #include <thread>
 
 #include "cluster/coordinator_client.h"
@@ -135,16 +136,26 @@ TEST(CoordinatorRpc, ClientsRegisterHeartbeatAndHearCommands) {
   EXPECT_EQ(rank1.attempt(), 1);
   EXPECT_EQ(server.job().metrics(0).size(), 3u);
 
-  server.job().request_command(v1::Command::CHECKPOINT, "test");
-  ASSERT_TRUE(eventually([&] { return rank1.wants(v1::Command::CHECKPOINT); }));
-  EXPECT_FALSE(rank1.wants(v1::Command::STOP));
-  rank1.set_handled(rank1.newest_command());
-  EXPECT_FALSE(rank1.wants(v1::Command::CHECKPOINT));
+  const int64_t id = server.job().request_command(v1::Command::CHECKPOINT, "test").id();
+  ASSERT_TRUE(eventually([&] { return rank1.command_vote().checkpoint; }));
+  CoordinatorClient::CommandVote vote = rank1.command_vote();
+  EXPECT_FALSE(vote.stop);
+  EXPECT_EQ(vote.newest, id);
+  rank1.set_handled(vote.newest);
+  EXPECT_FALSE(rank1.command_vote().checkpoint);
+  EXPECT_EQ(rank1.handled(), id);
 
+  // A commit that does not name the command leaves it pending; the one that does carries it out.
   v1::ReportCheckpointRequest commit;
   commit.set_kind(v1::ReportCheckpointRequest::COMMITTED);
+  commit.set_step(2);
+  commit.set_dir("/x/step-2");
+  commit.set_handled_command(id - 1);
+  EXPECT_TRUE(rank0.report_commit(commit, 10));
+  EXPECT_EQ(server.job().status().pending_commands_size(), 1);
   commit.set_step(3);
   commit.set_dir("/x/step-3");
+  commit.set_handled_command(id);
   EXPECT_TRUE(rank0.report_commit(commit, 10));
   EXPECT_EQ(server.job().status().last_checkpoint().step(), 3);
   EXPECT_EQ(server.job().status().pending_commands_size(), 0);
@@ -179,6 +190,14 @@ TEST(CoordinatorRpc, ReportsWaitForACoordinatorThatRestarts) {
   EXPECT_EQ(status.step(), 4);
   EXPECT_EQ(status.attempts_size(), 1);  // the same attempt went on
   EXPECT_EQ(server->job().metrics(0).size(), 4u);
+}
+
+TEST(CoordinatorRpc, ASecondCoordinatorCannotShareAPort) {
+  const std::string dir = testing::fresh_dir();
+  std::filesystem::create_directories(dir + "/a");
+  std::filesystem::create_directories(dir + "/b");
+  CoordinatorServer first(server_options(dir + "/a", "127.0.0.1:0"), quiet());
+  EXPECT_THROW(CoordinatorServer(server_options(dir + "/b", first.address()), quiet()), UserError);
 }
 
 }  // namespace

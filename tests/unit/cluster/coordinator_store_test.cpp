@@ -389,20 +389,22 @@ TEST(CoordinatorStore, MetricsKeepTheWholeJobAtAnEvenGrain) {
   const std::string path = db_path();
   constexpr int kMax = 64;
   constexpr int64_t kSteps = 1000;
-  CoordinatorStore store(path, kMax);
+  auto store = std::make_unique<CoordinatorStore>(path, kMax);
   for (int64_t step = 0; step < kSteps; ++step) {
-    store.append_metric(metric(step, loss_at(step)));
+    store->append_metric(metric(step, loss_at(step)));
     if (step % 97 == 0) {
-      const std::vector<v1::MetricPoint> points = store.metrics(0);
+      const std::vector<v1::MetricPoint> points = store->metrics(0);
       ASSERT_LE(points.size(), static_cast<size_t>(kMax)) << "after step " << step;
       ASSERT_EQ(points.back().step(), step);
     }
   }
   // The last step gets its evaluation, then its replacement without one keeps it.
-  store.append_metric(metric(kSteps - 1, loss_at(kSteps - 1), 1.5));
-  store.append_metric(metric(kSteps - 1, 0.125));
+  store->append_metric(metric(kSteps - 1, loss_at(kSteps - 1), 1.5));
+  store->append_metric(metric(kSteps - 1, 0.125));
+  store.reset();  // one coordinator per state file: this one stops before the next opens it
 
-  const std::vector<v1::MetricPoint> points = CoordinatorStore(path, kMax).metrics(0);
+  store = std::make_unique<CoordinatorStore>(path, kMax);  // reopened: what the file holds
+  const std::vector<v1::MetricPoint> points = store->metrics(0);
   ASSERT_LE(points.size(), static_cast<size_t>(kMax));
   ASSERT_GE(points.size(), static_cast<size_t>(kMax / 2));
   EXPECT_EQ(points.front().step(), 0);
@@ -419,7 +421,7 @@ TEST(CoordinatorStore, MetricsKeepTheWholeJobAtAnEvenGrain) {
   }
 
   // metrics(max_points) thins evenly, keeping the first and the last.
-  const std::vector<v1::MetricPoint> thinned = store.metrics(10);
+  const std::vector<v1::MetricPoint> thinned = store->metrics(10);
   ASSERT_EQ(thinned.size(), 10u);
   EXPECT_EQ(thinned.front().step(), 0);
   EXPECT_EQ(thinned.back().step(), kSteps - 1);
@@ -436,7 +438,7 @@ TEST(CoordinatorStore, MetricsKeepTheWholeJobAtAnEvenGrain) {
     largest = std::max(largest, positions[i + 1] - positions[i]);
   }
   EXPECT_LE(largest - smallest, 1u);
-  EXPECT_EQ(store.metrics(5000).size(), points.size());
+  EXPECT_EQ(store->metrics(5000).size(), points.size());
 }
 
 TEST(CoordinatorStore, MetricPointOfTheSameStepReplacesTheStoredOne) {
@@ -702,6 +704,16 @@ TEST(CoordinatorStore, KilledWriterLosesNoCommit) {
   const std::vector<v1::Event> events = store.recent_events(10);
   ASSERT_EQ(events.size(), 2u);
   EXPECT_EQ(events.back().message(), "just before the crash");
+}
+
+TEST(CoordinatorStore, OneCoordinatorPerStateFile) {
+  const std::string path = db_path();
+  auto first = std::make_unique<CoordinatorStore>(path);
+  const std::string message = user_error([&] { CoordinatorStore second(path); });
+  EXPECT_THAT(message, HasSubstr("in use by another coordinator"));
+  EXPECT_THAT(message, HasSubstr(std::to_string(::getpid())));
+  first.reset();
+  CoordinatorStore again(path);  // free once the first is gone
 }
 
 }  // namespace

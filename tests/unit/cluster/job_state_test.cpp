@@ -61,11 +61,12 @@ v1::HeartbeatRequest beat(int attempt, int rank, int64_t step, int64_t last_comm
     p.set_step(step);
     p.set_loss(10.0 / static_cast<double>(step + 1));
     p.set_learning_rate(1e-4);
+    p.set_step_seconds(2);
   }
   return h;
 }
 
-v1::ReportCheckpointRequest commit(int attempt, int64_t step) {
+v1::ReportCheckpointRequest commit(int attempt, int64_t step, int64_t handled_command = 0) {
   v1::ReportCheckpointRequest c;
   c.set_job_id("job");
   c.set_attempt(attempt);
@@ -75,6 +76,7 @@ v1::ReportCheckpointRequest commit(int attempt, int64_t step) {
   c.set_dir("/out/checkpoints/step-" + std::to_string(step));
   c.set_bytes(4096);
   c.set_files(3);
+  c.set_handled_command(handled_command);
   return c;
 }
 
@@ -186,9 +188,12 @@ TEST(JobState, CommandsAreAnsweredUntilCarriedOut) {
   response.Clear();
   ASSERT_TRUE(job.state->heartbeat(beat(attempt, 0, 2), &response).ok());
   EXPECT_EQ(response.commands_size(), 1);
-  // The next commit carries it out.
-  job.clock += 1;
-  ASSERT_TRUE(job.state->report_checkpoint(commit(attempt, 3)).ok());
+  // A commit that does not name it (a save from before it, reported late) leaves it pending; the
+  // one that does carries it out. A second request meanwhile is the same command.
+  ASSERT_TRUE(job.state->report_checkpoint(commit(attempt, 3, checkpoint.id() - 1)).ok());
+  EXPECT_EQ(job.state->status().pending_commands_size(), 1);
+  EXPECT_EQ(job.state->request_command(v1::Command::CHECKPOINT, "again").id(), checkpoint.id());
+  ASSERT_TRUE(job.state->report_checkpoint(commit(attempt, 4, checkpoint.id())).ok());
   response.Clear();
   ASSERT_TRUE(job.state->heartbeat(beat(attempt, 0, 3), &response).ok());
   EXPECT_EQ(response.commands_size(), 0);
@@ -197,7 +202,7 @@ TEST(JobState, CommandsAreAnsweredUntilCarriedOut) {
   // A stop stays pending across a coordinator restart, until the attempt ends.
   const v1::Command stop = job.state->request_command(v1::Command::STOP, "maintenance");
   EXPECT_GT(stop.id(), checkpoint.id());
-  ASSERT_TRUE(job.state->report_checkpoint(commit(attempt, 4)).ok());
+  ASSERT_TRUE(job.state->report_checkpoint(commit(attempt, 5, stop.id())).ok());  // not a stop
   job.reopen();
   response.Clear();
   ASSERT_TRUE(job.state->heartbeat(beat(attempt, 1, 4), &response).ok());
@@ -287,6 +292,40 @@ TEST(JobState, RestartKeepsTheJob) {
   // The running attempt goes on: its ranks heartbeat without registering again.
   v1::HeartbeatResponse response;
   EXPECT_TRUE(job.state->heartbeat(beat(attempt, 1, 6), &response).ok());
+}
+
+TEST(JobState, ResumeFromAnEarlierStepIsTheJobsProgress) {
+  Job job(testing::fresh_dir());
+  int attempt = register_all(*job.state, 2, "first");
+  v1::HeartbeatResponse response;
+  ASSERT_TRUE(job.state->heartbeat(beat(attempt, 0, 80), &response).ok());
+  // The second launch resumes from the checkpoint of step 50.
+  attempt = register_all(*job.state, 2, "second", 50);
+  EXPECT_EQ(job.state->status().step(), 50);
+  ASSERT_TRUE(job.state->heartbeat(beat(attempt, 0, 51), &response).ok());
+  const v1::JobStatus status = job.state->status();
+  EXPECT_EQ(status.step(), 51);
+  EXPECT_DOUBLE_EQ(status.loss(), 10.0 / 52);
+  EXPECT_EQ(status.attempts(1).last_step(), 51);
+  EXPECT_NEAR(status.eta_s(), 49 * 2.0, 1e-9);
+}
+
+TEST(JobState, StepsAndWorldsOutOfBoundsAreRefused) {
+  Job job(testing::fresh_dir());
+  v1::RegisterRankResponse registered;
+  EXPECT_EQ(job.state->register_rank(registration(0, 1 << 17, "l"), &registered).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  const int attempt = register_all(*job.state, 2, "l");
+  v1::HeartbeatResponse response;
+  EXPECT_EQ(job.state->heartbeat(beat(attempt, 1, -5), &response).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(job.state->heartbeat(beat(attempt, 0, int64_t{1} << 62), &response).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  v1::ReportCheckpointRequest late = commit(attempt, 3);
+  late.set_rank(-12345);
+  EXPECT_EQ(job.state->report_checkpoint(late).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(job.state->status().step(), 0);
+  EXPECT_EQ(job.state->status().last_checkpoint().step(), 0);
 }
 
 }  // namespace
