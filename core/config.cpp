@@ -328,12 +328,108 @@ void apply_override(const std::string& flag, JobConfig& job,
   seen[name] = where;
 }
 
-void check_relations(const JobConfig& job, const std::map<std::string, std::string>& seen,
-                     const std::string& source, Problems& problems) {
-  auto where = [&](const std::string& key) {
+// ---------------------------------------------------------------- relations between keys
+
+// Where each key was given: file:line:column or the --set flag; the file for a default.
+struct KeyLocations {
+  const std::map<std::string, std::string>& seen;
+  const std::string& source;
+  bool given(const std::string& key) const { return seen.count(key) > 0; }
+  std::string operator()(const std::string& key) const {
     auto it = seen.find(key);
     return it == seen.end() ? source : it->second;
+  }
+};
+
+// Why `address` is not host:port with a port number in [min_port, 65535]; "" when it is.
+std::string host_port_problem(const std::string& address, int min_port) {
+  const std::string expected = fmt::format(
+      "expected host:port with a port number in [{}, 65535] (an IPv6 host in brackets: [::1]:{})",
+      min_port, min_port);
+  const auto colon = address.rfind(':');
+  if (colon == std::string::npos || colon == 0) return expected;
+  const std::string host = address.substr(0, colon);
+  const bool bracketed = host.front() == '[';
+  if (bracketed ? host.size() < 3 || host.back() != ']'
+                : host.find_first_of(": \t[]") != std::string::npos)
+    return expected;
+  const std::string port = address.substr(colon + 1);
+  if (port.empty() || port.size() > 5 || port.find_first_not_of("0123456789") != std::string::npos)
+    return expected;
+  const int number = std::stoi(port);
+  return number < min_port || number > 65535 ? expected : "";
+}
+
+void check_coordinator(const CoordinatorConfig& c, const KeyLocations& where, Problems& problems) {
+  auto key = [](const char* leaf) { return fmt::format("coordinator.{}", leaf); };
+  // `leaf` given without `other` is a problem, reported where `leaf` is.
+  auto needs = [&](bool given, const char* leaf, bool other_given, const char* other,
+                   const char* why) {
+    if (given && !other_given)
+      problems.add(where(key(leaf)), fmt::format("'{}' needs '{}'{}", key(leaf), key(other), why));
   };
+  if (!c.auth_token.empty() && !c.auth_token_file.empty())
+    problems.add(
+        where(key("auth_token_file")),
+        "'coordinator.auth_token' and 'coordinator.auth_token_file' are exclusive: set one");
+  needs(!c.tls_cert.empty(), "tls_cert", !c.tls_key.empty(), "tls_key",
+        " (the certificate's private key)");
+  needs(!c.tls_key.empty(), "tls_key", !c.tls_cert.empty(), "tls_cert",
+        " (the certificate the key belongs to)");
+  needs(!c.tls_client_ca.empty(), "tls_client_ca", !c.tls_cert.empty(), "tls_cert",
+        ": client certificates are asked for only over TLS");
+  needs(!c.tls_client_cert.empty(), "tls_client_cert", !c.tls_client_key.empty(), "tls_client_key",
+        " (the certificate's private key)");
+  needs(!c.tls_client_key.empty(), "tls_client_key", !c.tls_client_cert.empty(), "tls_client_cert",
+        " (the certificate the key belongs to)");
+  needs(!c.tls_client_cert.empty(), "tls_client_cert", !c.tls_ca.empty(), "tls_ca",
+        ": ranks use TLS, and so present a certificate, only when they trust a CA");
+  if (c.address.empty() && !c.tls_cert.empty() && c.tls_ca.empty())
+    problems.add(where(key("tls_cert")),
+                 "'coordinator.tls_cert' with no 'coordinator.address' makes rank 0's coordinator "
+                 "serve TLS only: the ranks need 'coordinator.tls_ca' to trust it");
+  const struct {
+    const char* leaf;
+    const std::string& value;
+    bool check;
+    int min_port;
+  } addresses[] = {
+      {"listen", c.listen, c.address.empty() || !c.listen.empty(), 0},
+      {"metrics_listen", c.metrics_listen, !c.metrics_listen.empty(), 0},
+      {"address", c.address, !c.address.empty(), 1},
+  };
+  for (const auto& a : addresses) {
+    if (!a.check) continue;
+    const std::string problem = host_port_problem(a.value, a.min_port);
+    if (!problem.empty())
+      problems.add(where(key(a.leaf)),
+                   fmt::format("'{}' is '{}': {}", key(a.leaf), a.value, problem));
+  }
+  if (c.heartbeat_timeout <= 2 * c.heartbeat_interval) {
+    const std::string timeout = key("heartbeat_timeout");
+    problems.add(
+        where(where.given(timeout) ? timeout : key("heartbeat_interval")),
+        fmt::format("'{}' ({} s) must be more than twice 'coordinator.heartbeat_interval' ({} s): "
+                    "else a rank whose heartbeat is a little late flaps between lost and back",
+                    timeout, c.heartbeat_timeout, c.heartbeat_interval));
+  }
+}
+
+// A secret key given its own placeholder: the value was copied from a resolved config.
+void check_secrets(const JobConfig& job, const KeyLocations& where, Problems& problems) {
+  JobConfig copy = job;
+  for (const auto& key : ConfigSchema::instance().keys()) {
+    if (key.secret && *static_cast<std::string*>(key.member(copy)) == kRedacted)
+      problems.add(where(key.name),
+                   fmt::format("'{}' is '{}', the placeholder a resolved config shows for a "
+                               "secret: give the value itself",
+                               key.name, kRedacted));
+  }
+}
+
+void check_relations(const JobConfig& job, const std::map<std::string, std::string>& seen,
+                     const std::string& source, Problems& problems) {
+  const KeyLocations where{seen, source};
   if (job.adapter == "qlora" && !job.load_in_4bit)
     problems.add(where("adapter"),
                  "'adapter: qlora' needs 'load_in_4bit: true' (NF4 base weights)");
@@ -366,7 +462,11 @@ void check_relations(const JobConfig& job, const std::map<std::string, std::stri
     problems.add(where("val_set_size"),
                  "'val_set_size' >= 1 is a row count and must be a whole number");
   if (job.output_dir.empty()) problems.add(where("output_dir"), "'output_dir' must not be empty");
+  check_coordinator(job.coordinator, where, problems);
+  check_secrets(job, where, problems);
 }
+
+// ---------------------------------------------------------------- the resolved config
 
 YAML::Node emit_value(KeyType type, void* member);
 
@@ -419,7 +519,10 @@ std::string emit_resolved(const JobConfig& job) {
       open_section = section;
     }
     std::string leaf = dot == std::string::npos ? key.name : key.name.substr(dot + 1);
-    out << YAML::Key << leaf << YAML::Value << emit_value(key.type, key.member(copy));
+    YAML::Node value = emit_value(key.type, key.member(copy));
+    // A credential must not reach the outputs, nor (rotated) change the hash.
+    if (key.secret && !value.Scalar().empty()) value = YAML::Node(std::string(kRedacted));
+    out << YAML::Key << leaf << YAML::Value << value;
   }
   if (!open_section.empty()) out << YAML::EndMap;
   out << YAML::EndMap;

@@ -61,6 +61,11 @@ ConfigKey one_of(std::string name, std::function<void*(JobConfig&)> member,
   key.choices = std::move(choices);
   return key;
 }
+// `key` marked as a credential (see FieldSpec::secret).
+ConfigKey secret(ConfigKey key) {
+  key.secret = true;
+  return key;
+}
 ConfigKey strings(std::string name, std::function<void*(JobConfig&)> member, std::string doc) {
   return field<JobConfig>(std::move(name), KeyType::kStringList, std::move(member), std::move(doc));
 }
@@ -270,12 +275,14 @@ ConfigSchema::ConfigSchema() {
            "ranks on other hosts reach it."),
       text("coordinator.job_id", member_of(&J::coordinator, &CoordinatorConfig::job_id),
            "The job's name on the coordinator; empty: the name of output_dir."),
-      text("coordinator.auth_token", member_of(&J::coordinator, &CoordinatorConfig::auth_token),
-           "A bearer token every coordinator RPC must carry (the in-process coordinator requires "
-           "it); empty: none. Prefer auth_token_file: a config is copied into the outputs."),
+      secret(text("coordinator.auth_token",
+                  member_of(&J::coordinator, &CoordinatorConfig::auth_token),
+                  "A bearer token every coordinator RPC must carry (the in-process coordinator "
+                  "requires it); empty: none. Prefer auth_token_file: a token in the config file "
+                  "travels wherever the file does.")),
       text("coordinator.auth_token_file",
            member_of(&J::coordinator, &CoordinatorConfig::auth_token_file),
-           "A file whose first line is the bearer token."),
+           "A file whose first line is the bearer token (exclusive with auth_token)."),
       text("coordinator.tls_cert", member_of(&J::coordinator, &CoordinatorConfig::tls_cert),
            "The in-process coordinator's certificate chain (PEM): it then serves TLS only."),
       text("coordinator.tls_key", member_of(&J::coordinator, &CoordinatorConfig::tls_key),
@@ -457,7 +464,12 @@ std::string ConfigSchema::markdown() const {
   for (const auto& key : keys_) {
     out << "| `" << key.name << "` | " << type_name(key.type) << " | `"
         << render(key.type, key.member(defaults)) << "` | "
-        << range_text(key.min, key.max, key.choices) << " | " << key.doc << " |\n";
+        << range_text(key.min, key.max, key.choices) << " | " << key.doc
+        << (key.secret ? fmt::format(" Secret: never written to outputs; the resolved config (and "
+                                     "so its hash and what checkpoints record) shows `{}`.",
+                                     kRedacted)
+                       : "")
+        << " |\n";
   }
   out << "\n## Dataset entries (`datasets: [{...}]`)\n\n"
       << "| key | type | default | allowed | description |\n|---|---|---|---|---|\n";
@@ -467,11 +479,22 @@ std::string ConfigSchema::markdown() const {
         << " | " << range_text(key.min, key.max, key.choices) << " | " << key.doc << " |\n";
   }
   out << "\n## Relations checked between keys\n\n"
-      << "- `adapter: qlora` requires `load_in_4bit: true`, and `load_in_4bit: true` requires "
-         "`adapter: qlora`.\n"
+      << "- `adapter: qlora` requires `load_in_4bit: true` (`load_in_4bit` without an adapter "
+         "is for eval, generate and export; `train` refuses it).\n"
       << "- `warmup_steps` and `warmup_ratio` are exclusive; so are `save_steps` and "
          "`saves_per_epoch`.\n"
       << "- `lora_target_linear` and `lora_target_modules` need an adapter.\n"
+      << "- `coordinator.auth_token` and `coordinator.auth_token_file` are exclusive.\n"
+      << "- `coordinator.tls_cert` and `tls_key` go together, and so do `tls_client_cert` and "
+         "`tls_client_key`; `tls_client_ca` needs `tls_cert`, and `tls_client_cert` needs "
+         "`tls_ca`.\n"
+      << "- An in-process coordinator with TLS (`address` empty, `tls_cert` set) needs `tls_ca`, "
+         "for the ranks to trust it.\n"
+      << "- `coordinator.listen`, `metrics_listen` and `address` (when set) are `host:port` with "
+         "a port in [0, 65535] (an IPv6 host in brackets: `[::1]:0`); `address` needs a port "
+         "above 0.\n"
+      << "- `coordinator.heartbeat_timeout` is more than twice `heartbeat_interval` (else ranks "
+         "flap between lost and back).\n"
       << "\n## Axolotl keys accepted and ignored (with a warning)\n\n";
   for (const auto& key : ignored_) out << "- `" << key.name << "`: " << key.reason << "\n";
   return out.str();

@@ -27,7 +27,13 @@ struct FieldSpec {
   double max = std::numeric_limits<double>::infinity();
   std::vector<std::string> choices;  // kEnum (and kStringList items when non-empty)
   bool required = false;
+  // kString only: a credential. Set, it appears in the resolved config (and so in its hash, in
+  // `validate-config --print` and in what checkpoints record) as kRedacted, never as itself.
+  bool secret = false;
 };
+
+// What the resolved config shows in place of a secret key's value.
+inline constexpr char kRedacted[] = "<redacted>";
 
 using ConfigKey = FieldSpec<JobConfig>;
 using DatasetKey = FieldSpec<DatasetConfig>;

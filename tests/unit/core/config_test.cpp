@@ -222,6 +222,61 @@ const ErrorCase kErrorCases[] = {
             "job.yaml:3:1: a second YAML document starts here (after a '---' line)"),
     in_file("SecondDocumentAfterAnEmptyOne", "---\n---\nlora_r: 4\n",
             "job.yaml:3:1: a second YAML document starts here"),
+    // Coordinator relations: each names the key where it was given.
+    in_file("TokenAndTokenFile", "coordinator:\n  auth_token: t\n  auth_token_file: /run/t\n",
+            "job.yaml:3:3: 'coordinator.auth_token' and 'coordinator.auth_token_file' are "
+            "exclusive"),
+    with_set("TokenAndTokenFileViaSet",
+             {"coordinator.auth_token_file=/run/t", "coordinator.auth_token=t"},
+             "--set coordinator.auth_token_file=/run/t: 'coordinator.auth_token' and "
+             "'coordinator.auth_token_file' are exclusive"),
+    in_file("TokenIsThePlaceholder", "coordinator:\n  auth_token: <redacted>\n",
+            "job.yaml:2:3: 'coordinator.auth_token' is '<redacted>', the placeholder"),
+    in_file("TlsKeyWithoutCert", "coordinator:\n  tls_key: server.key\n",
+            "job.yaml:2:3: 'coordinator.tls_key' needs 'coordinator.tls_cert'"),
+    in_file("TlsCertWithoutKey", "coordinator:\n  tls_ca: ca.pem\n  tls_cert: server.pem\n",
+            "job.yaml:3:3: 'coordinator.tls_cert' needs 'coordinator.tls_key'"),
+    in_file("TlsClientCaWithoutCert", "coordinator:\n  tls_client_ca: ca.pem\n",
+            "job.yaml:2:3: 'coordinator.tls_client_ca' needs 'coordinator.tls_cert'"),
+    in_file("TlsClientKeyWithoutCert", "coordinator:\n  tls_ca: ca.pem\n  tls_client_key: c.key\n",
+            "job.yaml:3:3: 'coordinator.tls_client_key' needs 'coordinator.tls_client_cert'"),
+    in_file("TlsClientCertWithoutKey", "coordinator:\n  tls_ca: ca.pem\n  tls_client_cert: c.pem\n",
+            "job.yaml:3:3: 'coordinator.tls_client_cert' needs 'coordinator.tls_client_key'"),
+    in_file("TlsClientCertWithoutCa",
+            "coordinator:\n  tls_client_key: c.key\n  tls_client_cert: c.pem\n",
+            "job.yaml:3:3: 'coordinator.tls_client_cert' needs 'coordinator.tls_ca'"),
+    in_file("InProcessTlsWithoutCa", "coordinator:\n  tls_cert: s.pem\n  tls_key: s.key\n",
+            "job.yaml:2:3: 'coordinator.tls_cert' with no 'coordinator.address' makes rank 0's "
+            "coordinator serve TLS only: the ranks need 'coordinator.tls_ca'"),
+    in_file("ListenWithoutPort", "coordinator:\n  listen: localhost\n",
+            "job.yaml:2:3: 'coordinator.listen' is 'localhost': expected host:port with a port "
+            "number in [0, 65535]"),
+    in_file("ListenWithoutHost", "coordinator:\n  listen: \":8080\"\n",
+            "job.yaml:2:3: 'coordinator.listen' is ':8080': expected host:port"),
+    in_file("ListenPortTooLarge", "coordinator:\n  listen: 127.0.0.1:65536\n",
+            "job.yaml:2:3: 'coordinator.listen' is '127.0.0.1:65536': expected host:port"),
+    in_file("ListenIpv6WithoutBrackets", "coordinator:\n  listen: \"::1:0\"\n",
+            "job.yaml:2:3: 'coordinator.listen' is '::1:0': expected host:port"),
+    in_file("ListenEmptyInProcess", "coordinator:\n  listen: \"\"\n",
+            "job.yaml:2:3: 'coordinator.listen' is '': expected host:port"),
+    in_file("MetricsListenPortNotANumber", "coordinator:\n  metrics_listen: 0.0.0.0:http\n",
+            "job.yaml:2:3: 'coordinator.metrics_listen' is '0.0.0.0:http': expected host:port "
+            "with a port number in [0, 65535]"),
+    in_file("MetricsListenSignedPort", "coordinator:\n  metrics_listen: 0.0.0.0:+80\n",
+            "job.yaml:2:3: 'coordinator.metrics_listen' is '0.0.0.0:+80'"),
+    in_file("AddressPortZero", "coordinator:\n  address: 10.0.0.1:0\n",
+            "job.yaml:2:3: 'coordinator.address' is '10.0.0.1:0': expected host:port with a port "
+            "number in [1, 65535]"),
+    with_set("AddressWithoutPortViaSet", {"coordinator.address=coord.example"},
+             "--set coordinator.address=coord.example: 'coordinator.address' is "
+             "'coord.example': expected host:port"),
+    in_file("HeartbeatTimeoutTwiceTheInterval",
+            "coordinator:\n  heartbeat_interval: 2\n  heartbeat_timeout: 4\n",
+            "job.yaml:3:3: 'coordinator.heartbeat_timeout' (4 s) must be more than twice "
+            "'coordinator.heartbeat_interval' (2 s)"),
+    in_file("HeartbeatIntervalAgainstTheDefaultTimeout", "coordinator:\n  heartbeat_interval: 20\n",
+            "job.yaml:2:3: 'coordinator.heartbeat_timeout' (30 s) must be more than twice "
+            "'coordinator.heartbeat_interval' (20 s)"),
 };
 
 INSTANTIATE_TEST_SUITE_P(Config, ConfigErrorTest, ::testing::ValuesIn(kErrorCases),
@@ -305,6 +360,15 @@ TEST(ConfigErrors, MissingFileNamesThePath) {
   }
 }
 
+TEST(ConfigErrors, CoordinatorProblemsAreReportedTogether) {
+  const std::string message = load_error(
+      "coordinator:\n  tls_client_ca: ca.pem\n  listen: nowhere\n  heartbeat_timeout: 1\n");
+  EXPECT_THAT(message, StartsWith("invalid config (3 problems):\n"));
+  EXPECT_THAT(message, AllOf(HasSubstr("job.yaml:2:3: 'coordinator.tls_client_ca'"),
+                             HasSubstr("job.yaml:3:3: 'coordinator.listen'"),
+                             HasSubstr("job.yaml:4:3: 'coordinator.heartbeat_timeout'")));
+}
+
 // ---------------------------------------------------------------- --set overrides
 
 TEST(ConfigOverrides, SetsEveryScalarType) {
@@ -369,6 +433,44 @@ TEST(ConfigValues, ValidRelationsLoad) {
   EXPECT_EQ(load("val_set_size: 200\n").job.val_set_size, 200.0);
   // A 4-bit base without an adapter is for eval, generate and export; train refuses it itself.
   EXPECT_TRUE(load("load_in_4bit: true\n").job.load_in_4bit);
+}
+
+TEST(ConfigValues, FullCoordinatorSectionsLoad) {
+  // An in-process coordinator with mTLS, a token file and metrics.
+  const ResolvedConfig in_process = load(R"(coordinator:
+  listen: "[::1]:0"
+  job_id: j
+  auth_token_file: /run/token
+  tls_cert: server.pem
+  tls_key: server.key
+  tls_client_ca: ca.pem
+  tls_ca: ca.pem
+  tls_client_cert: client.pem
+  tls_client_key: client.key
+  metrics_listen: 0.0.0.0:9400
+  heartbeat_interval: 0.5
+  heartbeat_timeout: 1.01
+  rpc_timeout: 2
+  commit_timeout: 10
+)");
+  const CoordinatorConfig& c = in_process.job.coordinator;
+  EXPECT_EQ(c.listen, "[::1]:0");
+  EXPECT_EQ(c.tls_client_key, "client.key");
+  EXPECT_EQ(c.metrics_listen, "0.0.0.0:9400");
+  EXPECT_EQ(c.heartbeat_timeout, 1.01);
+  // A coordinator elsewhere, reached with a token over TLS; an empty listen is then unused.
+  const ResolvedConfig remote = load(R"(coordinator:
+  address: coord.example:65535
+  listen: ""
+  auth_token: t
+  tls_ca: ca.pem
+  tls_cert: unused.pem
+  tls_key: unused.key
+)");
+  EXPECT_EQ(remote.job.coordinator.address, "coord.example:65535");
+  EXPECT_EQ(load("coordinator:\n  address: \"[fe80::1]:1\"\n  listen: localhost:80\n")
+                .job.coordinator.listen,
+            "localhost:80");
 }
 
 TEST(ConfigValues, EightBitOptimizersAreRefusedByName) {
@@ -454,6 +556,56 @@ TEST(ConfigResolved, WriteResolvedConfigWritesHashAndYaml) {
   for (const auto& entry : fs::directory_iterator(dir)) names.push_back(entry.path().filename());
   EXPECT_THAT(names, ElementsAre("config.resolved.yaml"));
   fs::remove_all(dir.parent_path());
+}
+
+TEST(ConfigSecrets, TokenReachesTheJobButNotTheResolvedConfig) {
+  const ResolvedConfig r = load("seed: 7\ncoordinator:\n  auth_token: s3cret\n");
+  EXPECT_EQ(r.job.coordinator.auth_token, "s3cret");
+  EXPECT_THAT(r.resolved_yaml, Not(HasSubstr("s3cret")));
+  EXPECT_THAT(r.resolved_yaml, HasSubstr("\n  auth_token: <redacted>\n"));
+  EXPECT_EQ(config_values(r).at("coordinator.auth_token"), "<redacted>");
+  // Rotating the token changes nothing a run records; having one at all does.
+  const ResolvedConfig rotated = load("seed: 7\ncoordinator:\n  auth_token: other\n");
+  EXPECT_EQ(rotated.resolved_yaml, r.resolved_yaml);
+  EXPECT_EQ(rotated.hash, r.hash);
+  EXPECT_NE(load("seed: 7\n").hash, r.hash);
+  // The same through --set.
+  const ResolvedConfig set = load("seed: 7\n", {"coordinator.auth_token=s3cret"});
+  EXPECT_EQ(set.job.coordinator.auth_token, "s3cret");
+  EXPECT_EQ(set.hash, r.hash);
+}
+
+TEST(ConfigSecrets, UnsetTokenStaysEmpty) {
+  const ResolvedConfig r = load_config("");
+  EXPECT_THAT(r.resolved_yaml, HasSubstr("\n  auth_token: \"\"\n"));
+  EXPECT_THAT(r.resolved_yaml, Not(HasSubstr("<redacted>")));
+  EXPECT_EQ(config_values(r).at("coordinator.auth_token"), "\"\"");
+}
+
+TEST(ConfigSecrets, WrittenResolvedConfigHoldsNoToken) {
+  const fs::path dir =
+      fs::path(::testing::TempDir()) / ("ptrain_config_secret_test_" + std::to_string(::getpid()));
+  const ResolvedConfig r = load("coordinator:\n  auth_token: s3cret\n");
+  const std::string content = read_file(write_resolved_config(r, dir.string()));
+  EXPECT_THAT(content, Not(HasSubstr("s3cret")));
+  EXPECT_THAT(content, HasSubstr("<redacted>"));
+  fs::remove_all(dir);
+}
+
+TEST(ConfigSecrets, OnlyTheTokenIsSecretAndTheDocsSaySo) {
+  const ConfigSchema& schema = ConfigSchema::instance();
+  std::vector<std::string> secrets;
+  for (const auto& key : schema.keys())
+    if (key.secret) secrets.push_back(key.name);
+  EXPECT_THAT(secrets, ElementsAre("coordinator.auth_token"));
+  const std::string md = schema.markdown();
+  const size_t row = md.find("\n| `coordinator.auth_token` |");
+  ASSERT_NE(row, std::string::npos);
+  EXPECT_THAT(md.substr(row + 1, md.find('\n', row + 1) - row - 1),
+              HasSubstr("Secret: never written to outputs"));
+  const size_t file_row = md.find("\n| `coordinator.auth_token_file` |");
+  EXPECT_THAT(md.substr(file_row + 1, md.find('\n', file_row + 1) - file_row - 1),
+              Not(HasSubstr("Secret")));
 }
 
 // ---------------------------------------------------------------- schema
