@@ -8,7 +8,8 @@
 # between two heartbeats still delivers its last steps before its end; 3: the coordinator killed
 # and restarted on the same port mid-run; 4: ... and restarted while the job ends; 5: the
 # in-process coordinator (no coordinator.address), read by ptrain-status, and its state file
-# served again after the job; 6: RequestCheckpoint and RequestStop carried out by the job.
+# served again after the job; 6: RequestCheckpoint and RequestStop carried out by the job; 7: a
+# stop requested while every step saves.
 # Authentication, TLS and malformed requests: coordinator_security_test.sh.
 # pid_NAME and job_NAME are set by start_coordinator and start_job (coordinator_common.sh):
 # shellcheck disable=SC2154
@@ -413,5 +414,25 @@ PY
 grep -q "the coordinator asks for a stop" j6.log ||
   fail "6: the job's log does not say the coordinator asked for a stop"
 stop_server "$pid_c6" || fail "6: ptrain-coordinator did not stop cleanly"
+
+
+# ---- 7. a stop heard while every step saves a checkpoint is still carried out (the ranks mark
+# handled only the commands some rank had seen when it voted, not those heard during the save)
+start_coordinator c7 --listen 127.0.0.1:0 --state c7.db --heartbeat-interval 0.05 ||
+  fail "7: ptrain-coordinator did not start"
+a7=$(cat c7.addr)
+start_job j7 --set coordinator.address="$a7" --set max_steps=3000 --set save_steps=1 \
+  --set checkpoint.keep_last=2
+"${dash[@]}" poll "$a7" --min-step 3 --timeout 120 --job-pid "$job_j7" >/dev/null ||
+  fail "7: the job never reached step 3"
+"${dash[@]}" call "$a7" RequestStop '{"reason": "e2e: stop during saves"}' >/dev/null ||
+  fail "7: RequestStop"
+wait_job "$job_j7" 120 || { tail -20 j7.log; fail "7: the job failed or did not stop"; }
+"$py" - <<'PY' || fail "7: the stop was not carried out"
+import json
+end = [json.loads(l) for l in open("out-j7/metrics.jsonl")][-1]
+assert end["type"] == "end" and end["reason"] == "stopped" and end["steps"] < 3000, end
+PY
+stop_server "$pid_c7" || fail "7: ptrain-coordinator did not stop cleanly"
 
 finish
