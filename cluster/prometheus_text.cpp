@@ -136,6 +136,7 @@ void add_checkpoint(const v1::JobStatus& s, Exposition& out) {
 void add_ranks(const v1::JobStatus& s, Exposition& out) {
   std::vector<Sample> age, step, rss, device, lost;
   for (const v1::RankHealth& r : s.ranks()) {
+    if (r.host().empty()) continue;  // not registered yet: its labels are not known
     const std::string labels =
         "," + label("rank", std::to_string(r.rank())) + "," + label("host", r.host());
     age.push_back({labels, real(r.heartbeat_age_s())});

@@ -1,7 +1,8 @@
 // ptrain-coordinator: the job's coordinator on its own (docs/coordinator.md), for a job whose
 // config names it (coordinator.address), a supervisor, or to read a finished job's state.
-// Serves until SIGINT or SIGTERM, then stops cleanly (exit 0). Exit 2 for bad flags or files, 3
-// when it cannot serve.
+// Serves until SIGINT or SIGTERM, then stops cleanly (exit 0). Exit 2 for bad flags or files, an
+// address it cannot listen on or a state file another coordinator holds; 3 for a failure while
+// serving.
 #include <signal.h>
 
 #include <spdlog/sinks/stdout_color_sinks.h>
