@@ -29,7 +29,7 @@ bool step_in_range(int64_t step) {
 
 // An attempt that ends this way is the job's end; any other end reason is a failure.
 bool ends_well(const std::string& reason) {
-  return reason == "finished" || reason == "stopped";
+  return reason == "finished" || reason == "stopped" || reason == "requeue";
 }
 
 }  // namespace
@@ -410,7 +410,11 @@ const v1::Attempt* JobState::attempt_by_number(int number) const {
 v1::JobState JobState::derive_state() const {
   if (attempts_.empty()) return v1::STARTING;
   const v1::Attempt& attempt = attempts_.back();
-  if (ended(attempt)) return ends_well(attempt.end_reason()) ? v1::FINISHED : v1::FAILED;
+  if (ended(attempt)) {
+    // Stopped for a requeue (a scheduler's signal): the job goes on in its next attempt.
+    if (attempt.end_reason() == "requeue") return v1::RESTARTING;
+    return ends_well(attempt.end_reason()) ? v1::FINISHED : v1::FAILED;
+  }
   if (registered_ < attempt.world() || progress_.step() <= attempt.first_step())
     return v1::STARTING;
   if (!written_.empty()) return v1::CHECKPOINTING;

@@ -16,6 +16,7 @@
 #include "launcher/model_tools.h"
 #include "launcher/rank_session.h"
 #include "launcher/resume_check.h"
+#include "launcher/stop_signals.h"
 #include "model/llama_weights.h"
 #include "parallel/fsdp_groups.h"
 #include "peft/lora.h"
@@ -288,6 +289,8 @@ int train(RankSession& session, const ResolvedConfig& config, CoordinatorLink& c
   Checkpointer checkpointer(training, *ctx.comm, checkpointing, ctx.log);
   coordinator.start_attempt(first_step, loop.total_steps());
   loop.add_observer(coordinator);  // before the checkpointer: see CoordinatorLink::start_attempt
+  StopSignals signals(*ctx.comm);
+  loop.add_observer(signals);
   loop.add_observer(checkpointer);
   step.set_before_update([&checkpointer] { checkpointer.before_update(); });
   const TrainEnd end = loop.run();
@@ -320,8 +323,14 @@ int train(RankSession& session, const ResolvedConfig& config, CoordinatorLink& c
   if (end.steps > first_step && saved.step == end.steps && !saved.committed)
     throw RuntimeFailure(fmt::format("the checkpoint after the last step ({}) was not saved: {}",
                                      end.steps, saved.error));
-  coordinator.end_attempt(end.reason, "", end.steps);
-  return 0;
+  // A signal's stop: 4 asks the batch script to requeue the job (0 after Ctrl-C). A run that
+  // finished anyway is done.
+  const int code = end.reason == "stopped" && signals.stopped() ? signals.exit_code() : 0;
+  if (end.reason == "stopped" && signals.stopped())
+    ctx.log->info("stopped after step {} ({}): exit {}; the run resumes from {}", end.steps,
+                  signals.reason(), code, saved.dir);
+  coordinator.end_attempt(code == 4 ? "requeue" : end.reason, "", end.steps);
+  return code;
 }
 
 int run_train(RankSession& session, const ResolvedConfig& config) {
