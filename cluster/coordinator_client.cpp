@@ -337,6 +337,7 @@ bool CoordinatorClient::send(Outgoing& outgoing) {
     request.set_job_id(options_.job_id);
     if (request.attempt() == 0) request.set_attempt(attempt);
     request.set_rank(options_.rank);
+    request.set_sequence(outgoing.sequence);
     v1::ReportCheckpointResponse response;
     status = stub_->ReportCheckpoint(context.get(), request, &response);
   } else {
@@ -344,6 +345,7 @@ bool CoordinatorClient::send(Outgoing& outgoing) {
     request.set_job_id(options_.job_id);
     if (request.attempt() == 0) request.set_attempt(attempt);
     request.set_rank(options_.rank);
+    request.set_sequence(outgoing.sequence);
     v1::ReportEventResponse response;
     status = stub_->ReportEvent(context.get(), request, &response);
   }

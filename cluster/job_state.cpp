@@ -162,6 +162,7 @@ grpc::Status JobState::register_rank(const v1::RegisterRankRequest& request,
     for (size_t r = 0; r < ranks_.size(); ++r) ranks_[r].health.set_rank(static_cast<int>(r));
     registered_ = 0;
     written_.clear();
+    back_.clear();
     store_.save_attempt(attempt);
     add_event("info", "attempt_started", -1,
               fmt::format("attempt {} started: {} ranks from step {}", attempt.number(),
@@ -222,8 +223,7 @@ grpc::Status JobState::heartbeat(const v1::HeartbeatRequest& request,
   rank.health.set_heartbeats(rank.health.heartbeats() + 1);
   if (rank.reported_lost) {
     rank.reported_lost = false;
-    add_event("info", "rank_back", request.rank(),
-              fmt::format("rank {} heartbeats again", request.rank()));
+    back_.push_back(request.rank());  // said in flush(): one event for many
   }
   if (request.progress_size() > 0) {
     CoordinatorStore::Transaction transaction(store_);
@@ -278,6 +278,7 @@ grpc::Status JobState::report_checkpoint(const v1::ReportCheckpointRequest& requ
       request.rank() >= 0 && request.rank() < attempt->world())
     status = {};
   if (!status.ok()) return status;
+  if (is_repeat(request.attempt(), request.rank(), request.sequence())) return grpc::Status::OK;
   switch (request.kind()) {
     case v1::ReportCheckpointRequest::WRITTEN:
       if (request.step() > last_checkpoint_.step()) ++written_[request.step()];
@@ -320,6 +321,7 @@ grpc::Status JobState::report_event(const v1::ReportEventRequest& request) {
   if (grpc::Status status = check_job(request.job_id()); !status.ok()) return status;
   if (grpc::Status status = check_attempt(request.attempt(), request.rank()); !status.ok())
     return status;
+  if (is_repeat(request.attempt(), request.rank(), request.sequence())) return grpc::Status::OK;
   CoordinatorStore::Transaction transaction(store_);
   switch (request.kind()) {
     case v1::ReportEventRequest::EVAL: {
@@ -397,6 +399,14 @@ void JobState::finish_commands(v1::Command::Kind kind, int64_t up_to) {
   for (const v1::Command& command : commands_)
     if (done(command)) store_.finish_command(command.id());
   commands_.erase(std::remove_if(commands_.begin(), commands_.end(), done), commands_.end());
+}
+
+bool JobState::is_repeat(int attempt, int rank, uint64_t sequence) {
+  if (sequence == 0) return false;
+  uint64_t& last = last_report_[{attempt, rank}];
+  if (sequence <= last) return true;
+  last = sequence;
+  return false;
 }
 
 const v1::Attempt* JobState::attempt_by_number(int number) const {
@@ -523,6 +533,14 @@ void JobState::flush(bool all) {
   flush_cursor_ = ranks_.empty() ? 0 : (flush_cursor_ + n) % ranks_.size();
   CoordinatorStore::Transaction transaction(store_);
   store_.save_ranks(current().number(), health);
+  if (!back_.empty()) {
+    add_event("info", "rank_back", back_.size() == 1 ? back_.front() : -1,
+              back_.size() == 1 ? fmt::format("rank {} heartbeats again", back_.front())
+                                : fmt::format("{} ranks heartbeat again (first: rank {})",
+                                              back_.size(), back_.front()));
+    back_.clear();
+    changed();
+  }
   if (newly_lost.empty()) return;
   if (newly_lost.size() <= 8) {
     for (int r : newly_lost)

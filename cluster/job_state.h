@@ -87,6 +87,9 @@ class JobState {
   // Done: the pending commands of `kind` with ids up to `up_to`.
   void finish_commands(v1::Command::Kind kind, int64_t up_to);
   const v1::Attempt* attempt_by_number(int number) const;
+  // Whether a report of this (attempt, rank) with this sequence number was already taken (a retry
+  // after a lost answer); remembers it otherwise.
+  bool is_repeat(int attempt, int rank, uint64_t sequence);
   void record_progress(const v1::Progress& progress);
   v1::JobState derive_state() const;
 
@@ -99,9 +102,13 @@ class JobState {
 
   std::string job_id_, config_hash_;
   std::vector<v1::Attempt> attempts_;
-  std::vector<Rank> ranks_;             // the current attempt's, by rank
-  int registered_ = 0;                  // ranks of the current attempt that registered
-  size_t flush_cursor_ = 0;             // the next rank whose health flush() records
+  std::vector<Rank> ranks_;  // the current attempt's, by rank
+  int registered_ = 0;       // ranks of the current attempt that registered
+  size_t flush_cursor_ = 0;
+  std::vector<int> back_;  // ranks heard from again since they were lost, said in flush()
+  std::map<std::pair<int, int>, uint64_t>
+      last_report_;  // (attempt, rank) -> newest sequence             // the next rank whose health
+                     // flush() records
   std::map<int64_t, int64_t> written_;  // step being saved -> ranks that reported their file
   v1::Progress progress_;
   double eval_loss_;

@@ -245,6 +245,41 @@ TEST(JobState, SilentRanksAreLostAndComeBack) {
   EXPECT_TRUE(lost_event);
   ASSERT_TRUE(job.state->heartbeat(beat(attempt, 1, 1), &response).ok());
   EXPECT_EQ(job.state->status().lost_ranks(), 0);
+  job.state->flush();  // the ranks heard from again are said here, one event for many
+  const std::vector<v1::Event> events = job.state->events(0, 100);
+  ASSERT_FALSE(events.empty());
+  EXPECT_EQ(events.back().kind(), "rank_back");
+  EXPECT_EQ(events.back().rank(), 1);
+}
+
+TEST(JobState, ARetriedReportIsTakenOnce) {
+  Job job(testing::fresh_dir());
+  const int attempt = register_all(*job.state, 2, "l");
+  v1::ReportEventRequest eval;
+  eval.set_job_id("job");
+  eval.set_attempt(attempt);
+  eval.set_rank(0);
+  eval.set_kind(v1::ReportEventRequest::EVAL);
+  eval.set_step(3);
+  eval.set_eval_loss(2.5);
+  eval.set_sequence(7);
+  ASSERT_TRUE(job.state->report_event(eval).ok());
+  eval.set_eval_loss(9);  // the same report again: ignored
+  ASSERT_TRUE(job.state->report_event(eval).ok());
+  v1::ReportCheckpointRequest committed = commit(attempt, 4);
+  committed.set_sequence(7);  // not newer than the last from rank 0: a repeat
+  ASSERT_TRUE(job.state->report_checkpoint(committed).ok());
+  committed.set_sequence(8);
+  ASSERT_TRUE(job.state->report_checkpoint(committed).ok());
+  ASSERT_TRUE(job.state->report_checkpoint(committed).ok());
+  int evals = 0, commits = 0;
+  for (const v1::Event& e : job.state->events(0, 100)) {
+    evals += e.kind() == "eval";
+    commits += e.kind() == "checkpoint_committed";
+  }
+  EXPECT_EQ(evals, 1);
+  EXPECT_EQ(commits, 1);
+  EXPECT_DOUBLE_EQ(job.state->status().eval_loss(), 2.5);
 }
 
 TEST(JobState, RestartKeepsTheJob) {
