@@ -16,6 +16,7 @@
 #include "cluster/prometheus_text.h"
 #include "cluster/rpc_channel.h"
 #include "core/error.h"
+#include "core/host_port.h"
 
 namespace ptrain {
 namespace {
@@ -39,24 +40,14 @@ std::shared_ptr<grpc::ServerCredentials> server_credentials(
   return grpc::SslServerCredentials(ssl);
 }
 
-// "host:port" -> {host, port}; "[::1]:80" -> {"::1", 80}. UserError naming `what` otherwise.
-std::pair<std::string, int> split_address(const std::string& address, const char* what) {
-  const auto colon = address.rfind(':');
-  PTRAIN_CHECK(colon != std::string::npos && colon > 0 && colon + 1 < address.size(),
-               "{} '{}' is not host:port", what, address);
-  std::string host = address.substr(0, colon);
-  if (host.size() > 2 && host.front() == '[' && host.back() == ']')
-    host = host.substr(1, host.size() - 2);
-  int port = -1;
-  try {
-    size_t used = 0;
-    port = std::stoi(address.substr(colon + 1), &used);
-    if (used != address.size() - colon - 1) port = -1;
-  } catch (const std::exception&) {
-  }
-  PTRAIN_CHECK(port >= 0 && port <= 65535, "{} '{}': the port must be a number in [0, 65535]", what,
-               address);
-  return {host, port};
+// The parts of host:port; UserError naming `what` otherwise.
+HostPort split_address(const std::string& address, const char* what) {
+  const std::optional<HostPort> parts = parse_host_port(address);
+  PTRAIN_CHECK(parts.has_value(),
+               "{} '{}' is not host:port with a port number in [0, 65535] (an IPv6 host in "
+               "brackets: [::1]:0)",
+               what, address);
+  return *parts;
 }
 
 }  // namespace
@@ -65,7 +56,7 @@ CoordinatorServer::CoordinatorServer(CoordinatorServerOptions options,
                                      std::shared_ptr<spdlog::logger> log)
     : options_(std::move(options)), log_(std::move(log)) {
   PTRAIN_CHECK(!options_.state_path.empty(), "the coordinator needs a state file");
-  const std::string host = split_address(options_.listen, "the coordinator address").first;
+  const std::string host = split_address(options_.listen, "the coordinator address").host;
   store_ = std::make_unique<CoordinatorStore>(options_.state_path);
   JobStateOptions job_options;
   job_options.heartbeat_interval_s = options_.heartbeat_interval_s;

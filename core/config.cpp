@@ -1,4 +1,5 @@
 #include "core/config.h"
+#include "core/host_port.h"
 
 #include <xxhash.h>
 #include <yaml-cpp/yaml.h>
@@ -346,18 +347,8 @@ std::string host_port_problem(const std::string& address, int min_port) {
   const std::string expected = fmt::format(
       "expected host:port with a port number in [{}, 65535] (an IPv6 host in brackets: [::1]:{})",
       min_port, min_port);
-  const auto colon = address.rfind(':');
-  if (colon == std::string::npos || colon == 0) return expected;
-  const std::string host = address.substr(0, colon);
-  const bool bracketed = host.front() == '[';
-  if (bracketed ? host.size() < 3 || host.back() != ']'
-                : host.find_first_of(": \t[]") != std::string::npos)
-    return expected;
-  const std::string port = address.substr(colon + 1);
-  if (port.empty() || port.size() > 5 || port.find_first_not_of("0123456789") != std::string::npos)
-    return expected;
-  const int number = std::stoi(port);
-  return number < min_port || number > 65535 ? expected : "";
+  const std::optional<HostPort> parts = parse_host_port(address);
+  return !parts || parts->port < min_port ? expected : "";
 }
 
 void check_coordinator(const CoordinatorConfig& c, const KeyLocations& where, Problems& problems) {
