@@ -19,9 +19,9 @@ namespace {
 
 namespace fs = std::filesystem;
 
+// The config's relations (core/config.cpp) have refused both set, and TLS the ranks could not
+// trust.
 std::string auth_token(const CoordinatorConfig& c) {
-  PTRAIN_CHECK(c.auth_token.empty() || c.auth_token_file.empty(),
-               "coordinator.auth_token and coordinator.auth_token_file are exclusive: set one");
   return c.auth_token_file.empty() ? c.auth_token : read_token_file(c.auth_token_file);
 }
 
@@ -56,8 +56,6 @@ CoordinatorLink::CoordinatorLink(const ResolvedConfig& config, const RankContext
   std::string failure;
   if (address.empty() && ctx.rank == 0) {
     try {
-      PTRAIN_CHECK(c.tls_cert.empty() || !c.tls_ca.empty(),
-                   "coordinator.tls_cert is set: the ranks need coordinator.tls_ca to trust it");
       CoordinatorServerOptions options;
       options.listen = c.listen;
       options.state_path = (fs::path(config.job.output_dir) / "coordinator.db").string();
