@@ -242,6 +242,8 @@ bool CoordinatorClient::register_rank() {
   request.set_pid(options_.pid);
   request.set_config_hash(options_.config_hash);
   request.set_first_step(options_.first_step);
+  request.set_process_start_unix_s(options_.process_start_unix_s);
+  request.set_resume_seconds(options_.resume_seconds);
   {
     std::lock_guard<std::mutex> lock(mu_);
     request.set_total_steps(total_steps_);

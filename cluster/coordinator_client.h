@@ -37,6 +37,8 @@ struct CoordinatorClientOptions {
   int64_t pid = 0;
   std::string config_hash;
   int64_t first_step = 0, total_steps = 0;
+  double process_start_unix_s = 0;  // when this rank's process started (0: unknown)
+  double resume_seconds = 0;        // how long its checkpoint load took
   double heartbeat_interval_s = 1;  // until the coordinator says otherwise
 };
 

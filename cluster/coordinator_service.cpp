@@ -15,7 +15,7 @@ constexpr size_t kMaxName = 256;
 
 bool is_name_field(const std::string& name) {
   return name == "job_id" || name == "launch_id" || name == "host" || name == "config_hash" ||
-         name == "reason" || name == "checksum";
+         name == "reason" || name == "checksum" || name == "cause";
 }
 
 // Compares without an early exit, so the time taken says nothing about the token.
@@ -199,6 +199,18 @@ grpc::Status CoordinatorService::RequestStop(grpc::ServerContext* context,
     response->set_command_id(job_.request_command(v1::Command::STOP, request->reason()).id());
     log_->info("stop requested ({})", request->reason());
     return grpc::Status::OK;
+  });
+}
+
+grpc::Status CoordinatorService::ReportLaunch(grpc::ServerContext* context,
+                                              const v1::ReportLaunchRequest* request,
+                                              v1::ReportLaunchResponse* response) {
+  return serve(context, *request, "ReportLaunch", [&] {
+    grpc::Status status = job_.report_launch(*request, response);
+    if (status.ok())
+      log_->info("launch {} ended: {}{}{}", request->launch_id(), request->cause(),
+                 request->message().empty() ? "" : ": ", request->message());
+    return status;
   });
 }
 

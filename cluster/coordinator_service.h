@@ -51,6 +51,8 @@ class CoordinatorService final : public v1::Coordinator::Service {
                                  v1::RequestCheckpointResponse* response) override;
   grpc::Status RequestStop(grpc::ServerContext* context, const v1::RequestStopRequest* request,
                            v1::RequestStopResponse* response) override;
+  grpc::Status ReportLaunch(grpc::ServerContext* context, const v1::ReportLaunchRequest* request,
+                            v1::ReportLaunchResponse* response) override;
 
  private:
   // Authenticates and bounds the request, then runs `handler`, turning exceptions into INTERNAL.

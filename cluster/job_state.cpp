@@ -159,7 +159,12 @@ grpc::Status JobState::register_rank(const v1::RegisterRankRequest& request,
     progress_.set_step(attempt.first_step());
     seconds_per_step_ = 0;
     ranks_.assign(static_cast<size_t>(request.world()), Rank{});
-    for (size_t r = 0; r < ranks_.size(); ++r) ranks_[r].health.set_rank(static_cast<int>(r));
+    // A rank not registered yet counts as silent from the attempt's opening: one that never
+    // registers is lost after heartbeat_timeout like one that stopped.
+    for (size_t r = 0; r < ranks_.size(); ++r) {
+      ranks_[r].health.set_rank(static_cast<int>(r));
+      ranks_[r].last_seen = attempt.started_unix_s();
+    }
     registered_ = 0;
     written_.clear();
     back_.clear();
@@ -174,6 +179,15 @@ grpc::Status JobState::register_rank(const v1::RegisterRankRequest& request,
 
   Rank& rank = ranks_[static_cast<size_t>(request.rank())];
   if (rank.health.host().empty()) ++registered_;
+  v1::Attempt& started = current();
+  if (request.process_start_unix_s() > 0 &&
+      (started.process_start_unix_s() == 0 ||
+       request.process_start_unix_s() < started.process_start_unix_s()))
+    started.set_process_start_unix_s(request.process_start_unix_s());
+  started.set_resume_seconds(std::max(started.resume_seconds(), request.resume_seconds()));
+  if (registered_ == started.world() && started.registered_unix_s() == 0)
+    started.set_registered_unix_s(now());
+  store_.save_attempt(started);
   rank.health.set_host(request.host());
   rank.health.set_pid(request.pid());
   rank.health.set_step(std::max(rank.health.step(), request.first_step()));
@@ -249,8 +263,14 @@ void JobState::record_progress(const v1::Progress& progress) {
         progress.total_steps() > 0 ? progress.total_steps() : progress_.total_steps();
     progress_ = progress;
     progress_.set_total_steps(total);
-    if (!attempts_.empty())
-      current().set_last_step(std::max(current().last_step(), progress.step()));
+    if (!attempts_.empty()) {
+      v1::Attempt& attempt = current();
+      attempt.set_last_step(std::max(attempt.last_step(), progress.step()));
+      if (attempt.first_step_unix_s() == 0 && progress.step() > attempt.first_step()) {
+        attempt.set_first_step_unix_s(progress.unix_s() > 0 ? progress.unix_s() : t);
+        store_.save_attempt(attempt);
+      }
+    }
   }
   v1::MetricPoint point;
   point.set_step(progress.step());
@@ -347,8 +367,11 @@ grpc::Status JobState::report_event(const v1::ReportEventRequest& request) {
       if (request.reason().empty()) return invalid("an attempt end needs its reason");
       end_attempt(request.reason(), request.message(), request.step());
       break;
+    case v1::ReportEventRequest::HANG:
+      add_event("error", "hang", request.rank(), request.message());
+      break;
     default:
-      return invalid("kind must be EVAL or ATTEMPT_END");
+      return invalid("kind must be EVAL, ATTEMPT_END or HANG");
   }
   changed();
   return grpc::Status::OK;
@@ -372,6 +395,62 @@ void JobState::end_attempt(const std::string& reason, const std::string& message
 }
 
 // ---------------------------------------------------------------- commands
+
+// ---------------------------------------------------------------- the supervisor
+
+grpc::Status JobState::report_launch(const v1::ReportLaunchRequest& request,
+                                     v1::ReportLaunchResponse* response) {
+  if (request.launch_id().empty()) return invalid("launch_id is empty");
+  if (request.cause().empty()) return invalid("a launch's end needs its cause");
+  if (!step_in_range(request.step())) return invalid("step must lie in [0, 2^48]");
+  std::lock_guard<std::mutex> lock(mu_);
+  if (!request.job_id().empty())
+    if (grpc::Status status = check_job(request.job_id()); !status.ok()) return status;
+  CoordinatorStore::Transaction transaction(store_);
+  auto known = std::find_if(attempts_.begin(), attempts_.end(), [&](const v1::Attempt& a) {
+    return a.launch_id() == request.launch_id();
+  });
+  if (known == attempts_.end()) {
+    // The launch ended before any of its ranks registered (a bad config, a crash at start): it
+    // is an attempt of its own, with no ranks.
+    if (!attempts_.empty() && !ended(current()))
+      end_attempt("superseded", "a new launch ended before this attempt did", progress_.step());
+    v1::Attempt attempt;
+    attempt.set_number(attempts_.empty() ? 1 : attempts_.back().number() + 1);
+    attempt.set_launch_id(request.launch_id());
+    attempt.set_started_unix_s(request.started_unix_s() > 0 ? request.started_unix_s() : now());
+    attempt.set_first_step(last_checkpoint_.step());
+    attempt.set_last_step(last_checkpoint_.step());
+    attempts_.push_back(attempt);
+    ranks_.clear();
+    registered_ = 0;
+    written_.clear();
+    back_.clear();
+    known = attempts_.end() - 1;
+  }
+  v1::Attempt& attempt = *known;
+  const bool is_current = attempt.number() == current().number();
+  if (is_current && !ended(attempt))
+    end_attempt(request.cause(), request.message(), request.step());
+  attempt.set_cause(request.cause());
+  attempt.set_cause_message(request.message());
+  attempt.set_exit_code(request.exit_code());
+  attempt.set_restart(request.restart() && is_current);
+  store_.save_attempt(attempt);
+  std::string next;
+  if (attempt.restart())
+    next = fmt::format("; restarting in {:.1f} s (restart {} of {})", request.restart_in_s(),
+                       request.restarts(), request.max_restarts());
+  else if (!ends_well(request.cause()))
+    next = fmt::format("; the supervisor gives up after {} restarts", request.restarts());
+  add_event(
+      ends_well(request.cause()) ? "info" : "error", "launch_ended", -1,
+      fmt::format("launch {} (attempt {}) ended: {}{}{}{}", request.launch_id(), attempt.number(),
+                  request.cause(), request.message().empty() ? "" : ": ", request.message(), next));
+  response->set_attempt(attempt.number());
+  changed();
+  return grpc::Status::OK;
+}
 
 v1::Command JobState::request_command(v1::Command::Kind kind, const std::string& reason) {
   std::lock_guard<std::mutex> lock(mu_);
@@ -421,6 +500,9 @@ v1::JobState JobState::derive_state() const {
   if (attempts_.empty()) return v1::STARTING;
   const v1::Attempt& attempt = attempts_.back();
   if (ended(attempt)) {
+    // The supervisor's word on a launch decides: it starts the job again, or it is done.
+    if (attempt.restart()) return v1::RESTARTING;
+    if (!attempt.cause().empty() && !ends_well(attempt.cause())) return v1::FAILED;
     // Stopped for a requeue (a scheduler's signal): the job goes on in its next attempt.
     if (attempt.end_reason() == "requeue") return v1::RESTARTING;
     return ends_well(attempt.end_reason()) ? v1::FINISHED : v1::FAILED;

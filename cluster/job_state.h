@@ -47,6 +47,11 @@ class JobState {
   grpc::Status report_checkpoint(const v1::ReportCheckpointRequest& request);
   grpc::Status report_event(const v1::ReportEventRequest& request);
   v1::Command request_command(v1::Command::Kind kind, const std::string& reason);
+  // The supervisor's account of a launch: ends its attempt if the ranks did not (opens one for a
+  // launch none of whose ranks registered) and records the cause and whether a restart follows
+  // (state RESTARTING; FAILED when the supervisor gave up).
+  grpc::Status report_launch(const v1::ReportLaunchRequest& request,
+                             v1::ReportLaunchResponse* response);
 
   // The status a dashboard shows; max_ranks > 0 keeps the lost ranks first, then the lowest.
   v1::JobStatus status(int max_ranks = 0) const;

@@ -1,5 +1,7 @@
 #include "core/failpoint.h"
 
+#include <algorithm>
+#include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <sstream>
@@ -12,6 +14,10 @@ namespace {
 struct Armed {
   std::string name;
   int rank = -1;  // -1: every rank
+  int hit = 1;    // fires when reached for the hit-th time
+  mutable std::atomic<int> reached{0};
+  Armed() = default;
+  Armed(const Armed& o) : name(o.name), rank(o.rank), hit(o.hit) {}
 };
 
 const std::vector<Armed>& armed() {
@@ -24,6 +30,11 @@ const std::vector<Armed>& armed() {
     while (std::getline(list, item, ',')) {
       if (item.empty()) continue;
       Armed a;
+      const size_t hash = item.find('#');
+      if (hash != std::string::npos) {
+        a.hit = std::max(1, std::atoi(item.c_str() + hash + 1));
+        item.resize(hash);
+      }
       const size_t at = item.find('@');
       a.name = item.substr(0, at);
       if (at != std::string::npos) a.rank = std::atoi(item.c_str() + at + 1);
@@ -38,7 +49,7 @@ const std::vector<Armed>& armed() {
 
 void failpoint(const char* name, int rank) {
   for (const Armed& a : armed())
-    if (a.name == name && (a.rank < 0 || a.rank == rank)) {
+    if (a.name == name && (a.rank < 0 || a.rank == rank) && ++a.reached == a.hit) {
       std::fprintf(stderr, "failpoint %s: rank %d exits with code %d\n", name, rank,
                    kFailpointExitCode);
       std::fflush(stderr);

@@ -19,4 +19,13 @@ std::optional<HostPort> parse_host_port(const std::string& address) {
   return HostPort{host, number};
 }
 
+std::string dial_address(const std::string& bound, const std::string& host) {
+  const auto colon = bound.rfind(':');
+  if (colon == std::string::npos) return bound;
+  const std::string listen_host = bound.substr(0, colon);
+  if (listen_host == "0.0.0.0" || listen_host == "[::]" || listen_host == "::")
+    return host + bound.substr(colon);
+  return bound;
+}
+
 }  // namespace ptrain

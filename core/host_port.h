@@ -15,4 +15,8 @@ struct HostPort {
 // The parts of `address`, or nullopt when it is not host:port with a port in [0, 65535].
 std::optional<HostPort> parse_host_port(const std::string& address);
 
+// What other hosts dial to reach a server bound to `bound`: a wildcard host (0.0.0.0, [::])
+// replaced by `host`, this machine's name.
+std::string dial_address(const std::string& bound, const std::string& host);
+
 }  // namespace ptrain

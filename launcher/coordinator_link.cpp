@@ -2,15 +2,20 @@
 
 #include <unistd.h>
 
+#include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <random>
+#include <sstream>
 
 #include "cluster/coordinator_client.h"
 #include "cluster/coordinator_server.h"
 #include "cluster/job_state.h"
 #include "core/error.h"
 #include "core/file_util.h"
+#include "core/host_port.h"
 #include "parallel/communicator.h"
 #include "trainer/hardware.h"
 
@@ -32,18 +37,41 @@ std::string job_id(const JobConfig& job) {
   return name.empty() ? "ptrain" : name;
 }
 
-// What other ranks dial: the listen address, with a wildcard host replaced by this host's name.
-std::string dial_address(const std::string& bound, const std::string& host) {
-  const auto colon = bound.rfind(':');
-  const std::string listen_host = bound.substr(0, colon);
-  if (listen_host == "0.0.0.0" || listen_host == "[::]" || listen_host == "::")
-    return host + bound.substr(colon);
-  return bound;
-}
-
 std::string random_launch_id() {
   std::random_device device;
   return fmt::format("{:08x}{:08x}-{}", device(), device(), getpid());
+}
+
+// A variable ptrain-launch sets for the job's ranks (docs/launch.md); "" when unset.
+std::string supervisor_env(const char* name) {
+  const char* value = std::getenv(name);
+  return value ? value : "";
+}
+
+double unix_now() {
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+// When this process started: its start time in clock ticks after boot (/proc/self/stat, field
+// 22) and the boot time (/proc/stat btime). 0 where they cannot be read.
+double process_start_unix_s() {
+  std::ifstream stat_file("/proc/self/stat");
+  std::string stat((std::istreambuf_iterator<char>(stat_file)), std::istreambuf_iterator<char>());
+  const auto paren = stat.rfind(')');
+  if (paren == std::string::npos) return 0;
+  std::istringstream fields(stat.substr(paren + 2));
+  std::string field;
+  for (int i = 3; i <= 22 && fields >> field; ++i)
+    if (i == 22) {
+      std::ifstream boot("/proc/stat");
+      for (std::string key; boot >> key;)
+        if (key == "btime") {
+          double btime = 0;
+          boot >> btime;
+          return btime + std::stod(field) / static_cast<double>(sysconf(_SC_CLK_TCK));
+        }
+    }
+  return 0;
 }
 
 }  // namespace
@@ -52,7 +80,11 @@ CoordinatorLink::CoordinatorLink(const ResolvedConfig& config, const RankContext
     : config_(config), ctx_(ctx) {
   const CoordinatorConfig& c = config.job.coordinator;
   auth_token_ = auth_token(c);
-  std::string address = c.address;
+  // Under ptrain-launch the supervisor's coordinator is the job's, whatever the config says.
+  const std::string configured = supervisor_env("PTRAIN_COORDINATOR_ADDRESS").empty()
+                                     ? c.address
+                                     : supervisor_env("PTRAIN_COORDINATOR_ADDRESS");
+  std::string address = configured;
   std::string failure;
   if (address.empty() && ctx.rank == 0) {
     try {
@@ -87,7 +119,7 @@ CoordinatorLink::CoordinatorLink(const ResolvedConfig& config, const RankContext
       failure = e.what();
     }
   }
-  if (c.address.empty()) {
+  if (configured.empty()) {
     // Every rank fails the same way when rank 0's coordinator cannot start.
     failure = broadcast_string(*ctx.comm, failure, 0);
     PTRAIN_CHECK(failure.empty(), "the in-process coordinator did not start: {}", failure);
@@ -95,8 +127,14 @@ CoordinatorLink::CoordinatorLink(const ResolvedConfig& config, const RankContext
   }
   address_ = address;
   if (job_id_.empty()) job_id_ = job_id(config.job);
-  if (c.address.empty()) job_id_ = broadcast_string(*ctx.comm, job_id_, 0);
-  launch_id_ = broadcast_string(*ctx.comm, ctx.rank == 0 ? random_launch_id() : "", 0);
+  if (configured.empty()) job_id_ = broadcast_string(*ctx.comm, job_id_, 0);
+  // The supervisor names its launches (it reports how each ended); a launch of its own otherwise.
+  const std::string launch_id = supervisor_env("PTRAIN_LAUNCH_ID");
+  launch_id_ = broadcast_string(*ctx.comm,
+                                ctx.rank != 0       ? ""
+                                : launch_id.empty() ? random_launch_id()
+                                                    : launch_id,
+                                0);
 }
 
 CoordinatorLink::~CoordinatorLink() {
@@ -104,7 +142,8 @@ CoordinatorLink::~CoordinatorLink() {
   server_.reset();
 }
 
-void CoordinatorLink::start_attempt(int64_t first_step, int64_t total_steps) {
+void CoordinatorLink::start_attempt(int64_t first_step, int64_t total_steps,
+                                    double resume_seconds) {
   const CoordinatorConfig& c = config_.job.coordinator;
   CoordinatorClientOptions options;
   options.rpc.address = address_;
@@ -122,6 +161,8 @@ void CoordinatorLink::start_attempt(int64_t first_step, int64_t total_steps) {
   options.config_hash = config_.hash;
   options.first_step = first_step;
   options.total_steps = total_steps;
+  options.process_start_unix_s = process_start_unix_s();
+  options.resume_seconds = resume_seconds;
   options.heartbeat_interval_s = c.heartbeat_interval;
   client_ = std::make_unique<CoordinatorClient>(options, ctx_.log);
   if (ctx_.rank == 0) ctx_.log->info("coordinator: {} (job {})", address_, options.job_id);
@@ -195,6 +236,7 @@ void CoordinatorLink::on_step(const StepMetrics& metrics) {
   progress.set_mfu(metrics.mfu);
   progress.set_step_seconds(metrics.seconds);
   progress.set_batch_tokens(r.tokens);
+  progress.set_unix_s(unix_now());
   client_->add_progress(progress);
 }
 

@@ -20,7 +20,8 @@ class CoordinatorServer;
 
 class CoordinatorLink final : public TrainingObserver {
  public:
-  // Collective. With no coordinator.address, rank 0 starts the in-process coordinator (state in
+  // Collective. Under ptrain-launch (PTRAIN_COORDINATOR_ADDRESS, PTRAIN_LAUNCH_ID set) the
+  // supervisor's coordinator and launch id are the job's. With no coordinator.address, rank 0 starts the in-process coordinator (state in
   // <output_dir>/coordinator.db, its address written to <output_dir>/coordinator.addr) and every
   // rank learns the address from it. UserError for bad coordinator settings (an unreadable
   // token file, a TLS file, an address in use).
@@ -31,10 +32,11 @@ class CoordinatorLink final : public TrainingObserver {
   const std::string& address() const { return address_; }
 
   // Registers this rank (in the background) for the attempt that starts at `first_step` and
-  // plans `total_steps`; from here on the rank heartbeats. Add the link to the loop before the
+  // plans `total_steps` (`resume_seconds`: how long loading its checkpoint took); from here on
+  // the rank heartbeats. Add the link to the loop before the
   // checkpointer: its on_decision marks the commands a checkpoint carries out, which the
   // checkpoint's commit report then names.
-  void start_attempt(int64_t first_step, int64_t total_steps);
+  void start_attempt(int64_t first_step, int64_t total_steps, double resume_seconds);
 
   // The checkpointer's reports (CheckpointerOptions::on_rank_written / on_saved).
   void on_rank_written(int64_t step, uint64_t bytes, const std::string& xxh3,

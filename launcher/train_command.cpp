@@ -3,6 +3,8 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <chrono>
+#include <cstdlib>
 #include <filesystem>
 #include <optional>
 
@@ -112,11 +114,11 @@ void check_memory(const JobConfig& job, const MemoryPlan& plan, const RankContex
 
 // A checkpoint named explicitly must be the newest committed one in this run's checkpoints:
 // this run's saves would meet the newer ones. Checked before anything is loaded.
-void refuse_older_checkpoint(const JobConfig& job, const std::string& root) {
-  if (job.resume_from_checkpoint == "latest") return;
+void refuse_older_checkpoint(const std::string& resume, const std::string& root) {
+  if (resume == "latest") return;
   int64_t step = -1;
   try {
-    step = read_manifest(job.resume_from_checkpoint).step;
+    step = read_manifest(resume).step;
   } catch (const Error&) {
     return;  // resume_training names what is wrong with it
   }
@@ -125,7 +127,21 @@ void refuse_older_checkpoint(const JobConfig& job, const std::string& root) {
                "resume_from_checkpoint '{}' is step {}, but {} holds newer checkpoints (the newest "
                "is {}) that this run's saves would meet: resume from the newest ('latest'), or "
                "set another 'output_dir'",
-               job.resume_from_checkpoint, step, root, all.front().dir);
+               resume, step, root, all.front().dir);
+}
+
+// What this run resumes from: the config's resume_from_checkpoint, except that a restart by
+// ptrain-launch (PTRAIN_RESTART > 0) continues from the newest committed checkpoint once the job
+// has one (docs/launch.md).
+std::string resume_spec(const JobConfig& job, const std::string& root, const RankContext& ctx) {
+  const char* restart = std::getenv("PTRAIN_RESTART");
+  if (restart == nullptr || std::atoi(restart) <= 0 || job.resume_from_checkpoint == "latest" ||
+      committed_checkpoints(root).empty())
+    return job.resume_from_checkpoint;
+  if (ctx.rank == 0)
+    ctx.log->info("restart {} by ptrain-launch: resuming from the newest committed checkpoint",
+                  restart);
+  return "latest";
 }
 
 // Under `latest`, committed checkpoints newer than the one resumed from are those that failed
@@ -148,7 +164,8 @@ int train(RankSession& session, const ResolvedConfig& config, CoordinatorLink& c
   const JobConfig& job = config.job;
   const Placement placement = training_placement(config, ctx);
   const std::string checkpoint_root = (fs::path(job.output_dir) / "checkpoints").string();
-  if (job.resume_from_checkpoint.empty()) {
+  const std::string resume = resume_spec(job, checkpoint_root, ctx);
+  if (resume.empty()) {
     // A new run never mixes its checkpoints with an earlier run's (nor removes them).
     const std::vector<CommittedCheckpoint> earlier = committed_checkpoints(checkpoint_root);
     PTRAIN_CHECK(earlier.empty(),
@@ -226,15 +243,17 @@ int train(RankSession& session, const ResolvedConfig& config, CoordinatorLink& c
   nlohmann::json identity = checkpoint_identity(config);
   LoopCounters counters;
   TrainingState training{sharded, optimizer, batches, model->generator(), &counters};
-  if (!job.resume_from_checkpoint.empty()) refuse_older_checkpoint(job, checkpoint_root);
+  if (!resume.empty()) refuse_older_checkpoint(resume, checkpoint_root);
   int64_t first_step = 0;
+  const auto resume_start = std::chrono::steady_clock::now();
   const std::optional<Resumed> resumed =
-      job.resume_from_checkpoint.empty()
-          ? std::nullopt
-          : resume_training(job.resume_from_checkpoint, checkpoint_root, training, *ctx.comm,
-                            *ctx.log, [&](const CheckpointManifest& manifest) {
-                              check_resume(manifest, identity, *ctx.log);
-                            });
+      resume.empty() ? std::nullopt
+                     : resume_training(resume, checkpoint_root, training, *ctx.comm, *ctx.log,
+                                       [&](const CheckpointManifest& manifest) {
+                                         check_resume(manifest, identity, *ctx.log);
+                                       });
+  const double resume_seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - resume_start).count();
   if (resumed) {
     first_step = resumed->info.step;
     set_aside_rejected(checkpoint_root, first_step, ctx);
@@ -287,7 +306,7 @@ int train(RankSession& session, const ResolvedConfig& config, CoordinatorLink& c
   };
   checkpointing.on_saved = [&](const SaveResult& result) { coordinator.on_saved(result); };
   Checkpointer checkpointer(training, *ctx.comm, checkpointing, ctx.log);
-  coordinator.start_attempt(first_step, loop.total_steps());
+  coordinator.start_attempt(first_step, loop.total_steps(), resumed ? resume_seconds : 0.0);
   loop.add_observer(coordinator);  // before the checkpointer: see CoordinatorLink::start_attempt
   StopSignals signals(*ctx.comm);
   loop.add_observer(signals);
