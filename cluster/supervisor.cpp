@@ -93,6 +93,7 @@ struct Supervisor::Watch {
   int64_t last_step = -1;
   int64_t events_after = 0;
   bool status_known = false, warned_unreachable = false;
+  double unreachable_since = 0;
   int world = 0;
   std::vector<v1::RankHealth> ranks;
   std::string end_reason;  // how the ranks ended the attempt ("" while running)
@@ -275,11 +276,15 @@ void Supervisor::poll_coordinator(Watch& w) {
   const auto context = make_rpc_context(options_.rpc, std::min(options_.rpc.rpc_timeout_s, 2.0));
   const grpc::Status rpc = stub->GetJobStatus(context.get(), request, &status);
   if (!rpc.ok()) {
-    if (!w.warned_unreachable)
+    // Said once it lasts: a first connection on a loaded host can miss a deadline.
+    if (w.unreachable_since == 0) w.unreachable_since = now;
+    if (!w.warned_unreachable && now - w.unreachable_since > 5) {
       log_->warn("the coordinator at {} does not answer ({}): watching the command only",
                  options_.rpc.address, describe_status(rpc));
-    w.warned_unreachable = true;
+      w.warned_unreachable = true;
+    }
   } else {
+    w.unreachable_since = 0;
     w.warned_unreachable = false;
     // Hang reports are looked for among the events after those already there.
     if (!w.status_known && !status.recent_events().empty())

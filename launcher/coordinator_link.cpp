@@ -7,6 +7,8 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <mutex>
+#include <nlohmann/json.hpp>
 #include <random>
 #include <sstream>
 
@@ -16,6 +18,7 @@
 #include "core/error.h"
 #include "core/file_util.h"
 #include "core/host_port.h"
+#include "parallel/collective_watchdog.h"
 #include "parallel/communicator.h"
 #include "trainer/hardware.h"
 
@@ -76,8 +79,54 @@ double process_start_unix_s() {
 
 }  // namespace
 
-CoordinatorLink::CoordinatorLink(const ResolvedConfig& config, const RankContext& ctx)
-    : config_(config), ctx_(ctx) {
+struct CoordinatorLink::HangReporter {
+  std::mutex mu;
+  CoordinatorClient* client = nullptr;
+  double timeout_s = 2;
+
+  // The report as ReportEventRequest.HANG carries it: the newest records that fit in the
+  // service's 4 KiB bound.
+  static std::string message(const std::string& report,
+                             const std::vector<CollectiveRecord>& recent) {
+    nlohmann::json records = nlohmann::json::array();
+    for (const CollectiveRecord& r : recent)
+      records.push_back({{"comm", r.communicator},
+                         {"op", r.op},
+                         {"seq", r.seq},
+                         {"step", r.step},
+                         {"bytes", r.bytes},
+                         {"started", r.started_unix_s},
+                         {"finished", r.finished_unix_s}});
+    nlohmann::json body = {{"report", report.substr(0, 600)}, {"recent", records}};
+    std::string text = body.dump();
+    while (text.size() > 4000 && body["recent"].size() > 1) {
+      body["recent"].erase(0);
+      text = body.dump();
+    }
+    return text;
+  }
+
+  void send(const std::string& report, const std::vector<CollectiveRecord>& recent) {
+    std::lock_guard<std::mutex> lock(mu);
+    if (client == nullptr) return;  // before registration, or the link is gone
+    v1::ReportEventRequest event;
+    event.set_kind(v1::ReportEventRequest::HANG);
+    event.set_message(message(report, recent));
+    client->report_event(std::move(event));
+    client->flush(timeout_s);
+  }
+};
+
+CoordinatorLink::CoordinatorLink(const ResolvedConfig& config, const RankContext& ctx,
+                                 CollectiveWatchdog* watchdog)
+    : config_(config), ctx_(ctx), hang_reporter_(std::make_shared<HangReporter>()) {
+  hang_reporter_->timeout_s = std::min(2.0, config.job.coordinator.rpc_timeout);
+  if (watchdog != nullptr)
+    watchdog->add_fire_hook(
+        [reporter = hang_reporter_](const std::string& report,
+                                    const std::vector<CollectiveRecord>& recent) {
+          reporter->send(report, recent);
+        });
   const CoordinatorConfig& c = config.job.coordinator;
   auth_token_ = auth_token(c);
   // Under ptrain-launch the supervisor's coordinator is the job's, whatever the config says.
@@ -138,6 +187,10 @@ CoordinatorLink::CoordinatorLink(const ResolvedConfig& config, const RankContext
 }
 
 CoordinatorLink::~CoordinatorLink() {
+  {
+    std::lock_guard<std::mutex> lock(hang_reporter_->mu);
+    hang_reporter_->client = nullptr;
+  }
   client_.reset();
   server_.reset();
 }
@@ -165,6 +218,10 @@ void CoordinatorLink::start_attempt(int64_t first_step, int64_t total_steps,
   options.resume_seconds = resume_seconds;
   options.heartbeat_interval_s = c.heartbeat_interval;
   client_ = std::make_unique<CoordinatorClient>(options, ctx_.log);
+  {
+    std::lock_guard<std::mutex> lock(hang_reporter_->mu);
+    hang_reporter_->client = client_.get();
+  }
   if (ctx_.rank == 0) ctx_.log->info("coordinator: {} (job {})", address_, options.job_id);
 }
 

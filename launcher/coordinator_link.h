@@ -17,15 +17,19 @@
 namespace ptrain {
 
 class CoordinatorServer;
+class CollectiveWatchdog;
 
 class CoordinatorLink final : public TrainingObserver {
  public:
   // Collective. Under ptrain-launch (PTRAIN_COORDINATOR_ADDRESS, PTRAIN_LAUNCH_ID set) the
-  // supervisor's coordinator and launch id are the job's. With no coordinator.address, rank 0 starts the in-process coordinator (state in
-  // <output_dir>/coordinator.db, its address written to <output_dir>/coordinator.addr) and every
-  // rank learns the address from it. UserError for bad coordinator settings (an unreadable
-  // token file, a TLS file, an address in use).
-  CoordinatorLink(const ResolvedConfig& config, const RankContext& ctx);
+  // supervisor's coordinator and launch id are the job's. With no coordinator.address, rank 0
+  // starts the in-process coordinator (state in <output_dir>/coordinator.db, its address written to
+  // <output_dir>/coordinator.addr) and every rank learns the address from it. UserError for bad
+  // coordinator settings (an unreadable token file, a TLS file, an address in use). When `watchdog`
+  // fires, this rank's last collectives go to the coordinator (a hang report, docs/launch.md)
+  // before the job is aborted.
+  CoordinatorLink(const ResolvedConfig& config, const RankContext& ctx,
+                  CollectiveWatchdog* watchdog = nullptr);
   // Stops the client (after one last try to send what is queued), then rank 0's coordinator.
   ~CoordinatorLink() override;
 
@@ -60,6 +64,10 @@ class CoordinatorLink final : public TrainingObserver {
   std::unique_ptr<CoordinatorServer> server_;
   std::unique_ptr<CoordinatorClient> client_;
   bool ended_ = false;
+  // The client the watchdog's hang report goes through; the watchdog outlives the link, which
+  // clears it on destruction (under its mutex, so never during a report).
+  struct HangReporter;
+  std::shared_ptr<HangReporter> hang_reporter_;
   CoordinatorClient::CommandVote vote_;  // this rank's, at the last step boundary
 };
 

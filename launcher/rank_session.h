@@ -58,6 +58,9 @@ class RankSession {
   // tensors and MPI for the small host-side reductions.
   std::shared_ptr<Communicator> world_communicator(const std::string& backend);
 
+  // The job's collective watchdog (every communicator of the session reports to it).
+  CollectiveWatchdog& watchdog() { return *watchdog_; }
+
  private:
   void set_up();
   // The error path of construction and destruction: see the class comment.

@@ -354,7 +354,7 @@ int train(RankSession& session, const ResolvedConfig& config, CoordinatorLink& c
 
 int run_train(RankSession& session, const ResolvedConfig& config) {
   check_training_config(config);
-  CoordinatorLink coordinator(config, session.context());
+  CoordinatorLink coordinator(config, session.context(), &session.watchdog());
   try {
     return train(session, config, coordinator);
   } catch (const std::exception& e) {

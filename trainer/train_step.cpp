@@ -38,6 +38,11 @@ TrainStep::TrainStep(LlamaForCausalLM model, ShardedModel& sharded, AdamW& optim
 StepResult TrainStep::run(const std::vector<PackedBatch>& micro_batches) {
   StepResult result;
   result.step = next_step_++;
+  // Watchdog reports and hang triage name the step each collective belongs to (1-based, as the
+  // logs count steps).
+  world_.set_step(result.step + 1);
+  sharded_.groups().shard->set_step(result.step + 1);
+  if (sharded_.groups().replicate) sharded_.groups().replicate->set_step(result.step + 1);
   result.micro_batches = static_cast<int64_t>(micro_batches.size());
   result.lr = schedule_.at(result.step);
 
