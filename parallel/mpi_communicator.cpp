@@ -118,6 +118,7 @@ std::shared_ptr<MpiCommunicator::MpiWork> MpiCommunicator::make_work(const char*
   if (data) {
     c.dtype = c10::toString(data->dtype);
     c.numel = data->numel;
+    c.bytes = data->nbytes();
   }
   work->body = std::move(body);
   return work;

@@ -249,6 +249,7 @@ WorkHandle NcclCommunicator::launch(const char* op, const CommBuffer* data, cons
   if (data) {
     c.dtype = c10::toString(data->dtype);
     c.numel = data->numel;
+    c.bytes = data->nbytes();
   }
   if (watchdog_) work->watchdog_token = watchdog_->start(c);
   {

@@ -1,8 +1,10 @@
 // A job in which rank 1 skips a collective. Ranks 0 and 2 block in all_reduce #2 and their
 // watchdog (timeout 1 s) must end the whole job with exit code 3 and a message naming the
-// collective, its sequence number, the step and the rank. Rank 1 waits in a barrier with a much
-// longer timeout, so the message comes from a rank stuck in the all_reduce. Run by
-// tests/run_expect.sh, which checks the exit code and the message.
+// collective, its sequence number, the step and the rank, and each of them must write its history
+// first: all_reduce #1 finished, #2 still running (the grace before the abort lets the second one
+// fire too). Rank 1 waits in a barrier with a much longer timeout, so the messages come from the
+// ranks stuck in the all_reduce. Run by tests/run_expect.sh, which checks the exit code and the
+// messages.
 #include <cstdio>
 
 #include "core/logging.h"
