@@ -4,7 +4,7 @@ JOBS ?= 2
 MPIRUN ?= mpirun --oversubscribe $(if $(filter 0,$(shell id -u)),--allow-run-as-root,)
 SOURCES = $(shell git ls-files '*.cpp' '*.h' 2>/dev/null)
 
-.PHONY: deps configure build test quickstart scale-test bench format format-check docs clean
+.PHONY: deps configure build test quickstart scale-test soak bench format format-check docs clean
 
 deps:
 	@bash scripts/install-deps.sh
@@ -39,6 +39,12 @@ scale-test: build
 	python3 examples/make_tiny_data.py outputs/scale-test/data --rows 600
 	$(MPIRUN) -np 64 $(BUILD_DIR)/bin/ptrain --config examples/scale-test.yaml
 	@python3 examples/quickstart_summary.py outputs/scale-test/run
+
+# ptrain-launch against a SIGKILLed rank at a random step, 2- and 3-rank jobs, ten seeds (CI runs
+# two): each restarted job must end with the uninterrupted run's adapter, byte for byte.
+soak: build
+	PTRAIN_LAUNCH_SEEDS="1 2 3 4 5 6 7 8 9 10" tests/e2e/launch_test.sh $(BUILD_DIR)/bin/ptrain \
+	  mpirun . kill
 
 # Full benchmark runs; results (one JSON object per line) go to bench/results/.
 bench: build
