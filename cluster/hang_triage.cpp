@@ -98,6 +98,11 @@ HangTriage triage_hang(const std::vector<v1::Event>& events, int world,
   });
   const Record& target = stuck_records.at(stuck->first);
   const std::vector<int>& in_it = stuck->second;
+  for (int rank : in_it)
+    for (const Record& r : reports.at(rank))
+      if (r.comm == target.comm && r.seq == target.seq && r.started > 0 &&
+          (triage.stuck_since_unix_s == 0 || r.started < triage.stuck_since_unix_s))
+        triage.stuck_since_unix_s = r.started;
   triage.details.push_back(fmt::format("ranks {} wait in {}", rank_ranges(in_it), target.name()));
 
   std::map<int, const v1::RankHealth*> health;

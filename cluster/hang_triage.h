@@ -17,6 +17,7 @@ struct HangTriage {
   bool found = false;                // at least one hang report
   std::string summary;               // one line for the supervisor's summary and the attempt
   std::vector<std::string> details;  // a line per finding
+  double stuck_since_unix_s = 0;     // when the first waiting rank entered the stuck collective
 };
 
 // `events`: the attempt's "hang" events (others are ignored); `world`: its ranks; `ranks`: their

@@ -414,6 +414,8 @@ void Supervisor::end_launch(Watch& w) {
       verdict.cause = "hang";
       verdict.message = triage.summary + " (" + verdict.message + ")";
       launch.triage = triage.details;
+      // The job stopped making progress when the first rank began to wait.
+      if (triage.stuck_since_unix_s > 0) launch.failure_unix_s = triage.stuck_since_unix_s;
       for (const std::string& line : triage.details)
         log_->error("launch {} hang triage: {}", launch.number, line);
     }
