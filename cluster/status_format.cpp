@@ -252,6 +252,11 @@ void add_attempts(const v1::JobStatus& status, bool color, Lines& lines) {
     const std::string reason = running ? std::string("running") : a.end_reason();
     text += paint(reason, reason == "finished" || running ? "32" : "33", color);
     if (!a.end_message().empty()) text += ": " + a.end_message();
+    // What ptrain-launch saw, when it differs from the ranks' own account, and what it did.
+    if (!a.cause().empty() && a.cause() != a.end_reason())
+      text += fmt::format("   (supervisor: {}{}{})", a.cause(),
+                          a.cause_message().empty() ? "" : ": ", a.cause_message());
+    if (a.restart()) text += paint("   -> restarted", "33", color);
     lines.push_back(text);
   }
 }
