@@ -142,12 +142,29 @@ Supervisor::Verdict Supervisor::judge_exit(int wait_status) {
   } else {
     v.cause = "signal";
   }
-  v.retry = true;
+  v.retry = !WIFSIGNALED(wait_status);
   v.exit_code = 3;
   return v;
 }
 
 int Supervisor::run() {
+  // A job requeued by its scheduler comes back to the same coordinator state: its first launch
+  // here is a restart too, and resumes from the job's last committed checkpoint.
+  {
+    auto stub = v1::Coordinator::NewStub(channel_);
+    v1::GetJobStatusRequest request;
+    request.set_max_ranks(1);
+    v1::JobStatus status;
+    const auto context = make_rpc_context(options_.rpc);
+    if (stub->GetJobStatus(context.get(), request, &status).ok() && status.attempts_size() > 0) {
+      earlier_attempts_ = status.attempts_size();
+      log_->info(
+          "the coordinator knows {} earlier attempt{} of job '{}' (state {}): the job "
+          "continues from its last committed checkpoint",
+          earlier_attempts_, earlier_attempts_ > 1 ? "s" : "", status.job_id(),
+          v1::JobState_Name(status.state()));
+    }
+  }
   for (;;) {
     start_launch();
     Watch watch_state;
@@ -183,7 +200,7 @@ void Supervisor::start_launch() {
   const std::vector<std::pair<std::string, std::string>> env = {
       {"PTRAIN_COORDINATOR_ADDRESS", options_.rpc.address},
       {"PTRAIN_LAUNCH_ID", launch.launch_id},
-      {"PTRAIN_RESTART", std::to_string(restarts_)}};
+      {"PTRAIN_RESTART", std::to_string(earlier_attempts_ + restarts_)}};
   launches_.push_back(launch);
   process_.reset();
   process_ = std::make_unique<JobProcess>(argv, env);

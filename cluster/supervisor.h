@@ -3,7 +3,8 @@
 // non-zero exit, a rank silent past the coordinator's heartbeat_timeout, no step completed within
 // stall_timeout — it kills the whole session, records the launch's cause at the coordinator,
 // waits (exponential backoff) and starts the command again, whose ranks resume from the last
-// committed checkpoint (PTRAIN_RESTART). Exit code 2 (bad input) is never retried; 4 (stopped for
+// committed checkpoint (PTRAIN_RESTART; also the first launch of a job whose coordinator state
+// already holds attempts: a requeued job). Exit code 2 (bad input) is never retried; 4 (stopped for
 // a requeue) and 0 end the supervision. After max_restarts it gives up: a summary (every launch,
 // its cause, the last step) and exit code 3.
 //
@@ -113,9 +114,10 @@ class Supervisor {
   std::shared_ptr<grpc::Channel> channel_;
   std::vector<LaunchRecord> launches_;
   int restarts_ = 0;
-  int stop_signal_ = 0;  // SIGTERM, SIGUSR1, ... sent to the supervisor: no more restarts
-  int interrupts_ = 0;   // SIGINTs
-  int outcome_ = -1;     // the exit code once decided
+  int earlier_attempts_ = 0;  // the job's attempts before this supervisor (a requeued job's)
+  int stop_signal_ = 0;       // SIGTERM, SIGUSR1, ... sent to the supervisor: no more restarts
+  int interrupts_ = 0;        // SIGINTs
+  int outcome_ = -1;          // the exit code once decided
   std::unique_ptr<JobProcess> process_;
 };
 

@@ -157,6 +157,33 @@ summary save "len(l) == 2" "l[0]['cause'] == 'exit' and l[0]['exit_code'] == 86"
   "l[1]['first_step'] == 20"
 same_adapter save 2
 
+# SIGTERM to ptrain-launch (a preemption): the job checkpoints and exits 4, and so does the
+# supervisor; started again on the same state (the requeue), it continues from that checkpoint.
+supervise term 2
+launch_pid=$job_pid
+python3 - <<'PY' || fail "term: no step 10"
+import time
+end = time.time() + 300
+while time.time() < end:
+    try:
+        if open("out-term/metrics.jsonl").read().count('"type":"step"') >= 10:
+            break
+    except OSError:
+        pass
+    time.sleep(0.01)
+else:
+    raise SystemExit(1)
+PY
+kill -TERM "$launch_pid"
+finished term 4
+summary term "len(l) == 1 and l[0]['cause'] == 'requeue' and not l[0]['restart']"
+mv term.log term-1.log
+supervise term 2
+finished term 0
+grep -q "the coordinator knows 1 earlier attempt" term.log || fail "term: not continued"
+summary term "len(l) == 1 and l[0]['cause'] == 'finished' and l[0]['first_step'] >= 10"
+same_adapter term 2
+
 # Restarts exhausted, under a coordinator of its own: every launch dies in its first save.
 "$bin/ptrain-coordinator" --listen 127.0.0.1:0 --state shared.db --address-file shared.addr \
   >coordinator.log 2>&1 &
