@@ -363,5 +363,299 @@ TEST(JobState, StepsAndWorldsOutOfBoundsAreRefused) {
   EXPECT_EQ(job.state->status().last_checkpoint().step(), 0);
 }
 
+// ---------------------------------------------------------------- the supervisor's reports
+
+v1::ReportLaunchRequest launch_report(const std::string& launch, const std::string& cause,
+                                      bool restart, int64_t step = 0) {
+  v1::ReportLaunchRequest r;
+  r.set_launch_id(launch);
+  r.set_cause(cause);
+  r.set_message("the command ended with exit code 137");
+  r.set_exit_code(137);
+  r.set_restart(restart);
+  r.set_restart_in_s(5);
+  r.set_restarts(1);
+  r.set_max_restarts(3);
+  r.set_step(step);
+  return r;
+}
+
+v1::ReportEventRequest attempt_end(int attempt, const std::string& reason, int64_t step) {
+  v1::ReportEventRequest end;
+  end.set_job_id("job");
+  end.set_attempt(attempt);
+  end.set_kind(v1::ReportEventRequest::ATTEMPT_END);
+  end.set_step(step);
+  end.set_reason(reason);
+  return end;
+}
+
+TEST(JobState, AReportedLaunchEndsItsAttemptAndTheJobRestarts) {
+  const std::string dir = testing::fresh_dir();
+  {
+    Job job(dir);
+    const int attempt = register_all(*job.state, 2, "launch-a");
+    v1::HeartbeatResponse beat_response;
+    ASSERT_TRUE(job.state->heartbeat(beat(attempt, 0, 5), &beat_response).ok());
+    ASSERT_EQ(job.state->status().state(), v1::RUNNING);
+    job.clock = 1050;
+    v1::ReportLaunchResponse response;
+    ASSERT_TRUE(
+        job.state->report_launch(launch_report("launch-a", "rank_lost", true, 6), &response).ok());
+    EXPECT_EQ(response.attempt(), 1);
+    const v1::JobStatus status = job.state->status();
+    EXPECT_EQ(status.state(), v1::RESTARTING);
+    ASSERT_EQ(status.attempts_size(), 1);
+    const v1::Attempt& a = status.attempts(0);
+    EXPECT_DOUBLE_EQ(a.ended_unix_s(), 1050);
+    EXPECT_EQ(a.end_reason(), "rank_lost");
+    EXPECT_EQ(a.end_message(), "the command ended with exit code 137");
+    EXPECT_EQ(a.cause(), "rank_lost");
+    EXPECT_EQ(a.cause_message(), "the command ended with exit code 137");
+    EXPECT_EQ(a.exit_code(), 137);
+    EXPECT_TRUE(a.restart());
+    EXPECT_EQ(a.last_step(), 6);
+    EXPECT_EQ(status.step(), 6);
+    EXPECT_EQ(status.lost_ranks(), 0);  // an ended attempt has no lost ranks
+    const std::vector<v1::Event> events = job.state->events(0, 100);
+    ASSERT_FALSE(events.empty());
+    EXPECT_EQ(events.back().kind(), "launch_ended");
+    EXPECT_EQ(events.back().severity(), "error");
+    EXPECT_EQ(events.back().message(),
+              "launch launch-a (attempt 1) ended: rank_lost: the command ended with exit code "
+              "137; restarting in 5.0 s (restart 1 of 3)");
+  }
+  // A new coordinator over the same store keeps the supervisor's word.
+  Job job(dir);
+  v1::JobStatus status = job.state->status();
+  EXPECT_EQ(status.state(), v1::RESTARTING);
+  ASSERT_EQ(status.attempts_size(), 1);
+  EXPECT_EQ(status.attempts(0).cause(), "rank_lost");
+  EXPECT_EQ(status.attempts(0).cause_message(), "the command ended with exit code 137");
+  EXPECT_EQ(status.attempts(0).exit_code(), 137);
+  EXPECT_TRUE(status.attempts(0).restart());
+  // The restarted launch opens attempt 2.
+  EXPECT_EQ(register_all(*job.state, 2, "launch-b", 4), 2);
+  status = job.state->status();
+  EXPECT_EQ(status.state(), v1::STARTING);
+  EXPECT_TRUE(status.attempts(0).restart());
+  EXPECT_FALSE(status.attempts(1).restart());
+}
+
+TEST(JobState, ALaunchGivenUpIsFailedAFinishedOneFinished) {
+  Job job(testing::fresh_dir());
+  int attempt = register_all(*job.state, 2, "launch-a");
+  v1::ReportLaunchResponse response;
+  v1::ReportLaunchRequest gave_up = launch_report("launch-a", "exit", false, 3);
+  gave_up.set_restarts(3);
+  ASSERT_TRUE(job.state->report_launch(gave_up, &response).ok());
+  v1::JobStatus status = job.state->status();
+  EXPECT_EQ(status.state(), v1::FAILED);
+  EXPECT_EQ(status.attempts(0).end_reason(), "exit");
+  EXPECT_FALSE(status.attempts(0).restart());
+  EXPECT_EQ(job.state->events(0, 100).back().message(),
+            "launch launch-a (attempt 1) ended: exit: the command ended with exit code 137; the "
+            "supervisor gives up after 3 restarts");
+
+  // The ranks ended their attempt "finished", then the command exited 0.
+  attempt = register_all(*job.state, 2, "launch-b");
+  EXPECT_EQ(attempt, 2);
+  job.clock += 10;
+  ASSERT_TRUE(job.state->report_event(attempt_end(attempt, "finished", 100)).ok());
+  const double ended_at = job.clock;
+  job.clock += 1;
+  v1::ReportLaunchRequest finished = launch_report("launch-b", "finished", false, 100);
+  finished.set_exit_code(0);
+  finished.set_message("the command ended with exit code 0");
+  ASSERT_TRUE(job.state->report_launch(finished, &response).ok());
+  EXPECT_EQ(response.attempt(), 2);
+  status = job.state->status();
+  EXPECT_EQ(status.state(), v1::FINISHED);
+  const v1::Attempt& a = status.attempts(1);
+  EXPECT_EQ(a.end_reason(), "finished");  // the ranks' end stands
+  EXPECT_DOUBLE_EQ(a.ended_unix_s(), ended_at);
+  EXPECT_EQ(a.cause(), "finished");
+  EXPECT_EQ(a.exit_code(), 0);
+  EXPECT_FALSE(a.restart());
+  EXPECT_EQ(job.state->events(0, 100).back().severity(), "info");
+  EXPECT_EQ(job.state->events(0, 100).back().message(),
+            "launch launch-b (attempt 2) ended: finished: the command ended with exit code 0");
+
+  // The ranks said "finished" but the command failed after them: the supervisor's word decides.
+  attempt = register_all(*job.state, 2, "launch-c");
+  ASSERT_TRUE(job.state->report_event(attempt_end(attempt, "finished", 100)).ok());
+  ASSERT_EQ(job.state->status().state(), v1::FINISHED);
+  ASSERT_TRUE(job.state->report_launch(launch_report("launch-c", "exit", false), &response).ok());
+  status = job.state->status();
+  EXPECT_EQ(status.attempts(2).end_reason(), "finished");
+  EXPECT_EQ(status.state(), v1::FAILED);
+}
+
+TEST(JobState, ALaunchWhoseRanksNeverRegisteredIsAnAttemptOfItsOwn) {
+  Job job(testing::fresh_dir());
+  const int first = register_all(*job.state, 3, "launch-a");
+  ASSERT_TRUE(job.state->report_checkpoint(commit(first, 4)).ok());
+  v1::ReportLaunchResponse response;
+  ASSERT_TRUE(job.state->report_launch(launch_report("launch-a", "exit", true, 5), &response).ok());
+
+  // Launch b crashed before any rank registered.
+  job.clock = 1100;
+  v1::ReportLaunchRequest b = launch_report("launch-b", "exit", true, 4);
+  b.set_started_unix_s(1090);
+  b.set_exit_code(1);
+  ASSERT_TRUE(job.state->report_launch(b, &response).ok());
+  EXPECT_EQ(response.attempt(), 2);
+  v1::JobStatus status = job.state->status();
+  ASSERT_EQ(status.attempts_size(), 2);
+  const v1::Attempt& a = status.attempts(1);
+  EXPECT_EQ(a.number(), 2);
+  EXPECT_EQ(a.launch_id(), "launch-b");
+  EXPECT_EQ(a.world(), 0);
+  EXPECT_DOUBLE_EQ(a.started_unix_s(), 1090);
+  EXPECT_DOUBLE_EQ(a.ended_unix_s(), 1100);
+  EXPECT_EQ(a.end_reason(), "exit");
+  EXPECT_EQ(a.first_step(), 4);  // the last committed checkpoint's
+  EXPECT_EQ(a.cause(), "exit");
+  EXPECT_EQ(a.exit_code(), 1);
+  EXPECT_TRUE(a.restart());
+  EXPECT_EQ(status.state(), v1::RESTARTING);
+  EXPECT_EQ(status.world(), 0);
+  EXPECT_EQ(status.ranks_size(), 0);
+
+  // An attempt still running when another launch is reported ends "superseded".
+  EXPECT_EQ(register_all(*job.state, 2, "launch-c", 4), 3);
+  ASSERT_TRUE(job.state->report_launch(launch_report("launch-d", "exit", false), &response).ok());
+  EXPECT_EQ(response.attempt(), 4);
+  status = job.state->status();
+  ASSERT_EQ(status.attempts_size(), 4);
+  EXPECT_EQ(status.attempts(2).end_reason(), "superseded");
+  EXPECT_EQ(status.attempts(2).cause(), "");
+  EXPECT_EQ(status.attempts(3).world(), 0);
+  EXPECT_DOUBLE_EQ(status.attempts(3).started_unix_s(), 1100);  // none given: now
+  EXPECT_EQ(status.state(), v1::FAILED);
+  // A late report of the superseded launch records its cause but restarts nothing.
+  ASSERT_TRUE(job.state->report_launch(launch_report("launch-c", "exit", true), &response).ok());
+  EXPECT_EQ(response.attempt(), 3);
+  status = job.state->status();
+  EXPECT_EQ(status.attempts(2).end_reason(), "superseded");
+  EXPECT_EQ(status.attempts(2).cause(), "exit");
+  EXPECT_FALSE(status.attempts(2).restart());
+  EXPECT_EQ(status.state(), v1::FAILED);
+}
+
+TEST(JobState, ALaunchReportNeedsItsIdAndCause) {
+  Job job(testing::fresh_dir());
+  register_all(*job.state, 2, "launch-a");
+  v1::ReportLaunchResponse response;
+  EXPECT_EQ(job.state->report_launch(launch_report("", "exit", true), &response).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(job.state->report_launch(launch_report("launch-a", "", true), &response).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(
+      job.state->report_launch(launch_report("launch-a", "exit", true, -1), &response).error_code(),
+      grpc::StatusCode::INVALID_ARGUMENT);
+  v1::ReportLaunchRequest other = launch_report("launch-a", "exit", true);
+  other.set_job_id("another-job");
+  EXPECT_EQ(job.state->report_launch(other, &response).error_code(),
+            grpc::StatusCode::FAILED_PRECONDITION);
+  const v1::JobStatus status = job.state->status();
+  ASSERT_EQ(status.attempts_size(), 1);
+  EXPECT_DOUBLE_EQ(status.attempts(0).ended_unix_s(), 0);
+  EXPECT_EQ(status.attempts(0).cause(), "");
+  EXPECT_EQ(status.state(), v1::STARTING);
+}
+
+TEST(JobState, AttemptsRecordHowTheyStarted) {
+  const std::string dir = testing::fresh_dir();
+  {
+    Job job(dir);
+    // Three ranks resume from step 10: processes started at 950, 940 and (unknown) 0; their
+    // checkpoint loads took 3.5, 7.25 and 1 s.
+    const double starts[] = {950, 940, 0}, loads[] = {3.5, 7.25, 1};
+    const double clocks[] = {1000, 1001, 1002.5};
+    int attempt = 0;
+    for (int r = 0; r < 3; ++r) {
+      job.clock = clocks[r];
+      v1::RegisterRankRequest request = registration(r, 3, "l", 10);
+      request.set_process_start_unix_s(starts[r]);
+      request.set_resume_seconds(loads[r]);
+      v1::RegisterRankResponse response;
+      ASSERT_TRUE(job.state->register_rank(request, &response).ok());
+      attempt = response.attempt();
+      const v1::Attempt a = job.state->status().attempts(0);
+      EXPECT_DOUBLE_EQ(a.registered_unix_s(), r < 2 ? 0 : 1002.5) << "after rank " << r;
+      EXPECT_DOUBLE_EQ(a.process_start_unix_s(), r == 0 ? 950 : 940) << "after rank " << r;
+      EXPECT_DOUBLE_EQ(a.resume_seconds(), r == 0 ? 3.5 : 7.25) << "after rank " << r;
+    }
+    // Rank 1 registering again (a reconnect) moves nothing.
+    job.clock = 1003;
+    v1::RegisterRankResponse response;
+    ASSERT_TRUE(job.state->register_rank(registration(1, 3, "l", 10), &response).ok());
+    EXPECT_DOUBLE_EQ(job.state->status().attempts(0).registered_unix_s(), 1002.5);
+
+    // The first step past first_step, as the rank's clock says it completed.
+    job.clock = 1020;
+    v1::HeartbeatRequest h = beat(attempt, 0, 10);
+    h.mutable_progress(0)->set_unix_s(1005);  // step 10: the resume point, no step yet
+    v1::HeartbeatResponse beat_response;
+    ASSERT_TRUE(job.state->heartbeat(h, &beat_response).ok());
+    EXPECT_DOUBLE_EQ(job.state->status().attempts(0).first_step_unix_s(), 0);
+    h = beat(attempt, 0, 12);
+    h.mutable_progress(0)->set_step(11);
+    h.mutable_progress(0)->set_unix_s(1007.5);
+    v1::Progress& later = *h.add_progress();
+    later.set_step(12);
+    later.set_unix_s(1009);
+    ASSERT_TRUE(job.state->heartbeat(h, &beat_response).ok());
+    EXPECT_DOUBLE_EQ(job.state->status().attempts(0).first_step_unix_s(), 1007.5);
+  }
+  Job job(dir);
+  const v1::Attempt a = job.state->status().attempts(0);
+  EXPECT_DOUBLE_EQ(a.process_start_unix_s(), 940);
+  EXPECT_DOUBLE_EQ(a.resume_seconds(), 7.25);
+  EXPECT_DOUBLE_EQ(a.registered_unix_s(), 1002.5);
+  EXPECT_DOUBLE_EQ(a.first_step_unix_s(), 1007.5);
+}
+
+TEST(JobState, AFirstStepWithoutTheRanksClockTakesTheCoordinators) {
+  Job job(testing::fresh_dir());
+  const int attempt = register_all(*job.state, 1, "l");
+  job.clock = 1234;
+  v1::HeartbeatResponse response;
+  ASSERT_TRUE(job.state->heartbeat(beat(attempt, 0, 1), &response).ok());  // no unix_s
+  EXPECT_DOUBLE_EQ(job.state->status().attempts(0).first_step_unix_s(), 1234);
+}
+
+TEST(JobState, ARankThatNeverRegistersIsLostAfterTheTimeout) {
+  Job job(testing::fresh_dir());
+  v1::RegisterRankResponse registered;
+  ASSERT_TRUE(job.state->register_rank(registration(0, 2, "l"), &registered).ok());  // at 1000
+  auto lost_events = [&] {
+    int n = 0;
+    for (const v1::Event& e : job.state->events(0, 100)) n += e.kind() == "rank_lost";
+    return n;
+  };
+  v1::HeartbeatResponse response;
+  job.clock = 1020;
+  ASSERT_TRUE(job.state->heartbeat(beat(registered.attempt(), 0, 0), &response).ok());
+  job.clock = 1029;  // 29 s after the attempt opened: not yet
+  job.state->flush();
+  v1::JobStatus status = job.state->status();
+  EXPECT_EQ(status.lost_ranks(), 0);
+  EXPECT_EQ(status.registered_ranks(), 1);
+  ASSERT_EQ(status.ranks_size(), 2);
+  EXPECT_FALSE(status.ranks(1).lost());
+  EXPECT_DOUBLE_EQ(status.ranks(1).heartbeat_age_s(), 29);
+  EXPECT_EQ(lost_events(), 0);
+  job.clock = 1031;  // 31 s: lost
+  job.state->flush();
+  status = job.state->status();
+  EXPECT_EQ(status.lost_ranks(), 1);
+  EXPECT_TRUE(status.ranks(1).lost());
+  EXPECT_FALSE(status.ranks(0).lost());
+  EXPECT_EQ(lost_events(), 1);
+  EXPECT_EQ(job.state->events(0, 100).back().rank(), 1);
+}
+
 }  // namespace
 }  // namespace ptrain
