@@ -142,7 +142,7 @@ Supervisor::Verdict Supervisor::judge_exit(int wait_status) {
   } else {
     v.cause = "signal";
   }
-  v.retry = !WIFSIGNALED(wait_status);
+  v.retry = true;
   v.exit_code = 3;
   return v;
 }
