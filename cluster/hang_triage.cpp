@@ -103,7 +103,9 @@ HangTriage triage_hang(const std::vector<v1::Event>& events, int world,
       if (r.comm == target.comm && r.seq == target.seq && r.started > 0 &&
           (triage.stuck_since_unix_s == 0 || r.started < triage.stuck_since_unix_s))
         triage.stuck_since_unix_s = r.started;
-  triage.details.push_back(fmt::format("ranks {} wait in {}", rank_ranges(in_it), target.name()));
+  triage.details.push_back(fmt::format("rank{} {} wait{} in {}", in_it.size() > 1 ? "s" : "",
+                                       rank_ranges(in_it), in_it.size() > 1 ? "" : "s",
+                                       target.name()));
 
   std::map<int, const v1::RankHealth*> health;
   for (const v1::RankHealth& h : ranks) health[h.rank()] = &h;

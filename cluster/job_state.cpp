@@ -438,7 +438,9 @@ grpc::Status JobState::report_launch(const v1::ReportLaunchRequest& request,
   attempt.set_restart(request.restart() && is_current);
   store_.save_attempt(attempt);
   std::string next;
-  if (attempt.restart())
+  if (!is_current)
+    next = "; a later launch has superseded it";
+  else if (attempt.restart())
     next = fmt::format("; restarting in {:.1f} s (restart {} of {})", request.restart_in_s(),
                        request.restarts(), request.max_restarts());
   else if (!ends_well(request.cause()))

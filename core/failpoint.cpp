@@ -29,15 +29,14 @@ const std::vector<Armed>& armed() {
     std::string item;
     while (std::getline(list, item, ',')) {
       if (item.empty()) continue;
+      // name, then "@rank" and "#hit" in either order.
       Armed a;
-      const size_t hash = item.find('#');
-      if (hash != std::string::npos) {
+      const size_t end = item.find_first_of("@#");
+      a.name = item.substr(0, end);
+      if (const size_t at = item.find('@'); at != std::string::npos)
+        a.rank = std::atoi(item.c_str() + at + 1);
+      if (const size_t hash = item.find('#'); hash != std::string::npos)
         a.hit = std::max(1, std::atoi(item.c_str() + hash + 1));
-        item.resize(hash);
-      }
-      const size_t at = item.find('@');
-      a.name = item.substr(0, at);
-      if (at != std::string::npos) a.rank = std::atoi(item.c_str() + at + 1);
       out.push_back(a);
     }
     return out;

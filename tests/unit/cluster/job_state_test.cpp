@@ -541,6 +541,9 @@ TEST(JobState, ALaunchWhoseRanksNeverRegisteredIsAnAttemptOfItsOwn) {
   EXPECT_EQ(status.attempts(2).cause(), "exit");
   EXPECT_FALSE(status.attempts(2).restart());
   EXPECT_EQ(status.state(), v1::FAILED);
+  const std::vector<v1::Event> events = job.state->events(0, 1000);
+  EXPECT_NE(events.back().message().find("; a later launch has superseded it"), std::string::npos)
+      << events.back().message();
 }
 
 TEST(JobState, ALaunchReportNeedsItsIdAndCause) {

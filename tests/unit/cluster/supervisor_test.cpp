@@ -199,7 +199,7 @@ TEST(HangTriage, MalformedReportsAndOtherEventsAreIgnored) {
             "rank 1 fell behind: never entered world all_reduce #57 (step 10), which rank 0 "
             "waited in");
   EXPECT_THAT(triage.details,
-              ElementsAre("ranks 0 wait in world all_reduce #57 (step 10)",
+              ElementsAre("rank 0 waits in world all_reduce #57 (step 10)",
                           "rank 1 sent no report (stopped, dead, or busy outside collectives)"));
 
   // Nothing but those: no finding at all.
