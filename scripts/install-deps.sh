@@ -14,10 +14,13 @@ packages=(
   libpcre2-dev libutf8proc-dev libcpp-httplib-dev
   python3-grpcio python3-protobuf
   sentencepiece
+  slurm-wlm munge
 )
 # sentencepiece: only its spm_train/spm_encode/spm_decode tools, the reference of the
 # SentencePiece tokenizer tests; ptrain never links libsentencepiece (its bundled protobuf
 # clashes with libprotobuf).
+# slurm-wlm (slurmctld, slurmd, the client commands, the PMIx and PMI2 plugins) and munge: the
+# private one-node Slurm that tests/e2e/slurm_test.sh starts runs examples/slurm/train.sbatch.
 # Node.js and npm run the reference tokenizers of the tokenizer tests (tests/unit/data/
 # tokenizer_reference). Machines may already carry a Node.js build that bundles npm; Debian's
 # separate npm package would conflict with it, so both are installed only when npm is missing.
