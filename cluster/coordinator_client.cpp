@@ -4,6 +4,8 @@
 #include <chrono>
 #include <random>
 
+#include "core/clock.h"
+
 namespace ptrain {
 namespace {
 
@@ -11,10 +13,6 @@ constexpr size_t kMaxQueuedProgress = 10000;
 constexpr int kProgressPerHeartbeat = 1000;
 constexpr double kFirstBackoff = 0.2, kMaxBackoff = 10;
 constexpr double kFlushRetry = 0.25;  // seconds between tries while a flush waits
-
-double unix_now() {
-  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
-}
 
 // Failures that retrying the same request will not fix: said once, loudly.
 bool is_refusal(grpc::StatusCode code) {
@@ -24,6 +22,11 @@ bool is_refusal(grpc::StatusCode code) {
 }
 
 }  // namespace
+
+std::string new_launch_id() {
+  std::random_device device;
+  return fmt::format("{:08x}{:08x}", device(), device());
+}
 
 CoordinatorClient::CoordinatorClient(CoordinatorClientOptions options,
                                      std::shared_ptr<spdlog::logger> log)

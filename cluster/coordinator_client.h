@@ -42,6 +42,9 @@ struct CoordinatorClientOptions {
   double heartbeat_interval_s = 1;  // until the coordinator says otherwise
 };
 
+// A fresh launch id (16 hex digits): what every rank of one launch registers with.
+std::string new_launch_id();
+
 class CoordinatorClient {
  public:
   CoordinatorClient(CoordinatorClientOptions options, std::shared_ptr<spdlog::logger> log);

@@ -40,7 +40,8 @@ JobProcess::JobProcess(const std::vector<std::string>& argv,
                        const std::vector<std::pair<std::string, std::string>>& env) {
   PTRAIN_CHECK(!argv.empty(), "no command to run");
   // Orphans of the session come to this process, which reaps them in poll().
-  prctl(PR_SET_CHILD_SUBREAPER, 1);
+  if (prctl(PR_SET_CHILD_SUBREAPER, 1) != 0)
+    throw RuntimeFailure(fmt::format("prctl(PR_SET_CHILD_SUBREAPER): {}", std::strerror(errno)));
 
   std::map<std::string, std::string> merged;
   for (char** entry = environ; *entry != nullptr; ++entry) {
@@ -58,14 +59,14 @@ JobProcess::JobProcess(const std::vector<std::string>& argv,
   args.push_back(nullptr);
 
   posix_spawnattr_t attr;
-  posix_spawnattr_init(&attr);
   sigset_t none, all;
   sigemptyset(&none);
   sigfillset(&all);
-  posix_spawnattr_setsigmask(&attr, &none);
-  posix_spawnattr_setsigdefault(&attr, &all);
-  posix_spawnattr_setflags(&attr,
-                           POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+  if (posix_spawnattr_init(&attr) != 0 || posix_spawnattr_setsigmask(&attr, &none) != 0 ||
+      posix_spawnattr_setsigdefault(&attr, &all) != 0 ||
+      posix_spawnattr_setflags(
+          &attr, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF) != 0)
+    throw RuntimeFailure("posix_spawnattr: cannot set the new session and the signals");
   const int failed = posix_spawnp(&pid_, args[0], nullptr, &attr, args.data(), envp.data());
   posix_spawnattr_destroy(&attr);
   if (failed != 0)
@@ -74,7 +75,11 @@ JobProcess::JobProcess(const std::vector<std::string>& argv,
 }
 
 JobProcess::~JobProcess() {
-  if (pid_ > 0) kill_all(5.0);
+  try {
+    if (pid_ > 0) kill_all(5.0);
+  } catch (const std::exception&) {
+    // A destructor cannot report; the owner's teardown already did.
+  }
 }
 
 bool JobProcess::poll() {
@@ -105,7 +110,9 @@ std::vector<pid_t> JobProcess::members() const {
   std::vector<pid_t> found;
   if (pid_ <= 0) return found;
   DIR* proc = opendir("/proc");
-  if (proc == nullptr) return found;
+  // Without /proc nothing can be found, and "none left" would be a lie that doubles the job.
+  if (proc == nullptr)
+    throw RuntimeFailure(fmt::format("cannot list /proc: {}", std::strerror(errno)));
   while (dirent* entry = readdir(proc)) {
     char* end = nullptr;
     const long pid = std::strtol(entry->d_name, &end, 10);

@@ -28,8 +28,9 @@ class JobProcess {
   JobProcess& operator=(const JobProcess&) = delete;
 
   pid_t pid() const { return pid_; }
-  // Reaps the command if it has ended (and any orphaned member of the session); answers whether
-  // the command has ended. Never blocks.
+  // Reaps the command if it has ended, and any other child of this process: orphaned members of
+  // the session (the owner starts no other children of its own). Answers whether the command
+  // has ended. Never blocks.
   bool poll();
   bool ended() const { return ended_; }
   // The command's wait status (valid once ended()).
@@ -39,7 +40,8 @@ class JobProcess {
   // 0-255 as a shell reports it: the exit code, or 128 + the signal.
   static int shell_code(int wait_status);
 
-  // The processes of the session still alive, the command included.
+  // The processes of the session still alive, the command included. RuntimeFailure when /proc
+  // cannot be read.
   std::vector<pid_t> members() const;
   // Sends `signal` to the members for which `select(pid)` is true.
   template <typename Select>
@@ -48,7 +50,7 @@ class JobProcess {
       if (select(member)) send(member, signal);
   }
   // SIGKILL to every member, repeated until none is left (or `timeout_s` passes); reaps the
-  // command. Answers whether the session is empty.
+  // command. Answers whether the session is empty; RuntimeFailure when /proc cannot be read.
   bool kill_all(double timeout_s);
 
   // The executable's name of a process ("mpirun"), "" when it is gone.

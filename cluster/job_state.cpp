@@ -504,10 +504,10 @@ v1::JobState JobState::derive_state() const {
   if (ended(attempt)) {
     // The supervisor's word on a launch decides: it starts the job again, or it is done.
     if (attempt.restart()) return v1::RESTARTING;
-    if (!attempt.cause().empty() && !ends_well(attempt.cause())) return v1::FAILED;
+    const std::string& why = attempt.cause().empty() ? attempt.end_reason() : attempt.cause();
     // Stopped for a requeue (a scheduler's signal): the job goes on in its next attempt.
-    if (attempt.end_reason() == "requeue") return v1::RESTARTING;
-    return ends_well(attempt.end_reason()) ? v1::FINISHED : v1::FAILED;
+    if (why == "requeue") return v1::RESTARTING;
+    return ends_well(why) ? v1::FINISHED : v1::FAILED;
   }
   if (registered_ < attempt.world() || progress_.step() <= attempt.first_step())
     return v1::STARTING;

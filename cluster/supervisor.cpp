@@ -13,15 +13,14 @@
 #include <set>
 #include <thread>
 
+#include "cluster/coordinator_client.h"
 #include "cluster/hang_triage.h"
+#include "core/clock.h"
+#include "core/error.h"
 #include "ptrain/v1/coordinator.grpc.pb.h"
 
 namespace ptrain {
 namespace {
-
-double unix_now() {
-  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
-}
 
 std::string program_of(const std::string& path) {
   return std::filesystem::path(path).filename().string();
@@ -36,18 +35,10 @@ bool is_mpirun(const std::vector<std::string>& argv) {
   return name == "mpirun" || name == "mpiexec" || name == "orterun";
 }
 
-// Launchers and their daemons: a SIGTERM to one of these tears the job down before the ranks'
-// own handling (checkpoint, exit 4) can run, so it goes to the ranks directly.
-bool is_launcher(const std::string& name) {
-  static const std::set<std::string> launchers = {"mpirun",        "mpiexec",         "orterun",
-                                                  "prterun",       "orted",           "prted",
-                                                  "mpiexec.hydra", "hydra_pmi_proxy", "srun"};
-  return launchers.count(name) > 0;
-}
-
-std::string random_launch_id() {
-  std::random_device device;
-  return fmt::format("{:08x}{:08x}", device(), device());
+// The launchers that pass SIGUSR1 on to every rank they started, on every host (Open MPI's mpirun
+// does; so does srun). A SIGTERM or SIGHUP would make them tear the job down instead.
+bool passes_usr1_on(const std::string& name) {
+  return name == "mpirun" || name == "mpiexec" || name == "orterun" || name == "srun";
 }
 
 const char* signal_name(int signal) {
@@ -90,10 +81,11 @@ int wait_signal(double seconds) {
 struct Supervisor::Watch {
   size_t index = 0;  // into launches_
   double last_progress_unix_s = 0;
-  int64_t last_step = -1;
+  int64_t progress = -1;  // the furthest step any rank of the launch has completed
   int64_t events_after = 0;
-  bool status_known = false, warned_unreachable = false;
+  bool status_known = false, reachable = false, warned_unreachable = false;
   double unreachable_since = 0;
+  bool registered = false;  // the launch's attempt is known to the coordinator
   int world = 0;
   std::vector<v1::RankHealth> ranks;
   std::string end_reason;  // how the ranks ended the attempt ("" while running)
@@ -105,7 +97,7 @@ struct Supervisor::Watch {
 
 void Supervisor::block_signals() {
   const sigset_t set = supervised_signals();
-  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  PTRAIN_CHECK(pthread_sigmask(SIG_BLOCK, &set, nullptr) == 0, "cannot block signals");
 }
 
 Supervisor::Supervisor(SupervisorOptions options, std::shared_ptr<spdlog::logger> log)
@@ -148,38 +140,36 @@ Supervisor::Verdict Supervisor::judge_exit(int wait_status) {
 }
 
 int Supervisor::run() {
-  // A job requeued by its scheduler comes back to the same coordinator state: its first launch
-  // here is a restart too, and resumes from the job's last committed checkpoint.
-  {
-    auto stub = v1::Coordinator::NewStub(channel_);
-    v1::GetJobStatusRequest request;
-    request.set_max_ranks(1);
-    v1::JobStatus status;
-    const auto context = make_rpc_context(options_.rpc);
-    if (stub->GetJobStatus(context.get(), request, &status).ok() && status.attempts_size() > 0) {
-      earlier_attempts_ = status.attempts_size();
-      log_->info(
-          "the coordinator knows {} earlier attempt{} of job '{}' (state {}): the job "
-          "continues from its last committed checkpoint",
-          earlier_attempts_, earlier_attempts_ > 1 ? "s" : "", status.job_id(),
-          v1::JobState_Name(status.state()));
-    }
-  }
+  read_earlier_attempts();
   for (;;) {
-    start_launch();
-    Watch watch_state;
-    watch_state.index = launches_.size() - 1;
-    watch(watch_state);
-    end_launch(watch_state);
+    if (start_launch()) {
+      Watch w;
+      w.index = launches_.size() - 1;
+      watch(w);
+      Verdict verdict = judge(w);
+      triage(w, verdict);
+      decide(launches_[w.index], verdict);
+    }
     if (outcome_ >= 0) break;
     const double wait =
         std::min(options_.max_backoff_s, options_.backoff_s * std::pow(2.0, restarts_ - 1));
     if (!wait_backoff(wait)) {
-      outcome_ = stop_signal_ != 0 ? 4 : 3;
-      log_->warn("{} during the wait before restart {}: not restarting",
-                 signal_name(stop_signal_ != 0 ? stop_signal_ : SIGINT), restarts_);
-      launches_.back().restart = false;
-      report_launch(launches_.back(), 0);
+      // Stopped before the restart: the job rests on its last committed checkpoint. A SIGTERM or
+      // SIGUSR1 (a preemption, a time limit) asks for the requeue that resumes from it.
+      LaunchRecord& last = launches_.back();
+      last.restart = false;
+      --restarts_;
+      if (stop_signal_ != 0) {
+        outcome_ = 4;
+        last.cause = "requeue";
+        last.message += fmt::format("; {} before the restart: stopped for a requeue",
+                                    signal_name(stop_signal_));
+      } else {
+        outcome_ = 3;
+        last.message += "; SIGINT before the restart: not restarted";
+      }
+      log_->warn("{}", last.message);
+      report_launch(last, 0);
       break;
     }
   }
@@ -187,10 +177,40 @@ int Supervisor::run() {
   return outcome_;
 }
 
-void Supervisor::start_launch() {
+void Supervisor::read_earlier_attempts() {
+  // A job requeued by its scheduler comes back to the same coordinator state: its first launch
+  // here is a restart too, and resumes from the job's last committed checkpoint. An external
+  // coordinator may take a moment to answer; a job must not silently start over without it.
+  auto stub = v1::Coordinator::NewStub(channel_);
+  grpc::Status rpc;
+  for (int attempt = 0; attempt < 10; ++attempt) {
+    v1::GetJobStatusRequest request;
+    request.set_max_ranks(1);
+    v1::JobStatus status;
+    const auto context = make_rpc_context(options_.rpc);
+    rpc = stub->GetJobStatus(context.get(), request, &status);
+    if (rpc.ok()) {
+      earlier_attempts_ = status.attempts_size();
+      if (earlier_attempts_ > 0)
+        log_->info(
+            "the coordinator knows {} earlier attempt{} of job '{}' (state {}): the job "
+            "continues from its last committed checkpoint",
+            earlier_attempts_, earlier_attempts_ > 1 ? "s" : "", status.job_id(),
+            v1::JobState_Name(status.state()));
+      return;
+    }
+    if (wait_signal(1.0) == SIGINT) break;
+  }
+  log_->warn(
+      "the coordinator at {} does not answer ({}): the first launch starts as a new job (a "
+      "requeued one needs resume_from_checkpoint: latest in its config)",
+      options_.rpc.address, describe_status(rpc));
+}
+
+bool Supervisor::start_launch() {
   LaunchRecord launch;
   launch.number = static_cast<int>(launches_.size()) + 1;
-  launch.launch_id = random_launch_id();
+  launch.launch_id = new_launch_id();
   launch.started_unix_s = unix_now();
   std::vector<std::string> argv = options_.command;
   if (is_mpirun(argv))
@@ -203,14 +223,30 @@ void Supervisor::start_launch() {
       {"PTRAIN_RESTART", std::to_string(earlier_attempts_ + restarts_)}};
   launches_.push_back(launch);
   process_.reset();
-  process_ = std::make_unique<JobProcess>(argv, env);
-  if (restarts_ == 0)
+  try {
+    process_ = std::make_unique<JobProcess>(argv, env);
+  } catch (const Error& e) {
+    // The first launch's command is wrong (not found, not executable): bad input. Later, the
+    // same command ran before: what stops it now (a full process table, a vanished file system)
+    // may pass, so it is retried.
+    LaunchRecord& failed = launches_.back();
+    failed.detected_unix_s = failed.torn_down_unix_s = failed.ended_unix_s = unix_now();
+    Verdict verdict;
+    verdict.cause = "spawn";
+    verdict.message = e.what();
+    verdict.retry = launch.number > 1;
+    verdict.exit_code = verdict.retry ? 3 : 2;
+    decide(failed, verdict);
+    return false;
+  }
+  if (launch.number == 1)
     log_->info("launch 1 ({}): pid {}", launch.launch_id, process_->pid());
   else
     log_->info(
         "launch {} ({}), restart {} of {}: pid {}; it resumes from the last committed "
         "checkpoint",
         launch.number, launch.launch_id, restarts_, options_.max_restarts, process_->pid());
+  return true;
 }
 
 void Supervisor::watch(Watch& w) {
@@ -220,18 +256,22 @@ void Supervisor::watch(Watch& w) {
     const int signal = wait_signal(options_.poll_interval_s);
     if (signal != 0 && signal != SIGCHLD && !handle_signal(signal, &w)) break;
     if (process_->poll()) break;
-    poll_coordinator(w);
+    poll(w);
     if (!w.judged_cause.empty()) break;
   }
   launch.detected_unix_s = unix_now();
-  if (!w.judged_cause.empty()) {
+  if (!w.judged_cause.empty() && !process_->ended())
     log_->error("launch {}: {}: {}; killing its processes", launch.number, w.judged_cause,
                 w.judged_message);
-  }
+  teardown(w);
+  poll(w);  // the attempt's last word (its end, its progress)
+}
+
+void Supervisor::teardown(Watch& w) {
+  LaunchRecord& launch = launches_[w.index];
   if (!process_->ended() && is_srun(options_.command)) {
-    // srun kills its step's tasks on every node when interrupted twice within a second; then
-    // SIGKILL takes what is left here.
-    // (Two signals sent at once would merge into one.)
+    // srun kills its step's tasks on every node when interrupted twice within a second (two
+    // signals sent at once would merge into one); then SIGKILL takes what is left here.
     ::kill(process_->pid(), SIGINT);
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
     ::kill(process_->pid(), SIGINT);
@@ -240,20 +280,23 @@ void Supervisor::watch(Watch& w) {
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   // Whatever ended it, nothing of the launch may outlive it (a rank its launcher left behind).
-  if (!process_->kill_all(30))
-    log_->error("launch {}: some of its processes did not die within 30 s of SIGKILL",
-                launch.number);
+  try {
+    if (!process_->kill_all(30))
+      log_->error("launch {}: some of its processes did not die within 30 s of SIGKILL",
+                  launch.number);
+  } catch (const Error& e) {
+    log_->error("launch {}: its processes could not be killed: {}", launch.number, e.what());
+  }
   launch.torn_down_unix_s = unix_now();
   launch.ended_unix_s = launch.torn_down_unix_s;
-  poll_coordinator(w);  // the attempt's last word (its end, its hang reports)
 }
 
 bool Supervisor::handle_signal(int signal, Watch* w) {
   if (signal == SIGINT) {
     ++interrupts_;
     if (interrupts_ == 1) {
-      log_->warn("SIGINT: passed to the job, which stops after a checkpoint (again: kill it)");
-      forward(SIGINT);
+      log_->warn("SIGINT: the job stops after a checkpoint (SIGINT again: kill it)");
+      forward(SIGINT, w);
       return true;
     }
     if (w != nullptr) {
@@ -263,27 +306,36 @@ bool Supervisor::handle_signal(int signal, Watch* w) {
     return false;
   }
   stop_signal_ = signal;
-  log_->warn("{}: passed to the job; no restart follows", signal_name(signal));
-  forward(signal);
+  log_->warn("{}: the job stops after a checkpoint for a requeue; no restart follows",
+             signal_name(signal));
+  forward(signal, w);
   return true;
 }
 
-void Supervisor::forward(int signal) {
+bool Supervisor::request_stop(const std::string& reason) {
+  auto stub = v1::Coordinator::NewStub(channel_);
+  v1::RequestStopRequest request;
+  request.set_reason(reason);
+  v1::RequestStopResponse response;
+  const auto context = make_rpc_context(options_.rpc);
+  return stub->RequestStop(context.get(), request, &response).ok();
+}
+
+void Supervisor::forward(int signal, const Watch* w) {
   if (!process_ || process_->ended()) return;
-  if (is_srun(options_.command)) {
-    // srun passes signals to its step's tasks on every node.
-    ::kill(process_->pid(), signal);
-    return;
-  }
-  // The ranks on this host directly; launchers get only what they pass on (Open MPI forwards
-  // SIGUSR1 and SIGUSR2 to every rank) and never a SIGTERM that would tear the job down first.
-  const bool launchers_too = signal == SIGUSR1 || signal == SIGUSR2;
-  process_->signal_members(signal, [&](pid_t pid) {
-    return launchers_too || !is_launcher(JobProcess::program_name(pid));
+  if (signal == SIGINT && w != nullptr && w->registered && request_stop("SIGINT to ptrain-launch"))
+    return;  // every rank stops at the same step after a checkpoint, and exits 0
+  // ptrain's ranks take SIGUSR1 (and SIGINT) as "checkpoint at the next step boundary, then
+  // exit"; the launchers pass SIGUSR1 on to every rank on every host. Nothing else in the
+  // session (a wrapper shell, MPI's daemons) is signalled: it would only die of it.
+  const int to_job = signal == SIGINT ? SIGINT : SIGUSR1;
+  process_->signal_members(to_job, [&](pid_t pid) {
+    const std::string name = JobProcess::program_name(pid);
+    return name == "ptrain" || (to_job == SIGUSR1 && passes_usr1_on(name));
   });
 }
 
-void Supervisor::poll_coordinator(Watch& w) {
+void Supervisor::poll(Watch& w) {
   LaunchRecord& launch = launches_[w.index];
   const double now = unix_now();
   auto stub = v1::Coordinator::NewStub(channel_);
@@ -292,12 +344,15 @@ void Supervisor::poll_coordinator(Watch& w) {
   v1::JobStatus status;
   const auto context = make_rpc_context(options_.rpc, std::min(options_.rpc.rpc_timeout_s, 2.0));
   const grpc::Status rpc = stub->GetJobStatus(context.get(), request, &status);
+  w.reachable = rpc.ok();
   if (!rpc.ok()) {
     // Said once it lasts: a first connection on a loaded host can miss a deadline.
     if (w.unreachable_since == 0) w.unreachable_since = now;
     if (!w.warned_unreachable && now - w.unreachable_since > 5) {
-      log_->warn("the coordinator at {} does not answer ({}): watching the command only",
-                 options_.rpc.address, describe_status(rpc));
+      log_->warn(
+          "the coordinator at {} does not answer ({}): until it does, only the command's exit "
+          "ends this launch (no lost-rank or stall checks)",
+          options_.rpc.address, describe_status(rpc));
       w.warned_unreachable = true;
     }
   } else {
@@ -310,8 +365,9 @@ void Supervisor::poll_coordinator(Watch& w) {
     const v1::Attempt* ours = nullptr;
     for (const v1::Attempt& a : status.attempts())
       if (a.launch_id() == launch.launch_id) ours = &a;
-    const bool current = ours != nullptr && &status.attempts(status.attempts_size() - 1) == ours;
     if (ours != nullptr) {
+      w.registered = true;
+      job_id_ = status.job_id();
       launch.attempt = ours->number();
       launch.first_step = ours->first_step();
       launch.last_step = std::max(launch.last_step, ours->last_step());
@@ -319,27 +375,41 @@ void Supervisor::poll_coordinator(Watch& w) {
       if (launch.number > 1 && !launch.recovered && ours->first_step_unix_s() > 0)
         note_recovery(w, *ours);
     }
-    if (current) {
+    if (ours != nullptr && &status.attempts(status.attempts_size() - 1) == ours) {
+      // Progress: the furthest step a rank reported in its heartbeats (every step boundary),
+      // or the job's logged step.
       w.world = ours->world();
       w.ranks.assign(status.ranks().begin(), status.ranks().end());
-      if (status.step() > w.last_step) {
-        w.last_step = status.step();
+      int64_t progress = status.step();
+      for (const v1::RankHealth& h : status.ranks()) progress = std::max(progress, h.step());
+      launch.last_step = std::max(launch.last_step, progress);
+      if (progress > w.progress) {
+        w.progress = progress;
         w.last_progress_unix_s = now;
       }
-      const bool running = ours->ended_unix_s() == 0 && !process_->ended();
-      if (running && status.lost_ranks() > 0 && w.judged_cause.empty()) {
-        std::vector<int> lost;
+      if (ours->ended_unix_s() == 0 && !process_->ended() && status.lost_ranks() > 0 &&
+          w.judged_cause.empty()) {
+        std::vector<int> silent, unregistered;
         double oldest = 0;
         for (const v1::RankHealth& h : status.ranks())
           if (h.lost()) {
-            lost.push_back(h.rank());
+            (h.host().empty() ? unregistered : silent).push_back(h.rank());
             oldest = std::max(oldest, h.heartbeat_age_s());
           }
         w.judged_cause = "rank_lost";
-        w.judged_message =
-            fmt::format("{} rank{} ({}) sent no heartbeat for {:.1f} s (heartbeat_timeout {:g} s)",
-                        status.lost_ranks(), status.lost_ranks() > 1 ? "s" : "", rank_ranges(lost),
-                        oldest, status.heartbeat_timeout_s());
+        std::vector<std::string> parts;
+        if (!silent.empty())
+          parts.push_back(fmt::format("rank{} {} sent no heartbeat for {:.1f} s",
+                                      silent.size() > 1 ? "s" : "", rank_ranges(silent), oldest));
+        if (!unregistered.empty())
+          parts.push_back(
+              fmt::format("rank{} {} never registered (can {} reach the coordinator at {}?)",
+                          unregistered.size() > 1 ? "s" : "", rank_ranges(unregistered),
+                          unregistered.size() > 1 ? "they" : "it", options_.rpc.address));
+        w.judged_message = fmt::format("{} (heartbeat_timeout {:g} s)", fmt::join(parts, "; "),
+                                       status.heartbeat_timeout_s());
+        if (status.lost_ranks() > static_cast<int>(silent.size() + unregistered.size()))
+          w.judged_message += fmt::format("; {} ranks lost in all", status.lost_ranks());
         launch.failure_unix_s = now - oldest;
       }
     }
@@ -353,20 +423,29 @@ void Supervisor::poll_coordinator(Watch& w) {
         w.pid_gone_rank = h.rank();
         break;
       }
-  if (w.judged_cause.empty() && !process_->ended() &&
-      now - w.last_progress_unix_s > options_.stall_timeout_s) {
+  // A stall is judged only on what the coordinator shows: while it does not answer, or before
+  // it has seen this launch at all for long, a quiet job is not a stalled one.
+  if (w.judged_cause.empty() && !process_->ended() && w.reachable &&
+      (w.registered || w.status_known) && now - w.last_progress_unix_s > options_.stall_timeout_s) {
     w.judged_cause = "stall";
-    w.judged_message = fmt::format("no step completed for {:.0f} s (stall_timeout {:g} s){}",
-                                   now - w.last_progress_unix_s, options_.stall_timeout_s,
-                                   w.last_step >= 0 ? fmt::format(", last at step {}", w.last_step)
-                                                    : std::string(", none yet"));
+    w.judged_message =
+        fmt::format("no step completed for {:.0f} s (stall_timeout {:g} s){}",
+                    now - w.last_progress_unix_s, options_.stall_timeout_s,
+                    w.progress >= 0 ? fmt::format(", the last was step {}", w.progress)
+                                    : std::string(", none yet (the ranks never registered)"));
     launch.failure_unix_s = w.last_progress_unix_s;
   }
 }
 
 void Supervisor::note_recovery(Watch& w, const v1::Attempt& attempt) {
   LaunchRecord& launch = launches_[w.index];
-  const LaunchRecord& before = launches_[w.index - 1];
+  // The failure this launch recovers from: the first of the failed launches before it (one that
+  // could not even start adds to the wait, not to a new failure).
+  size_t first = w.index - 1;
+  while (first > 0 && launches_[first - 1].restart && !launches_[first].recovered &&
+         launches_[first].attempt == 0)
+    --first;
+  const LaunchRecord& before = launches_[first];
   launch.recovered = true;
   Recovery& r = launch.recovery;
   r.failure_unix_s = before.failure_unix_s > 0 ? before.failure_unix_s : before.detected_unix_s;
@@ -381,65 +460,81 @@ void Supervisor::note_recovery(Watch& w, const v1::Attempt& attempt) {
   r.total_s = attempt.first_step_unix_s() - r.failure_unix_s;
   log_->info(
       "recovery: {:.2f} s from the failure to the next completed step (step {}): detection "
-      "{:.2f} s, teardown {:.2f} s, backoff {:.2f} s, process start {:.2f} s, checkpoint load "
-      "{:.2f} s, first step {:.2f} s",
+      "{:.2f} s, teardown {:.2f} s, backoff {:.2f} s, process start {:.2f} s (the ranks' "
+      "processes began after {:.2f} s), checkpoint load {:.2f} s, first step {:.2f} s",
       r.total_s, attempt.first_step() + 1, r.detection_s, r.teardown_s, r.backoff_s,
-      r.process_start_s, r.checkpoint_load_s, r.first_step_s);
+      r.process_start_s,
+      attempt.process_start_unix_s() > 0 ? attempt.process_start_unix_s() - launch.started_unix_s
+                                         : 0.0,
+      r.checkpoint_load_s, r.first_step_s);
 }
 
-void Supervisor::end_launch(Watch& w) {
+Supervisor::Verdict Supervisor::judge(Watch& w) {
   LaunchRecord& launch = launches_[w.index];
+  const int status = process_->wait_status();
+  launch.exit_code = JobProcess::shell_code(status);
   Verdict verdict;
-  if (!w.judged_cause.empty()) {
+  // The supervisor's own verdict stands unless the command had ended by itself, cleanly, before
+  // the kill (a verdict and an exit can cross).
+  const bool ended_by_itself =
+      WIFEXITED(status) && (WEXITSTATUS(status) == 0 || WEXITSTATUS(status) == 4);
+  if (!w.judged_cause.empty() && !ended_by_itself) {
     verdict.cause = w.judged_cause;
     verdict.message = w.judged_message;
     verdict.retry = w.judged_cause != "interrupted";
     verdict.exit_code = 3;
   } else {
-    verdict = judge_exit(process_->wait_status());
-    if (verdict.cause != "finished" && w.end_reason == "finished") {
-      log_->warn("launch {}: {}, after its ranks finished the job: taken as finished",
-                 launch.number, verdict.message);
-      verdict = judge_exit(0);
+    verdict = judge_exit(status);
+    // The ranks' own account of a clean end outweighs a noisy exit after it (a crash in
+    // MPI_Finalize, a launcher's complaint).
+    if (verdict.retry &&
+        (w.end_reason == "finished" || w.end_reason == "stopped" || w.end_reason == "requeue")) {
+      log_->warn("launch {}: {}, after its ranks had ended the attempt '{}': taken as that",
+                 launch.number, verdict.message, w.end_reason);
+      verdict = judge_exit(W_EXITCODE(w.end_reason == "requeue" ? 4 : 0, 0));
     }
+    if (verdict.cause == "finished" && w.end_reason == "stopped") verdict.cause = "stopped";
   }
-  launch.exit_code = JobProcess::shell_code(process_->wait_status());
   if (launch.failure_unix_s == 0)
     launch.failure_unix_s = w.pid_gone_unix_s > 0 ? w.pid_gone_unix_s : launch.detected_unix_s;
   if (w.pid_gone_rank >= 0 && verdict.retry)
     verdict.message +=
         fmt::format("; rank {} was the first whose process was gone", w.pid_gone_rank);
+  return verdict;
+}
 
-  // Hang triage: what the ranks whose watchdog fired reported before the job was aborted.
-  if (w.status_known && launch.attempt > 0 && verdict.retry) {
-    auto stub = v1::Coordinator::NewStub(channel_);
-    std::vector<v1::Event> hangs;
-    for (int page = 0; page < 100; ++page) {
-      v1::ListEventsRequest request;
-      request.set_after_id(w.events_after);
-      request.set_limit(1000);
-      v1::ListEventsResponse response;
-      const auto context = make_rpc_context(options_.rpc);
-      if (!stub->ListEvents(context.get(), request, &response).ok() || response.events().empty())
-        break;
-      for (const v1::Event& e : response.events())
-        if (e.kind() == "hang" && e.attempt() == launch.attempt) hangs.push_back(e);
-      w.events_after = response.events(response.events_size() - 1).id();
-    }
-    const HangTriage triage = triage_hang(hangs, w.world, w.ranks);
-    if (triage.found) {
-      verdict.cause = "hang";
-      verdict.message = triage.summary + " (" + verdict.message + ")";
-      launch.triage = triage.details;
-      // The job stopped making progress when the first rank began to wait.
-      if (triage.stuck_since_unix_s > 0) launch.failure_unix_s = triage.stuck_since_unix_s;
-      for (const std::string& line : triage.details)
-        log_->error("launch {} hang triage: {}", launch.number, line);
-    }
+void Supervisor::triage(Watch& w, Verdict& verdict) {
+  LaunchRecord& launch = launches_[w.index];
+  if (!w.status_known || launch.attempt == 0 || !verdict.retry) return;
+  // What the ranks whose watchdog fired reported before the job was aborted.
+  auto stub = v1::Coordinator::NewStub(channel_);
+  std::vector<v1::Event> hangs;
+  for (int page = 0; page < 100; ++page) {
+    v1::ListEventsRequest request;
+    request.set_after_id(w.events_after);
+    request.set_limit(1000);
+    v1::ListEventsResponse response;
+    const auto context = make_rpc_context(options_.rpc);
+    if (!stub->ListEvents(context.get(), request, &response).ok() || response.events().empty())
+      break;
+    for (const v1::Event& e : response.events())
+      if (e.kind() == "hang" && e.attempt() == launch.attempt) hangs.push_back(e);
+    w.events_after = response.events(response.events_size() - 1).id();
   }
+  const HangTriage found = triage_hang(hangs, w.world, w.ranks);
+  if (!found.found) return;
+  verdict.cause = "hang";
+  verdict.message = found.summary + " (" + verdict.message + ")";
+  launch.triage = found.details;
+  // The job stopped making progress when the first rank began to wait.
+  if (found.stuck_since_unix_s > 0) launch.failure_unix_s = found.stuck_since_unix_s;
+  for (const std::string& line : found.details)
+    log_->error("launch {} hang triage: {}", launch.number, line);
+}
+
+void Supervisor::decide(LaunchRecord& launch, const Verdict& verdict) {
   launch.cause = verdict.cause;
   launch.message = verdict.message;
-
   double restart_in = 0;
   if (verdict.retry && stop_signal_ == 0 && interrupts_ == 0 && restarts_ < options_.max_restarts) {
     launch.restart = true;
@@ -449,22 +544,25 @@ void Supervisor::end_launch(Watch& w) {
     log_->error("launch {} failed: {}: {}; restart {} of {} in {:.1f} s", launch.number,
                 verdict.cause, verdict.message, restarts_, options_.max_restarts, restart_in);
   } else if (verdict.retry) {
-    outcome_ = stop_signal_ != 0 ? 4 : 3;
+    outcome_ = 3;
     log_->error(
         "launch {} failed: {}: {}; {}", launch.number, verdict.cause, verdict.message,
         stop_signal_ != 0 || interrupts_ != 0
             ? "stopped by a signal: no restart"
             : fmt::format("no restart left ({} of {} used)", restarts_, options_.max_restarts));
   } else {
-    outcome_ = stop_signal_ != 0 && verdict.exit_code == 3 ? 4 : verdict.exit_code;
-    (verdict.cause == "finished" ? log_->info("launch {}: {}", launch.number, verdict.message)
-                                 : log_->warn("launch {}: {}", launch.number, verdict.message));
+    outcome_ = verdict.exit_code;
+    if (verdict.exit_code == 0)
+      log_->info("launch {}: {}", launch.number, verdict.message);
+    else
+      log_->warn("launch {}: {}: {}", launch.number, verdict.cause, verdict.message);
   }
   report_launch(launch, restart_in);
 }
 
 void Supervisor::report_launch(const LaunchRecord& launch, double restart_in_s) {
   v1::ReportLaunchRequest request;
+  request.set_job_id(job_id_);
   request.set_launch_id(launch.launch_id);
   request.set_started_unix_s(launch.started_unix_s);
   request.set_cause(launch.cause);
@@ -481,14 +579,17 @@ void Supervisor::report_launch(const LaunchRecord& launch, double restart_in_s) 
     v1::ReportLaunchResponse response;
     const auto context = make_rpc_context(options_.rpc);
     status = stub->ReportLaunch(context.get(), request, &response);
-    if (status.ok() || status.error_code() == grpc::StatusCode::INVALID_ARGUMENT ||
+    if (status.ok()) {
+      launches_[static_cast<size_t>(launch.number - 1)].attempt = response.attempt();
+      return;
+    }
+    if (status.error_code() == grpc::StatusCode::INVALID_ARGUMENT ||
         status.error_code() == grpc::StatusCode::FAILED_PRECONDITION ||
         status.error_code() == grpc::StatusCode::UNAUTHENTICATED)
       break;
   }
-  if (!status.ok())
-    log_->warn("the coordinator did not record how launch {} ended: {}", launch.number,
-               describe_status(status));
+  log_->warn("the coordinator did not record how launch {} ended: {}", launch.number,
+             describe_status(status));
 }
 
 bool Supervisor::wait_backoff(double seconds) {
@@ -546,10 +647,12 @@ nlohmann::json Supervisor::summary() const {
 
 std::string Supervisor::summary_text() const {
   std::string outcome;
-  const LaunchRecord* last = launches_.empty() ? nullptr : &launches_.back();
+  const bool stopped_by_signal = stop_signal_ != 0 || interrupts_ != 0;
   switch (outcome_) {
     case 0:
-      outcome = "the job finished";
+      outcome = launches_.empty() || launches_.back().cause != "stopped"
+                    ? "the job finished"
+                    : "the job stopped after a checkpoint (SIGINT)";
       break;
     case 2:
       outcome = "bad input (exit 2): a permanent failure, not retried";
@@ -558,16 +661,17 @@ std::string Supervisor::summary_text() const {
       outcome = "stopped for a requeue (exit 4): it resumes from its last checkpoint";
       break;
     default:
-      outcome = stop_signal_ != 0 || interrupts_ != 0
+      outcome = stopped_by_signal
                     ? "stopped by a signal after a failed launch (exit 3)"
                     : fmt::format(
                           "gave up after {} restarts (exit 3): the last failure was a "
                           "runtime one, which a restart could fix, but none was left",
                           restarts_);
   }
-  std::string text =
-      fmt::format("ptrain-launch: {}; {} launch{}, last step {}", outcome, launches_.size(),
-                  launches_.size() == 1 ? "" : "es", last ? last->last_step : -1);
+  int64_t last_step = -1;
+  for (const LaunchRecord& l : launches_) last_step = std::max(last_step, l.last_step);
+  std::string text = fmt::format("ptrain-launch: {}; {} launch{}, last step {}", outcome,
+                                 launches_.size(), launches_.size() == 1 ? "" : "es", last_step);
   for (const LaunchRecord& l : launches_) {
     text +=
         fmt::format("\n  launch {} (attempt {}): steps {}..{}, {}: {}{}", l.number, l.attempt,

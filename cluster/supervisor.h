@@ -75,9 +75,10 @@ class Supervisor {
   static void block_signals();
 
   Supervisor(SupervisorOptions options, std::shared_ptr<spdlog::logger> log);
-  // Supervises the job to its end; answers ptrain-launch's exit code: 0 finished, 2 bad input, 3
-  // gave up (restarts exhausted, or a stop by SIGINT during a restart's wait), 4 stopped for a
-  // requeue (the job's own exit 4, or SIGTERM/SIGUSR1 to the supervisor).
+  // Supervises the job to its end; answers ptrain-launch's exit code: 0 finished (or stopped
+  // after a SIGINT), 2 bad input (the job's exit 2, or a first launch that cannot be started), 3
+  // gave up (restarts exhausted, a stop signal after a failed launch, SIGINT twice), 4 stopped for
+  // a requeue (the job's own exit 4; or a stop signal while waiting to restart).
   int run();
 
   const std::vector<LaunchRecord>& launches() const { return launches_; }
@@ -97,22 +98,35 @@ class Supervisor {
 
  private:
   struct Watch;
-  void start_launch();
-  // Watches the running launch until it ends or is judged failed; fills cause and times.
+  // The job's attempts the coordinator knew before this supervisor began (a requeued job's).
+  void read_earlier_attempts();
+  // False when the command could not be started (the launch is recorded as failed, "spawn").
+  bool start_launch();
+  // Watches the running launch until it ends or is judged failed, then kills what is left.
   void watch(Watch& watch);
-  void poll_coordinator(Watch& watch);
-  void end_launch(Watch& watch);
+  void teardown(Watch& watch);
+  // One look at the coordinator: the launch's attempt, its progress, lost ranks; and at the
+  // ranks' processes on this host. May judge the launch failed (rank_lost, stall).
+  void poll(Watch& watch);
+  Verdict judge(Watch& watch);
+  // Names the rank that fell behind from the ranks' hang reports, when there are any.
+  void triage(Watch& watch, Verdict& verdict);
+  // Restart or stop: sets outcome_ when the supervision ends; reports the launch.
+  void decide(LaunchRecord& launch, const Verdict& verdict);
   void report_launch(const LaunchRecord& launch, double restart_in_s);
   void note_recovery(Watch& watch, const v1::Attempt& attempt);
   // Waits up to `seconds`, handling signals; false when a signal stopped the supervision.
   bool wait_backoff(double seconds);
-  void forward(int signal);
   bool handle_signal(int signal, Watch* watch);
+  // Passes a stop on to the job: ranks checkpoint, then exit 4 (or 0 for SIGINT).
+  void forward(int signal, const Watch* watch);
+  bool request_stop(const std::string& reason);
 
   SupervisorOptions options_;
   std::shared_ptr<spdlog::logger> log_;
   std::shared_ptr<grpc::Channel> channel_;
   std::vector<LaunchRecord> launches_;
+  std::string job_id_;  // learned from the coordinator once a launch registered
   int restarts_ = 0;
   int earlier_attempts_ = 0;  // the job's attempts before this supervisor (a requeued job's)
   int stop_signal_ = 0;       // SIGTERM, SIGUSR1, ... sent to the supervisor: no more restarts

@@ -15,6 +15,7 @@
 #include "cluster/coordinator_client.h"
 #include "cluster/coordinator_server.h"
 #include "cluster/job_state.h"
+#include "core/clock.h"
 #include "core/error.h"
 #include "core/file_util.h"
 #include "core/host_port.h"
@@ -40,19 +41,10 @@ std::string job_id(const JobConfig& job) {
   return name.empty() ? "ptrain" : name;
 }
 
-std::string random_launch_id() {
-  std::random_device device;
-  return fmt::format("{:08x}{:08x}-{}", device(), device(), getpid());
-}
-
 // A variable ptrain-launch sets for the job's ranks (docs/launch.md); "" when unset.
 std::string supervisor_env(const char* name) {
   const char* value = std::getenv(name);
   return value ? value : "";
-}
-
-double unix_now() {
-  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
 // When this process started: its start time in clock ticks after boot (/proc/self/stat, field
@@ -99,8 +91,14 @@ struct CoordinatorLink::HangReporter {
                          {"finished", r.finished_unix_s}});
     nlohmann::json body = {{"report", report.substr(0, 600)}, {"recent", records}};
     std::string text = body.dump();
-    while (text.size() > 4000 && body["recent"].size() > 1) {
-      body["recent"].erase(0);
+    // Over the bound, the oldest finished records go first: the stuck one (running) stays.
+    while (text.size() > 4000) {
+      nlohmann::json& list = body["recent"];
+      auto finished = std::find_if(list.begin(), list.end(), [](const nlohmann::json& r) {
+        return r["finished"].get<double>() != 0;
+      });
+      if (finished == list.end()) break;
+      list.erase(finished);
       text = body.dump();
     }
     return text;
@@ -181,7 +179,7 @@ CoordinatorLink::CoordinatorLink(const ResolvedConfig& config, const RankContext
   const std::string launch_id = supervisor_env("PTRAIN_LAUNCH_ID");
   launch_id_ = broadcast_string(*ctx.comm,
                                 ctx.rank != 0       ? ""
-                                : launch_id.empty() ? random_launch_id()
+                                : launch_id.empty() ? new_launch_id()
                                                     : launch_id,
                                 0);
 }

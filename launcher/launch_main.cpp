@@ -8,6 +8,8 @@
 #include <spdlog/sinks/stdout_color_sinks.h>
 
 #include <CLI/CLI.hpp>
+#include <cstdlib>
+#include <filesystem>
 #include <iostream>
 #include <memory>
 
@@ -15,10 +17,30 @@
 #include "cluster/job_state.h"
 #include "cluster/rpc_channel.h"
 #include "cluster/supervisor.h"
+#include "core/checksum.h"
 #include "core/error.h"
 #include "core/file_util.h"
 #include "core/host_port.h"
 #include "core/logging.h"
+
+namespace {
+
+// Whether the job command may start ranks on other hosts, whose coordinator address must not be
+// the loopback: srun; mpirun given hosts, or inside a Slurm allocation of several nodes.
+bool may_span_hosts(const std::vector<std::string>& command) {
+  const std::string program = std::filesystem::path(command.front()).filename().string();
+  if (program == "srun") return true;
+  if (program != "mpirun" && program != "mpiexec" && program != "orterun") return false;
+  for (const std::string& arg : command)
+    for (const char* flag : {"-H", "--host", "-host", "--hostfile", "-hostfile", "--machinefile",
+                             "-machinefile", "--default-hostfile"})
+      if (arg == flag || arg.rfind(std::string(flag) + "=", 0) == 0) return true;
+  const char* nodes = std::getenv("SLURM_JOB_NUM_NODES");
+  return (nodes != nullptr && std::atoi(nodes) > 1) ||
+         std::getenv("OMPI_MCA_orte_default_hostfile") != nullptr;
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   using namespace ptrain;
@@ -27,8 +49,8 @@ int main(int argc, char** argv) {
       "its last committed checkpoint when it fails");
   SupervisorOptions options;
   CoordinatorServerOptions server_options;
-  server_options.listen = "127.0.0.1:0";
-  server_options.state_path = "coordinator.db";
+  server_options.listen = "";
+  server_options.state_path = "";
   std::string coordinator, token_file, address_file, summary_json, log_level = "info";
   app.add_option("--max-restarts", options.max_restarts,
                  "Restarts after failed launches before giving up")
@@ -38,10 +60,11 @@ int main(int argc, char** argv) {
       "--coordinator", coordinator,
       "host:port of a running coordinator (ptrain-coordinator); else one is started here");
   app.add_option("--listen", server_options.listen,
-                 "Where the started coordinator listens (0.0.0.0:PORT for ranks on other hosts)")
-      ->capture_default_str();
-  app.add_option("--state", server_options.state_path, "The started coordinator's SQLite state")
-      ->capture_default_str();
+                 "Where the started coordinator listens (default 127.0.0.1:0; 0.0.0.0:0 when the "
+                 "command can start ranks on other hosts: srun, mpirun with hosts)");
+  app.add_option("--state", server_options.state_path,
+                 "The started coordinator's SQLite state (default ptrain-launch-<hash of the "
+                 "command>.db here: a requeued job's same command finds its own)");
   app.add_option("--address-file", address_file,
                  "Write the coordinator's address (host:port) to this file");
   app.add_option("--auth-token-file", token_file,
@@ -91,6 +114,19 @@ int main(int argc, char** argv) {
     server_options.auth_token = options.rpc.auth_token;
     std::unique_ptr<CoordinatorServer> server;
     if (coordinator.empty()) {
+      if (server_options.listen.empty()) {
+        server_options.listen = may_span_hosts(options.command) ? "0.0.0.0:0" : "127.0.0.1:0";
+        if (server_options.listen != "127.0.0.1:0")
+          log->info(
+              "ranks may run on other hosts: the coordinator listens on every interface "
+              "(--listen chooses; --auth-token-file guards it)");
+      }
+      if (server_options.state_path.empty()) {
+        std::string joined;
+        for (const std::string& arg : options.command) joined += arg + '\0';
+        server_options.state_path =
+            "ptrain-launch-" + xxh3_hex(joined.data(), joined.size()) + ".db";
+      }
       server = std::make_unique<CoordinatorServer>(server_options, log);
       options.rpc.address = dial_address(server->address(), options.host);
       log->info("coordinator: {} (state {})", options.rpc.address, server_options.state_path);

@@ -20,6 +20,7 @@
 #include "launcher/resume_check.h"
 #include "launcher/stop_signals.h"
 #include "model/llama_weights.h"
+#include "parallel/communicator.h"
 #include "parallel/fsdp_groups.h"
 #include "peft/lora.h"
 #include "trainer/checkpointer.h"
@@ -133,15 +134,17 @@ void refuse_older_checkpoint(const std::string& resume, const std::string& root)
 // What this run resumes from: the config's resume_from_checkpoint, except that a restart by
 // ptrain-launch (PTRAIN_RESTART > 0) continues from the newest committed checkpoint once the job
 // has one (docs/launch.md).
+// Rank 0 decides for all: ranks on other hosts may list a shared file system a moment apart.
 std::string resume_spec(const JobConfig& job, const std::string& root, const RankContext& ctx) {
   const char* restart = std::getenv("PTRAIN_RESTART");
-  if (restart == nullptr || std::atoi(restart) <= 0 || job.resume_from_checkpoint == "latest" ||
-      committed_checkpoints(root).empty())
-    return job.resume_from_checkpoint;
-  if (ctx.rank == 0)
+  std::string spec = job.resume_from_checkpoint;
+  if (ctx.rank == 0 && restart != nullptr && std::atoi(restart) > 0 && spec != "latest" &&
+      !committed_checkpoints(root).empty()) {
     ctx.log->info("restart {} by ptrain-launch: resuming from the newest committed checkpoint",
                   restart);
-  return "latest";
+    spec = "latest";
+  }
+  return broadcast_string(*ctx.comm, spec, 0);
 }
 
 // Under `latest`, committed checkpoints newer than the one resumed from are those that failed

@@ -157,32 +157,65 @@ summary save "len(l) == 2" "l[0]['cause'] == 'exit' and l[0]['exit_code'] == 86"
   "l[1]['first_step'] == 20"
 same_adapter save 2
 
-# SIGTERM to ptrain-launch (a preemption): the job checkpoints and exits 4, and so does the
-# supervisor; started again on the same state (the requeue), it continues from that checkpoint.
-supervise term 2
-launch_pid=$job_pid
-python3 - <<'PY' || fail "term: no step 10"
-import time
+# wait_steps OUT N: until OUT/metrics.jsonl has logged N steps.
+wait_steps() {
+  python3 - "$1" "$2" <<'PY'
+import sys, time
+out, n = sys.argv[1], int(sys.argv[2])
 end = time.time() + 300
 while time.time() < end:
     try:
-        if open("out-term/metrics.jsonl").read().count('"type":"step"') >= 10:
-            break
+        if open(out + "/metrics.jsonl").read().count('"type":"step"') >= n:
+            sys.exit(0)
     except OSError:
         pass
     time.sleep(0.01)
-else:
-    raise SystemExit(1)
+sys.exit(1)
 PY
-kill -TERM "$launch_pid"
+}
+
+# SIGTERM to ptrain-launch (a preemption) whose command is a wrapper script (a shell that does
+# not exec): the ranks checkpoint and exit 4, and so does the supervisor; started again on the
+# same state (the requeue), it continues from that checkpoint.
+cat >term.sh <<SH
+#!/usr/bin/env bash
+${mpirun[*]} -np 2 $ptrain train --config job.yaml --set output_dir=out-term
+SH
+chmod +x term.sh
+"$launch" --state term.db --summary-json term.json --backoff 0.2 -- ./term.sh >term.log 2>&1 &
+job_pid=$!
+wait_steps out-term 10 || fail "term: no step 10"
+kill -TERM "$job_pid"
 finished term 4
 summary term "len(l) == 1 and l[0]['cause'] == 'requeue' and not l[0]['restart']"
+[ -f "out-term/checkpoints/step-$(python3 -c "import json; \
+print(json.load(open('term.json'))['launches'][0]['last_step'])")/manifest.json" ] ||
+  fail "term: no checkpoint at the stop step"
 mv term.log term-1.log
-supervise term 2
+"$launch" --state term.db --summary-json term.json --backoff 0.2 -- ./term.sh >term.log 2>&1 &
+job_pid=$!
 finished term 0
 grep -q "the coordinator knows 1 earlier attempt" term.log || fail "term: not continued"
 summary term "len(l) == 1 and l[0]['cause'] == 'finished' and l[0]['first_step'] >= 10"
 same_adapter term 2
+
+# SIGINT to ptrain-launch: a stop through the coordinator; every rank checkpoints and the job
+# ends 0, not restarted.
+supervise int 2
+wait_steps out-int 10 || fail "int: no step 10"
+kill -INT "$job_pid"
+finished int 0
+summary int "len(l) == 1 and l[0]['cause'] == 'stopped'"
+grep -q "the job stopped after a checkpoint (SIGINT)" int.log || fail "int: summary"
+
+# Progress logged rarely (logging_steps 1000) is still progress: the ranks' heartbeats carry
+# their steps, so a stall timeout shorter than the run but longer than any step is not a stall.
+# (The run must outlast the timeout twice over, or the check proves nothing.)
+supervise quiet 2 --stall-timeout 8 -- --set logging_steps=100000 --set max_steps=1000 \
+  --set gradient_accumulation_steps=2
+finished quiet 0
+summary quiet "len(l) == 1 and l[0]['cause'] == 'finished' and l[0]['last_step'] == 1000" \
+  "l[0]['ended_unix_s'] - l[0]['started_unix_s'] > 16"
 
 # Restarts exhausted, under a coordinator of its own: every launch dies in its first save.
 "$bin/ptrain-coordinator" --listen 127.0.0.1:0 --state shared.db --address-file shared.addr \
