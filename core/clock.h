@@ -7,8 +7,7 @@ namespace ptrain {
 
 // Seconds since the Unix epoch (the system clock: comparable across hosts up to their skew).
 inline double unix_now() {
-  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch())
-      .count();
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
 }  // namespace ptrain
