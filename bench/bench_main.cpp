@@ -10,6 +10,7 @@
 #include "bench/data_bench.h"
 #include "bench/model_bench.h"
 #include "bench/nf4_bench.h"
+#include "bench/recovery_bench.h"
 #include "bench/train_bench.h"
 #include "core/error.h"
 #include "launcher/rank_session.h"
@@ -104,6 +105,27 @@ int main(int argc, char** argv) {
                           "Completion-queue threads of the simulator");
   coordinator->add_option("--work-dir", coordinator_options.work_dir,
                           "Coordinator state (default: a new directory under $TMPDIR, removed)");
+  ptrain::bench::RecoveryBenchOptions recovery_options;
+  auto* recovery = add_suite("recovery",
+                             "A rank SIGKILLed under ptrain-launch: the time from its death to the "
+                             "restarted job's next completed step, in parts, vs the same job's "
+                             "cold start; run it without mpirun");
+  recovery->add_option("--cases", recovery_options.cases, "mode:preset pairs (lora:tiny qlora:1b)");
+  recovery->add_option("--ranks", recovery_options.ranks, "Ranks of the job");
+  recovery->add_option("--seq", recovery_options.seq, "The job's sequence_len");
+  recovery->add_option("--backoff", recovery_options.backoff_s, "ptrain-launch --backoff (s)");
+  recovery->add_option("--repeats", recovery_options.repeats,
+                       "Baseline and recovery runs per case (0: 3 for tiny, 1 otherwise)");
+  recovery->add_option("--kill-rank", recovery_options.kill_rank, "The rank that is killed");
+  recovery->add_option("--run-timeout", recovery_options.run_timeout_s,
+                       "Seconds one supervised run may take before the suite fails");
+  recovery->add_option("--work-dir", recovery_options.work_dir,
+                       "Models, data and runs (default: a new directory under $TMPDIR, removed)");
+  recovery->add_flag("--keep", recovery_options.keep, "Keep the default work directory");
+  recovery->add_option("--repo", recovery_options.repo,
+                       "The source tree, for examples/make_tiny_data.py (default: found above "
+                       "the binary)");
+  recovery->add_option("--mpirun", recovery_options.mpirun, "The MPI launcher");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -116,6 +138,7 @@ int main(int argc, char** argv) {
     if (*data) return ptrain::bench::run_data_bench(data_options);
     if (*train) return ptrain::bench::run_train_bench(train_options);
     if (*coordinator) return ptrain::bench::run_coordinator_bench(coordinator_options);
+    if (*recovery) return ptrain::bench::run_recovery_bench(recovery_options);
     ptrain::MpiRuntime mpi(&argc, &argv);
     if (*comm) return ptrain::bench::run_comm_bench(comm_options);
     if (*ckpt) return ptrain::bench::run_ckpt_bench(ckpt_options);
