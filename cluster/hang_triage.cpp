@@ -107,6 +107,9 @@ HangTriage triage_hang(const std::vector<v1::Event>& events, int world,
                                        rank_ranges(in_it), in_it.size() > 1 ? "" : "s",
                                        target.name()));
 
+  // Every rank belongs to a world communicator ("world", "world.nccl"); a split's groups hold
+  // some ranks only, and a rank with no record of one is taken for a member of another group.
+  const bool whole_world = target.comm.find('/') == std::string::npos;
   std::map<int, const v1::RankHealth*> health;
   for (const v1::RankHealth& h : ranks) health[h.rank()] = &h;
   std::vector<int> behind, silent, elsewhere;
@@ -128,7 +131,7 @@ HangTriage triage_hang(const std::vector<v1::Event>& events, int world,
     const Record* newest = nullptr;
     for (const Record& r : report->second)
       if (r.comm == target.comm && (newest == nullptr || r.seq > newest->seq)) newest = &r;
-    if (newest == nullptr || newest->seq < target.seq) {
+    if ((newest == nullptr && whole_world) || (newest != nullptr && newest->seq < target.seq)) {
       behind.push_back(rank);
       triage.details.push_back(fmt::format(
           "rank {} never entered {}: its newest on '{}' is {}", rank, target.name(), target.comm,
@@ -145,8 +148,16 @@ HangTriage triage_hang(const std::vector<v1::Event>& events, int world,
     }
   }
   std::vector<int> laggards = behind;
-  laggards.insert(laggards.end(), silent.begin(), silent.end());
-  if (laggards.empty())
+  if (whole_world || behind.empty()) laggards.insert(laggards.end(), silent.begin(), silent.end());
+  if (!whole_world && behind.empty() && !silent.empty()) {
+    std::vector<int> reporting;
+    for (const auto& entry : reports) reporting.push_back(entry.first);
+    triage.summary = fmt::format(
+        "rank{} {} sent no report (stopped, dead, or busy outside collectives) while rank{} {} "
+        "wait in collectives ({} among them)",
+        silent.size() > 1 ? "s" : "", rank_ranges(silent), reporting.size() > 1 ? "s" : "",
+        rank_ranges(reporting), target.name());
+  } else if (laggards.empty())
     triage.summary = fmt::format(
         "ranks {} all wait in {}: none fell behind (the collective itself or the network hangs)",
         rank_ranges(in_it), target.name());

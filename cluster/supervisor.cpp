@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <random>
@@ -217,10 +218,15 @@ bool Supervisor::start_launch() {
     // Open MPI passes its own environment to the ranks it starts on this host only.
     argv.insert(argv.begin() + 1, {"-x", "PTRAIN_COORDINATOR_ADDRESS", "-x", "PTRAIN_LAUNCH_ID",
                                    "-x", "PTRAIN_RESTART"});
-  const std::vector<std::pair<std::string, std::string>> env = {
+  std::vector<std::pair<std::string, std::string>> env = {
       {"PTRAIN_COORDINATOR_ADDRESS", options_.rpc.address},
       {"PTRAIN_LAUNCH_ID", launch.launch_id},
       {"PTRAIN_RESTART", std::to_string(earlier_attempts_ + restarts_)}};
+  // When a rank dies, mpirun sends the others SIGTERM and SIGKILL only a second later. ptrain
+  // takes SIGTERM as "checkpoint, then stop", which ranks stuck in a collective with a dead peer
+  // cannot do: the second is lost to every recovery. (A user's own setting stands.)
+  if (is_mpirun(argv) && std::getenv("OMPI_MCA_odls_base_sigkill_timeout") == nullptr)
+    env.emplace_back("OMPI_MCA_odls_base_sigkill_timeout", "0");
   launches_.push_back(launch);
   process_.reset();
   try {

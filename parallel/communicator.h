@@ -110,7 +110,8 @@ class Communicator {
   virtual int rank() const = 0;
   virtual int size() const = 0;
   virtual std::string backend_name() const = 0;
-  // A name for messages: "world", or "world/split(color=1)".
+  // A name for messages: "world" ("world.nccl" for the NCCL one), or "world/split2(color=1)"
+  // (the second split of "world", this rank's group of color 1).
   virtual std::string name() const = 0;
 
   virtual WorkHandle all_gather_async(CommBuffer out, CommBuffer in) = 0;

@@ -19,8 +19,9 @@ std::shared_ptr<Communicator> make_world_communicator(
     const std::string& backend, int local_rank, std::shared_ptr<CollectiveWatchdog> watchdog) {
   if (backend == "nccl") {
     int devices = cuda_device_count();
-    return make_nccl_communicator(MPI_COMM_WORLD, devices > 0 ? local_rank % devices : 0, "world",
-                                  std::move(watchdog));
+    // Beside the MPI world of the same ranks: its own name in watchdog and hang reports.
+    return make_nccl_communicator(MPI_COMM_WORLD, devices > 0 ? local_rank % devices : 0,
+                                  "world.nccl", std::move(watchdog));
   }
   PTRAIN_CHECK(backend == "mpi", "unknown communicator backend '{}'", backend);
   return std::make_shared<MpiCommunicator>(MPI_COMM_WORLD, "world", std::move(watchdog));

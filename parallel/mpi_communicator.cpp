@@ -302,8 +302,10 @@ std::shared_ptr<Communicator> MpiCommunicator::split(int color, int key) {
   run_blocking(make_work("split", nullptr, nullptr, -1, [this, color, key, &child] {
     PTRAIN_MPI_CHECK_AT(where_, MPI_Comm_split(comm_, color, key, &child));
   }));
-  return std::make_shared<MpiCommunicator>(child, fmt::format("{}/split(color={})", name_, color),
-                                           watchdog_);
+  // Named by the split's ordinal on this communicator (the same on every rank) and the color, so
+  // that the groups of two splits (shard and replica groups) never share a name in reports.
+  return std::make_shared<MpiCommunicator>(
+      child, fmt::format("{}/split{}(color={})", name_, ++splits_, color), watchdog_);
 }
 
 // ---------------------------------------------------------------- communication thread

@@ -114,6 +114,7 @@ class MpiCommunicator final : public Communicator {
   int rank_ = 0;
   int size_ = 1;
   std::string name_;
+  int splits_ = 0;     // split() calls so far (issuing thread only)
   std::string where_;  // "rank R on host H" (world rank), for error messages
   std::shared_ptr<CollectiveWatchdog> watchdog_;
   std::atomic<int64_t> step_{-1};

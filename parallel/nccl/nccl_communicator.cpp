@@ -321,7 +321,8 @@ std::shared_ptr<Communicator> NcclCommunicator::split(int color, int key) {
   ncclComm_t child = nullptr;
   PTRAIN_NCCL_CHECK(*where_, ncclCommSplit(comm_, color, key, &child, nullptr));
   auto sub = std::make_shared<NcclCommunicator>(
-      child, device_, fmt::format("{}/split(color={})", name_, color), watchdog_, *where_);
+      child, device_, fmt::format("{}/split{}(color={})", name_, ++splits_, color), watchdog_,
+      *where_);
   sub->compute_stream_ = compute_stream_;
   return sub;
 }

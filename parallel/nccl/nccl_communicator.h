@@ -76,6 +76,7 @@ class NcclCommunicator final : public Communicator {
   int rank_ = 0;
   int size_ = 1;
   std::string name_;
+  int splits_ = 0;                            // split() calls so far (issuing thread only)
   std::shared_ptr<const std::string> where_;  // shared with the Work handles, which may outlive us
   std::shared_ptr<CollectiveWatchdog> watchdog_;
   std::shared_ptr<AbortState> abort_state_;

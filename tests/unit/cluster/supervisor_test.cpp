@@ -252,6 +252,26 @@ TEST(HangTriage, TheCollectiveMostRanksWaitInWinsTheLowestOnATie) {
             "rank 5 never entered world all_reduce #58 (step 10): its newest on 'world' is none");
 }
 
+// Hybrid sharding on 4 ranks: shard groups {0,1} {2,3} (the first split of world), replica
+// groups {0,2} {1,3} (the second). Rank 1 is stopped: rank 0 waits for it in its shard group,
+// rank 3 in its replica group, rank 2 in the other replica group (for rank 0, which is busy). No
+// reporting rank is a member of another's group, so none "never entered" anything: the silent rank
+// is the suspect, and the summary says so without naming a collective it skipped.
+TEST(HangTriage, SplitGroupsJudgeOnlyTheirMembers) {
+  const std::string shard0 = "world/split1(color=0)", replica0 = "world/split2(color=0)",
+                    replica1 = "world/split2(color=1)";
+  const std::vector<v1::Event> events = {
+      hang_event(0, {done(40, 12), done(24, 12, shard0), waiting(25, 12, shard0)}),
+      hang_event(2, {done(40, 12), done(30, 12, replica0), waiting(31, 12, replica0)}),
+      hang_event(3, {done(40, 12), done(30, 12, replica1), waiting(31, 12, replica1)})};
+  const HangTriage triage = triage_hang(events, 4, {});
+  EXPECT_EQ(triage.summary,
+            "rank 1 sent no report (stopped, dead, or busy outside collectives) while ranks 0, "
+            "2-3 wait in collectives (world/split1(color=0) all_reduce #25 (step 12) among them)");
+  for (const std::string& line : triage.details)
+    EXPECT_THAT(line, ::testing::Not(HasSubstr("never entered"))) << line;
+}
+
 Collective at(Collective c, double started) {
   c.started = started;
   return c;
