@@ -64,6 +64,8 @@ bench: build
 	$(BUILD_DIR)/bin/ptrain-bench coordinator | tee bench/results/coordinator.jsonl
 	$(BUILD_DIR)/bin/ptrain-bench coordinator --ranks 16384 --interval 4 \
 	  | tee -a bench/results/coordinator.jsonl
+	# A rank SIGKILLed under ptrain-launch, tiny and 1b QLoRA at 2 ranks: about 2 minutes.
+	$(BUILD_DIR)/bin/ptrain-bench recovery | tee bench/results/recovery.jsonl
 	# Real vocabularies for the tokenizer figures: the npm packages the tokenizer test installs.
 	tests/unit/tokenizer/reference/run.sh $(BUILD_DIR)/tokenizer-reference \
 	  $(BUILD_DIR)/bin/ptrain_tokenizer_reference_check >/dev/null

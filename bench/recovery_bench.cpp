@@ -1,4 +1,5 @@
 #include "bench/recovery_bench.h"
+#include "core/clock.h"
 
 #include <signal.h>
 #include <stdlib.h>
@@ -24,6 +25,7 @@
 #include "cluster/coordinator_server.h"
 #include "cluster/job_process.h"
 #include "cluster/job_state.h"
+#include "core/clock.h"
 #include "core/error.h"
 #include "core/file_util.h"
 #include "core/host_port.h"
@@ -37,10 +39,6 @@ namespace fs = std::filesystem;
 constexpr const char* kBaseline =
     "cold start to first step: the same job under ptrain-launch with no failure, from the "
     "supervisor's start of the command to the first completed step";
-
-double unix_now() {
-  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
-}
 
 double load_average_1m() {
   std::ifstream in("/proc/loadavg");
