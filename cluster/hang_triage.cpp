@@ -157,15 +157,38 @@ HangTriage triage_hang(const std::vector<v1::Event>& events, int world,
         "wait in collectives ({} among them)",
         silent.size() > 1 ? "s" : "", rank_ranges(silent), reporting.size() > 1 ? "s" : "",
         rank_ranges(reporting), target.name());
-  } else if (laggards.empty())
-    triage.summary = fmt::format(
-        "ranks {} all wait in {}: none fell behind (the collective itself or the network hangs)",
-        rank_ranges(in_it), target.name());
-  else
+  } else if (laggards.empty()) {
+    // Every rank entered it. One whose heartbeats had stopped while the others' went on (a
+    // process stopped inside the collective, a hung host) is then the likely cause.
+    double freshest = -1;
+    for (const v1::RankHealth& h : ranks)
+      if (freshest < 0 || h.heartbeat_age_s() < freshest) freshest = h.heartbeat_age_s();
+    std::vector<int> stale;
+    double oldest = 0;
+    for (const v1::RankHealth& h : ranks)
+      if (h.heartbeat_age_s() > 3.0 && h.heartbeat_age_s() > 3 * freshest) {
+        stale.push_back(h.rank());
+        oldest = std::max(oldest, h.heartbeat_age_s());
+      }
+    if (!stale.empty()) {
+      triage.summary = fmt::format(
+          "rank{} {} stopped heartbeating (up to {:.1f} s before) while ranks {} all wait in {}: "
+          "the likely cause (a stopped process, a hung host)",
+          stale.size() > 1 ? "s" : "", rank_ranges(stale), oldest, rank_ranges(in_it),
+          target.name());
+      triage.details.push_back(triage.summary);
+    } else {
+      triage.summary = fmt::format(
+          "ranks {} all wait in {}: none fell behind (the collective itself or the network "
+          "hangs)",
+          rank_ranges(in_it), target.name());
+    }
+  } else {
     triage.summary =
         fmt::format("rank{} {} fell behind: never entered {}, which rank{} {} waited in",
                     laggards.size() > 1 ? "s" : "", rank_ranges(laggards), target.name(),
                     in_it.size() > 1 ? "s" : "", rank_ranges(in_it));
+  }
   return triage;
 }
 

@@ -244,6 +244,13 @@ grpc::Status JobState::heartbeat(const v1::HeartbeatRequest& request,
     for (const v1::Progress& progress : request.progress()) record_progress(progress);
     store_.save_progress(progress_, eval_loss_);
   }
+  // The attempt's first completed step, when no logged progress point dated it (logging_steps
+  // above 1): this heartbeat's arrival, at most a heartbeat interval late.
+  if (v1::Attempt& attempt = current();
+      attempt.first_step_unix_s() == 0 && request.step() > attempt.first_step()) {
+    attempt.set_first_step_unix_s(rank.last_seen);
+    store_.save_attempt(attempt);
+  }
   for (const v1::Command& command : commands_)
     if (command.id() > request.last_command_id()) *response->add_commands() = command;
   changed();
@@ -412,7 +419,12 @@ grpc::Status JobState::report_launch(const v1::ReportLaunchRequest& request,
   });
   if (known == attempts_.end()) {
     // The launch ended before any of its ranks registered (a bad config, a crash at start): it
-    // is an attempt of its own, with no ranks.
+    // is an attempt of its own, with no ranks. A report that names no job must not end the
+    // running attempt of whatever job this coordinator serves.
+    if (request.job_id().empty() && !attempts_.empty() && !ended(current()))
+      return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                          fmt::format("launch {} is not known here and attempt {} is running",
+                                      request.launch_id(), current().number()));
     if (!attempts_.empty() && !ended(current()))
       end_attempt("superseded", "a new launch ended before this attempt did", progress_.step());
     v1::Attempt attempt;
@@ -432,6 +444,9 @@ grpc::Status JobState::report_launch(const v1::ReportLaunchRequest& request,
   const bool is_current = attempt.number() == current().number();
   if (is_current && !ended(attempt))
     end_attempt(request.cause(), request.message(), request.step());
+  // A stop asked of this launch is done with it, however the launch ended: it must not stop the
+  // next one.
+  if (is_current) finish_commands(v1::Command::STOP, std::numeric_limits<int64_t>::max());
   attempt.set_cause(request.cause());
   attempt.set_cause_message(request.message());
   attempt.set_exit_code(request.exit_code());

@@ -39,7 +39,8 @@ bool is_mpirun(const std::vector<std::string>& argv) {
 // The launchers that pass SIGUSR1 on to every rank they started, on every host (Open MPI's mpirun
 // does; so does srun). A SIGTERM or SIGHUP would make them tear the job down instead.
 bool passes_usr1_on(const std::string& name) {
-  return name == "mpirun" || name == "mpiexec" || name == "orterun" || name == "srun";
+  return name == "mpirun" || name == "mpiexec" || name == "orterun" || name == "prterun" ||
+         name == "srun";
 }
 
 const char* signal_name(int signal) {
@@ -86,7 +87,8 @@ struct Supervisor::Watch {
   int64_t events_after = 0;
   bool status_known = false, reachable = false, warned_unreachable = false;
   double unreachable_since = 0;
-  bool registered = false;  // the launch's attempt is known to the coordinator
+  bool registered = false;    // the launch's attempt is known to the coordinator
+  bool stop_pending = false;  // a SIGINT's stop, sent once the launch registers
   int world = 0;
   std::vector<v1::RankHealth> ranks;
   std::string end_reason;  // how the ranks ended the attempt ("" while running)
@@ -142,6 +144,11 @@ Supervisor::Verdict Supervisor::judge_exit(int wait_status) {
 
 int Supervisor::run() {
   read_earlier_attempts();
+  if (interrupts_ != 0 || stop_signal_ != 0) {
+    log_->warn("{} before the first launch: nothing started",
+               signal_name(stop_signal_ != 0 ? stop_signal_ : SIGINT));
+    return stop_signal_ != 0 ? 4 : 3;
+  }
   for (;;) {
     if (start_launch()) {
       Watch w;
@@ -200,7 +207,10 @@ void Supervisor::read_earlier_attempts() {
             v1::JobState_Name(status.state()));
       return;
     }
-    if (wait_signal(1.0) == SIGINT) break;
+    const int signal = wait_signal(1.0);
+    if (signal == SIGINT) ++interrupts_;
+    if (signal != 0 && signal != SIGCHLD && signal != SIGINT) stop_signal_ = signal;
+    if (interrupts_ != 0 || stop_signal_ != 0) return;  // run() stops before any launch
   }
   log_->warn(
       "the coordinator at {} does not answer ({}): the first launch starts as a new job (a "
@@ -242,6 +252,7 @@ bool Supervisor::start_launch() {
     verdict.message = e.what();
     verdict.retry = launch.number > 1;
     verdict.exit_code = verdict.retry ? 3 : 2;
+    failed.exit_code = 127;  // as a shell reports a command it cannot run
     decide(failed, verdict);
     return false;
   }
@@ -327,17 +338,25 @@ bool Supervisor::request_stop(const std::string& reason) {
   return stub->RequestStop(context.get(), request, &response).ok();
 }
 
-void Supervisor::forward(int signal, const Watch* w) {
+void Supervisor::forward(int signal, Watch* w) {
   if (!process_ || process_->ended()) return;
-  if (signal == SIGINT && w != nullptr && w->registered && request_stop("SIGINT to ptrain-launch"))
-    return;  // every rank stops at the same step after a checkpoint, and exits 0
+  if (signal == SIGINT) {
+    // Through the coordinator: every rank stops at the same step after a checkpoint, exit 0.
+    // Before the launch registered, the stop waits for it (poll() sends it then).
+    if (w != nullptr && w->registered && w->end_reason.empty()) {
+      if (!request_stop("SIGINT to ptrain-launch"))
+        log_->warn("the coordinator did not take the stop; SIGINT again kills the job");
+    } else if (w != nullptr) {
+      w->stop_pending = true;
+    }
+    return;
+  }
   // ptrain's ranks take SIGUSR1 (and SIGINT) as "checkpoint at the next step boundary, then
   // exit"; the launchers pass SIGUSR1 on to every rank on every host. Nothing else in the
   // session (a wrapper shell, MPI's daemons) is signalled: it would only die of it.
-  const int to_job = signal == SIGINT ? SIGINT : SIGUSR1;
-  process_->signal_members(to_job, [&](pid_t pid) {
+  process_->signal_members(SIGUSR1, [&](pid_t pid) {
     const std::string name = JobProcess::program_name(pid);
-    return name == "ptrain" || (to_job == SIGUSR1 && passes_usr1_on(name));
+    return name == "ptrain" || passes_usr1_on(name);
   });
 }
 
@@ -362,6 +381,8 @@ void Supervisor::poll(Watch& w) {
       w.warned_unreachable = true;
     }
   } else {
+    // Time the coordinator could not show progress is not time without it.
+    if (w.unreachable_since > 0) w.last_progress_unix_s += now - w.unreachable_since;
     w.unreachable_since = 0;
     w.warned_unreachable = false;
     // Hang reports are looked for among the events after those already there.
@@ -372,7 +393,7 @@ void Supervisor::poll(Watch& w) {
     for (const v1::Attempt& a : status.attempts())
       if (a.launch_id() == launch.launch_id) ours = &a;
     if (ours != nullptr) {
-      w.registered = true;
+      w.registered = launch.registered = true;
       job_id_ = status.job_id();
       launch.attempt = ours->number();
       launch.first_step = ours->first_step();
@@ -385,13 +406,20 @@ void Supervisor::poll(Watch& w) {
       // Progress: the furthest step a rank reported in its heartbeats (every step boundary),
       // or the job's logged step.
       w.world = ours->world();
-      w.ranks.assign(status.ranks().begin(), status.ranks().end());
+      // The ranks' health as it was while the launch ran: after the teardown a killed rank's
+      // last words (a stopped one, continued to be killed) would hide its silence.
+      if (!process_->ended()) w.ranks.assign(status.ranks().begin(), status.ranks().end());
       int64_t progress = status.step();
       for (const v1::RankHealth& h : status.ranks()) progress = std::max(progress, h.step());
+      // Registering is not a step: the stall clock runs on from the launch until the first.
+      if (w.progress < 0) w.progress = ours->first_step();
       launch.last_step = std::max(launch.last_step, progress);
       if (progress > w.progress) {
         w.progress = progress;
         w.last_progress_unix_s = now;
+      }
+      if (w.stop_pending && ours->ended_unix_s() == 0) {
+        w.stop_pending = !request_stop("SIGINT to ptrain-launch");
       }
       if (ours->ended_unix_s() == 0 && !process_->ended() && status.lost_ranks() > 0 &&
           w.judged_cause.empty()) {
@@ -429,10 +457,10 @@ void Supervisor::poll(Watch& w) {
         w.pid_gone_rank = h.rank();
         break;
       }
-  // A stall is judged only on what the coordinator shows: while it does not answer, or before
-  // it has seen this launch at all for long, a quiet job is not a stalled one.
+  // A stall is judged only on what the coordinator shows: while it does not answer, a quiet job
+  // is not a stalled one (the clock above stands still meanwhile).
   if (w.judged_cause.empty() && !process_->ended() && w.reachable &&
-      (w.registered || w.status_known) && now - w.last_progress_unix_s > options_.stall_timeout_s) {
+      now - w.last_progress_unix_s > options_.stall_timeout_s) {
     w.judged_cause = "stall";
     w.judged_message =
         fmt::format("no step completed for {:.0f} s (stall_timeout {:g} s){}",
@@ -448,9 +476,7 @@ void Supervisor::note_recovery(Watch& w, const v1::Attempt& attempt) {
   // The failure this launch recovers from: the first of the failed launches before it (one that
   // could not even start adds to the wait, not to a new failure).
   size_t first = w.index - 1;
-  while (first > 0 && launches_[first - 1].restart && !launches_[first].recovered &&
-         launches_[first].attempt == 0)
-    --first;
+  while (first > 0 && launches_[first - 1].restart && !launches_[first].registered) --first;
   const LaunchRecord& before = launches_[first];
   launch.recovered = true;
   Recovery& r = launch.recovery;
@@ -491,16 +517,16 @@ Supervisor::Verdict Supervisor::judge(Watch& w) {
     verdict.exit_code = 3;
   } else {
     verdict = judge_exit(status);
-    // The ranks' own account of a clean end outweighs a noisy exit after it (a crash in
-    // MPI_Finalize, a launcher's complaint).
-    if (verdict.retry &&
-        (w.end_reason == "finished" || w.end_reason == "stopped" || w.end_reason == "requeue")) {
-      log_->warn("launch {}: {}, after its ranks had ended the attempt '{}': taken as that",
-                 launch.number, verdict.message, w.end_reason);
-      verdict = judge_exit(W_EXITCODE(w.end_reason == "requeue" ? 4 : 0, 0));
-    }
-    if (verdict.cause == "finished" && w.end_reason == "stopped") verdict.cause = "stopped";
   }
+  // The ranks' own account of a clean end outweighs a noisy exit after it (a crash in
+  // MPI_Finalize, a launcher's complaint) or a verdict that crossed it.
+  if (verdict.retry &&
+      (w.end_reason == "finished" || w.end_reason == "stopped" || w.end_reason == "requeue")) {
+    log_->warn("launch {}: {}, after its ranks had ended the attempt '{}': taken as that",
+               launch.number, verdict.message, w.end_reason);
+    verdict = judge_exit(W_EXITCODE(w.end_reason == "requeue" ? 4 : 0, 0));
+  }
+  if (verdict.cause == "finished" && w.end_reason == "stopped") verdict.cause = "stopped";
   if (launch.failure_unix_s == 0)
     launch.failure_unix_s = w.pid_gone_unix_s > 0 ? w.pid_gone_unix_s : launch.detected_unix_s;
   if (w.pid_gone_rank >= 0 && verdict.retry)
@@ -549,6 +575,14 @@ void Supervisor::decide(LaunchRecord& launch, const Verdict& verdict) {
         std::min(options_.max_backoff_s, options_.backoff_s * std::pow(2.0, restarts_ - 1));
     log_->error("launch {} failed: {}: {}; restart {} of {} in {:.1f} s", launch.number,
                 verdict.cause, verdict.message, restarts_, options_.max_restarts, restart_in);
+  } else if (verdict.retry && stop_signal_ != 0) {
+    // A stop for a requeue that met a launch still starting (no handler yet) or failing: the job
+    // rests on its last committed checkpoint, which the requeue resumes from.
+    outcome_ = 4;
+    launch.cause = "requeue";
+    launch.message +=
+        fmt::format("; {} to ptrain-launch: stopped for a requeue", signal_name(stop_signal_));
+    log_->warn("launch {}: {}", launch.number, launch.message);
   } else if (verdict.retry) {
     outcome_ = 3;
     log_->error(

@@ -54,7 +54,8 @@ struct Recovery {
 struct LaunchRecord {
   int number = 0;  // 1 for the first launch
   std::string launch_id;
-  int attempt = 0;  // the coordinator's attempt number (0: never registered)
+  int attempt = 0;          // the coordinator's attempt number
+  bool registered = false;  // its ranks registered with the coordinator
   double started_unix_s = 0, ended_unix_s = 0;
   double failure_unix_s = 0, detected_unix_s = 0, torn_down_unix_s = 0;
   std::string cause;    // finished, requeue, bad_input, exit, signal, rank_lost, stall, hang, ...
@@ -119,7 +120,7 @@ class Supervisor {
   bool wait_backoff(double seconds);
   bool handle_signal(int signal, Watch* watch);
   // Passes a stop on to the job: ranks checkpoint, then exit 4 (or 0 for SIGINT).
-  void forward(int signal, const Watch* watch);
+  void forward(int signal, Watch* watch);
   bool request_stop(const std::string& reason);
 
   SupervisorOptions options_;

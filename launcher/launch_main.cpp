@@ -122,7 +122,11 @@ int main(int argc, char** argv) {
               "(--listen chooses; --auth-token-file guards it)");
       }
       if (server_options.state_path.empty()) {
-        std::string joined;
+        // The same job run again (a requeue: same command, directory and Slurm job) finds its
+        // state; another job, another file.
+        std::string joined = std::filesystem::current_path().string() + '\0';
+        for (const char* slurm : {"SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID"})
+          if (const char* value = std::getenv(slurm)) joined += std::string(value) + '\0';
         for (const std::string& arg : options.command) joined += arg + '\0';
         server_options.state_path =
             "ptrain-launch-" + xxh3_hex(joined.data(), joined.size()) + ".db";

@@ -165,6 +165,9 @@ void set_aside_rejected(const std::string& root, int64_t step, const RankContext
 int train(RankSession& session, const ResolvedConfig& config, CoordinatorLink& coordinator) {
   RankContext& ctx = session.context();
   const JobConfig& job = config.job;
+  // From here a stop signal only sets a flag (a preemption while the model loads included): the
+  // loop stops after its first step, with a checkpoint.
+  StopSignals signals(*ctx.comm);
   const Placement placement = training_placement(config, ctx);
   const std::string checkpoint_root = (fs::path(job.output_dir) / "checkpoints").string();
   const std::string resume = resume_spec(job, checkpoint_root, ctx);
@@ -311,7 +314,6 @@ int train(RankSession& session, const ResolvedConfig& config, CoordinatorLink& c
   Checkpointer checkpointer(training, *ctx.comm, checkpointing, ctx.log);
   coordinator.start_attempt(first_step, loop.total_steps(), resumed ? resume_seconds : 0.0);
   loop.add_observer(coordinator);  // before the checkpointer: see CoordinatorLink::start_attempt
-  StopSignals signals(*ctx.comm);
   loop.add_observer(signals);
   loop.add_observer(checkpointer);
   step.set_before_update([&checkpointer] { checkpointer.before_update(); });

@@ -26,3 +26,20 @@ data[len(data) * num // den] ^= mask
 open(path, "wb").write(data)
 ' "$1" "${2:-1}" "${3:-2}" "${4:-1}"
 }
+
+# tiny_lora_job ROWS FILE [LINE...]: in the current directory, the tiny model (model/) and ROWS
+# alpaca rows (data/), each made once, and FILE: a LoRA job on them (dropout, packing) followed by
+# the given YAML lines. Needs $ptrain and $repo.
+tiny_lora_job() {
+  local rows=$1 file=$2
+  shift 2
+  [ -d model ] || "$ptrain" init-model --preset tiny --out model >/dev/null || fail "init-model"
+  [ -d data ] || python3 "$repo/examples/make_tiny_data.py" data --rows "$rows" >/dev/null ||
+    fail "make_tiny_data"
+  {
+    printf '%s\n' "base_model: model" "adapter: lora" "lora_target_linear: true" \
+      "lora_dropout: 0.1" "datasets:" "  - path: data/alpaca.jsonl" "    type: alpaca" \
+      "val_set_size: 0" "sequence_len: 256" "sample_packing: true"
+    printf '%s\n' "$@"
+  } >"$file"
+}

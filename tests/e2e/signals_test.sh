@@ -11,25 +11,8 @@ repo=${3:-.}
 mpirun=("$mpiexec" --oversubscribe --allow-run-as-root)
 cd "$work" || exit 1
 
-"$ptrain" init-model --preset tiny --out model >/dev/null || fail "init-model"
-python3 "$repo/examples/make_tiny_data.py" data --rows 400 >/dev/null || fail "make_tiny_data"
-cat > job.yaml <<'YAML'
-base_model: model
-adapter: lora
-lora_target_linear: true
-lora_dropout: 0.1
-datasets:
-  - path: data/alpaca.jsonl
-    type: alpaca
-val_set_size: 0
-sequence_len: 256
-sample_packing: true
-max_steps: 60
-save_steps: 1000
-learning_rate: 0.002
-output_dir: out
-resume_from_checkpoint: latest
-YAML
+tiny_lora_job 400 job.yaml "max_steps: 60" "save_steps: 1000" "learning_rate: 0.002" \
+  "output_dir: out" "resume_from_checkpoint: latest"
 
 # run NAME [--set ...]: the job into out-NAME in the background; its pid in job_pid.
 run() {

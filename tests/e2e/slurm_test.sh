@@ -130,31 +130,14 @@ srun --mpi=list 2>&1 | grep -qw pmix || mpi=pmi2
 echo "slurm_test: $(sinfo -V) on ports $ctld_port/$slurmd_port, srun --mpi=$mpi"
 
 # ---------------------------------------------------------------- the job
-"$ptrain" init-model --preset tiny --out model >/dev/null || fail "init-model"
-python3 "$repo/examples/make_tiny_data.py" data --rows 400 >/dev/null || fail "make_tiny_data"
 # Slurm checks time limits every 30 s and sends the warning at the first check that finds less
 # than its time plus 30 s left: with --time=1 --signal=USR1@20, 10 to 40 s into the job (late
 # enough for the ranks to be up). However fast this machine, the job must still be running then:
 # it is submitted with more steps than it can run in a minute and, once stopped, given its real
 # max_steps (the stop step + 500) before the requeue. The learning rate is constant, so that
 # max_steps changes no step's arithmetic: the uninterrupted run then trains with the final config.
-cat >job.yaml <<'YAML'
-base_model: model
-adapter: lora
-lora_target_linear: true
-lora_dropout: 0.1
-datasets:
-  - path: data/alpaca.jsonl
-    type: alpaca
-val_set_size: 0
-sequence_len: 256
-sample_packing: true
-lr_scheduler: constant
-learning_rate: 0.002
-save_steps: 100000
-max_steps: 100000
-output_dir: out
-YAML
+tiny_lora_job 400 job.yaml "lr_scheduler: constant" "learning_rate: 0.002" \
+  "save_steps: 100000" "max_steps: 100000" "output_dir: out"
 
 launch=$bin/ptrain-launch
 if [ ! -x "$launch" ]; then
@@ -206,14 +189,29 @@ echo "slurm_test: stopped after step $stop_step, ${SECONDS}s after sbatch; max_s
 
 # A dashboard finds the requeued run's coordinator by the address written next to the checkpoints.
 registered() { grep -q "registered with the coordinator at .*: attempt 2" slurm.out; }
+# The requeued run may finish first (it has 500 steps): then its coordinator is gone, and the
+# state it left is read through a ptrain-coordinator started on it.
+status_of_requeued_run() {
+  "$bin/ptrain-status" --coordinator "$(cat slurm-job/coordinator.addr)" --json --timeout 2 \
+    >status.json 2>status.err && return 0
+  job_ended || return 1
+  "$bin/ptrain-coordinator" --listen 127.0.0.1:0 --state slurm-job/coordinator.db \
+    --address-file after.addr >after.log 2>&1 &
+  local reader=$! code=1
+  poll 30 test -s after.addr &&
+    "$bin/ptrain-status" --coordinator "$(cat after.addr)" --json >status.json && code=0
+  kill "$reader"
+  wait "$reader"
+  return $code
+}
 if poll 120 eval 'registered || job_ended' && registered; then
-  "$bin/ptrain-status" --coordinator "$(cat slurm-job/coordinator.addr)" --json >status.json ||
-    fail "ptrain-status could not reach the requeued run's coordinator"
+  poll 60 status_of_requeued_run ||
+    fail "ptrain-status could not reach the requeued run's coordinator: $(cat status.err)"
   python3 - status.json "$stop_step" <<'PY' || fail "ptrain-status (above)"
 import json, sys
 s = json.load(open(sys.argv[1]))
 a = s["attempts"]
-assert s["state"] in ("STARTING", "RUNNING", "CHECKPOINTING"), s["state"]
+assert s["state"] in ("STARTING", "RUNNING", "CHECKPOINTING", "FINISHED"), s["state"]
 assert len(a) == 2 and a[0]["end_reason"] == "requeue", a
 assert int(a[1].get("first_step", 0)) == int(sys.argv[2]), a[1]
 PY

@@ -522,9 +522,16 @@ TEST(JobState, ALaunchWhoseRanksNeverRegisteredIsAnAttemptOfItsOwn) {
   EXPECT_EQ(status.world(), 0);
   EXPECT_EQ(status.ranks_size(), 0);
 
-  // An attempt still running when another launch is reported ends "superseded".
+  // An attempt still running when another launch of the same job is reported ends
+  // "superseded"; a report that names no job leaves it alone.
   EXPECT_EQ(register_all(*job.state, 2, "launch-c", 4), 3);
-  ASSERT_TRUE(job.state->report_launch(launch_report("launch-d", "exit", false), &response).ok());
+  EXPECT_EQ(
+      job.state->report_launch(launch_report("launch-d", "exit", false), &response).error_code(),
+      grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(job.state->status().attempts_size(), 3);
+  v1::ReportLaunchRequest d = launch_report("launch-d", "exit", false);
+  d.set_job_id("job");
+  ASSERT_TRUE(job.state->report_launch(d, &response).ok());
   EXPECT_EQ(response.attempt(), 4);
   status = job.state->status();
   ASSERT_EQ(status.attempts_size(), 4);
@@ -627,6 +634,20 @@ TEST(JobState, AFirstStepWithoutTheRanksClockTakesTheCoordinators) {
   v1::HeartbeatResponse response;
   ASSERT_TRUE(job.state->heartbeat(beat(attempt, 0, 1), &response).ok());  // no unix_s
   EXPECT_DOUBLE_EQ(job.state->status().attempts(0).first_step_unix_s(), 1234);
+}
+
+// logging_steps above 1: no progress point dates the first step; a rank's heartbeat whose step
+// is past first_step does, at its arrival.
+TEST(JobState, AFirstStepSeenOnlyInAHeartbeatIsDatedByItsArrival) {
+  Job job(testing::fresh_dir());
+  const int attempt = register_all(*job.state, 2, "l");
+  v1::HeartbeatResponse response;
+  job.clock = 1100;
+  ASSERT_TRUE(job.state->heartbeat(beat(attempt, 1, 0), &response).ok());  // no step yet
+  EXPECT_DOUBLE_EQ(job.state->status().attempts(0).first_step_unix_s(), 0);
+  job.clock = 1111;
+  ASSERT_TRUE(job.state->heartbeat(beat(attempt, 1, 3), &response).ok());  // rank 1: no progress
+  EXPECT_DOUBLE_EQ(job.state->status().attempts(0).first_step_unix_s(), 1111);
 }
 
 TEST(JobState, ARankThatNeverRegistersIsLostAfterTheTimeout) {

@@ -272,6 +272,22 @@ TEST(HangTriage, SplitGroupsJudgeOnlyTheirMembers) {
     EXPECT_THAT(line, ::testing::Not(HasSubstr("never entered"))) << line;
 }
 
+// Rank 2 was stopped inside the collective: every rank entered it, but its heartbeats stopped
+// while the others' went on. It is named; with fresh heartbeats everywhere, nobody is.
+TEST(HangTriage, ARankWhoseHeartbeatsStoppedInsideTheCollectiveIsNamed) {
+  std::vector<v1::Event> events;
+  for (int rank = 0; rank < 3; ++rank)
+    events.push_back(hang_event(rank, {done(377, 31), waiting(378, 31)}));
+  const HangTriage triage = triage_hang(
+      events, 3, {health(0, 0.4, 30, false), health(1, 0.6, 30, false), health(2, 5.5, 30, false)});
+  EXPECT_EQ(triage.summary,
+            "rank 2 stopped heartbeating (up to 5.5 s before) while ranks 0-2 all wait in world "
+            "all_reduce #378 (step 31): the likely cause (a stopped process, a hung host)");
+  const HangTriage fresh = triage_hang(
+      events, 3, {health(0, 0.4, 30, false), health(1, 0.6, 30, false), health(2, 0.9, 30, false)});
+  EXPECT_THAT(fresh.summary, HasSubstr("none fell behind"));
+}
+
 Collective at(Collective c, double started) {
   c.started = started;
   return c;
