@@ -64,7 +64,8 @@ int main(int argc, char** argv) {
                  "command can start ranks on other hosts: srun, mpirun with hosts)");
   app.add_option("--state", server_options.state_path,
                  "The started coordinator's SQLite state (default ptrain-launch-<hash of the "
-                 "command>.db here: a requeued job's same command finds its own)");
+                 "command, this directory and the Slurm job>.db here: a requeued job finds its "
+                 "own)");
   app.add_option("--address-file", address_file,
                  "Write the coordinator's address (host:port) to this file");
   app.add_option("--auth-token-file", token_file,
