@@ -287,7 +287,8 @@ start_job j4 --set coordinator.address="$a4" --set max_steps=600 --set save_step
 import json, os, sys, time
 deadline = time.monotonic() + 150
 while time.monotonic() < deadline and os.path.exists(f"/proc/{sys.argv[1]}"):
-    lines = open("out-j4/metrics.jsonl").read().splitlines()
+    # Only whole lines: the last may be half written.
+    lines = open("out-j4/metrics.jsonl").read().split("\n")[:-1]
     if lines and json.loads(lines[-1])["type"] == "end":
         raise SystemExit(0)
     time.sleep(0.05)
