@@ -79,8 +79,11 @@ print(r.randrange($np), r.randint(3, 150))")
       "${signal_rank[@]}" "out-$name" "$step" "$rank" KILL >"$name.kill" ||
         fail "$name: could not kill rank $rank at step $step"
       finished "$name" 0
+      killed_at=$(python3 -c "import json; print(json.load(open('$name.kill'))['step'])")
+      # The restart resumes from the last checkpoint before the kill (step 0 before the first).
       summary "$name" "len(l) == 2" "l[0]['restart'] and l[0]['cause'] in ('exit', 'signal')" \
-        "l[1]['cause'] == 'finished' and l[1]['first_step'] > 0" \
+        "l[1]['cause'] == 'finished'" \
+        "l[1]['first_step'] % 20 == 0 and $killed_at - 20 <= l[1]['first_step'] <= $killed_at" \
         "0 < l[1]['recovery']['total_s'] < 120"
       same_adapter "$name" "$np"
       echo "seed $seed: killed rank $rank of $np at step $step: $(cat "$name.kill")"
