@@ -15,6 +15,7 @@
 #include <thread>
 
 #include "core/error.h"
+#include "core/file_util.h"
 
 extern char** environ;
 
@@ -23,15 +24,9 @@ namespace {
 
 // The session of process `pid` (field 6 of /proc/PID/stat), or -1 when it is gone or a zombie.
 pid_t session_of(pid_t pid) {
-  std::ifstream file("/proc/" + std::to_string(pid) + "/stat");
-  std::string stat((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
-  const auto paren = stat.rfind(')');  // the name may hold spaces and parentheses
-  if (paren == std::string::npos) return -1;
-  std::istringstream fields(stat.substr(paren + 1));
-  std::string state;
-  long ppid = 0, pgrp = 0, session = -1;
-  if (!(fields >> state >> ppid >> pgrp >> session) || state == "Z" || state == "X") return -1;
-  return static_cast<pid_t>(session);
+  const std::vector<std::string> fields = proc_stat_fields(pid);  // state, ppid, pgrp, session
+  if (fields.size() < 4 || fields[0] == "Z" || fields[0] == "X") return -1;
+  return static_cast<pid_t>(std::stol(fields[3]));
 }
 
 }  // namespace

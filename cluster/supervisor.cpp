@@ -159,9 +159,7 @@ int Supervisor::run() {
       decide(launches_[w.index], verdict);
     }
     if (outcome_ >= 0) break;
-    const double wait =
-        std::min(options_.max_backoff_s, options_.backoff_s * std::pow(2.0, restarts_ - 1));
-    if (!wait_backoff(wait)) {
+    if (!wait_backoff(backoff())) {
       // Stopped before the restart: the job rests on its last committed checkpoint. A SIGTERM or
       // SIGUSR1 (a preemption, a time limit) asks for the requeue that resumes from it.
       LaunchRecord& last = launches_.back();
@@ -571,8 +569,7 @@ void Supervisor::decide(LaunchRecord& launch, const Verdict& verdict) {
   if (verdict.retry && stop_signal_ == 0 && interrupts_ == 0 && restarts_ < options_.max_restarts) {
     launch.restart = true;
     ++restarts_;
-    restart_in =
-        std::min(options_.max_backoff_s, options_.backoff_s * std::pow(2.0, restarts_ - 1));
+    restart_in = backoff();
     log_->error("launch {} failed: {}: {}; restart {} of {} in {:.1f} s", launch.number,
                 verdict.cause, verdict.message, restarts_, options_.max_restarts, restart_in);
   } else if (verdict.retry && stop_signal_ != 0) {
@@ -630,6 +627,10 @@ void Supervisor::report_launch(const LaunchRecord& launch, double restart_in_s) 
   }
   log_->warn("the coordinator did not record how launch {} ended: {}", launch.number,
              describe_status(status));
+}
+
+double Supervisor::backoff() const {
+  return std::min(options_.max_backoff_s, options_.backoff_s * std::pow(2.0, restarts_ - 1));
 }
 
 bool Supervisor::wait_backoff(double seconds) {

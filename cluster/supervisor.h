@@ -116,6 +116,8 @@ class Supervisor {
   void decide(LaunchRecord& launch, const Verdict& verdict);
   void report_launch(const LaunchRecord& launch, double restart_in_s);
   void note_recovery(Watch& watch, const v1::Attempt& attempt);
+  // The wait before restart number restarts_: backoff_s doubled per earlier restart, capped.
+  double backoff() const;
   // Waits up to `seconds`, handling signals; false when a signal stopped the supervision.
   bool wait_backoff(double seconds);
   bool handle_signal(int signal, Watch* watch);

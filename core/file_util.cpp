@@ -33,6 +33,18 @@ void fsync_path(const std::string& path, int flags) {
 
 }  // namespace
 
+std::vector<std::string> proc_stat_fields(long pid) {
+  std::ifstream in(pid == 0 ? std::string("/proc/self/stat")
+                            : "/proc/" + std::to_string(pid) + "/stat");
+  std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::vector<std::string> fields;
+  const size_t end_of_name = stat.rfind(')');
+  if (end_of_name == std::string::npos) return fields;
+  std::istringstream rest(stat.substr(end_of_name + 1));
+  for (std::string field; rest >> field;) fields.push_back(field);
+  return fields;
+}
+
 std::string read_text_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) throw UserError(fmt::format("cannot read '{}': {}", path, std::strerror(errno)));

@@ -13,6 +13,11 @@ namespace ptrain {
 // Reads a whole file; UserError naming the path and the OS reason when it cannot.
 std::string read_text_file(const std::string& path);
 
+// The fields of /proc/PID/stat after the command name (which may hold spaces and parentheses):
+// element 0 is field 3 (the state), element 19 field 22 (the start time in clock ticks after
+// boot). `pid` 0 means this process. Empty when the process is gone.
+std::vector<std::string> proc_stat_fields(long pid);
+
 // Streams a file into place so that a reader sees either the old file or the complete new one:
 // writes go to "<path>.tmp.<pid>"; commit() fsyncs it, renames it over `path` and fsyncs the
 // directory. Destroyed without commit() (an error), it removes the temporary file and leaves

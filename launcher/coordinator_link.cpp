@@ -50,21 +50,14 @@ std::string supervisor_env(const char* name) {
 // When this process started: its start time in clock ticks after boot (/proc/self/stat, field
 // 22) and the boot time (/proc/stat btime). 0 where they cannot be read.
 double process_start_unix_s() {
-  std::ifstream stat_file("/proc/self/stat");
-  std::string stat((std::istreambuf_iterator<char>(stat_file)), std::istreambuf_iterator<char>());
-  const auto paren = stat.rfind(')');
-  if (paren == std::string::npos) return 0;
-  std::istringstream fields(stat.substr(paren + 2));
-  std::string field;
-  for (int i = 3; i <= 22 && fields >> field; ++i)
-    if (i == 22) {
-      std::ifstream boot("/proc/stat");
-      for (std::string key; boot >> key;)
-        if (key == "btime") {
-          double btime = 0;
-          boot >> btime;
-          return btime + std::stod(field) / static_cast<double>(sysconf(_SC_CLK_TCK));
-        }
+  const std::vector<std::string> fields = proc_stat_fields(0);
+  if (fields.size() <= 19) return 0;
+  std::ifstream boot("/proc/stat");
+  for (std::string key; boot >> key;)
+    if (key == "btime") {
+      double btime = 0;
+      boot >> btime;
+      return btime + std::stod(fields[19]) / static_cast<double>(sysconf(_SC_CLK_TCK));
     }
   return 0;
 }

@@ -12,6 +12,8 @@
 #include <fstream>
 #include <sstream>
 
+#include "core/file_util.h"
+
 namespace ptrain {
 namespace {
 
@@ -37,15 +39,8 @@ std::string job_id() {
 
 // A process's start time (clock ticks since boot, /proc/PID/stat field 22), or "" when it is gone.
 std::string start_time(long pid) {
-  std::ifstream in(fmt::format("/proc/{}/stat", pid));
-  std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  const size_t end_of_name = stat.rfind(')');  // the command name may hold spaces and parentheses
-  if (end_of_name == std::string::npos) return "";
-  std::istringstream fields(stat.substr(end_of_name + 1));
-  std::string field;
-  for (int i = 3; i <= 22 && (fields >> field); ++i)
-    if (i == 22) return field;
-  return "";
+  const std::vector<std::string> fields = proc_stat_fields(pid);
+  return fields.size() > 19 ? fields[19] : "";
 }
 
 // Whether `pid` is a launcher's process that starts ranks (mpirun and Open MPI's daemons, PRRTE's,
